@@ -1,0 +1,64 @@
+// The device interface that every backend implements (after IREE's HAL): a
+// Device allocates Buffers, compiles Kernels into Executables and launches them
+// on Streams. Nothing above this interface knows which device it talks to.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/kernel.h"
+
+namespace kiln {
+
+struct DeviceInfo {
+  std::string name;      // "cpu: Intel Xeon ..." or the GPU's name
+  std::string backend;   // "cpu", "cuda", "vulkan", "systolic"
+  int cores = 1;         // CPU threads or GPU multiprocessors
+  int vector_bits = 0;   // widest SIMD register
+  std::string features;  // "avx2,fma,avx512f" or compute capability
+  int64_t memory_bytes = 0;
+};
+
+class Buffer {
+ public:
+  virtual ~Buffer() = default;
+  virtual int64_t bytes() const = 0;
+};
+
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  virtual void synchronize() = 0;
+};
+
+class Executable {
+ public:
+  virtual ~Executable() = default;
+  virtual const std::string& name() const = 0;
+  // args: the kernel's global buffers in argument order; params: its i64 params.
+  virtual void launch(Stream& stream, const std::vector<Buffer*>& args,
+                      const std::vector<int64_t>& params) = 0;
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+  virtual const DeviceInfo& info() const = 0;
+  virtual std::shared_ptr<Buffer> allocate(int64_t bytes) = 0;
+  virtual void write(Buffer& dst, const void* src, int64_t bytes) = 0;
+  virtual void read(const Buffer& src, void* dst, int64_t bytes) = 0;
+  // Compiles one kernel; throws kiln::Error with the compiler's message on failure.
+  virtual std::shared_ptr<Executable> compile(const Kernel& k) = 0;
+  // The kernel in the target's own language (LLVM IR, CUDA C, GLSL, ...).
+  virtual std::string target_source(const Kernel& k) = 0;
+  virtual Stream& stream() = 0;
+};
+
+// Every device found on this machine (the CPU is always there), and one by its
+// backend name or list index ("cpu", "0"); throws kiln::Error if none matches.
+std::vector<std::shared_ptr<Device>> devices();
+std::shared_ptr<Device> device(const std::string& which = "cpu");
+
+}  // namespace kiln
