@@ -1,5 +1,7 @@
 #include "kiln/kernel.h"
 
+#include <algorithm>
+
 #include "kiln/error.h"
 
 namespace kiln {
@@ -268,6 +270,36 @@ std::vector<int> Kernel::global_buffers() const {
   for (int i = 0; i < int(buffers.size()); ++i)
     if (buffers[i].scope == MemScope::Global) out.push_back(i);
   return out;
+}
+
+int64_t evaluate_index(const Expr& e, const std::map<std::string, int64_t>& vars) {
+  switch (e->kind) {
+    case ExprKind::Const:
+      if (e->type == ValType::f32) break;
+      return e->ival;
+    case ExprKind::Var: {
+      auto it = vars.find(e->name);
+      if (it == vars.end()) throw Error("kernel IR: variable '" + e->name + "' has no value");
+      return it->second;
+    }
+    case ExprKind::Binary: {
+      int64_t a = evaluate_index(e->args[0], vars), b = evaluate_index(e->args[1], vars);
+      switch (e->binop) {
+        case BinOp::Add: return a + b;
+        case BinOp::Sub: return a - b;
+        case BinOp::Mul: return a * b;
+        case BinOp::Div: case BinOp::Mod:
+          if (b == 0) throw Error("kernel IR: division by zero in an index expression");
+          return e->binop == BinOp::Div ? a / b : a % b;
+        case BinOp::Max: return std::max(a, b);
+        case BinOp::Min: return std::min(a, b);
+        default: break;
+      }
+      break;
+    }
+    default: break;
+  }
+  throw Error("kernel IR: expression is not integer arithmetic on variables");
 }
 
 bool equal(const Expr& a, const Expr& b) {

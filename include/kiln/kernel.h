@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -117,6 +118,11 @@ struct Kernel {
   // Global buffers in argument order (indices into `buffers`).
   std::vector<int> global_buffers() const;
 };
+
+// Evaluates an i64 expression of constants, variables and integer arithmetic
+// (no loads) with `vars` giving each variable's value. Throws kiln::Error on an
+// unbound variable, a load, or a zero divisor.
+int64_t evaluate_index(const Expr& e, const std::map<std::string, int64_t>& vars);
 
 // Structural equality of IR (used by round-trip tests and caches).
 bool equal(const Expr& a, const Expr& b);
