@@ -82,7 +82,7 @@ void check_shape_valid(Op op, const Shape& s) {
 
 // Infers n's dtype and shape from its op, inputs and attributes, checking every
 // operand. Sources, casts, reshapes and expands keep the dtype/shape they carry.
-Node infer(const Graph& g, Node n) {
+Node infer_node(const Graph& g, Node n) {
   const OpInfo& oi = info(n.op);
   size_t want_inputs = 0;
   switch (oi.cls) {
@@ -262,8 +262,10 @@ bool is_elementwise(Op op) {
   return c == OpClass::Unary || c == OpClass::Binary || c == OpClass::Ternary;
 }
 
+Node Graph::infer(Node n) const { return infer_node(*this, std::move(n)); }
+
 int Graph::add(Node n) {
-  Node inferred = infer(*this, n);
+  Node inferred = infer_node(*this, n);
   if (inferred.dtype != n.dtype || inferred.shape != n.shape)
     fail(n.op, "node says " + std::string(dtype_name(n.dtype)) + shape_str(n.shape) + " but its operands give " +
                    std::string(dtype_name(inferred.dtype)) + shape_str(inferred.shape));
@@ -290,7 +292,7 @@ Node make_node(Op op, std::vector<int> inputs) {
 // Builders fill in what inference derives, then go through add().
 #define KILN_BUILD(node_expr)                      \
   do {                                             \
-    Node n_ = infer(*this, node_expr);             \
+    Node n_ = infer_node(*this, node_expr);           \
     return add(std::move(n_));                     \
   } while (0)
 

@@ -1,1 +1,127 @@
+#include "tools/bench.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "frontend/workloads.h"
+#include "kiln/compiled_graph.h"
+#include "kiln/error.h"
+
+#ifdef KILN_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+namespace kiln {
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double time_median(const std::function<void()>& fn, const BenchOptions& opt) {
+  for (int i = 0; i < opt.warmup; ++i) fn();
+  std::vector<double> t;
+  for (int i = 0; i < opt.reps; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return median(t);
+}
+
+struct Peer {
+  std::string name;
+  double seconds = 0;
+  double max_rel_err = -1;  // kiln's output against the peer's, where it computes one
+};
+
+// memcpy moving as many bytes (read + written) as the workload must.
+Peer memcpy_peer(const Workload& w, const BenchOptions& opt) {
+  size_t n = size_t(w.bytes / 2);
+  std::vector<char> src(n, 1), dst(n);
+  Peer p{"memcpy", time_median([&] { std::memcpy(dst.data(), src.data(), n); }, opt)};
+  return p;
+}
+
+#ifdef KILN_HAVE_BLAS
+Peer sgemm_peer(const Workload& w, const HostTensor& kiln_out, const BenchOptions& opt) {
+  const HostTensor &a = w.inputs.at("a"), &b = w.inputs.at("b");
+  int m = int(a.sizes[0]), k = int(a.sizes[1]), n = int(b.sizes[1]);
+  std::vector<float> c(size_t(m) * n);
+  Peer p{"openblas_sgemm", time_median([&] {
+           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a.ptr<float>(), k, b.ptr<float>(), n,
+                       0.0f, c.data(), n);
+         }, opt)};
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < c.size(); ++i) {
+    err = std::max(err, double(std::fabs(kiln_out.ptr<float>()[i] - c[i])));
+    scale = std::max(scale, double(std::fabs(c[i])));
+  }
+  p.max_rel_err = scale > 0 ? err / scale : err;
+  return p;
+}
+#endif
+
+}  // namespace
+
+std::string bench_workload(const std::string& spec, const BenchOptions& opt) {
+  Workload w = make_workload(spec, opt.dtype);
+  CompiledGraph cg(w.graph, device(opt.device));
+  cg.set_inputs(w.inputs);
+  double kiln_s = time_median([&] { cg.execute(); }, opt);
+  HostTensor out = cg.outputs().at(0);
+
+  Peer peer;
+  std::string kind = spec.substr(0, spec.find(':'));
+  if (kind == "matmul" && opt.dtype == f32) {
+#ifdef KILN_HAVE_BLAS
+    peer = sgemm_peer(w, out, opt);
+#endif
+  } else if (kind == "add" || kind == "chain") {
+    peer = memcpy_peer(w, opt);
+  }
+
+  nlohmann::json j;
+  j["workload"] = spec;
+  j["device"] = cg.device().info().backend;
+  j["device_name"] = cg.device().info().name;
+  j["dtype"] = std::string(dtype_name(opt.dtype));
+  j["kernels"] = cg.program().kernels.size();
+  j["compile_s"] = cg.compile_seconds();
+  j["reps"] = opt.reps;
+  j["kiln_s"] = kiln_s;
+  if (w.flops > 0) j["kiln_gflops"] = w.flops / kiln_s * 1e-9;
+  if (w.bytes > 0) j["kiln_gbps"] = w.bytes / kiln_s * 1e-9;
+  if (!peer.name.empty()) {
+    j["peer"] = peer.name;
+    j["peer_s"] = peer.seconds;
+    j["kiln_vs_peer"] = peer.seconds / kiln_s;  // > 1: kiln is faster
+    if (peer.max_rel_err >= 0) j["max_rel_err"] = peer.max_rel_err;
+  } else {
+    j["peer"] = nullptr;
+    j["peer_s"] = nullptr;
+  }
+  std::string line;
+  if (opt.json) {
+    line = j.dump();
+  } else {
+    line = spec + " on " + opt.device + ": kiln " + std::to_string(kiln_s * 1e3) + " ms";
+    if (!peer.name.empty())
+      line += ", " + peer.name + " " + std::to_string(peer.seconds * 1e3) + " ms (kiln/peer speed " +
+              std::to_string(peer.seconds / kiln_s) + "x)";
+  }
+  std::cout << line << std::endl;
+  return line;
+}
+
+}  // namespace kiln

@@ -1,1 +1,205 @@
-int main() { return 0; }
+// The `kiln` command: devices, dump, run, bench and demo.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "frontend/workloads.h"
+#include "kiln/kiln.h"
+#include "tools/bench.h"
+
+namespace kiln {
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot read '" + path + "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// A graph from an IR text file if `what` names one, else a workload spec.
+Graph load_graph(const std::string& what, DType dtype, std::map<std::string, HostTensor>* inputs,
+                 const Bindings& symbols) {
+  if (std::filesystem::is_regular_file(what)) {
+    Graph g = parse_graph(read_file(what));
+    if (inputs) *inputs = random_inputs(g, symbols);
+    return g;
+  }
+  Workload w = make_workload(what, dtype);
+  if (inputs) *inputs = w.inputs;
+  return w.graph;
+}
+
+Bindings parse_bindings(const std::vector<std::string>& items) {
+  Bindings b;
+  for (const std::string& s : items) {
+    size_t eq = s.find('=');
+    if (eq == std::string::npos || eq == 0) throw Error("--sym wants NAME=VALUE, got '" + s + "'");
+    try {
+      size_t used = 0;
+      b[s.substr(0, eq)] = std::stoll(s.substr(eq + 1), &used);
+      if (used != s.size() - eq - 1) throw std::invalid_argument(s);
+    } catch (const std::logic_error&) {
+      throw Error("--sym wants NAME=VALUE with an integer value, got '" + s + "'");
+    }
+  }
+  return b;
+}
+
+int cmd_devices() {
+  for (const auto& d : devices()) {
+    const DeviceInfo& i = d->info();
+    std::printf("%-8s %s\n", i.backend.c_str(), i.name.c_str());
+    std::printf("         cores %d, vector width %d bits, memory %.1f GiB\n", i.cores, i.vector_bits,
+                double(i.memory_bytes) / (1 << 30));
+    std::printf("         features %s\n", i.features.c_str());
+  }
+  return 0;
+}
+
+int cmd_dump(const std::string& what, const std::string& stage, DType dtype, const std::string& dev) {
+  static const std::vector<std::string> stages = {"graph", "kernels", "llvm", "all"};
+  if (std::find(stages.begin(), stages.end(), stage) == stages.end())
+    throw Error("unknown stage '" + stage + "' (graph, kernels, llvm or all)");
+  Graph g = load_graph(what, dtype, nullptr, {});
+  bool all = stage == "all";
+  if (all || stage == "graph") std::cout << "// ---- graph\n" << print(g);
+  if (stage == "graph") return 0;
+  Program p = lower(g);
+  if (all || stage == "kernels") {
+    std::cout << "// ---- kernels (which ops each computes)\n" << describe_kernels(p);
+    for (const Kernel& k : p.kernels) std::cout << print(k);
+  }
+  if (all || stage == "llvm") {
+    auto d = device(dev);
+    for (const Kernel& k : p.kernels) std::cout << "// ---- " << d->info().backend << ": " << k.name << "\n" << d->target_source(k);
+  }
+  return 0;
+}
+
+// Compares every output with the reference interpreter; returns the worst error
+// relative to the output's largest magnitude.
+double check_against_interpreter(const Graph& g, const std::map<std::string, HostTensor>& inputs,
+                                 const Bindings& symbols, const std::vector<HostTensor>& got) {
+  std::vector<HostTensor> want = interpret(g, inputs, symbols);
+  double worst = 0;
+  for (size_t o = 0; o < want.size(); ++o) {
+    double err = 0, scale = 1e-30;
+    for (int64_t i = 0; i < want[o].numel(); ++i) {
+      err = std::max(err, std::fabs(want[o].get(i) - got[o].get(i)));
+      scale = std::max(scale, std::fabs(want[o].get(i)));
+    }
+    worst = std::max(worst, err / scale);
+  }
+  return worst;
+}
+
+int cmd_run(const std::string& what, DType dtype, const std::string& dev, const Bindings& symbols) {
+  std::map<std::string, HostTensor> inputs;
+  Graph g = load_graph(what, dtype, &inputs, symbols);
+  CompiledGraph cg(g, device(dev));
+  std::vector<HostTensor> out = cg.run(inputs, symbols);
+  for (size_t o = 0; o < out.size(); ++o) {
+    std::printf("output %zu: %s [", o, describe(out[o]).c_str());
+    for (int64_t i = 0; i < std::min<int64_t>(out[o].numel(), 8); ++i) std::printf("%s%.6g", i ? ", " : "", out[o].get(i));
+    std::printf("%s]\n", out[o].numel() > 8 ? ", ..." : "");
+  }
+  double err = check_against_interpreter(g, inputs, symbols, out);
+  std::printf("max error against the reference interpreter: %.3g (relative to the largest value)\n", err);
+  return 0;
+}
+
+int cmd_demo(const std::string& dev) {
+  std::printf("kiln demo: a 3-layer MLP (256 -> 512 -> 512 -> 10, ReLU), batch 64, f32, on %s\n\n", dev.c_str());
+  Workload w = make_workload("mlp:64");
+  std::cout << print(w.graph) << "\n";
+  CompiledGraph cg(w.graph, device(dev));
+  std::printf("compiled %zu kernels in %.3f s on %s\n", cg.program().kernels.size(), cg.compile_seconds(),
+              cg.device().info().name.c_str());
+  std::vector<HostTensor> out = cg.run(w.inputs);
+  cg.execute();  // a second, warm run for the timings below
+  std::printf("\n%-16s %12s  %s\n", "kernel", "time (us)", "computes");
+  std::istringstream lines(describe_kernels(cg.program()));
+  std::string line;
+  double total = 0;
+  for (size_t k = 0; std::getline(lines, line); ++k) {
+    double us = cg.kernel_seconds()[k] * 1e6;
+    total += us;
+    std::printf("%-16s %12.1f  %s\n", cg.program().kernels[k].name.c_str(), us, line.substr(line.find(':') + 2).c_str());
+  }
+  std::printf("%-16s %12.1f\n\n", "total", total);
+  const HostTensor& y = out[0];
+  std::printf("output %s, first row:", describe(y).c_str());
+  for (int64_t i = 0; i < y.sizes[1]; ++i) std::printf(" %.4f", y.get(i));
+  double err = check_against_interpreter(w.graph, w.inputs, {}, out);
+  std::printf("\nmax error against the reference interpreter: %.3g\n", err);
+  return err < 1e-4 ? 0 : 1;
+}
+
+int main_impl(int argc, char** argv) {
+  CLI::App app{"kiln: a tensor compiler and runtime"};
+  app.require_subcommand(1);
+  std::string dev = "cpu", dtype_s = "f32", stage = "all";
+  std::vector<std::string> syms;
+
+  app.add_subcommand("devices", "list the devices found and their capabilities");
+
+  auto* dump = app.add_subcommand("dump", "print the IR of a workload or IR text file at every stage");
+  std::string what;
+  dump->add_option("what", what, "a workload (add:N, matmul:MxKxN, ...) or a graph IR text file")->required();
+  dump->add_option("--stage", stage, "graph, kernels, llvm or all");
+  dump->add_option("--dtype", dtype_s, "element type of a workload");
+  dump->add_option("--device", dev, "device whose target code to show");
+
+  auto* run = app.add_subcommand("run", "compile and run a workload or IR file on random inputs, check it");
+  run->add_option("what", what, "a workload or a graph IR text file")->required();
+  run->add_option("--device", dev, "device");
+  run->add_option("--dtype", dtype_s, "element type of a workload");
+  run->add_option("--sym", syms, "symbolic dim values, NAME=VALUE");
+
+  auto* bench = app.add_subcommand("bench", "time workloads against a peer");
+  std::vector<std::string> workloads;
+  BenchOptions bo;
+  bench->add_option("workloads", workloads, "workloads (add:67108864, matmul:1024x1024x1024, ...)")->required();
+  bench->add_option("--device", dev, "device");
+  bench->add_option("--dtype", dtype_s, "element type");
+  bench->add_option("--reps", bo.reps, "timed runs (median reported)")->check(CLI::Range(1, 100000));
+  bench->add_option("--warmup", bo.warmup, "untimed runs first")->check(CLI::Range(0, 100000));
+  bench->add_flag("--json", bo.json, "one JSON object per workload");
+
+  auto* demo = app.add_subcommand("demo", "compile and run a small MLP, print its kernels and their times");
+  demo->add_option("--device", dev, "device");
+
+  CLI11_PARSE(app, argc, argv);
+  DType dtype = parse_dtype(dtype_s);
+  if (app.got_subcommand("devices")) return cmd_devices();
+  if (app.got_subcommand(dump)) return cmd_dump(what, stage, dtype, dev);
+  if (app.got_subcommand(run)) return cmd_run(what, dtype, dev, parse_bindings(syms));
+  if (app.got_subcommand(demo)) return cmd_demo(dev);
+  bo.device = dev;
+  bo.dtype = dtype;
+  for (const std::string& w : workloads) bench_workload(w, bo);
+  return 0;
+}
+
+}  // namespace
+}  // namespace kiln
+
+int main(int argc, char** argv) {
+  try {
+    return kiln::main_impl(argc, argv);
+  } catch (const kiln::Error& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln: internal error: %s\n", e.what());
+    return 2;
+  }
+}

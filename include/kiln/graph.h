@@ -92,6 +92,9 @@ struct Graph {
   // from op, inputs and attributes and checks that they match what the node
   // says. Throws kiln::Error on any mismatch.
   int add(Node n);
+  // What add() would append, without appending it: `n` with its dtype and shape
+  // inferred from its operands (sources, casts, reshapes and expands keep theirs).
+  Node infer(Node n) const;
 
   // Names of inputs in node order, and every symbolic dim used (name -> dim).
   std::vector<int> input_nodes() const;

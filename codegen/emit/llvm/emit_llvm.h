@@ -1,0 +1,31 @@
+// Kernel IR -> LLVM IR for the CPU backend. The emitter makes no optimization
+// decision: it prints what the Kernel says and leaves the rest to LLVM's O3.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "kiln/kernel.h"
+
+namespace llvm {
+class LLVMContext;
+class Module;
+}  // namespace llvm
+
+namespace kiln {
+
+// The kernel's Parallel loop, or null if it has none. Throws kiln::Error unless
+// that loop is the only top-level statement of the body.
+const StmtNode* top_level_parallel_loop(const Kernel& k);
+
+// Emits `k` as a function with kiln's CPU kernel ABI:
+//   extern "C" void symbol(void* const* bufs, const int64_t* params,
+//                          int64_t begin, int64_t end)
+// bufs are the global buffers in Kernel::global_buffers() order and params the
+// values of Kernel::params. A top-level Parallel loop runs over [begin, end);
+// without one the body runs once. Throws kiln::Error for IR the CPU cannot run
+// (GPU loops, shared buffers, nested parallel loops, unbound variables).
+std::unique_ptr<llvm::Module> emit_llvm(const Kernel& k, const std::string& symbol,
+                                        llvm::LLVMContext& ctx);
+
+}  // namespace kiln

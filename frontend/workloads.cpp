@@ -1,0 +1,106 @@
+#include "frontend/workloads.h"
+
+#include <charconv>
+#include <sstream>
+
+#include "kiln/error.h"
+
+namespace kiln {
+
+namespace {
+
+const char* kKnown = "add:N, chain:N, matmul:MxKxN, softmax:RxC, mlp:BATCH";
+
+std::vector<int64_t> parse_dims(const std::string& spec, const std::string& text, size_t want) {
+  std::vector<int64_t> dims;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t end = text.find('x', pos);
+    if (end == std::string::npos) end = text.size();
+    int64_t v = 0;
+    auto [ptr, ec] = std::from_chars(text.data() + pos, text.data() + end, v);
+    if (ec != std::errc() || ptr != text.data() + end || v < 1)
+      throw Error("workload '" + spec + "': '" + text.substr(pos, end - pos) + "' is not a size >= 1");
+    dims.push_back(v);
+    pos = end + 1;
+  }
+  if (dims.size() != want)
+    throw Error("workload '" + spec + "' needs " + std::to_string(want) + " sizes separated by 'x'");
+  return dims;
+}
+
+// y = relu(x @ w + b) for each layer: the demo's small MLP.
+void build_mlp(Workload& w, int64_t batch, DType dt) {
+  Graph& g = w.graph;
+  const int64_t widths[] = {256, 512, 512, 10};
+  int x = g.input("x", dt, {batch, widths[0]});
+  for (int l = 0; l < 3; ++l) {
+    int64_t in = widths[l], out = widths[l + 1];
+    std::string s = std::to_string(l);
+    int wt = g.input("w" + s, dt, {in, out});
+    int b = g.input("b" + s, dt, {1, out});
+    int y = g.binary(Op::Add, g.contract(x, wt), g.expand(b, {batch, out}));
+    x = l < 2 ? g.binary(Op::Max, y, g.expand(g.constant(0, dt, {1, 1}), {batch, out})) : y;
+    w.flops += 2.0 * batch * in * out;
+  }
+  g.outputs = {x};
+}
+
+}  // namespace
+
+std::map<std::string, HostTensor> random_inputs(const Graph& g, const Bindings& symbols, uint64_t seed) {
+  std::map<std::string, HostTensor> out;
+  for (int id : g.input_nodes()) {
+    const Node& n = g.nodes[id];
+    out[n.name] = HostTensor::random(n.dtype, concrete(n.shape, symbols), seed++);
+  }
+  return out;
+}
+
+Workload make_workload(const std::string& spec, DType dt, uint64_t seed) {
+  Workload w;
+  w.spec = spec;
+  size_t colon = spec.find(':');
+  std::string kind = spec.substr(0, colon);
+  std::string args = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  Graph& g = w.graph;
+  g.name = kind;
+  double es = double(dtype_size(dt));
+  if (kind == "add") {
+    int64_t n = parse_dims(spec, args, 1)[0];
+    g.outputs = {g.binary(Op::Add, g.input("a", dt, {n}), g.input("b", dt, {n}))};
+    w.flops = double(n);
+    w.bytes = 3 * es * n;
+  } else if (kind == "chain") {  // ((x*2+1).exp2()*y).relu(): an elementwise chain for fusion
+    int64_t n = parse_dims(spec, args, 1)[0];
+    int x = g.input("x", dt, {n}), y = g.input("y", dt, {n});
+    auto c = [&](double v) { return g.expand(g.reshape(g.constant(v, dt), {1}), {n}); };
+    int t = g.binary(Op::Add, g.binary(Op::Mul, x, c(2)), c(1));
+    t = g.binary(Op::Mul, g.unary(Op::Exp2, t), y);
+    g.outputs = {g.binary(Op::Max, t, c(0))};
+    w.flops = 5.0 * n;
+    w.bytes = 3 * es * n;
+  } else if (kind == "matmul") {
+    auto d = parse_dims(spec, args, 3);
+    g.outputs = {g.contract(g.input("a", dt, {d[0], d[1]}), g.input("b", dt, {d[1], d[2]}))};
+    w.flops = 2.0 * d[0] * d[1] * d[2];
+    w.bytes = es * (d[0] * d[1] + d[1] * d[2] + d[0] * d[2]);
+  } else if (kind == "softmax") {
+    auto d = parse_dims(spec, args, 2);
+    int x = g.input("x", dt, {d[0], d[1]});
+    int m = g.expand(g.reduce(Op::ReduceMax, x, {1}), {d[0], d[1]});
+    int e = g.unary(Op::Exp2, g.binary(Op::Sub, x, m));
+    int s = g.expand(g.reduce(Op::ReduceSum, e, {1}), {d[0], d[1]});
+    g.outputs = {g.binary(Op::Div, e, s)};
+    w.flops = 5.0 * d[0] * d[1];
+    w.bytes = 2 * es * d[0] * d[1];
+  } else if (kind == "mlp") {
+    build_mlp(w, parse_dims(spec, args, 1)[0], dt);
+  } else {
+    throw Error("unknown workload '" + spec + "' (known: " + kKnown + ")");
+  }
+  w.inputs = random_inputs(g, {}, seed);
+  return w;
+}
+
+}  // namespace kiln

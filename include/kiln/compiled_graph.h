@@ -1,0 +1,52 @@
+// A Graph compiled for one device: its kernels, and the buffers to run them
+// on. Run it as often as you like with new inputs and new values of its
+// symbolic dims; nothing recompiles.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "codegen/lower.h"
+#include "kiln/host_tensor.h"
+#include "kiln/runtime.h"
+
+namespace kiln {
+
+class CompiledGraph {
+ public:
+  // Lowers the graph and compiles every kernel (through the kernel cache).
+  CompiledGraph(const Graph& g, std::shared_ptr<Device> dev);
+
+  // Inputs by name. Symbolic dims not in `symbols` take their values from the
+  // inputs' sizes. Throws kiln::Error for a missing, mis-typed or mis-sized
+  // input, or a symbol out of its bounds.
+  std::vector<HostTensor> run(const std::map<std::string, HostTensor>& inputs, const Bindings& symbols = {});
+
+  // The same in steps, so that a benchmark can time the kernels alone.
+  void set_inputs(const std::map<std::string, HostTensor>& inputs, const Bindings& symbols = {});
+  void execute();  // launches every kernel and waits; times each
+  std::vector<HostTensor> outputs();
+
+  const Program& program() const { return program_; }
+  Device& device() { return *dev_; }
+  double compile_seconds() const { return compile_seconds_; }
+  // Wall time of each launch in the last execute(), in launch order.
+  const std::vector<double>& kernel_seconds() const { return kernel_seconds_; }
+
+ private:
+  Buffer& buffer(int node);
+
+  Program program_;
+  std::shared_ptr<Device> dev_;
+  std::vector<std::shared_ptr<Executable>> exes_;
+  Bindings bound_;
+  std::map<int, std::shared_ptr<Buffer>> buffers_;
+  std::map<int, int64_t> buffer_bytes_;
+  double compile_seconds_ = 0;
+  std::vector<double> kernel_seconds_;
+  bool ready_ = false;
+};
+
+}  // namespace kiln

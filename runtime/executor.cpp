@@ -1,0 +1,111 @@
+#include <chrono>
+#include <set>
+
+#include "kiln/compiled_graph.h"
+#include "kiln/error.h"
+#include "runtime/kernel_cache.h"
+
+namespace kiln {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string sizes_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// Binds each unbound symbolic dim from the first input that has it.
+Bindings bind_symbols(const Graph& g, const std::map<std::string, HostTensor>& inputs, Bindings b) {
+  for (int id : g.input_nodes()) {
+    const Node& n = g.nodes[id];
+    auto it = inputs.find(n.name);
+    if (it == inputs.end() || it->second.sizes.size() != n.shape.size()) continue;
+    for (size_t i = 0; i < n.shape.size(); ++i)
+      if (!n.shape[i].is_const()) b.emplace(n.shape[i].sym, it->second.sizes[i]);
+  }
+  return b;
+}
+
+}  // namespace
+
+CompiledGraph::CompiledGraph(const Graph& g, std::shared_ptr<Device> dev) : dev_(std::move(dev)) {
+  auto t0 = std::chrono::steady_clock::now();
+  program_ = lower(g);
+  for (const Kernel& k : program_.kernels) exes_.push_back(KernelCache::global().get_or_compile(*dev_, k));
+  compile_seconds_ = seconds_since(t0);
+}
+
+Buffer& CompiledGraph::buffer(int node) {
+  const Node& n = program_.graph.nodes[node];
+  int64_t bytes = numel(n.shape, bound_) * dtype_size(n.dtype);
+  auto& buf = buffers_[node];
+  if (!buf || buffer_bytes_[node] != bytes) {
+    buf = dev_->allocate(bytes);
+    buffer_bytes_[node] = bytes;
+  }
+  return *buf;
+}
+
+void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, const Bindings& symbols) {
+  const Graph& g = program_.graph;
+  bound_ = bind_symbols(g, inputs, symbols);
+  std::set<std::string> used;
+  for (int id : g.input_nodes()) {
+    const Node& n = g.nodes[id];
+    auto it = inputs.find(n.name);
+    if (it == inputs.end()) throw Error("input '" + n.name + "' is missing");
+    const HostTensor& t = it->second;
+    std::vector<int64_t> want = concrete(n.shape, bound_);
+    if (t.dtype != n.dtype || t.sizes != want)
+      throw Error("input '" + n.name + "' should be " + std::string(dtype_name(n.dtype)) + sizes_str(want) +
+                  " (" + std::string(dtype_name(n.dtype)) + shape_str(n.shape) + "), got " + describe(t));
+    dev_->write(buffer(id), t.data.data(), int64_t(t.data.size()));
+    used.insert(n.name);
+  }
+  for (auto& [name, t] : inputs)
+    if (!used.count(name)) throw Error("the graph has no input named '" + name + "'");
+  for (int id : program_.buffers) buffer(id);
+  ready_ = true;
+}
+
+void CompiledGraph::execute() {
+  if (!ready_) throw Error("execute() before set_inputs()");
+  kernel_seconds_.assign(program_.launches.size(), 0);
+  for (size_t i = 0; i < program_.launches.size(); ++i) {
+    const Launch& l = program_.launches[i];
+    const Kernel& k = program_.kernels[l.kernel];
+    std::vector<Buffer*> args;
+    for (int node : l.args) args.push_back(buffers_.at(node).get());
+    std::vector<int64_t> params;
+    for (const std::string& p : k.params) params.push_back(bound_.at(p));
+    auto t0 = std::chrono::steady_clock::now();
+    exes_[l.kernel]->launch(dev_->stream(), args, params);
+    dev_->stream().synchronize();
+    kernel_seconds_[i] = seconds_since(t0);
+  }
+}
+
+std::vector<HostTensor> CompiledGraph::outputs() {
+  if (!ready_) throw Error("outputs() before set_inputs()");
+  std::vector<HostTensor> out;
+  for (int id : program_.graph.outputs) {
+    const Node& n = program_.graph.nodes[id];
+    HostTensor t(n.dtype, concrete(n.shape, bound_));
+    dev_->read(*buffers_.at(id), t.data.data(), int64_t(t.data.size()));
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+std::vector<HostTensor> CompiledGraph::run(const std::map<std::string, HostTensor>& inputs, const Bindings& symbols) {
+  set_inputs(inputs, symbols);
+  execute();
+  return outputs();
+}
+
+}  // namespace kiln

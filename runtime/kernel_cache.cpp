@@ -1,0 +1,38 @@
+#include "runtime/kernel_cache.h"
+
+namespace kiln {
+
+KernelCache& KernelCache::global() {
+  static KernelCache cache;
+  return cache;
+}
+
+std::shared_ptr<Executable> KernelCache::get_or_compile(Device& dev, const Kernel& k) {
+  std::string key = dev.info().backend + "\n" + dev.info().name + "\n" + print(k);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(key);
+    if (it != entries_.end()) {
+      ++hits_;
+      return it->second;
+    }
+  }
+  // Compile outside the lock so kernels compile in parallel; if two threads
+  // race on one kernel, the first to finish wins.
+  std::shared_ptr<Executable> exe = dev.compile(k);
+  std::lock_guard<std::mutex> lock(mu_);
+  ++misses_;
+  return entries_.emplace(key, exe).first->second;
+}
+
+int64_t KernelCache::hits() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return hits_;
+}
+
+int64_t KernelCache::misses() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return misses_;
+}
+
+}  // namespace kiln

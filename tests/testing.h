@@ -1,0 +1,72 @@
+// Test helpers: run a graph on a device and on the reference interpreter, and
+// compare with tolerances that fit each dtype.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+
+#include "frontend/workloads.h"
+#include "kiln/kiln.h"
+
+namespace kiln::testing {
+
+struct Tolerance {
+  double rtol = 0, atol = 0;  // |got - want| <= rtol * |want| + atol * max|want|
+};
+
+inline Tolerance tolerance_for(DType t) {
+  switch (t) {
+    case f32: return {2e-5, 2e-5};
+    case f16: return {2.5e-3, 2e-3};
+    case bf16: return {1.6e-2, 1.6e-2};
+    default: return {0, 0};  // integers and bools are exact
+  }
+}
+
+// Empty when equal within tolerance, else a description of the first mismatch.
+inline std::string compare(const HostTensor& want, const HostTensor& got, Tolerance tol) {
+  if (want.dtype != got.dtype || want.sizes != got.sizes)
+    return "got " + describe(got) + ", want " + describe(want);
+  double scale = 0;
+  for (int64_t i = 0; i < want.numel(); ++i)
+    if (std::isfinite(want.get(i))) scale = std::max(scale, std::fabs(want.get(i)));
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    double w = want.get(i), g = got.get(i);
+    if (std::isnan(w) && std::isnan(g)) continue;
+    if (std::isinf(w) && w == g) continue;
+    if (std::fabs(g - w) <= tol.rtol * std::fabs(w) + tol.atol * scale) continue;
+    return "element " + std::to_string(i) + " of " + describe(want) + ": got " + std::to_string(g) + ", want " +
+           std::to_string(w);
+  }
+  return "";
+}
+
+// Random inputs for `g`; floats are multiplied by `scale` (to reach past [-1, 1)).
+inline std::map<std::string, HostTensor> inputs_for(const Graph& g, const Bindings& symbols, uint64_t seed,
+                                                    double scale = 1) {
+  auto in = random_inputs(g, symbols, seed);
+  for (auto& [name, t] : in)
+    if (is_float(t.dtype))
+      for (int64_t i = 0; i < t.numel(); ++i) t.set(i, t.get(i) * scale);
+  return in;
+}
+
+// Compiles `g` for the CPU, runs it and the interpreter on the same random
+// inputs, and expects every output to match.
+inline void expect_matches_interpreter(const Graph& g, const Bindings& symbols = {}, uint64_t seed = 7,
+                                       double scale = 1, const std::string& device_name = "cpu") {
+  auto inputs = inputs_for(g, symbols, seed, scale);
+  std::vector<HostTensor> want = interpret(g, inputs, symbols);
+  CompiledGraph cg(g, device(device_name));
+  std::vector<HostTensor> got = cg.run(inputs, symbols);
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t o = 0; o < want.size(); ++o) {
+    std::string diff = compare(want[o], got[o], tolerance_for(want[o].dtype));
+    EXPECT_TRUE(diff.empty()) << "output " << o << ": " << diff << "\n" << print(g);
+  }
+}
+
+}  // namespace kiln::testing

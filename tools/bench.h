@@ -1,0 +1,22 @@
+// `kiln bench`: times a workload's kernels on a device against a peer measured
+// in the same run (memcpy for bandwidth-bound work, OpenBLAS sgemm for matmul).
+#pragma once
+
+#include <string>
+
+#include "kiln/dtype.h"
+
+namespace kiln {
+
+struct BenchOptions {
+  std::string device = "cpu";
+  DType dtype = f32;
+  int reps = 10;
+  int warmup = 2;
+  bool json = false;
+};
+
+// Prints one line (JSON object or text) for the workload; returns it too.
+std::string bench_workload(const std::string& spec, const BenchOptions& opt);
+
+}  // namespace kiln
