@@ -67,12 +67,10 @@ class KernelBuilder {
     return int(k_.buffers.size()) - 1;
   }
 
+  // Row-major offset of `at`, in Horner form: (i0 * d1 + i1) * d2 + i2.
   Expr linear(const Shape& shape, const Index& at) {
-    Expr lin = idx(0), stride = idx(1);
-    for (int i = int(shape.size()) - 1; i >= 0; --i) {
-      lin = lin + at[i] * stride;
-      stride = stride * extent(shape[i]);
-    }
+    Expr lin = idx(0);
+    for (size_t i = 0; i < shape.size(); ++i) lin = lin * extent(shape[i]) + at[i];
     return lin;
   }
 

@@ -6,7 +6,6 @@
 //   }
 // The parser rebuilds every node through Graph::add, so a parsed graph passes
 // the same checks as one built with the builders.
-#include <cmath>
 #include <map>
 
 #include "ir/text_parser.h"
@@ -76,12 +75,10 @@ class GraphParser : text::Parser {
   Dim dim();
   void attributes(Node& n);
   std::vector<int64_t> ints(std::string_view key);
-  void check_value(const Token& at, double v, DType dtype) const;
   void check_symbols_used() const;
 
   Graph g_;
   std::map<std::string, Symbol> symbols_;
-  Token value_at_;  // where the current node's const or pad value is
 };
 
 Graph GraphParser::parse() {
@@ -127,19 +124,16 @@ void GraphParser::node() {
   n.op = at(op_at, [&] { return parse_op(op); });
   Token name_at = peek();
   if (n.op == Op::Input) n.name = expect_string("an input name");
-  if (n.op == Op::Const) {
-    value_at_ = peek();
-    n.value = expect_double("a constant value");
-  }
+  if (n.op == Op::Const) n.value = expect_double("a constant value");
   if (op_class(n.op) != OpClass::Source) do n.inputs.push_back(operand()); while (accept(","));
   attributes(n);
   expect(":");
   n.dtype = expect_dtype();
   n.shape = shape();
   for (const Node& o : g_.nodes)
-    if (n.op == Op::Input && o.op == Op::Input && o.name == n.name) fail(name_at, "two inputs are named " + quote(n.name));
+    if (n.op == Op::Input && o.op == Op::Input && o.name == n.name)
+      fail(name_at, "two inputs are named " + quote(n.name));
   at(op_at, [&] { return g_.add(n); });
-  if (n.op == Op::Const || n.op == Op::Pad) check_value(value_at_, n.value, n.dtype);
 }
 
 // `%N`, a node defined above.
@@ -187,7 +181,6 @@ void GraphParser::attributes(Node& n) {
     expect(",");
     expect("value");
     expect("=");
-    value_at_ = peek();
     n.value = expect_double("a pad value");
   }
   expect("}");
@@ -202,13 +195,6 @@ std::vector<int64_t> GraphParser::ints(std::string_view key) {
   bool end_ok = key == "stops";
   comma_list("]", [&] { v.push_back(end_ok && accept("end") ? kSliceEnd : expect_int("an integer")); });
   return v;
-}
-
-// The builders round values to the dtype; text must already be rounded.
-void GraphParser::check_value(const Token& at, double v, DType dtype) const {
-  double r = round_to_dtype(v, dtype);
-  if (!(r == v || (std::isnan(r) && std::isnan(v))))
-    fail(at, "value " + text::format_double(v) + " is not representable in " + std::string(dtype_name(dtype)));
 }
 
 // print() lists exactly the symbols the nodes use, so text must too.

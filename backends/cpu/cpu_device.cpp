@@ -1,0 +1,305 @@
+#include "backends/cpu/cpu_device.h"
+
+#include <unistd.h>
+
+#include <cctype>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <new>
+#include <type_traits>
+
+#include <llvm/ADT/StringMap.h>
+#include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
+#include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
+#include <llvm/ExecutionEngine/Orc/LLJIT.h>
+#include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+#include <llvm/IR/Verifier.h>
+#include <llvm/MC/SubtargetFeature.h>
+#include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/TargetSelect.h>
+#include <llvm/Support/raw_ostream.h>
+#include <llvm/Target/TargetMachine.h>
+#include <llvm/TargetParser/Host.h>
+
+#include "codegen/emit/llvm/emit_llvm.h"
+#include "kiln/error.h"
+#include "runtime/thread_pool.h"
+
+namespace kiln {
+
+namespace {
+
+// kiln's CPU kernel ABI (see emit_llvm.h).
+using KernelFn = void (*)(void* const* bufs, const int64_t* params, int64_t begin, int64_t end);
+
+void initialize_llvm() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    llvm::InitializeNativeTargetAsmParser();
+  });
+}
+
+template <typename T>
+T unwrap(llvm::Expected<T> value, const std::string& what) {
+  if (!value) throw Error("cpu backend: " + what + ": " + llvm::toString(value.takeError()));
+  return std::move(*value);
+}
+
+void check(llvm::Error err, const std::string& what) {
+  if (err) throw Error("cpu backend: " + what + ": " + llvm::toString(std::move(err)));
+}
+
+// Kernel names are free text; symbols get only identifier characters.
+std::string symbol_name(const std::string& kernel, uint64_t serial) {
+  std::string s = kernel.empty() ? "kernel" : kernel;
+  for (char& c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') c = '_';
+  return s + "_" + std::to_string(serial);
+}
+
+// CpuBuffer& or const CpuBuffer&, as `b` is.
+template <typename B>
+auto& cpu_buffer(B& b, const char* what) {
+  using Cpu = std::conditional_t<std::is_const_v<B>, const CpuBuffer, CpuBuffer>;
+  auto* cpu = dynamic_cast<Cpu*>(&b);
+  if (!cpu) throw Error(std::string("cpu backend: ") + what + " a buffer of another device");
+  return *cpu;
+}
+
+void check_size(int64_t bytes, const Buffer& b, const char* what) {
+  if (bytes < 0 || bytes > b.bytes())
+    throw Error("cpu backend: " + std::string(what) + " " + std::to_string(bytes) + " bytes of a " +
+                std::to_string(b.bytes()) + "-byte buffer");
+}
+
+}  // namespace
+
+// The LLJIT of one device and the host TargetMachine that its O3 pipeline
+// optimizes for.
+class CpuJit : public std::enable_shared_from_this<CpuJit> {
+ public:
+  CpuJit() {
+    initialize_llvm();
+    llvm::sys::getHostCPUFeatures(host_features_);
+    cpu_ = llvm::sys::getHostCPUName().str();
+    llvm::SubtargetFeatures features;
+    for (const auto& f : host_features_) features.AddFeature(f.first(), f.second);
+    features_ = features.getString();
+
+    auto builder = unwrap(llvm::orc::JITTargetMachineBuilder::detectHost(), "cannot detect the host");
+    builder.setCPU(cpu_).setFeatures(features_).setCodeGenOptLevel(llvm::CodeGenOpt::Aggressive);
+    tm_ = unwrap(builder.createTargetMachine(), "cannot create a target machine for the host");
+    jit_ = unwrap(llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(builder).create(),
+                  "cannot start the JIT");
+    // Kernels call libm (exp2f, sinf) and the C library (memset).
+    char prefix = jit_->getDataLayout().getGlobalPrefix();
+    jit_->getMainJITDylib().addGenerator(
+        unwrap(llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(prefix),
+               "cannot search the process for symbols"));
+  }
+
+  const llvm::StringMap<bool>& host_features() const { return host_features_; }
+  const std::string& cpu_name() const { return cpu_; }
+
+  std::shared_ptr<Executable> compile(const Kernel& k);
+
+  std::string optimized_ir(const Kernel& k) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    llvm::LLVMContext ctx;
+    auto m = build(k, symbol_name(k.name, serial_++), ctx);
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    m->print(os, nullptr);
+    return os.str();
+  }
+
+  void remove(const llvm::orc::ResourceTrackerSP& tracker) {
+    llvm::consumeError(tracker->remove());
+  }
+
+ private:
+  // Emits, verifies and optimizes one kernel. Needs mutex_ (the TargetMachine
+  // is not thread-safe).
+  std::unique_ptr<llvm::Module> build(const Kernel& k, const std::string& symbol,
+                                      llvm::LLVMContext& ctx) {
+    std::unique_ptr<llvm::Module> m = emit_llvm(k, symbol, ctx);
+    m->setDataLayout(jit_->getDataLayout());
+    m->setTargetTriple(jit_->getTargetTriple().str());
+    for (llvm::Function& f : *m) {
+      if (f.isDeclaration()) continue;
+      f.addFnAttr("target-cpu", cpu_);
+      f.addFnAttr("target-features", features_);
+    }
+    std::string errors;
+    llvm::raw_string_ostream os(errors);
+    if (llvm::verifyModule(*m, &os))
+      throw Error("cpu backend: LLVM rejected kernel '" + k.name + "': " + os.str());
+    optimize(*m);
+    return m;
+  }
+
+  void optimize(llvm::Module& m) {
+    llvm::LoopAnalysisManager lam;
+    llvm::FunctionAnalysisManager fam;
+    llvm::CGSCCAnalysisManager cgam;
+    llvm::ModuleAnalysisManager mam;
+    llvm::PipelineTuningOptions options;
+    options.LoopVectorization = true;
+    options.SLPVectorization = true;
+    llvm::PassBuilder pb(tm_.get(), options);
+    pb.registerModuleAnalyses(mam);
+    pb.registerCGSCCAnalyses(cgam);
+    pb.registerFunctionAnalyses(fam);
+    pb.registerLoopAnalyses(lam);
+    pb.crossRegisterProxies(lam, fam, cgam, mam);
+    pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3).run(m, mam);
+  }
+
+  std::mutex mutex_;
+  llvm::StringMap<bool> host_features_;
+  std::string cpu_;
+  std::string features_;  // "+avx2,-avx512f,..."
+  std::unique_ptr<llvm::TargetMachine> tm_;
+  std::unique_ptr<llvm::orc::LLJIT> jit_;
+  uint64_t serial_ = 0;  // kernel names repeat; symbols must not
+};
+
+namespace {
+
+class CpuExecutable : public Executable {
+ public:
+  CpuExecutable(const Kernel& k, KernelFn fn, std::shared_ptr<CpuJit> jit,
+                llvm::orc::ResourceTrackerSP tracker)
+      : name_(k.name), params_(k.params), num_buffers_(k.global_buffers().size()), fn_(fn),
+        jit_(std::move(jit)), tracker_(std::move(tracker)) {
+    if (const StmtNode* loop = top_level_parallel_loop(k)) parallel_extent_ = loop->extent;
+  }
+
+  // Frees the machine code.
+  ~CpuExecutable() override { jit_->remove(tracker_); }
+
+  const std::string& name() const override { return name_; }
+
+  void launch(Stream&, const std::vector<Buffer*>& args, const std::vector<int64_t>& params) override {
+    if (args.size() != num_buffers_ || params.size() != params_.size())
+      throw Error("cpu backend: kernel '" + name_ + "' takes " + std::to_string(num_buffers_) +
+                  " buffers and " + std::to_string(params_.size()) + " params, got " +
+                  std::to_string(args.size()) + " and " + std::to_string(params.size()));
+    std::vector<void*> ptrs;
+    for (Buffer* b : args) {
+      if (!b) throw Error("cpu backend: kernel '" + name_ + "' was given a null buffer");
+      ptrs.push_back(cpu_buffer(*b, "kernel launch with").data());
+    }
+    if (!parallel_extent_) {
+      fn_(ptrs.data(), params.data(), 0, 1);
+      return;
+    }
+    std::map<std::string, int64_t> vars;
+    for (size_t j = 0; j < params.size(); ++j) vars[params_[j]] = params[j];
+    int64_t extent = evaluate_index(parallel_extent_, vars);
+    ThreadPool::global().parallel_for(0, extent, [&](int64_t begin, int64_t end) {
+      fn_(ptrs.data(), params.data(), begin, end);
+    });
+  }
+
+ private:
+  std::string name_;
+  std::vector<std::string> params_;
+  size_t num_buffers_;
+  Expr parallel_extent_;  // null without a parallel loop
+  KernelFn fn_;
+  std::shared_ptr<CpuJit> jit_;  // owns the code behind fn_
+  llvm::orc::ResourceTrackerSP tracker_;
+};
+
+}  // namespace
+
+std::shared_ptr<Executable> CpuJit::compile(const Kernel& k) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::string symbol = symbol_name(k.name, serial_++);
+  auto ctx = std::make_unique<llvm::LLVMContext>();
+  std::unique_ptr<llvm::Module> m = build(k, symbol, *ctx);
+  llvm::orc::ResourceTrackerSP tracker = jit_->getMainJITDylib().createResourceTracker();
+  std::string what = "cannot compile kernel '" + k.name + "'";
+  check(jit_->addIRModule(tracker, llvm::orc::ThreadSafeModule(std::move(m), std::move(ctx))), what);
+  llvm::orc::ExecutorAddr addr = unwrap(jit_->lookup(symbol), what);
+  return std::make_shared<CpuExecutable>(k, addr.toPtr<KernelFn>(), shared_from_this(), tracker);
+}
+
+CpuBuffer::CpuBuffer(int64_t bytes) : bytes_(bytes) {
+  if (bytes < 0) throw Error("cpu backend: cannot allocate " + std::to_string(bytes) + " bytes");
+  try {
+    // operator new returns a unique pointer even for 0 bytes.
+    data_ = ::operator new(static_cast<size_t>(bytes), std::align_val_t{64});
+  } catch (const std::bad_alloc&) {
+    throw Error("cpu backend: out of memory allocating " + std::to_string(bytes) + " bytes");
+  }
+}
+
+CpuBuffer::~CpuBuffer() { ::operator delete(data_, std::align_val_t{64}); }
+
+namespace {
+
+std::string cpu_model_name() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) != 0) continue;
+    size_t start = line.find_first_not_of(" \t", line.find(':') + 1);
+    if (start != std::string::npos) return line.substr(start);
+  }
+  return "";
+}
+
+DeviceInfo host_info(const CpuJit& jit) {
+  const llvm::StringMap<bool>& on = jit.host_features();
+  auto has = [&](const char* f) { return on.lookup(f); };
+  DeviceInfo info;
+  std::string model = cpu_model_name();
+  info.name = "cpu: " + (model.empty() ? jit.cpu_name() : model);
+  info.backend = "cpu";
+  info.cores = ThreadPool::global().size();
+  info.vector_bits = has("avx512f") ? 512 : has("avx2") || has("avx") ? 256 : 128;
+  for (const char* f : {"sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+                        "avx512vnni", "avx512bf16", "avx512fp16", "amx-tile", "amx-bf16", "amx-int8",
+                        "neon", "fullfp16", "bf16", "sve", "sve2"}) {
+    if (!has(f)) continue;
+    if (!info.features.empty()) info.features += ",";
+    info.features += f;
+  }
+  info.memory_bytes = int64_t(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
+  return info;
+}
+
+}  // namespace
+
+CpuDevice::CpuDevice() : jit_(std::make_shared<CpuJit>()), info_(host_info(*jit_)) {}
+
+CpuDevice::~CpuDevice() = default;
+
+std::shared_ptr<Buffer> CpuDevice::allocate(int64_t bytes) { return std::make_shared<CpuBuffer>(bytes); }
+
+void CpuDevice::write(Buffer& dst, const void* src, int64_t bytes) {
+  CpuBuffer& buf = cpu_buffer(dst, "cannot write");
+  check_size(bytes, buf, "cannot write");
+  if (bytes > 0) std::memcpy(buf.data(), src, bytes);
+}
+
+void CpuDevice::read(const Buffer& src, void* dst, int64_t bytes) {
+  const CpuBuffer& buf = cpu_buffer(src, "cannot read");
+  check_size(bytes, buf, "cannot read");
+  if (bytes > 0) std::memcpy(dst, buf.data(), bytes);
+}
+
+std::shared_ptr<Executable> CpuDevice::compile(const Kernel& k) { return jit_->compile(k); }
+
+std::string CpuDevice::target_source(const Kernel& k) { return jit_->optimized_ir(k); }
+
+std::shared_ptr<Device> make_cpu_device() { return std::make_shared<CpuDevice>(); }
+
+}  // namespace kiln
