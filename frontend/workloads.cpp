@@ -68,7 +68,9 @@ Workload make_workload(const std::string& spec, DType dt, uint64_t seed) {
   double es = double(dtype_size(dt));
   if (kind == "add") {
     int64_t n = parse_dims(spec, args, 1)[0];
-    g.outputs = {g.binary(Op::Add, g.input("a", dt, {n}), g.input("b", dt, {n}))};
+    int a = g.input("a", dt, {n});
+    int b = g.input("b", dt, {n});
+    g.outputs = {g.binary(Op::Add, a, b)};
     w.flops = double(n);
     w.bytes = 3 * es * n;
   } else if (kind == "chain") {  // ((x*2+1).exp2()*y).relu(): an elementwise chain for fusion
@@ -82,7 +84,9 @@ Workload make_workload(const std::string& spec, DType dt, uint64_t seed) {
     w.bytes = 3 * es * n;
   } else if (kind == "matmul") {
     auto d = parse_dims(spec, args, 3);
-    g.outputs = {g.contract(g.input("a", dt, {d[0], d[1]}), g.input("b", dt, {d[1], d[2]}))};
+    int a = g.input("a", dt, {d[0], d[1]});
+    int b = g.input("b", dt, {d[1], d[2]});
+    g.outputs = {g.contract(a, b)};
     w.flops = 2.0 * d[0] * d[1] * d[2];
     w.bytes = es * (d[0] * d[1] + d[1] * d[2] + d[0] * d[2]);
   } else if (kind == "softmax") {

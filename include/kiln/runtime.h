@@ -19,6 +19,10 @@ struct DeviceInfo {
   int vector_bits = 0;   // widest SIMD register
   std::string features;  // "avx2,fma,avx512f" or compute capability
   int64_t memory_bytes = 0;
+  // What schedules need to know of a GPU (0 on the CPU).
+  int warp_size = 0;           // threads that run in lockstep (32 on NVIDIA)
+  int max_threads = 0;         // per block / workgroup
+  int64_t shared_bytes = 0;    // shared memory per block / workgroup
 };
 
 class Buffer {
