@@ -7,7 +7,7 @@ packages=(
   llvm-16-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev libcli11-dev nlohmann-json3-dev
-  glslang-dev libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers spirv-tools
+  glslang-dev glslang-tools libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers spirv-tools
 )
 
 missing=()
