@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <map>
 #include <set>
@@ -16,20 +15,83 @@ namespace {
 
 using Index = std::vector<Expr>;
 
-bool owns_buffer(const Node& n) {
-  OpClass c = op_class(n.op);
-  return n.op == Op::Input || (c != OpClass::Source && c != OpClass::Movement);
+// A stage read at an index other than the kernel's own point cannot live in a
+// register; lowering then asks fusion to store it instead.
+struct StageMismatch {
+  int node;
+};
+
+BinOp binop_of(Op op) {
+  switch (op) {
+    case Op::Add: return BinOp::Add;
+    case Op::Sub: return BinOp::Sub;
+    case Op::Mul: return BinOp::Mul;
+    case Op::Div: return BinOp::Div;
+    case Op::Max: return BinOp::Max;
+    case Op::Min: return BinOp::Min;
+    case Op::CmpLt: return BinOp::CmpLt;
+    case Op::CmpEq: return BinOp::CmpEq;
+    default: throw Error("lower: not a binary op");
+  }
 }
 
-// Builds one kernel: declares buffers and params on demand and turns graph
-// values at symbolic indices into Kernel IR expressions.
+UnOp unop_of(Op op) {
+  switch (op) {
+    case Op::Neg: return UnOp::Neg;
+    case Op::Exp2: return UnOp::Exp2;
+    case Op::Log2: return UnOp::Log2;
+    case Op::Sqrt: return UnOp::Sqrt;
+    case Op::Recip: return UnOp::Recip;
+    case Op::Sin: return UnOp::Sin;
+    default: throw Error("lower: not a unary op");
+  }
+}
+
+double lowest(DType t) {
+  switch (t) {
+    case i32: return std::numeric_limits<int32_t>::min();
+    case i8: return -128;
+    case u8: return 0;
+    default: return -std::numeric_limits<double>::infinity();
+  }
+}
+
+// Builds one fused kernel: declares buffers and params on demand and turns
+// graph values at symbolic indices into Kernel IR expressions.
 class KernelBuilder {
  public:
-  KernelBuilder(const Graph& g, std::string name, const std::set<std::string>& symbols)
-      : g_(g), symbols_(symbols) {
+  KernelBuilder(const Graph& g, const FusionPlan& plan, const std::set<std::string>& symbols, std::string name)
+      : g_(g), plan_(plan), symbols_(symbols) {
     k_.name = std::move(name);
   }
 
+  Kernel build(const FusedKernel& fk, std::vector<int>* args) {
+    const Node& a = g_.nodes[fk.anchor];
+    int out = buffer_of(fk.anchor, true);
+    Index at = loop_vars(a.shape, "i");
+    outer_.assign(at.begin(), at.begin() + fk.outer);
+    std::vector<Stmt> body;
+    for (int s : fk.stages) {
+      std::vector<Stmt> st = stage(s);
+      body.insert(body.end(), st.begin(), st.end());
+    }
+    if (op_class(a.op) == OpClass::Reduce || a.op == Op::Contract) {
+      std::vector<Stmt> st = stage(fk.anchor);
+      body.insert(body.end(), st.begin(), st.end());
+      body.push_back(store(out, linear(a.shape, at), stage_value(fk.anchor, outer_)));
+    } else {
+      Shape inner_shape(a.shape.begin() + fk.outer, a.shape.end());
+      Index inner(at.begin() + fk.outer, at.end());
+      body.push_back(loop_nest(inner_shape, inner, {store(out, linear(a.shape, at), compute(fk.anchor, at))},
+                               body.empty()));
+    }
+    Shape outer_shape(a.shape.begin(), a.shape.begin() + fk.outer);
+    k_.body = block({loop_nest(outer_shape, outer_, body, true)});
+    *args = args_;
+    return k_;
+  }
+
+ private:
   // The extent of a dim as an i64 expression; symbolic dims become params.
   Expr extent(const Dim& d) {
     if (d.is_const()) return idx(d.value);
@@ -42,6 +104,27 @@ class KernelBuilder {
     std::string name = base + std::to_string(vars_++);
     while (symbols_.count(name)) name += "_";
     return name;
+  }
+
+  // Dims of extent 1 get index 0 and no loop.
+  Index loop_vars(const Shape& shape, const std::string& base) {
+    Index at;
+    for (const Dim& d : shape) at.push_back(d.is_one() ? idx(0) : var(loop_var(base)));
+    return at;
+  }
+
+  // Loops over `shape` around `body`; the outermost is parallel if asked.
+  Stmt loop_nest(const Shape& shape, const Index& at, std::vector<Stmt> body, bool parallel) {
+    int outermost = -1;
+    for (size_t i = 0; i < shape.size() && outermost < 0; ++i)
+      if (!shape[i].is_one()) outermost = int(i);
+    Stmt s = body.size() == 1 ? body[0] : block(std::move(body));
+    for (int i = int(shape.size()) - 1; i >= 0; --i) {
+      if (shape[i].is_one()) continue;
+      LoopKind kind = parallel && i == outermost ? LoopKind::Parallel : LoopKind::Serial;
+      s = for_loop(at[i]->name, extent(shape[i]), kind, {s});
+    }
+    return s;
   }
 
   int buffer_of(int node, bool output) {
@@ -74,12 +157,40 @@ class KernelBuilder {
     return lin;
   }
 
-  // The value of graph node `node` at index `at`: a load if it owns a buffer,
-  // otherwise the constant or view composed down to one.
+  Expr constant(double v, DType t) {
+    ValType vt = valtype_of(t);
+    if (vt == ValType::f32) return const_f32(v);
+    return const_int(vt, static_cast<int64_t>(v));
+  }
+
+  // The value of `node` at `at`: a load if it owns a buffer, its accumulator if
+  // it is a stage of this kernel, else computed in place.
   Expr value(int node, const Index& at) {
+    if (stage_acc_.count(node)) return stage_value(node, at);
     const Node& n = g_.nodes[node];
-    if (owns_buffer(n)) return load(buffer_of(node, false), valtype_of(n.dtype), linear(n.shape, at));
-    if (n.op == Op::Const) return constant(n.value, n.dtype);
+    if (plan_.materialized[node]) return load(buffer_of(node, false), valtype_of(n.dtype), linear(n.shape, at));
+    return compute(node, at);
+  }
+
+  Expr compute(int node, const Index& at) {
+    const Node& n = g_.nodes[node];
+    switch (op_class(n.op)) {
+      case OpClass::Source: return constant(n.value, n.dtype);
+      case OpClass::Unary: {
+        Expr x = value(n.inputs[0], at);
+        if (n.op == Op::Cast) return round_to(n.dtype, cast(valtype_of(n.dtype), x));
+        return unary(unop_of(n.op), x);
+      }
+      case OpClass::Binary: return binary(binop_of(n.op), value(n.inputs[0], at), value(n.inputs[1], at));
+      case OpClass::Ternary:
+        return select(value(n.inputs[0], at), value(n.inputs[1], at), value(n.inputs[2], at));
+      case OpClass::Movement: return view(n, at);
+      case OpClass::Gather: return gathered(n, at);
+      default: throw Error("lower: " + std::string(op_name(n.op)) + " cannot be computed in place");
+    }
+  }
+
+  Expr view(const Node& n, const Index& at) {
     const Node& x = g_.nodes[n.inputs[0]];
     Index in(x.shape.size());
     switch (n.op) {
@@ -112,21 +223,6 @@ class KernelBuilder {
     return value(n.inputs[0], in);
   }
 
-  Expr constant(double v, DType t) {
-    ValType vt = valtype_of(t);
-    if (vt == ValType::f32) return const_f32(v);
-    return const_int(vt, static_cast<int64_t>(v));
-  }
-
-  Kernel finish(Stmt body, std::vector<int>* args) {
-    k_.body = block({std::move(body)});
-    *args = args_;
-    return k_;
-  }
-
-  const Graph& graph() const { return g_; }
-
- private:
   // Reads outside the source take the pad value; the index is clamped so the
   // load that select() evaluates anyway stays in bounds.
   Expr padded(const Node& n, const Node& x, const Index& at) {
@@ -146,6 +242,85 @@ class KernelBuilder {
     }
     Expr v = value(n.inputs[0], in);
     return inside ? select(inside, v, constant(n.value, n.dtype)) : v;
+  }
+
+  // numpy.take; negative indices count from the end, the rest are clamped.
+  Expr gathered(const Node& n, const Index& at) {
+    const Node &x = g_.nodes[n.inputs[0]], &ix = g_.nodes[n.inputs[1]];
+    size_t axis = size_t(n.axes[0]), ir = ix.shape.size();
+    Index where_idx(at.begin() + axis, at.begin() + axis + ir);
+    Expr i = cast(ValType::i64, value(n.inputs[1], where_idx));
+    Expr dim = extent(x.shape[axis]);
+    i = select(binary(BinOp::CmpLt, i, idx(0)), i + dim, i);
+    i = binary(BinOp::Max, binary(BinOp::Min, i, dim - idx(1)), idx(0));
+    Index in(at.begin(), at.begin() + axis);
+    in.push_back(i);
+    in.insert(in.end(), at.begin() + axis + ir, at.end());
+    return value(n.inputs[0], in);
+  }
+
+  // A stage is read at the kernel's own outer point (index 0 in its other dims).
+  Expr stage_value(int node, const Index& at) {
+    for (size_t i = 0; i < at.size(); ++i) {
+      bool same = i < outer_.size() ? equal(at[i], outer_[i])
+                                    : at[i]->kind == ExprKind::Const && at[i]->ival == 0;
+      if (!same) throw StageMismatch{node};
+    }
+    const Node& n = g_.nodes[node];
+    return load(stage_acc_.at(node), valtype_of(compute_type(n.dtype)), idx(0));
+  }
+
+  // acc = init; for r...: acc = combine(acc, term(r)), at the kernel's outer point.
+  std::vector<Stmt> stage(int node) {
+    const Node& n = g_.nodes[node];
+    Index at = outer_;
+    for (size_t i = at.size(); i < n.shape.size(); ++i) at.push_back(idx(0));
+    Index rvars;
+    Shape rshape;
+    Expr term;
+    BinOp combine = BinOp::Add;
+    double init = 0;
+    if (n.op == Op::Contract) {
+      const Node &a = g_.nodes[n.inputs[0]], &b = g_.nodes[n.inputs[1]];
+      Expr k = var(loop_var("r"));
+      rvars = {k};
+      rshape = {a.shape.back()};
+      size_t r = n.shape.size();
+      // Batch dims broadcast like expand: a dim of 1 reads index 0.
+      auto operand_index = [&](const Node& x, Expr row, Expr col) {
+        size_t xr = x.shape.size();
+        Index in(xr);
+        for (size_t i = 0; i + 2 < xr; ++i) in[i] = x.shape[i].is_one() ? idx(0) : at[r - xr + i];
+        in[xr - 2] = std::move(row);
+        in[xr - 1] = std::move(col);
+        return in;
+      };
+      term = binary(BinOp::Mul, value(n.inputs[0], operand_index(a, at[r - 2], k)),
+                    value(n.inputs[1], operand_index(b, k, at[r - 1])));
+    } else {
+      const Node& x = g_.nodes[n.inputs[0]];
+      Index in = at;
+      for (int64_t a : n.axes) {
+        in[a] = var(loop_var("r"));
+        rvars.push_back(in[a]);
+        rshape.push_back(x.shape[a]);
+      }
+      term = value(n.inputs[0], in);
+      if (n.op == Op::ReduceMax) {
+        combine = BinOp::Max;
+        init = lowest(n.dtype);
+      }
+    }
+    DType acc_t = compute_type(n.dtype);
+    int acc = local("acc", acc_t, 1);
+    stage_acc_[node] = acc;
+    Expr cur = load(acc, valtype_of(acc_t), idx(0));
+    Stmt body = store(acc, idx(0), binary(combine, cur, term));
+    for (int i = int(rvars.size()) - 1; i >= 0; --i)
+      body = for_loop(rvars[i]->name, extent(rshape[i]), LoopKind::Serial, {body});
+    Stmt result = body;
+    if (n.dtype != acc_t) result = block({body, store(acc, idx(0), round_to(n.dtype, cur))});
+    return {store(acc, idx(0), constant(init, acc_t)), result};
   }
 
   // Buffer names are unique within a kernel and never shadow a param or loop.
@@ -169,188 +344,64 @@ class KernelBuilder {
   }
 
   const Graph& g_;
+  const FusionPlan& plan_;
   const std::set<std::string>& symbols_;
   Kernel k_;
   std::map<int, int> node_buffer_;
+  std::map<int, int> stage_acc_;
+  Index outer_;
   std::vector<int> args_;
   int vars_ = 0;
 };
 
-// Loops over `shape` around `inner`: dims of constant extent 1 get no loop and
-// index 0; the outermost loop is parallel.
-Stmt loop_nest(KernelBuilder& kb, const Shape& shape, const Index& at, Stmt inner) {
-  Stmt s = std::move(inner);
-  int outermost = -1;
-  for (size_t i = 0; i < shape.size(); ++i)
-    if (!shape[i].is_one()) {
-      outermost = int(i);
-      break;
-    }
-  for (int i = int(shape.size()) - 1; i >= 0; --i) {
-    if (shape[i].is_one()) continue;
-    LoopKind kind = i == outermost ? LoopKind::Parallel : LoopKind::Serial;
-    s = for_loop(at[i]->name, kb.extent(shape[i]), kind, {s});
+std::string kernel_name(const Graph& g, const FusedKernel& fk, int number) {
+  std::string name = "k" + std::to_string(number) + "_" + std::string(op_name(g.nodes[fk.anchor].op));
+  for (int s : fk.stages) name += "_" + std::string(op_name(g.nodes[s].op));
+  return name;
+}
+
+// Graph nodes a kernel computes: its anchor, its stages and what it inlines.
+std::vector<int> computed_nodes(const Graph& g, const FusionPlan& plan, const FusedKernel& fk) {
+  std::set<int> seen;
+  std::vector<int> todo = {fk.anchor};
+  todo.insert(todo.end(), fk.stages.begin(), fk.stages.end());
+  while (!todo.empty()) {
+    int n = todo.back();
+    todo.pop_back();
+    if (!seen.insert(n).second) continue;
+    for (int in : g.nodes[n].inputs)
+      if (!plan.materialized[in] && g.nodes[in].op != Op::Input) todo.push_back(in);
   }
-  return s;
-}
-
-Index loop_vars(KernelBuilder& kb, const Shape& shape, const std::string& base) {
-  Index at;
-  for (const Dim& d : shape) at.push_back(d.is_one() ? idx(0) : var(kb.loop_var(base)));
-  return at;
-}
-
-BinOp binop_of(Op op) {
-  switch (op) {
-    case Op::Add: return BinOp::Add;
-    case Op::Sub: return BinOp::Sub;
-    case Op::Mul: return BinOp::Mul;
-    case Op::Div: return BinOp::Div;
-    case Op::Max: return BinOp::Max;
-    case Op::Min: return BinOp::Min;
-    case Op::CmpLt: return BinOp::CmpLt;
-    case Op::CmpEq: return BinOp::CmpEq;
-    default: throw Error("lower: not a binary op");
-  }
-}
-
-UnOp unop_of(Op op) {
-  switch (op) {
-    case Op::Neg: return UnOp::Neg;
-    case Op::Exp2: return UnOp::Exp2;
-    case Op::Log2: return UnOp::Log2;
-    case Op::Sqrt: return UnOp::Sqrt;
-    case Op::Recip: return UnOp::Recip;
-    case Op::Sin: return UnOp::Sin;
-    default: throw Error("lower: not a unary op");
-  }
-}
-
-Expr elementwise(KernelBuilder& kb, const Node& n, const Index& at) {
-  std::vector<Expr> in;
-  for (int i : n.inputs) in.push_back(kb.value(i, at));
-  switch (op_class(n.op)) {
-    case OpClass::Unary:
-      if (n.op == Op::Cast) return round_to(n.dtype, cast(valtype_of(n.dtype), in[0]));
-      return unary(unop_of(n.op), in[0]);
-    case OpClass::Binary: return binary(binop_of(n.op), in[0], in[1]);
-    case OpClass::Ternary: return select(in[0], in[1], in[2]);
-    default: throw Error("lower: not elementwise");
-  }
-}
-
-double lowest(DType t) {
-  switch (t) {
-    case i32: return std::numeric_limits<int32_t>::min();
-    case i8: return -128;
-    case u8: return 0;
-    default: return -std::numeric_limits<double>::infinity();
-  }
-}
-
-// acc = init; for r...: acc = combine(acc, term(r)); out = acc
-Stmt accumulate(KernelBuilder& kb, DType dtype, BinOp combine, double init, const std::vector<Expr>& rvars,
-                const Shape& rshape, const std::function<Expr()>& term, int out, Expr out_index) {
-  DType acc_t = compute_type(dtype);
-  int acc = kb.local("acc", acc_t, 1);
-  ValType vt = valtype_of(acc_t);
-  Expr cur = load(acc, vt, idx(0));
-  Stmt body = store(acc, idx(0), binary(combine, cur, term()));
-  for (int i = int(rvars.size()) - 1; i >= 0; --i)
-    body = for_loop(rvars[i]->name, kb.extent(rshape[i]), LoopKind::Serial, {body});
-  return block({store(acc, idx(0), kb.constant(init, acc_t)), body, store(out, std::move(out_index), cur)});
-}
-
-Kernel lower_node(const Graph& g, int id, const std::set<std::string>& symbols, int kernel_no,
-                  std::vector<int>* args) {
-  const Node& n = g.nodes[id];
-  std::string name = "k" + std::to_string(kernel_no) + "_" + std::string(op_name(n.op));
-  KernelBuilder kb(g, name, symbols);
-  int out = kb.buffer_of(id, true);
-  Index at = loop_vars(kb, n.shape, "i");
-  Expr out_index = kb.linear(n.shape, at);
-  Stmt inner;
-  switch (op_class(n.op)) {
-    case OpClass::Unary: case OpClass::Binary: case OpClass::Ternary:
-      inner = store(out, out_index, elementwise(kb, n, at));
-      break;
-    case OpClass::Reduce: {
-      const Node& x = g.nodes[n.inputs[0]];
-      Index in = at;
-      std::vector<Expr> rvars;
-      Shape rshape;
-      for (int64_t a : n.axes) {
-        in[a] = var(kb.loop_var("r"));
-        rvars.push_back(in[a]);
-        rshape.push_back(x.shape[a]);
-      }
-      bool sum = n.op == Op::ReduceSum;
-      inner = accumulate(kb, n.dtype, sum ? BinOp::Add : BinOp::Max, sum ? 0.0 : lowest(n.dtype), rvars, rshape,
-                         [&] { return kb.value(n.inputs[0], in); }, out, out_index);
-      break;
-    }
-    case OpClass::Contract: {
-      const Node &a = g.nodes[n.inputs[0]], &b = g.nodes[n.inputs[1]];
-      size_t r = n.shape.size();
-      Expr k = var(kb.loop_var("r"));
-      // Batch dims broadcast like expand: a dim of 1 reads index 0.
-      auto operand_index = [&](const Node& x, Expr row, Expr col) {
-        size_t xr = x.shape.size();
-        Index in(xr);
-        for (size_t i = 0; i + 2 < xr; ++i) in[i] = x.shape[i].is_one() ? idx(0) : at[r - xr + i];
-        in[xr - 2] = std::move(row);
-        in[xr - 1] = std::move(col);
-        return in;
-      };
-      Index ia = operand_index(a, at[r - 2], k), ib = operand_index(b, k, at[r - 1]);
-      inner = accumulate(kb, n.dtype, BinOp::Add, 0.0, {k}, {a.shape.back()},
-                         [&] { return binary(BinOp::Mul, kb.value(n.inputs[0], ia), kb.value(n.inputs[1], ib)); },
-                         out, out_index);
-      break;
-    }
-    case OpClass::Gather: {
-      const Node &x = g.nodes[n.inputs[0]], &ix = g.nodes[n.inputs[1]];
-      size_t axis = size_t(n.axes[0]), ir = ix.shape.size();
-      Index where_idx(at.begin() + axis, at.begin() + axis + ir);
-      Expr i = cast(ValType::i64, kb.value(n.inputs[1], where_idx));
-      Expr dim = kb.extent(x.shape[axis]);
-      i = select(binary(BinOp::CmpLt, i, idx(0)), i + dim, i);
-      i = binary(BinOp::Max, binary(BinOp::Min, i, dim - idx(1)), idx(0));
-      Index in(at.begin(), at.begin() + axis);
-      in.push_back(i);
-      in.insert(in.end(), at.begin() + axis + ir, at.end());
-      inner = store(out, out_index, kb.value(n.inputs[0], in));
-      break;
-    }
-    default:  // an output that is a view or a constant: materialize it
-      inner = store(out, out_index, kb.value(id, at));
-  }
-  return kb.finish(loop_nest(kb, n.shape, at, inner), args);
+  return {seen.begin(), seen.end()};
 }
 
 }  // namespace
 
-Program lower(const Graph& g) {
-  Program p;
-  p.graph = g;
+Program lower(const Graph& g, const FusionOptions& options) {
   std::set<std::string> symbols;
   for (const Dim& d : g.symbols()) symbols.insert(d.sym);
-  std::set<int> outputs(g.outputs.begin(), g.outputs.end());
-  for (int id = 0; id < int(g.nodes.size()); ++id) {
-    const Node& n = g.nodes[id];
-    if (n.op == Op::Input) {
-      p.buffers.push_back(id);
+  FusionOptions opt = options;
+  for (;;) {
+    FusionPlan plan = plan_fusion(g, opt);
+    Program p;
+    p.graph = g;
+    for (int id : g.input_nodes()) p.buffers.push_back(id);
+    try {
+      for (const FusedKernel& fk : plan.kernels) {
+        Launch l;
+        l.kernel = int(p.kernels.size());
+        KernelBuilder kb(g, plan, symbols, kernel_name(g, fk, l.kernel));
+        p.kernels.push_back(kb.build(fk, &l.args));
+        p.kernel_ops.push_back(computed_nodes(g, plan, fk));
+        p.launches.push_back(std::move(l));
+        p.buffers.push_back(fk.anchor);
+      }
+    } catch (const StageMismatch& m) {
+      opt.never_stage.insert(m.node);  // store it instead, and cut again
       continue;
     }
-    if (!owns_buffer(n) && !outputs.count(id)) continue;
-    Launch l;
-    l.kernel = int(p.kernels.size());
-    p.kernels.push_back(lower_node(g, id, symbols, l.kernel, &l.args));
-    p.kernel_ops.push_back({id});
-    p.launches.push_back(std::move(l));
-    p.buffers.push_back(id);
+    return p;
   }
-  return p;
 }
 
 std::string describe_kernels(const Program& p) {
@@ -359,13 +410,11 @@ std::string describe_kernels(const Program& p) {
     out += p.kernels[k].name + ":";
     for (int id : p.kernel_ops[k]) {
       const Node& n = p.graph.nodes[id];
-      out += " %" + std::to_string(id) + " " + std::string(op_name(n.op)) + " " + std::string(dtype_name(n.dtype)) +
-             shape_str(n.shape);
+      out += " %" + std::to_string(id) + " " + std::string(op_name(n.op));
     }
-    out += " <-";
-    for (int a : p.launches[k].args)
-      if (std::find(p.kernel_ops[k].begin(), p.kernel_ops[k].end(), a) == p.kernel_ops[k].end())
-        out += " %" + std::to_string(a);
+    const Node& a = p.graph.nodes[p.launches[k].args.front()];
+    out += " -> " + std::string(dtype_name(a.dtype)) + shape_str(a.shape) + " <-";
+    for (size_t i = 1; i < p.launches[k].args.size(); ++i) out += " %" + std::to_string(p.launches[k].args[i]);
     out += "\n";
   }
   return out;

@@ -1,12 +1,12 @@
-// Lowering: Graph -> Kernels. Every compute node (elementwise, reduction,
-// gather, contraction) becomes one kernel; constants and movement ops become
-// index arithmetic inside the kernels that read them, never copies. Fusion
-// (issue 3) replaces this one-kernel-per-op cut.
+// Lowering: Graph -> Kernels, one per kernel of the fusion plan (codegen/fuse.h).
+// Constants, views and inlined ops become expressions inside the kernels that
+// read them, never copies; stages become accumulators in registers.
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "codegen/fuse.h"
 #include "kiln/graph.h"
 #include "kiln/kernel.h"
 
@@ -25,9 +25,10 @@ struct Program {
   std::vector<int> buffers;                 // nodes that own a buffer: inputs and kernel results
 };
 
-Program lower(const Graph& g);
+Program lower(const Graph& g, const FusionOptions& opt = {});
 
-// "k0_add: %3 add f32[seq, 1024] <- %0 %2" lines: which ops went into which kernel.
+// "k0_add: %2 add %3 exp2 -> f32[seq, 1024] <- %0 %1" lines: which ops went
+// into which kernel, what it stores and which buffers it reads.
 std::string describe_kernels(const Program& p);
 
 }  // namespace kiln

@@ -236,6 +236,24 @@ TEST(Ops, ConstantAndInputOutputs) {
   expect_matches_interpreter(g);
 }
 
+// Fused kernels compute what the unfused graph does.
+TEST(Ops, FusedKernelsMatchTheInterpreter) {
+  for (const char* spec : {"chain:1000", "softmax:33x65", "mlp:5"}) {
+    SCOPED_TRACE(spec);
+    expect_matches_interpreter(make_workload(spec).graph);
+  }
+  Graph g;  // a stage read at another row falls back to its own kernel
+  int x = g.input("x", f32, {8, 16});
+  int m = g.flip(g.reduce(Op::ReduceMax, x, {1}), {0});
+  g.outputs = {g.binary(Op::Sub, x, g.expand(m, {8, 16}))};
+  expect_matches_interpreter(g);
+  Graph h;  // f16 reductions round their result once, like the interpreter
+  int y = h.input("y", f16, {4, 300});
+  int s = h.reduce(Op::ReduceSum, y, {1});
+  h.outputs = {h.binary(Op::Mul, h.expand(s, {4, 300}), y)};
+  expect_matches_interpreter(h);
+}
+
 TEST(Ops, LargeElementwiseRunsOnEveryCore) {
   Graph g;
   g.outputs = {g.binary(Op::Add, g.input("a", f32, {1 << 20}), g.input("b", f32, {1 << 20}))};

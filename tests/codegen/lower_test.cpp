@@ -8,21 +8,23 @@
 namespace kiln {
 namespace {
 
-TEST(Lower, OneKernelPerComputeOpAndNoneForViews) {
+TEST(Lower, OneKernelPerComputeOpWithoutFusion) {
   Graph g;
   int x = g.input("x", f32, {8, 4});
   int t = g.permute(x, {1, 0});
   int e = g.unary(Op::Exp2, t);
   int s = g.reduce(Op::ReduceSum, e, {1});
   g.outputs = {g.reshape(s, {Dim(4)})};
-  Program p = lower(g);
+  FusionOptions off;
+  off.enabled = false;
+  Program p = lower(g, off);
   ASSERT_EQ(p.kernels.size(), 3u);  // exp2, reduce_sum, and a copy for the reshaped output
   EXPECT_EQ(p.kernels[0].name, "k0_exp2");
   EXPECT_EQ(p.kernels[1].name, "k1_reduce_sum");
   EXPECT_EQ(p.kernels[2].name, "k2_reshape");
   EXPECT_EQ(p.launches[1].args, (std::vector<int>{s, e}));
   std::string d = describe_kernels(p);
-  EXPECT_NE(d.find("k1_reduce_sum: %3 reduce_sum f32[4, 1] <- %2"), std::string::npos) << d;
+  EXPECT_NE(d.find("k1_reduce_sum: %3 reduce_sum -> f32[4, 1] <- %2"), std::string::npos) << d;
 }
 
 TEST(Lower, ElementwiseKernelText) {

@@ -1,0 +1,118 @@
+#include "codegen/fuse.h"
+
+#include <algorithm>
+#include <set>
+
+namespace kiln {
+
+namespace {
+
+bool is_stage_op(Op op) { return op_class(op) == OpClass::Reduce || op == Op::Contract; }
+
+bool inlinable(Op op) {
+  OpClass c = op_class(op);
+  return op != Op::Input && (c == OpClass::Source || c == OpClass::Movement || c == OpClass::Gather || is_elementwise(op));
+}
+
+// The largest p (<= shape rank) such that a stage of `stage_shape` can be
+// computed once per point of the first p dims of `shape`: equal dims before p,
+// extent 1 from p on. Returns -1 if ranks differ or no p works.
+int stage_prefix(const Shape& stage_shape, const Shape& shape) {
+  if (stage_shape.size() != shape.size()) return -1;
+  int p = int(shape.size());
+  while (p > 0 && stage_shape[p - 1].is_one() && !shape[p - 1].is_one()) --p;
+  for (int i = 0; i < p; ++i)
+    if (stage_shape[i] != shape[i]) return -1;
+  return p;
+}
+
+bool compatible(const Shape& stage_shape, const Shape& shape, int p) {
+  if (stage_shape.size() != shape.size()) return false;
+  for (size_t i = 0; i < shape.size(); ++i)
+    if (int(i) < p ? stage_shape[i] != shape[i] : !stage_shape[i].is_one()) return false;
+  return true;
+}
+
+}  // namespace
+
+FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
+  int n = int(g.nodes.size());
+  std::vector<std::vector<int>> consumers(n);
+  for (int i = 0; i < n; ++i)
+    for (int in : g.nodes[i].inputs) consumers[in].push_back(i);
+  std::set<int> outputs(g.outputs.begin(), g.outputs.end());
+
+  // What owns a buffer: inputs, outputs, reductions and contractions (until a
+  // kernel absorbs them), elementwise ops when fusion is off or they grow too big.
+  FusionPlan plan;
+  plan.materialized.assign(n, false);
+  std::vector<int> size(n, 1);
+  for (int i = 0; i < n; ++i) {
+    const Node& node = g.nodes[i];
+    bool m = node.op == Op::Input || outputs.count(i) || !inlinable(node.op);
+    if (!opt.enabled && op_class(node.op) != OpClass::Source && op_class(node.op) != OpClass::Movement) m = true;
+    if (!m) {
+      for (int in : node.inputs) size[i] += plan.materialized[in] ? 1 : size[in];
+      m = size[i] > opt.max_inline_size;
+    }
+    plan.materialized[i] = m;
+  }
+
+  // A contraction reads each operand element many times: an elementwise operand
+  // is inlined only when it reads graph inputs alone (a dequantizing prologue);
+  // one that reads computed values is stored, as the epilogue of its producer.
+  std::vector<bool> reads_computed(n, false);
+  for (int i = 0; i < n; ++i)
+    for (int in : g.nodes[i].inputs)
+      if (plan.materialized[in] ? g.nodes[in].op != Op::Input : reads_computed[in]) reads_computed[i] = true;
+  for (int i = 0; i < n && opt.enabled; ++i) {
+    if (g.nodes[i].op != Op::Contract) continue;
+    for (int o : g.nodes[i].inputs) {
+      while (!plan.materialized[o] && op_class(g.nodes[o].op) == OpClass::Movement) o = g.nodes[o].inputs[0];
+      if (!plan.materialized[o] && reads_computed[o]) plan.materialized[o] = true;
+    }
+  }
+
+  // Consumers before producers: each node learns which kernels evaluate it, and a
+  // stage-able node read by exactly one compatible kernel joins that kernel.
+  std::vector<std::set<int>> evaluated_by(n);
+  std::vector<int> kernel_of(n, -1);  // anchor -> index into plan.kernels
+  std::vector<FusedKernel> kernels;
+  for (int i = n - 1; i >= 0; --i) {
+    const Node& node = g.nodes[i];
+    if (node.op == Op::Input) continue;
+    std::set<int> users;
+    for (int c : consumers[i]) users.insert(evaluated_by[c].begin(), evaluated_by[c].end());
+    if (!plan.materialized[i]) {
+      evaluated_by[i] = users;
+      continue;
+    }
+    if (opt.enabled && is_stage_op(node.op) && !outputs.count(i) && !opt.never_stage.count(i) &&
+        users.size() == 1) {
+      FusedKernel& k = kernels[kernel_of[*users.begin()]];
+      const Shape& shape = g.nodes[k.anchor].shape;
+      int p = k.stages.empty() && !is_stage_op(g.nodes[k.anchor].op) ? stage_prefix(node.shape, shape) : k.outer;
+      if (p >= 0 && compatible(node.shape, shape, p)) {
+        k.outer = p;
+        k.stages.push_back(i);
+        evaluated_by[i] = users;
+        plan.materialized[i] = false;
+        continue;
+      }
+    }
+    FusedKernel k;
+    k.anchor = i;
+    k.outer = int(node.shape.size());
+    kernel_of[i] = int(kernels.size());
+    kernels.push_back(k);
+    evaluated_by[i] = {i};
+  }
+  // Execution order: producers first; stages in each kernel likewise.
+  for (auto it = kernels.rbegin(); it != kernels.rend(); ++it) {
+    std::reverse(it->stages.begin(), it->stages.end());
+    plan.kernels.push_back(*it);
+  }
+  return plan;
+}
+
+}  // namespace kiln

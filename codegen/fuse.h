@@ -1,0 +1,36 @@
+// Fusion: decides which graph nodes become kernels and what each kernel
+// computes. Elementwise ops, gathers, constants and views are inlined into the
+// kernels that read them; reductions and contractions whose every use lies in
+// one kernel are computed inside it as stages (softmax: row max, row sum and the
+// division in one kernel; matmul + bias + activation in one kernel).
+#pragma once
+
+#include <set>
+#include <vector>
+
+#include "kiln/graph.h"
+
+namespace kiln {
+
+struct FusedKernel {
+  int anchor = 0;           // the node the kernel stores
+  std::vector<int> stages;  // reductions/contractions computed inside, producers first
+  // The kernel loops over the anchor's shape; its first `outer` dims enclose the
+  // stages, the rest are looped after them (for a reduction anchor: all dims).
+  int outer = 0;
+};
+
+struct FusionPlan {
+  std::vector<bool> materialized;    // per node: owns a buffer (inputs, anchors)
+  std::vector<FusedKernel> kernels;  // in execution order
+};
+
+struct FusionOptions {
+  bool enabled = true;        // false: one kernel per compute op (views still inlined)
+  int max_inline_size = 256;  // an inlined expression larger than this is stored instead
+  std::set<int> never_stage;  // nodes to store rather than compute as stages
+};
+
+FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt = {});
+
+}  // namespace kiln

@@ -1,0 +1,95 @@
+// Fusion: the kernel counts of issue 3's cases, and fallbacks that keep results
+// right where a stage cannot live in a register.
+#include <gtest/gtest.h>
+
+#include "codegen/lower.h"
+#include "frontend/workloads.h"
+
+namespace kiln {
+namespace {
+
+int kernels(const Graph& g) { return int(lower(g).kernels.size()); }
+
+TEST(Fuse, ElementwiseChainIsOneKernel) {
+  EXPECT_EQ(kernels(make_workload("chain:1024").graph), 1);
+}
+
+TEST(Fuse, SoftmaxOverRowsIsOneKernel) {
+  Program p = lower(make_workload("softmax:64x128").graph);
+  ASSERT_EQ(p.kernels.size(), 1u);
+  EXPECT_EQ(p.kernels[0].name, "k0_div_reduce_max_reduce_sum");
+}
+
+// mean and variance over the last axis, then (x - mean) * rsqrt(var + eps) * w
+Graph layernorm(bool rms) {
+  Graph g;
+  int64_t r = 32, c = 256;
+  int x = g.input("x", f32, {r, c});
+  int w = g.expand(g.input("w", f32, {1, c}), {r, c});
+  auto bcast = [&](int v) { return g.expand(v, {r, c}); };
+  auto scalar = [&](double v, Shape s) { return g.expand(g.constant(v, f32, {1, 1}), s); };
+  int centered = x;
+  if (!rms) {
+    int mean = g.binary(Op::Mul, g.reduce(Op::ReduceSum, x, {1}), scalar(1.0 / c, {r, 1}));
+    centered = g.binary(Op::Sub, x, bcast(mean));
+  }
+  int var = g.binary(Op::Mul, g.reduce(Op::ReduceSum, g.binary(Op::Mul, centered, centered), {1}), scalar(1.0 / c, {r, 1}));
+  int inv = g.unary(Op::Recip, g.unary(Op::Sqrt, g.binary(Op::Add, var, scalar(1e-5, {r, 1}))));
+  g.outputs = {g.binary(Op::Mul, g.binary(Op::Mul, centered, bcast(inv)), w)};
+  return g;
+}
+
+TEST(Fuse, LayernormAndRmsnormAreOneKernel) {
+  EXPECT_EQ(kernels(layernorm(false)), 1);
+  EXPECT_EQ(kernels(layernorm(true)), 1);
+}
+
+TEST(Fuse, ContractionTakesItsEpilogue) {
+  Graph g;
+  int x = g.input("x", f32, {16, 32});
+  int w = g.input("w", f32, {32, 8});
+  int b = g.expand(g.input("b", f32, {1, 8}), {16, 8});
+  int res = g.input("res", f32, {16, 8});
+  int y = g.binary(Op::Add, g.contract(x, w), b);
+  y = g.binary(Op::Max, y, g.expand(g.constant(0, f32, {1, 1}), {16, 8}));
+  g.outputs = {g.cast(g.binary(Op::Add, y, res), f16)};
+  Program p = lower(g);
+  ASSERT_EQ(p.kernels.size(), 1u);
+  EXPECT_EQ(p.kernels[0].name, "k0_cast_contract");
+}
+
+TEST(Fuse, MlpLayersAreOneKernelEach) {
+  EXPECT_EQ(kernels(make_workload("mlp:8").graph), 3);
+}
+
+TEST(Fuse, ElementwisePrologueOfInputsFusesIntoContraction) {
+  Graph g;
+  int x = g.input("x", f32, {4, 16});
+  int wq = g.input("wq", i8, {16, 8});
+  int scale = g.expand(g.input("scale", f32, {1, 8}), {16, 8});
+  int w = g.binary(Op::Mul, g.cast(wq, f32), scale);  // dequantize
+  g.outputs = {g.contract(x, w)};
+  EXPECT_EQ(kernels(g), 1);
+}
+
+TEST(Fuse, ReductionReadAtAnotherPointIsStored) {
+  // The row max is read flipped: not at the kernel's own row, so it cannot be a
+  // register stage and gets a kernel of its own.
+  Graph g;
+  int x = g.input("x", f32, {8, 16});
+  int m = g.flip(g.reduce(Op::ReduceMax, x, {1}), {0});
+  g.outputs = {g.binary(Op::Sub, x, g.expand(m, {8, 16}))};
+  Program p = lower(g);
+  EXPECT_EQ(p.kernels.size(), 2u);
+}
+
+TEST(Fuse, SharedReductionIsStoredOnce) {
+  Graph g;
+  int x = g.input("x", f32, {8, 16});
+  int s = g.expand(g.reduce(Op::ReduceSum, x, {1}), {8, 16});
+  g.outputs = {g.binary(Op::Add, x, s), g.binary(Op::Mul, x, s)};
+  EXPECT_EQ(kernels(g), 3);  // the sum, and the two outputs that read it
+}
+
+}  // namespace
+}  // namespace kiln
