@@ -33,10 +33,19 @@ Bindings bind_symbols(const Graph& g, const std::map<std::string, HostTensor>& i
 
 }  // namespace
 
-CompiledGraph::CompiledGraph(const Graph& g, std::shared_ptr<Device> dev) : dev_(std::move(dev)) {
+CompiledGraph::CompiledGraph(const Graph& g, std::shared_ptr<Device> dev, const std::vector<Schedule>& schedules)
+    : dev_(std::move(dev)) {
   auto t0 = std::chrono::steady_clock::now();
   program_ = lower(g);
-  for (const Kernel& k : program_.kernels) exes_.push_back(KernelCache::global().get_or_compile(*dev_, k));
+  if (!schedules.empty() && schedules.size() != program_.kernels.size())
+    throw Error("got " + std::to_string(schedules.size()) + " schedules for " + std::to_string(program_.kernels.size()) +
+                " kernels");
+  for (size_t i = 0; i < program_.kernels.size(); ++i) {
+    const Kernel& k = program_.kernels[i];
+    schedules_.push_back(schedules.empty() ? default_schedule(k, dev_->info()) : schedules[i]);
+    scheduled_.push_back(apply(k, schedules_.back()));
+    exes_.push_back(KernelCache::global().get_or_compile(*dev_, scheduled_.back()));
+  }
   compile_seconds_ = seconds_since(t0);
 }
 

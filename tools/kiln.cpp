@@ -65,9 +65,9 @@ int cmd_devices() {
 }
 
 int cmd_dump(const std::string& what, const std::string& stage, DType dtype, const std::string& dev) {
-  static const std::vector<std::string> stages = {"graph", "kernels", "llvm", "all"};
+  static const std::vector<std::string> stages = {"graph", "kernels", "schedule", "target", "all"};
   if (std::find(stages.begin(), stages.end(), stage) == stages.end())
-    throw Error("unknown stage '" + stage + "' (graph, kernels, llvm or all)");
+    throw Error("unknown stage '" + stage + "' (graph, kernels, schedule, target or all)");
   Graph g = load_graph(what, dtype, nullptr, {});
   bool all = stage == "all";
   if (all || stage == "graph") std::cout << "// ---- graph\n" << print(g);
@@ -77,10 +77,18 @@ int cmd_dump(const std::string& what, const std::string& stage, DType dtype, con
     std::cout << "// ---- kernels (which ops each computes)\n" << describe_kernels(p);
     for (const Kernel& k : p.kernels) std::cout << print(k);
   }
-  if (all || stage == "llvm") {
-    auto d = device(dev);
-    for (const Kernel& k : p.kernels) std::cout << "// ---- " << d->info().backend << ": " << k.name << "\n" << d->target_source(k);
+  auto d = device(dev);
+  std::vector<Kernel> scheduled;
+  for (const Kernel& k : p.kernels) {
+    Schedule s = default_schedule(k, d->info());
+    scheduled.push_back(apply(k, s));
+    if (all || stage == "schedule")
+      std::cout << "// ---- schedule of " << k.name << " for " << d->info().backend << "\n"
+                << print(s) << print(scheduled.back());
   }
+  if (all || stage == "target")
+    for (const Kernel& k : scheduled)
+      std::cout << "// ---- " << d->info().backend << " code of " << k.name << "\n" << d->target_source(k);
   return 0;
 }
 
@@ -154,7 +162,7 @@ int main_impl(int argc, char** argv) {
   auto* dump = app.add_subcommand("dump", "print the IR of a workload or IR text file at every stage");
   std::string what;
   dump->add_option("what", what, "a workload (add:N, matmul:MxKxN, ...) or a graph IR text file")->required();
-  dump->add_option("--stage", stage, "graph, kernels, llvm or all");
+  dump->add_option("--stage", stage, "graph, kernels, schedule, target (LLVM IR, CUDA C, GLSL) or all");
   dump->add_option("--dtype", dtype_s, "element type of a workload");
   dump->add_option("--device", dev, "device whose target code to show");
 

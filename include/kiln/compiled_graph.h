@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "codegen/lower.h"
+#include "codegen/schedule.h"
 #include "kiln/host_tensor.h"
 #include "kiln/runtime.h"
 
@@ -16,8 +17,10 @@ namespace kiln {
 
 class CompiledGraph {
  public:
-  // Lowers the graph and compiles every kernel (through the kernel cache).
-  CompiledGraph(const Graph& g, std::shared_ptr<Device> dev);
+  // Lowers the graph, schedules each kernel for the device (the default
+  // schedule unless `schedules` gives one per kernel) and compiles them all
+  // through the kernel cache.
+  CompiledGraph(const Graph& g, std::shared_ptr<Device> dev, const std::vector<Schedule>& schedules = {});
 
   // Inputs by name. Symbolic dims not in `symbols` take their values from the
   // inputs' sizes. Throws kiln::Error for a missing, mis-typed or mis-sized
@@ -30,6 +33,9 @@ class CompiledGraph {
   std::vector<HostTensor> outputs();
 
   const Program& program() const { return program_; }
+  // The schedule each kernel got, and the kernel after it (what was compiled).
+  const std::vector<Schedule>& schedules() const { return schedules_; }
+  const std::vector<Kernel>& scheduled_kernels() const { return scheduled_; }
   Device& device() { return *dev_; }
   double compile_seconds() const { return compile_seconds_; }
   // Wall time of each launch in the last execute(), in launch order.
@@ -40,6 +46,8 @@ class CompiledGraph {
 
   Program program_;
   std::shared_ptr<Device> dev_;
+  std::vector<Schedule> schedules_;
+  std::vector<Kernel> scheduled_;
   std::vector<std::shared_ptr<Executable>> exes_;
   Bindings bound_;
   std::map<int, std::shared_ptr<Buffer>> buffers_;

@@ -1,0 +1,29 @@
+// Small tools over the Kernel IR that passes share.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+
+#include "kiln/kernel.h"
+
+namespace kiln {
+
+// Replaces variables by expressions.
+Expr substitute(const Expr& e, const std::map<std::string, Expr>& with);
+Stmt substitute(const Stmt& s, const std::map<std::string, Expr>& with);
+
+bool uses_var(const Expr& e, const std::string& v);
+bool uses_var(const Stmt& s, const std::string& v);
+
+// Rebuilds `s` bottom-up, giving every For loop named `v` to `f` (which returns
+// its replacement). Counts the loops replaced in *count.
+Stmt map_loops(const Stmt& s, const std::string& v, const std::function<Stmt(const Stmt&)>& f, int* count);
+
+// Calls f on every statement, outermost first.
+void visit(const Stmt& s, const std::function<void(const Stmt&)>& f);
+
+// Rebuilds a statement with a new body (For, If, Block).
+Stmt with_body(const Stmt& s, std::vector<Stmt> body);
+
+}  // namespace kiln

@@ -1,0 +1,447 @@
+#include "codegen/schedule.h"
+
+#include <set>
+#include <sstream>
+
+#include "codegen/ir_util.h"
+#include "kiln/error.h"
+
+namespace kiln {
+
+namespace {
+
+const char* prim_name(Prim p) {
+  switch (p) {
+    case Prim::Split: return "split";
+    case Prim::Reorder: return "reorder";
+    case Prim::Fuse: return "fuse";
+    case Prim::Hoist: return "hoist";
+    case Prim::Unroll: return "unroll";
+    case Prim::Vectorize: return "vectorize";
+    case Prim::Parallel: return "parallel";
+    case Prim::Serial: return "serial";
+    case Prim::Bind: return "bind";
+  }
+  return "?";
+}
+
+std::string join(const std::vector<std::string>& v, size_t from = 0, size_t to = std::string::npos) {
+  std::string out;
+  for (size_t i = from; i < v.size() && i < to; ++i) out += (i > from ? ", " : "") + v[i];
+  return out;
+}
+
+std::string step_text(const Step& s) {
+  std::string t = prim_name(s.prim);
+  switch (s.prim) {
+    case Prim::Split: return t + " " + s.loops[0] + " by " + std::to_string(s.factor) + " -> " + join(s.loops, 1);
+    case Prim::Fuse: return t + " " + join(s.loops, 0, 2) + " -> " + s.loops[2];
+    case Prim::Hoist: return t + " " + s.loops[0] + " above " + s.loops[1];
+    case Prim::Bind: return t + " " + s.loops[0] + " " + std::string(loopkind_name(s.kind));
+    default: return t + " " + join(s.loops);
+  }
+}
+
+[[noreturn]] void refuse(const Step& s, const std::string& why) {
+  throw Error("schedule step '" + step_text(s) + "': " + why);
+}
+
+bool is_ident(const std::string& s) {
+  if (s.empty() || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
+  for (char c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+  return true;
+}
+
+// Every name a new loop variable must not take.
+std::set<std::string> taken_names(const Kernel& k) {
+  std::set<std::string> names(k.params.begin(), k.params.end());
+  for (const BufferDecl& b : k.buffers) names.insert(b.name);
+  visit(k.body, [&](const Stmt& s) {
+    if (s->kind == StmtKind::For) names.insert(s->var);
+  });
+  return names;
+}
+
+void check_new_name(const Kernel& k, const Step& st, const std::string& name) {
+  if (!is_ident(name)) refuse(st, "'" + name + "' is not a valid loop name");
+  if (taken_names(k).count(name)) refuse(st, "the name '" + name + "' is already used in the kernel");
+}
+
+bool is_const(const Expr& e, int64_t* v = nullptr) {
+  if (e->kind != ExprKind::Const || e->type != ValType::i64) return false;
+  if (v) *v = e->ival;
+  return true;
+}
+
+// Rebuilds the kernel body, giving each loop named `v` to f; at least one must exist.
+Kernel on_loops(const Kernel& k, const Step& st, const std::string& v, const std::function<Stmt(const Stmt&)>& f) {
+  int count = 0;
+  Kernel out = k;
+  out.body = map_loops(k.body, v, f, &count);
+  if (count == 0) refuse(st, "the kernel has no loop named '" + v + "'");
+  return out;
+}
+
+Kernel split(const Kernel& k, const Step& st) {
+  const std::string &v = st.loops[0], &vo = st.loops[1], &vi = st.loops[2];
+  int64_t f = st.factor;
+  if (f < 1) refuse(st, "the factor must be >= 1");
+  check_new_name(k, st, vo);
+  check_new_name(k, st, vi);
+  if (vo == vi) refuse(st, "the two new loops need different names");
+  return on_loops(k, st, v, [&](const Stmt& loop) {
+    int64_t e = 0;
+    bool exact = is_const(loop->extent, &e) && e % f == 0;
+    Expr outer_extent = is_const(loop->extent, &e) ? idx((e + f - 1) / f) : (loop->extent + idx(f - 1)) / idx(f);
+    Expr at = var(vo) * idx(f) + var(vi);
+    std::vector<Stmt> body;
+    for (const Stmt& b : loop->body) body.push_back(substitute(b, {{v, at}}));
+    // A tail that does not divide runs under a guard.
+    if (!exact) body = {if_then(binary(BinOp::CmpLt, at, loop->extent), std::move(body))};
+    LoopKind outer_kind = loop->loop == LoopKind::Unrolled || loop->loop == LoopKind::Vectorized ? LoopKind::Serial : loop->loop;
+    return for_loop(vo, outer_extent, outer_kind, {for_loop(vi, idx(f), LoopKind::Serial, std::move(body))});
+  });
+}
+
+// The perfect nest starting at `s` made of exactly the loops in `names`.
+bool perfect_chain(const Stmt& s, const std::set<std::string>& names, std::vector<Stmt>* chain) {
+  Stmt cur = s;
+  while (cur->kind == StmtKind::For && names.count(cur->var)) {
+    chain->push_back(cur);
+    if (chain->size() == names.size()) return true;
+    if (cur->body.size() != 1) return false;
+    cur = cur->body[0];
+  }
+  return false;
+}
+
+Stmt reorder_in(const Stmt& s, const Step& st, const std::set<std::string>& names, int* done) {
+  if (s->kind == StmtKind::For && names.count(s->var)) {
+    std::vector<Stmt> chain;
+    if (!perfect_chain(s, names, &chain))
+      refuse(st, "the loops are not a perfect nest (each must hold only the next)");
+    std::map<std::string, Stmt> by_name;
+    for (const Stmt& l : chain) {
+      by_name[l->var] = l;
+      for (const std::string& n : names)
+        if (uses_var(l->extent, n)) refuse(st, "the extent of '" + l->var + "' depends on '" + n + "'");
+    }
+    std::vector<Stmt> body = chain.back()->body;
+    for (auto it = st.loops.rbegin(); it != st.loops.rend(); ++it) {
+      const Stmt& l = by_name.at(*it);
+      body = {for_loop(l->var, l->extent, l->loop, std::move(body))};
+    }
+    ++*done;
+    return body[0];
+  }
+  std::vector<Stmt> body;
+  for (const Stmt& b : s->body) body.push_back(reorder_in(b, st, names, done));
+  return with_body(s, std::move(body));
+}
+
+Kernel reorder(const Kernel& k, const Step& st) {
+  std::set<std::string> names(st.loops.begin(), st.loops.end());
+  if (names.size() != st.loops.size() || names.size() < 2) refuse(st, "needs at least two different loops");
+  int done = 0;
+  Kernel out = k;
+  out.body = reorder_in(k.body, st, names, &done);
+  if (!done) refuse(st, "the kernel has no loop named '" + st.loops[0] + "'");
+  return out;
+}
+
+Kernel fuse(const Kernel& k, const Step& st) {
+  const std::string &a = st.loops[0], &b = st.loops[1], &f = st.loops[2];
+  check_new_name(k, st, f);
+  return on_loops(k, st, a, [&](const Stmt& outer) {
+    if (outer->body.size() != 1 || outer->body[0]->kind != StmtKind::For || outer->body[0]->var != b)
+      refuse(st, "'" + b + "' must be the only statement inside '" + a + "'");
+    const Stmt& inner = outer->body[0];
+    if (uses_var(inner->extent, a)) refuse(st, "the extent of '" + b + "' depends on '" + a + "'");
+    std::map<std::string, Expr> at = {{a, var(f) / inner->extent}, {b, var(f) % inner->extent}};
+    std::vector<Stmt> body;
+    for (const Stmt& s : inner->body) body.push_back(substitute(s, at));
+    return for_loop(f, outer->extent * inner->extent, outer->loop, std::move(body));
+  });
+}
+
+// Rewrites acc[0] to acc[t] for the accumulator buffers in `accs`.
+Expr retile(const Expr& e, const std::set<int>& accs, const Expr& t) {
+  if (!e || e->args.empty()) return e;
+  auto n = std::make_shared<ExprNode>(*e);
+  for (Expr& a : n->args) a = retile(a, accs, t);
+  if (e->kind == ExprKind::Load && accs.count(e->buffer)) n->args[0] = t;
+  return n;
+}
+
+Stmt retile(const Stmt& s, const std::set<int>& accs, const Expr& t) {
+  auto n = std::make_shared<StmtNode>(*s);
+  n->extent = retile(s->extent, accs, t);
+  n->value = retile(s->value, accs, t);
+  n->cond = retile(s->cond, accs, t);
+  n->index = retile(s->index, accs, t);
+  if (s->kind == StmtKind::Store && accs.count(s->buffer)) n->index = t;
+  for (Stmt& b : n->body) b = retile(b, accs, t);
+  return n;
+}
+
+// Local buffers that `s` stores to or loads from, with every index checked to be 0.
+void local_accesses(const Kernel& k, const Stmt& s, std::set<int>* used, bool* only_zero) {
+  std::function<void(const Expr&)> expr = [&](const Expr& e) {
+    if (!e) return;
+    if (e->kind == ExprKind::Load && k.buffers[e->buffer].scope == MemScope::Local) {
+      used->insert(e->buffer);
+      *only_zero &= is_const(e->args[0]) && e->args[0]->ival == 0;
+    }
+    for (const Expr& a : e->args) expr(a);
+  };
+  visit(s, [&](const Stmt& x) {
+    expr(x->extent);
+    expr(x->index);
+    expr(x->value);
+    expr(x->cond);
+    if (x->kind == StmtKind::Store && k.buffers[x->buffer].scope == MemScope::Local) {
+      used->insert(x->buffer);
+      *only_zero &= is_const(x->index) && x->index->ival == 0;
+    }
+  });
+}
+
+Kernel hoist(const Kernel& k, const Step& st) {
+  const std::string &r = st.loops[0], &above = st.loops[1];
+  std::set<int> accs;
+  int64_t tile = 1;
+  Kernel out = on_loops(k, st, above, [&](const Stmt& top) {
+    std::vector<Stmt> chain = {top};
+    while (chain.back()->body.size() == 1 && chain.back()->body[0]->kind == StmtKind::For) chain.push_back(chain.back()->body[0]);
+    std::vector<Stmt> inner = chain.back()->body;
+    if (inner.size() == 1 && inner[0]->kind == StmtKind::Block) inner = inner[0]->body;
+    size_t at = inner.size();
+    for (size_t i = 0; i < inner.size(); ++i)
+      if (inner[i]->kind == StmtKind::For && inner[i]->var == r) at = i;
+    if (at == inner.size()) refuse(st, "'" + r + "' is not the reduction loop inside the nest at '" + above + "'");
+    tile = 1;
+    Expr t = idx(0);
+    for (const Stmt& l : chain) {
+      int64_t e = 0;
+      if (!is_const(l->extent, &e)) refuse(st, "loop '" + l->var + "' needs a constant extent");
+      if (uses_var(inner[at]->extent, l->var)) refuse(st, "the extent of '" + r + "' depends on '" + l->var + "'");
+      tile *= e;
+      t = t * idx(e) + var(l->var);
+    }
+    if (tile > 4096) refuse(st, "a tile of " + std::to_string(tile) + " accumulators is too large");
+    bool only_zero = true;
+    for (const Stmt& s : inner) local_accesses(k, s, &accs, &only_zero);
+    if (accs.empty() || !only_zero) refuse(st, "the nest does not accumulate into scalar local buffers");
+    for (int a : accs)
+      if (k.buffers[a].size != 1) refuse(st, "accumulator '" + k.buffers[a].name + "' is already a tile");
+    // Wraps statements in a copy of the tile's loops, accumulators indexed by t.
+    auto tiled = [&](std::vector<Stmt> body) {
+      for (Stmt& s : body) s = retile(s, accs, t);
+      for (auto it = chain.rbegin(); it != chain.rend(); ++it) body = {for_loop((*it)->var, (*it)->extent, (*it)->loop, std::move(body))};
+      return body[0];
+    };
+    const Stmt& red = inner[at];
+    std::vector<Stmt> before(inner.begin(), inner.begin() + at), after(inner.begin() + at + 1, inner.end());
+    std::vector<Stmt> result;
+    if (!before.empty()) result.push_back(tiled(before));
+    result.push_back(for_loop(red->var, red->extent, red->loop, {tiled(red->body)}));
+    if (!after.empty()) result.push_back(tiled(after));
+    return block(std::move(result));
+  });
+  for (int a : accs) out.buffers[a].size = tile;
+  return out;
+}
+
+Kernel set_kind(const Kernel& k, const Step& st, LoopKind kind) {
+  const std::string& v = st.loops[0];
+  bool top_level = false;
+  for (const Stmt& s : k.body->body) top_level |= s->kind == StmtKind::For && s->var == v;
+  return on_loops(k, st, v, [&](const Stmt& loop) {
+    int64_t e = 0;
+    if (kind == LoopKind::Unrolled || kind == LoopKind::Vectorized) {
+      if (!is_const(loop->extent, &e)) refuse(st, "needs a constant extent");
+      if (e > (kind == LoopKind::Unrolled ? 1024 : 64)) refuse(st, "extent " + std::to_string(e) + " is too large");
+    }
+    if (kind == LoopKind::Vectorized || kind == LoopKind::Parallel) {
+      visit(loop, [&](const Stmt& s) {
+        if (kind == LoopKind::Vectorized && s != loop && (s->kind == StmtKind::For || s->kind == StmtKind::If))
+          refuse(st, "only an innermost loop without conditions can be vectorized");
+        bool local = s->kind == StmtKind::Store && k.buffers[s->buffer].scope == MemScope::Local;
+        if (s->kind == StmtKind::Store && !uses_var(s->index, v) && !(kind == LoopKind::Parallel && local))
+          refuse(st, "the store to '" + k.buffers[s->buffer].name + "' does not depend on '" + v +
+                         "' (a loop-carried dependence)");
+      });
+    }
+    if (kind == LoopKind::Parallel && (!top_level || k.body->body.size() != 1))
+      refuse(st, "only the kernel's one top-level loop can be parallel");
+    return for_loop(loop->var, loop->extent, kind, loop->body);
+  });
+}
+
+}  // namespace
+
+Schedule& Schedule::split(std::string loop, int64_t factor, std::string outer, std::string inner) {
+  steps.push_back({Prim::Split, {std::move(loop), std::move(outer), std::move(inner)}, factor});
+  return *this;
+}
+Schedule& Schedule::reorder(std::vector<std::string> loops) {
+  steps.push_back({Prim::Reorder, std::move(loops)});
+  return *this;
+}
+Schedule& Schedule::fuse(std::string outer, std::string inner, std::string fused) {
+  steps.push_back({Prim::Fuse, {std::move(outer), std::move(inner), std::move(fused)}});
+  return *this;
+}
+Schedule& Schedule::hoist(std::string reduction, std::string above) {
+  steps.push_back({Prim::Hoist, {std::move(reduction), std::move(above)}});
+  return *this;
+}
+Schedule& Schedule::unroll(std::string loop) {
+  steps.push_back({Prim::Unroll, {std::move(loop)}});
+  return *this;
+}
+Schedule& Schedule::vectorize(std::string loop) {
+  steps.push_back({Prim::Vectorize, {std::move(loop)}});
+  return *this;
+}
+Schedule& Schedule::parallel(std::string loop) {
+  steps.push_back({Prim::Parallel, {std::move(loop)}});
+  return *this;
+}
+Schedule& Schedule::serial(std::string loop) {
+  steps.push_back({Prim::Serial, {std::move(loop)}});
+  return *this;
+}
+Schedule& Schedule::bind(std::string loop, LoopKind kind) {
+  steps.push_back({Prim::Bind, {std::move(loop)}, 0, kind});
+  return *this;
+}
+
+std::string print(const Schedule& s) {
+  std::string out;
+  for (const Step& st : s.steps) out += step_text(st) + "\n";
+  return out;
+}
+
+uint64_t hash(const Schedule& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (char c : print(s)) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  return h;
+}
+
+Kernel apply(const Kernel& k, const Step& st) {
+  size_t want = st.prim == Prim::Split || st.prim == Prim::Fuse ? 3 : st.prim == Prim::Hoist ? 2 : st.prim == Prim::Reorder ? 0 : 1;
+  if (want && st.loops.size() != want) refuse(st, "takes " + std::to_string(want) + " loop names");
+  switch (st.prim) {
+    case Prim::Split: return split(k, st);
+    case Prim::Reorder: return reorder(k, st);
+    case Prim::Fuse: return fuse(k, st);
+    case Prim::Hoist: return hoist(k, st);
+    case Prim::Unroll: return set_kind(k, st, LoopKind::Unrolled);
+    case Prim::Vectorize: return set_kind(k, st, LoopKind::Vectorized);
+    case Prim::Parallel: return set_kind(k, st, LoopKind::Parallel);
+    case Prim::Serial: return set_kind(k, st, LoopKind::Serial);
+    case Prim::Bind:
+      if (st.kind != LoopKind::GpuBlock && st.kind != LoopKind::GpuThread) refuse(st, "binds to gpu_block or gpu_thread");
+      return set_kind(k, st, st.kind);
+  }
+  refuse(st, "unknown primitive");
+}
+
+Kernel apply(const Kernel& k, const Schedule& s) {
+  Kernel out = k;
+  for (const Step& st : s.steps) out = apply(out, st);
+  return out;
+}
+
+namespace {
+
+std::vector<std::string> split_names(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t b = item.find_first_not_of(' '), e = item.find_last_not_of(' ');
+    out.push_back(b == std::string::npos ? "" : item.substr(b, e - b + 1));
+  }
+  return out;
+}
+
+Step parse_step(const std::string& line) {
+  std::stringstream ss(line);
+  std::string word;
+  ss >> word;
+  Step st;
+  bool found = false;
+  for (Prim p : {Prim::Split, Prim::Reorder, Prim::Fuse, Prim::Hoist, Prim::Unroll, Prim::Vectorize, Prim::Parallel,
+                 Prim::Serial, Prim::Bind})
+    if (word == prim_name(p)) {
+      st.prim = p;
+      found = true;
+    }
+  if (!found) throw Error("unknown primitive '" + word + "'");
+  std::string rest;
+  std::getline(ss, rest);
+  auto expect = [&](bool ok, const char* form) {
+    if (!ok) throw Error(std::string("expected '") + form + "'");
+  };
+  std::string a, b, c, d;
+  std::stringstream rs(rest);
+  switch (st.prim) {
+    case Prim::Split: {
+      rs >> a >> b >> st.factor >> c;
+      std::string names;
+      std::getline(rs, names);
+      auto outs = split_names(names);
+      expect(b == "by" && c == "->" && !rs.bad() && outs.size() == 2 && st.factor > 0, "split LOOP by N -> OUTER, INNER");
+      st.loops = {a, outs[0], outs[1]};
+      break;
+    }
+    case Prim::Fuse: {
+      size_t arrow = rest.find("->");
+      expect(arrow != std::string::npos, "fuse OUTER, INNER -> FUSED");
+      auto ins = split_names(rest.substr(0, arrow));
+      auto outs = split_names(rest.substr(arrow + 2));
+      expect(ins.size() == 2 && outs.size() == 1, "fuse OUTER, INNER -> FUSED");
+      st.loops = {ins[0], ins[1], outs[0]};
+      break;
+    }
+    case Prim::Hoist:
+      rs >> a >> b >> c;
+      expect(b == "above" && !c.empty() && !(rs >> d), "hoist REDUCTION above LOOP");
+      st.loops = {a, c};
+      break;
+    case Prim::Bind:
+      rs >> a >> b;
+      expect(!b.empty() && !(rs >> d), "bind LOOP gpu_block|gpu_thread");
+      st.kind = b == "gpu_block" ? LoopKind::GpuBlock : b == "gpu_thread" ? LoopKind::GpuThread : LoopKind::Serial;
+      expect(st.kind != LoopKind::Serial, "bind LOOP gpu_block|gpu_thread");
+      st.loops = {a};
+      break;
+    default:
+      st.loops = split_names(rest);
+      expect(!st.loops.empty(), "a loop name");
+  }
+  for (const std::string& n : st.loops) expect(is_ident(n), "loop names made of letters, digits and _");
+  return st;
+}
+
+}  // namespace
+
+Schedule parse_schedule(std::string_view text) {
+  Schedule s;
+  std::stringstream ss{std::string(text)};
+  std::string line;
+  for (int no = 1; std::getline(ss, line); ++no) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      s.steps.push_back(parse_step(line));
+    } catch (const Error& e) {
+      throw Error("schedule text: line " + std::to_string(no) + ": " + e.what());
+    }
+  }
+  return s;
+}
+
+}  // namespace kiln

@@ -1,0 +1,65 @@
+// Schedules: how a kernel's loops run. A schedule is data: an ordered list of
+// primitive transformations that prints as text, parses back, hashes stably and
+// replays on the same kernel to the same result. Each primitive checks its
+// preconditions and refuses with a reason (kiln::Error) rather than produce a
+// wrong kernel. Loops are named by their variables.
+//
+//   split i0 by 8 -> i0o, i0i      tile; a guard handles a tail that does not divide
+//   reorder i0o, i1o, i0i, i1i     permute a perfect nest
+//   fuse i0, i1 -> f               one loop over both
+//   hoist r2 above i0i             keep a tile of accumulators in registers: the
+//                                  reduction loop moves out of the tile's loops
+//   unroll i0i | vectorize i1i | parallel i0o | serial i0o
+//   bind i0o gpu_block | bind i0i gpu_thread
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kiln/kernel.h"
+#include "kiln/runtime.h"
+
+namespace kiln {
+
+enum class Prim : uint8_t { Split, Reorder, Fuse, Hoist, Unroll, Vectorize, Parallel, Serial, Bind };
+
+struct Step {
+  Prim prim = Prim::Split;
+  std::vector<std::string> loops;  // Split: {loop, outer, inner}; Fuse: {outer, inner, fused};
+                                   // Hoist: {reduction, above}; others: the loops they act on
+  int64_t factor = 0;              // Split
+  LoopKind kind = LoopKind::Serial;  // Bind: GpuBlock or GpuThread
+
+  bool operator==(const Step& o) const = default;
+};
+
+struct Schedule {
+  std::vector<Step> steps;
+  bool operator==(const Schedule& o) const = default;
+
+  Schedule& split(std::string loop, int64_t factor, std::string outer, std::string inner);
+  Schedule& reorder(std::vector<std::string> loops);
+  Schedule& fuse(std::string outer, std::string inner, std::string fused);
+  Schedule& hoist(std::string reduction, std::string above);
+  Schedule& unroll(std::string loop);
+  Schedule& vectorize(std::string loop);
+  Schedule& parallel(std::string loop);
+  Schedule& serial(std::string loop);
+  Schedule& bind(std::string loop, LoopKind kind);
+};
+
+std::string print(const Schedule& s);
+Schedule parse_schedule(std::string_view text);  // throws kiln::Error with the line
+uint64_t hash(const Schedule& s);                  // FNV-1a of the text: stable across runs
+
+// Applies every step in order; throws kiln::Error naming the step and why it
+// does not apply.
+Kernel apply(const Kernel& k, const Schedule& s);
+Kernel apply(const Kernel& k, const Step& step);
+
+// The heuristic's choice for a kernel on a device (codegen/default_schedule.cpp).
+Schedule default_schedule(const Kernel& k, const DeviceInfo& target);
+
+}  // namespace kiln
