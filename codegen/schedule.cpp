@@ -127,6 +127,9 @@ Stmt reorder_in(const Stmt& s, const Step& st, const std::set<std::string>& name
       for (const std::string& n : names)
         if (uses_var(l->extent, n)) refuse(st, "the extent of '" + l->var + "' depends on '" + n + "'");
     }
+    for (size_t i = 1; i < st.loops.size(); ++i)
+      if (by_name.at(st.loops[i])->loop == LoopKind::Parallel)
+        refuse(st, "the parallel loop '" + st.loops[i] + "' must stay outermost");
     std::vector<Stmt> body = chain.back()->body;
     for (auto it = st.loops.rbegin(); it != st.loops.rend(); ++it) {
       const Stmt& l = by_name.at(*it);

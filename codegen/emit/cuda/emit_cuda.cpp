@@ -1,0 +1,602 @@
+#include "codegen/emit/cuda/emit_cuda.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <set>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "kiln/error.h"
+
+namespace kiln {
+
+namespace {
+
+[[noreturn]] void fail(const Kernel& k, const std::string& what) {
+  throw Error("cuda backend: kernel '" + k.name + "': " + what);
+}
+
+[[noreturn]] void not_scheduled(const Kernel& k, const std::string& why) {
+  fail(k, "not scheduled for the GPU: " + why);
+}
+
+bool is_bound(const Stmt& s) {
+  return s->kind == StmtKind::For && (s->loop == LoopKind::GpuBlock || s->loop == LoopKind::GpuThread);
+}
+
+std::string kind_name(const StmtNode& loop) { return std::string(loopkind_name(loop.loop)); }
+
+// --- The shape of a GPU kernel ---
+
+// The bound loops at the top of the body, outermost first, and the per-thread
+// statements inside the innermost one.
+struct Nest {
+  std::vector<const StmtNode*> blocks, threads;
+  const std::vector<Stmt>* body = nullptr;
+};
+
+// A block of one statement is only a wrapper.
+const std::vector<Stmt>* unwrap(const std::vector<Stmt>* stmts) {
+  while (stmts->size() == 1 && (*stmts)[0] && (*stmts)[0]->kind == StmtKind::Block) stmts = &(*stmts)[0]->body;
+  return stmts;
+}
+
+void check_per_thread(const Kernel& k, const std::vector<Stmt>& stmts) {
+  for (const Stmt& s : stmts) {
+    if (!s) fail(k, "missing statement");
+    if (s->kind == StmtKind::For && s->loop == LoopKind::Parallel)
+      not_scheduled(k, "parallel loop '" + s->var + "' must be bound to gpu_block and gpu_thread loops");
+    if (is_bound(s))
+      not_scheduled(k, kind_name(*s) + " loop '" + s->var +
+                           "' is not in the nest of bound loops at the top of the kernel");
+    check_per_thread(k, s->body);
+  }
+}
+
+// Launch sizes are evaluate_index() of the params, before any thread runs.
+bool params_only(const Kernel& k, const Expr& e) {
+  switch (e->kind) {
+    case ExprKind::Const: return e->type != ValType::f32;
+    case ExprKind::Var:
+      for (const std::string& p : k.params)
+        if (p == e->name) return true;
+      return false;
+    case ExprKind::Binary:
+      switch (e->binop) {
+        case BinOp::Add: case BinOp::Sub: case BinOp::Mul: case BinOp::Div: case BinOp::Mod:
+        case BinOp::Max: case BinOp::Min:
+          return params_only(k, e->args[0]) && params_only(k, e->args[1]);
+        default: return false;
+      }
+    default: return false;
+  }
+}
+
+Nest find_nest(const Kernel& k) {
+  if (!k.body || k.body->kind != StmtKind::Block) fail(k, "the kernel body must be a block");
+  Nest nest;
+  const std::vector<Stmt>* stmts = unwrap(&k.body->body);
+  while (stmts->size() == 1 && (*stmts)[0] && is_bound((*stmts)[0])) {
+    const StmtNode& loop = *(*stmts)[0];
+    bool block = loop.loop == LoopKind::GpuBlock;
+    if (block && !nest.threads.empty())
+      not_scheduled(k, "gpu_block loop '" + loop.var + "' is inside a gpu_thread loop");
+    std::vector<const StmtNode*>& level = block ? nest.blocks : nest.threads;
+    if (level.size() == 3) not_scheduled(k, "more than three " + kind_name(loop) + " loops");
+    if (!params_only(k, loop.extent))
+      not_scheduled(k, "the extent of " + kind_name(loop) + " loop '" + loop.var +
+                           "' must be integer arithmetic on the kernel's params");
+    level.push_back(&loop);
+    stmts = unwrap(&loop.body);
+  }
+  check_per_thread(k, *stmts);
+  nest.body = stmts;
+  return nest;
+}
+
+// x is the innermost loop of a level, then y, then z.
+std::array<Expr, 3> xyz_extents(const std::vector<const StmtNode*>& loops) {
+  std::array<Expr, 3> out;
+  for (size_t i = 0; i < loops.size(); ++i) out[i] = loops[loops.size() - 1 - i]->extent;
+  return out;
+}
+
+// --- C names ---
+
+bool is_ascii_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool is_ascii_alnum(char c) { return is_ascii_alpha(c) || (c >= '0' && c <= '9'); }
+
+bool numbered(std::string_view s, std::string_view prefix) {
+  if (s.size() <= prefix.size() || s.substr(0, prefix.size()) != prefix) return false;
+  for (char c : s.substr(prefix.size()))
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
+// Whether an IR name can be a C name as it is: an identifier that is no C++
+// keyword, no CUDA built-in or function the kernel calls, and none of the names
+// the emitter makes up (bufN, paramN, kiln_*).
+bool is_safe_name(std::string_view s) {
+  static const std::set<std::string_view> reserved = {
+      "alignas", "alignof", "and", "and_eq", "asm", "auto", "bitand", "bitor", "bool", "break", "case",
+      "catch", "char", "char8_t", "char16_t", "char32_t", "class", "compl", "concept", "const", "consteval",
+      "constexpr", "constinit", "const_cast", "continue", "co_await", "co_return", "co_yield", "decltype",
+      "default", "delete", "do", "double", "dynamic_cast", "else", "enum", "explicit", "export", "extern",
+      "false", "float", "for", "friend", "goto", "if", "inline", "int", "long", "mutable", "namespace", "new",
+      "noexcept", "not", "not_eq", "nullptr", "operator", "or", "or_eq", "private", "protected", "public",
+      "register", "reinterpret_cast", "requires", "return", "short", "signed", "sizeof", "static",
+      "static_assert", "static_cast", "struct", "switch", "template", "this", "thread_local", "throw", "true",
+      "try", "typedef", "typeid", "typename", "union", "unsigned", "using", "virtual", "void", "volatile",
+      "wchar_t", "while", "xor", "xor_eq", "threadIdx", "blockIdx", "blockDim", "gridDim", "warpSize",
+      "exp2f", "log2f", "sqrtf", "sinf", "fmaxf", "fminf", "max", "min"};
+  if (s.empty() || !is_ascii_alpha(s[0])) return false;
+  for (char c : s)
+    if (!is_ascii_alnum(c) && c != '_') return false;
+  return s.rfind("kiln_", 0) != 0 && !numbered(s, "buf") && !numbered(s, "param") && !reserved.count(s);
+}
+
+// IR names go into // comments: one line, printable.
+std::string comment_text(const std::string& s) {
+  std::string out = s;
+  for (char& c : out)
+    if (c < ' ' || c > '~') c = '?';
+  return out;
+}
+
+const char* storage_type(DType t) {
+  switch (t) {
+    case f32: return "float";
+    case f16: case bf16: return "unsigned short";
+    case i32: return "int";
+    case i8: return "signed char";
+    case u8: case boolean: return "unsigned char";
+  }
+  return "?";
+}
+
+// --- Helpers the kernel may call ---
+
+const char* kF16Helpers = R"(// f16 <-> f32 through the hardware's conversions (round to nearest even), with
+// no need for cuda_fp16.h.
+__device__ __forceinline__ unsigned short kiln_f32_to_f16(float f) {
+  unsigned short h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
+}
+__device__ __forceinline__ float kiln_f16_to_f32(unsigned short h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+__device__ __forceinline__ float kiln_round_f16(float f) { return kiln_f16_to_f32(kiln_f32_to_f16(f)); }
+)";
+
+const char* kBF16Helpers = R"(// f32 -> bf16 exactly as kiln's f32_to_bf16_bits: round to nearest even, NaN stays a quiet NaN.
+__device__ __forceinline__ unsigned short kiln_f32_to_bf16(float f) {
+  unsigned x = __float_as_uint(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((x >> 16) | 0x40u);
+  return (unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ float kiln_bf16_to_f32(unsigned short h) { return __uint_as_float((unsigned)h << 16); }
+__device__ __forceinline__ float kiln_round_bf16(float f) { return kiln_bf16_to_f32(kiln_f32_to_bf16(f)); }
+)";
+
+const char* kDivHelpers = R"(// Integer division never traps or overflows: x / 0 == 0, x / -1 == -x (wrapping),
+// x % 0 == x % -1 == 0.
+__device__ __forceinline__ int kiln_div(int a, int b) {
+  return b == 0 ? 0 : b == -1 ? (int)(0u - (unsigned)a) : a / b;
+}
+__device__ __forceinline__ long long kiln_div(long long a, long long b) {
+  return b == 0 ? 0 : b == -1 ? (long long)(0ull - (unsigned long long)a) : a / b;
+}
+__device__ __forceinline__ int kiln_mod(int a, int b) { return b == 0 || b == -1 ? 0 : a % b; }
+__device__ __forceinline__ long long kiln_mod(long long a, long long b) { return b == 0 || b == -1 ? 0 : a % b; }
+)";
+
+// --- The emitter ---
+
+// A printed expression, and whether it needs parentheses as an operand
+// (infix, ternary or a leading minus).
+struct CExpr {
+  std::string text;
+  bool compound = false;
+};
+
+CExpr atom(std::string s) { return {std::move(s), false}; }
+CExpr compound(std::string s) { return {std::move(s), true}; }
+
+CExpr float_literal(float f) {
+  if (std::isnan(f)) return atom("__uint_as_float(0x7fc00000u)");
+  if (std::isinf(f)) return atom(f > 0 ? "__uint_as_float(0x7f800000u)" : "__uint_as_float(0xff800000u)");
+  char buf[32];
+  auto end = std::to_chars(buf, buf + sizeof buf, std::fabs(f)).ptr;  // shortest text that reads back as f
+  std::string s(buf, end);
+  if (s.find_first_of(".e") == std::string::npos) s += ".0";
+  s += "f";
+  return std::signbit(f) ? compound("-" + s) : atom(s);
+}
+
+CExpr int_literal(int64_t v, ValType t) {
+  const char* suffix = t == ValType::i64 ? "LL" : "";
+  int64_t lowest = t == ValType::i64 ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int32_t>::min();
+  if (v == lowest) return compound("-" + std::to_string(-(v + 1)) + suffix + " - 1");  // no literal for it
+  std::string s = std::to_string(v) + suffix;
+  return v < 0 ? compound(s) : atom(s);
+}
+
+class Emitter {
+ public:
+  explicit Emitter(const Kernel& k) : k_(k), nest_(find_nest(k)) {}
+
+  std::string emit(const std::string& entry) {
+    indent_ = 1;
+    declare_scratch();
+    bind_loops(nest_.blocks, "blockIdx");
+    bind_loops(nest_.threads, "threadIdx");
+    emit_stmts(*nest_.body);
+
+    std::string text = header();
+    if (use_f16_) text += kF16Helpers;
+    if (use_bf16_) text += kBF16Helpers;
+    if (use_div_) text += kDivHelpers;
+    text += "\nextern \"C\" __global__ void " + entry + "(" + arguments() + ") {\n";
+    return text + body_ + "}\n";
+  }
+
+ private:
+  // --- The function around the statements ---
+
+  std::string header() {
+    std::string text = "// kiln kernel " + comment_text(k_.name) + "\n";
+    for (size_t i = 0; i < k_.buffers.size(); ++i) {
+      const BufferDecl& b = k_.buffers[i];
+      text += "//   buf" + std::to_string(i) + " = " + comment_text(b.name) + ": " + std::string(dtype_name(b.dtype)) +
+              " " + std::string(memscope_name(b.scope)) + (b.output ? " out" : "") + "\n";
+    }
+    for (size_t j = 0; j < k_.params.size(); ++j)
+      text += "//   param" + std::to_string(j) + " = " + comment_text(k_.params[j]) + "\n";
+    return text;
+  }
+
+  // Global buffers the kernel never stores to are const, so loads can take the
+  // read-only path.
+  std::string arguments() {
+    std::set<int> stored;
+    collect_stores(k_.body->body, &stored);
+    std::string args;
+    for (int i : k_.global_buffers()) {
+      if (!args.empty()) args += ", ";
+      args += std::string(stored.count(i) ? "" : "const ") + storage_type(k_.buffers[i].dtype) +
+              "* __restrict__ " + buffer_name(i);
+    }
+    for (size_t j = 0; j < k_.params.size(); ++j)
+      args += (args.empty() ? "" : ", ") + std::string("long long param") + std::to_string(j);
+    return args;
+  }
+
+  static void collect_stores(const std::vector<Stmt>& stmts, std::set<int>* out) {
+    for (const Stmt& s : stmts) {
+      if (s->kind == StmtKind::Store) out->insert(s->buffer);
+      collect_stores(s->body, out);
+    }
+  }
+
+  // Local buffers are per-thread arrays; shared ones one per block.
+  void declare_scratch() {
+    for (size_t i = 0; i < k_.buffers.size(); ++i) {
+      const BufferDecl& b = k_.buffers[i];
+      if (b.scope == MemScope::Global) continue;
+      if (b.size < 0) fail(k_, std::string(memscope_name(b.scope)) + " buffer '" + b.name + "' has a negative size");
+      std::string decl = std::string(b.scope == MemScope::Shared ? "__shared__ " : "") + storage_type(b.dtype) + " " +
+                         buffer_name(int(i)) + "[" + std::to_string(std::max<int64_t>(b.size, 1)) + "];";
+      line(decl + "  // " + comment_text(b.name));
+    }
+  }
+
+  void bind_loops(const std::vector<const StmtNode*>& loops, const char* index) {
+    for (size_t i = 0; i < loops.size(); ++i) {
+      char axis = "xyz"[loops.size() - 1 - i];
+      line("const long long " + declare(loops[i]->var) + " = " + index + "." + axis + ";");
+    }
+  }
+
+  // --- Names ---
+
+  std::string buffer_name(int i) { return "buf" + std::to_string(i); }
+
+  const BufferDecl& buffer(int i) {
+    if (i < 0 || i >= int(k_.buffers.size())) fail(k_, "buffer index " + std::to_string(i) + " out of range");
+    return k_.buffers[i];
+  }
+
+  int param_index(const std::string& name) {
+    for (size_t j = 0; j < k_.params.size(); ++j)
+      if (k_.params[j] == name) return int(j);
+    return -1;
+  }
+
+  // A loop variable comes into scope. It keeps its IR name where that is a
+  // safe C name not already in scope (so no C shadowing ever hides a name the
+  // IR still means), and gets a fresh one otherwise.
+  std::string declare(const std::string& name) {
+    if (param_index(name) >= 0) fail(k_, "loop variable '" + name + "' has the name of a parameter");
+    bool taken = false;
+    for (const auto& v : scope_) taken = taken || v.second == name;
+    std::string c = is_safe_name(name) && !taken ? name : "kiln_v" + std::to_string(fresh_++);
+    scope_.emplace_back(name, c);
+    return c;
+  }
+
+  // Params first, then the innermost loop of that name, as the LLVM emitter.
+  std::string var_name(const std::string& name) {
+    if (int j = param_index(name); j >= 0) return "param" + std::to_string(j);
+    for (auto it = scope_.rbegin(); it != scope_.rend(); ++it)
+      if (it->first == name) return it->second;
+    fail(k_, "variable '" + name + "' is neither a parameter nor an enclosing loop variable");
+  }
+
+  // --- Statements ---
+
+  void line(const std::string& s) { body_ += std::string(2 * indent_, ' ') + s + "\n"; }
+
+  void emit_stmts(const std::vector<Stmt>& stmts) {
+    for (const Stmt& s : stmts) emit_stmt(*s);
+  }
+
+  void emit_stmt(const StmtNode& s) {
+    switch (s.kind) {
+      case StmtKind::For: return emit_for(s);
+      case StmtKind::Store: return emit_store(s);
+      case StmtKind::Block: return emit_stmts(s.body);
+      case StmtKind::If:
+        line("if (" + full(s.cond) + ") {");
+        emit_nested(s.body);
+        return line("}");
+    }
+    fail(k_, "unknown statement kind");
+  }
+
+  void emit_nested(const std::vector<Stmt>& stmts) {
+    ++indent_;
+    emit_stmts(stmts);
+    --indent_;
+  }
+
+  // The IR evaluates an extent once, before the loop: one that loads is kept
+  // in a constant, since the body may store to what it reads.
+  void emit_for(const StmtNode& s) {
+    std::string extent = full(s.extent);
+    if (has_load(s.extent)) {
+      std::string end = "kiln_end" + std::to_string(fresh_++);
+      line("const long long " + end + " = " + extent + ";");
+      extent = end;
+    }
+    std::string v = declare(s.var);
+    if (s.loop == LoopKind::Unrolled) line("#pragma unroll");
+    line("for (long long " + v + " = 0; " + v + " < " + extent + "; ++" + v + ") {");
+    emit_nested(s.body);
+    line("}");
+    scope_.pop_back();
+  }
+
+  static bool has_load(const Expr& e) {
+    if (e->kind == ExprKind::Load) return true;
+    for (const Expr& a : e->args)
+      if (has_load(a)) return true;
+    return false;
+  }
+
+  void emit_store(const StmtNode& s) {
+    const BufferDecl& buf = buffer(s.buffer);
+    if (s.value->type != valtype_of(buf.dtype))
+      fail(k_, "a store of " + std::string(valtype_name(s.value->type)) + " to " + std::string(dtype_name(buf.dtype)) +
+                   " buffer '" + buf.name + "'");
+    line(buffer_name(s.buffer) + "[" + full(s.index) + "] = " + to_storage(buf.dtype, s.value) + ";");
+  }
+
+  // Compute type -> storage dtype, rounding to nearest even.
+  std::string to_storage(DType t, const Expr& v) {
+    switch (t) {
+      case f32: case i32: return full(v);
+      case f16: use_f16_ = true; return "kiln_f32_to_f16(" + full(v) + ")";
+      case bf16: use_bf16_ = true; return "kiln_f32_to_bf16(" + full(v) + ")";
+      case i8: return "(signed char)" + operand(v);
+      case u8: case boolean: return "(unsigned char)" + operand(v);
+    }
+    fail(k_, "unknown dtype");
+  }
+
+  // --- Expressions ---
+
+  std::string full(const Expr& e) { return expr(e).text; }
+
+  std::string operand(const Expr& e) {
+    CExpr c = expr(e);
+    return c.compound ? "(" + c.text + ")" : c.text;
+  }
+
+  std::string call(const char* fn, const Expr& a) { return std::string(fn) + "(" + full(a) + ")"; }
+  std::string call(const char* fn, const Expr& a, const Expr& b) {
+    return std::string(fn) + "(" + full(a) + ", " + full(b) + ")";
+  }
+  CExpr infix(const Expr& a, const char* op, const Expr& b) {
+    return compound(operand(a) + " " + op + " " + operand(b));
+  }
+
+  CExpr expr(const Expr& e) {
+    if (!e) fail(k_, "missing expression");
+    switch (e->kind) {
+      case ExprKind::Const: return constant(*e);
+      case ExprKind::Var: return atom(var_name(e->name));
+      case ExprKind::Load: return emit_load(*e);
+      case ExprKind::Unary: return emit_unary(*e);
+      case ExprKind::Binary: return emit_binary(*e);
+      case ExprKind::Select:
+        return compound(operand(e->args[0]) + " ? " + operand(e->args[1]) + " : " + operand(e->args[2]));
+      case ExprKind::Cast: return emit_cast(*e);
+      case ExprKind::Round: return emit_round(e->round_to, e->args[0]);
+    }
+    fail(k_, "unknown expression kind");
+  }
+
+  CExpr constant(const ExprNode& e) {
+    switch (e.type) {
+      case ValType::f32: return float_literal(static_cast<float>(e.fval));
+      case ValType::b1: return atom(e.ival ? "true" : "false");
+      default: return int_literal(e.ival, e.type);
+    }
+  }
+
+  // Storage dtype -> compute type.
+  CExpr emit_load(const ExprNode& e) {
+    const BufferDecl& buf = buffer(e.buffer);
+    if (e.type != valtype_of(buf.dtype))
+      fail(k_, "a load of " + std::string(valtype_name(e.type)) + " from " + std::string(dtype_name(buf.dtype)) +
+                   " buffer '" + buf.name + "'");
+    std::string ref = buffer_name(e.buffer) + "[" + full(e.args[0]) + "]";
+    switch (buf.dtype) {
+      case f32: case i32: return atom(ref);
+      case f16: use_f16_ = true; return atom("kiln_f16_to_f32(" + ref + ")");
+      case bf16: use_bf16_ = true; return atom("kiln_bf16_to_f32(" + ref + ")");
+      case i8: case u8: return atom("(int)" + ref);
+      case boolean: return compound(ref + " != 0");
+    }
+    fail(k_, "unknown dtype");
+  }
+
+  // i32 arithmetic wraps as in the LLVM emitter; C's signed overflow is
+  // undefined, so it goes through unsigned. i64 is index arithmetic, which
+  // never overflows in a kernel that stays in bounds.
+  CExpr emit_unary(const ExprNode& e) {
+    const Expr& a = e.args[0];
+    switch (e.unop) {
+      case UnOp::Neg:
+        if (e.type == ValType::b1) return expr(a);  // -x == x in one bit
+        if (e.type == ValType::i32) return atom("(int)(0u - (unsigned)" + operand(a) + ")");
+        return compound("-" + operand(a));
+      case UnOp::Exp2: return atom(call("exp2f", a));
+      case UnOp::Log2: return atom(call("log2f", a));
+      case UnOp::Sqrt: return atom(call("sqrtf", a));
+      case UnOp::Sin: return atom(call("sinf", a));
+      case UnOp::Recip: return compound("1.0f / " + operand(a));
+      case UnOp::Not: return atom("!" + operand(a));
+    }
+    fail(k_, "unknown unary op");
+  }
+
+  CExpr emit_binary(const ExprNode& e) {
+    switch (e.args[0]->type) {
+      case ValType::f32: return emit_float_binary(e);
+      case ValType::b1: return emit_bool_binary(e);
+      default: return emit_int_binary(e);
+    }
+  }
+
+  CExpr emit_float_binary(const ExprNode& e) {
+    const Expr &a = e.args[0], &b = e.args[1];
+    switch (e.binop) {
+      case BinOp::Add: return infix(a, "+", b);
+      case BinOp::Sub: return infix(a, "-", b);
+      case BinOp::Mul: return infix(a, "*", b);
+      case BinOp::Div: return infix(a, "/", b);
+      case BinOp::Max: return atom(call("fmaxf", a, b));
+      case BinOp::Min: return atom(call("fminf", a, b));
+      case BinOp::CmpLt: return infix(a, "<", b);
+      case BinOp::CmpEq: return infix(a, "==", b);
+      default: fail(k_, std::string(binop_name(e.binop)) + " does not take f32");
+    }
+  }
+
+  CExpr emit_int_binary(const ExprNode& e) {
+    const Expr &a = e.args[0], &b = e.args[1];
+    bool i32 = e.args[0]->type == ValType::i32;
+    auto wrapping = [&](const char* op) {
+      if (!i32) return infix(a, op, b);
+      return atom("(int)((unsigned)" + operand(a) + " " + op + " (unsigned)" + operand(b) + ")");
+    };
+    switch (e.binop) {
+      case BinOp::Add: return wrapping("+");
+      case BinOp::Sub: return wrapping("-");
+      case BinOp::Mul: return wrapping("*");
+      case BinOp::Div: case BinOp::Mod: {
+        bool div = e.binop == BinOp::Div;
+        bool plain = b->kind == ExprKind::Const && b->ival != 0 && b->ival != -1;  // C's operator is exact then
+        if (plain) return infix(a, div ? "/" : "%", b);
+        use_div_ = true;
+        return atom(call(div ? "kiln_div" : "kiln_mod", a, b));
+      }
+      case BinOp::Max: return atom(call("max", a, b));
+      case BinOp::Min: return atom(call("min", a, b));
+      case BinOp::CmpLt: return infix(a, "<", b);
+      case BinOp::CmpEq: return infix(a, "==", b);
+      default: fail(k_, std::string(binop_name(e.binop)) + " does not take integers");
+    }
+  }
+
+  // false < true, so Max is Or and Min is And.
+  CExpr emit_bool_binary(const ExprNode& e) {
+    const Expr &a = e.args[0], &b = e.args[1];
+    switch (e.binop) {
+      case BinOp::CmpEq: return infix(a, "==", b);
+      case BinOp::CmpLt: return infix(a, "<", b);
+      case BinOp::Max: case BinOp::Or: return infix(a, "||", b);
+      case BinOp::Min: case BinOp::And: return infix(a, "&&", b);
+      default: fail(k_, std::string(binop_name(e.binop)) + " does not take bool");
+    }
+  }
+
+  // Float -> integer goes through cvt.rzi, which PTX defines to saturate and
+  // to turn NaN into 0: the semantics of fptosi.sat on the CPU.
+  CExpr emit_cast(const ExprNode& e) {
+    const Expr& a = e.args[0];
+    ValType from = a->type, to = e.type;
+    const char* c_type = to == ValType::i64 ? "(long long)" : to == ValType::i32 ? "(int)" : "(float)";
+    if (from == to) return expr(a);
+    if (to == ValType::b1) return compound(operand(a) + (from == ValType::f32 ? " != 0.0f" : " != 0"));
+    if (from == ValType::f32) return atom(call(to == ValType::i64 ? "__float2ll_rz" : "__float2int_rz", a));
+    if (from == ValType::b1 && to == ValType::f32) return compound(operand(a) + " ? 1.0f : 0.0f");
+    return atom(c_type + operand(a));
+  }
+
+  // The nearest value of `to`, kept in the compute type.
+  CExpr emit_round(DType to, const Expr& a) {
+    switch (to) {
+      case f16: use_f16_ = true; return atom(call("kiln_round_f16", a));
+      case bf16: use_bf16_ = true; return atom(call("kiln_round_bf16", a));
+      case i8: return atom("(int)(signed char)" + operand(a));
+      case u8: return atom("(int)(unsigned char)" + operand(a));
+      case f32: case i32: case boolean: return expr(a);
+    }
+    fail(k_, "unknown dtype");
+  }
+
+  const Kernel& k_;
+  Nest nest_;
+  std::string body_;
+  int indent_ = 1;
+  std::vector<std::pair<std::string, std::string>> scope_;  // loop variables in scope: IR name, C name
+  int fresh_ = 0;
+  bool use_f16_ = false, use_bf16_ = false, use_div_ = false;
+};
+
+}  // namespace
+
+GpuGrid gpu_grid(const Kernel& k) {
+  Nest nest = find_nest(k);
+  return {xyz_extents(nest.blocks), xyz_extents(nest.threads)};
+}
+
+std::string cuda_entry_name(const Kernel& k) {
+  std::string s = k.name.empty() ? "kernel" : k.name;
+  for (char& c : s)
+    if (!is_ascii_alnum(c)) c = '_';
+  return is_safe_name(s) ? s : "kernel_" + s;
+}
+
+std::string emit_cuda(const Kernel& k, const std::string& entry_name) { return Emitter(k).emit(entry_name); }
+
+}  // namespace kiln

@@ -1,0 +1,705 @@
+#include "codegen/emit/glsl/emit_glsl.h"
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "codegen/emit/glsl/glsl_library.h"
+#include "kiln/error.h"
+
+namespace kiln {
+
+namespace {
+
+[[noreturn]] void fail(const Kernel& k, const std::string& what) {
+  throw Error("glsl: kernel '" + k.name + "': " + what);
+}
+
+bool is_bound(const Stmt& s) {
+  return s && s->kind == StmtKind::For && (s->loop == LoopKind::GpuBlock || s->loop == LoopKind::GpuThread);
+}
+
+// The bound loops at the top of a kernel, outermost first, and what each
+// invocation runs.
+struct Nest {
+  std::vector<const StmtNode*> blocks, threads;
+  const std::vector<Stmt>* body = nullptr;
+};
+
+void reject_unscheduled(const Kernel& k, const std::vector<Stmt>& stmts) {
+  for (const Stmt& s : stmts) {
+    if (!s) fail(k, "missing statement");
+    if (s->kind == StmtKind::For && s->loop == LoopKind::Parallel)
+      fail(k, "parallel loop '" + s->var +
+                  "' is not scheduled for the GPU: bind it to gpu_block and gpu_thread loops");
+    if (is_bound(s))
+      fail(k, std::string(loopkind_name(s->loop)) + " loop '" + s->var +
+                  "' is not scheduled for the GPU: bound loops must form one perfect nest at the top of "
+                  "the kernel, gpu_block loops outside gpu_thread loops");
+    reject_unscheduled(k, s->body);
+  }
+}
+
+Nest find_nest(const Kernel& k) {
+  if (!k.body || k.body->kind != StmtKind::Block) fail(k, "the kernel body must be a block");
+  Nest n;
+  const std::vector<Stmt>* stmts = &k.body->body;
+  while (stmts->size() == 1 && is_bound((*stmts)[0])) {
+    const StmtNode* loop = (*stmts)[0].get();
+    if (loop->loop == LoopKind::GpuThread) {
+      n.threads.push_back(loop);
+    } else if (n.threads.empty()) {
+      n.blocks.push_back(loop);
+    } else {
+      fail(k, "gpu_block loop '" + loop->var + "' inside gpu_thread loop '" + n.threads.back()->var +
+                  "' is not scheduled for the GPU");
+    }
+    stmts = &loop->body;
+  }
+  if (n.blocks.size() > 3 || n.threads.size() > 3)
+    fail(k, "more than three gpu_block or gpu_thread loops: not scheduled for the GPU");
+  reject_unscheduled(k, *stmts);
+  n.body = stmts;
+  return n;
+}
+
+// Whether the launch can evaluate `e` with evaluate_index() from the params.
+bool launch_computable(const Expr& e, const std::vector<std::string>& params) {
+  if (!e || e->type != ValType::i64) return false;
+  switch (e->kind) {
+    case ExprKind::Const: return true;
+    case ExprKind::Var:
+      for (const std::string& p : params)
+        if (p == e->name) return true;
+      return false;
+    case ExprKind::Binary:
+      if (e->binop == BinOp::CmpLt || e->binop == BinOp::CmpEq || e->binop == BinOp::And ||
+          e->binop == BinOp::Or)
+        return false;
+      return launch_computable(e->args[0], params) && launch_computable(e->args[1], params);
+    default: return false;
+  }
+}
+
+GpuGrid grid_of(const Kernel& k, const Nest& n) {
+  GpuGrid g;
+  g.groups = {idx(1), idx(1), idx(1)};
+  // The innermost loop of each group is axis x.
+  for (size_t i = 0; i < n.blocks.size(); ++i) {
+    const StmtNode* loop = n.blocks[n.blocks.size() - 1 - i];
+    if (!launch_computable(loop->extent, k.params))
+      fail(k, "gpu_block loop '" + loop->var + "' has an extent that is not computable from the params");
+    g.groups[i] = loop->extent;
+  }
+  for (size_t i = 0; i < n.threads.size(); ++i) {
+    const StmtNode* loop = n.threads[n.threads.size() - 1 - i];
+    const Expr& e = loop->extent;
+    if (!e || e->kind != ExprKind::Const || e->type != ValType::i64 || e->ival <= 0)
+      fail(k, "gpu_thread loop '" + loop->var +
+                  "' must have a positive constant extent (the workgroup size is fixed in the shader)");
+    g.threads[i] = e->ival;
+  }
+  return g;
+}
+
+std::string glsl_type(ValType t) {
+  switch (t) {
+    case ValType::f32: return "float";
+    case ValType::i32: return "int";
+    case ValType::i64: return "int64_t";
+    case ValType::b1: return "bool";
+  }
+  return "?";
+}
+
+// Comments hold free text (kernel names); keep them on one line.
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
+}
+
+// GLSL identifiers for IR names: the name itself where GLSL allows it, and
+// unique across everything a shader declares.
+class Names {
+ public:
+  std::string unique(const std::string& want) {
+    std::string base = safe(want), name = base;
+    for (int n = 2; taken_.count(name); ++n) name = base + std::to_string(n);
+    taken_.insert(name);
+    return name;
+  }
+
+  // The same IR name always maps to the same identifier (nested loops may
+  // reuse a name and shadow it, as in the IR).
+  const std::string& of(const std::string& ir) {
+    auto it = map_.find(ir);
+    if (it == map_.end()) it = map_.emplace(ir, unique(ir)).first;
+    return it->second;
+  }
+
+ private:
+  static std::string safe(const std::string& want) {
+    std::string s;
+    for (char c : want)
+      if (c != '_' || s.empty() || s.back() != '_') s += c;  // "__" is reserved
+    return s.empty() || glsl_reserved(s) ? "v_" + s : s;
+  }
+
+  std::set<std::string> taken_;
+  std::map<std::string, std::string> map_;
+};
+
+// An expression's text and its precedence (0 binds tightest), so that only the
+// parentheses GLSL needs are printed.
+struct Code {
+  std::string text;
+  int prec = 0;
+};
+
+enum Prec { kPrimary = 0, kUnary = 1, kMul = 2, kAdd = 3, kShift = 4, kRel = 5, kEq = 6, kBitAnd = 7,
+            kLogAnd = 10, kLogOr = 12, kTernary = 13 };
+
+std::string operand(const Code& c, int prec) { return c.prec > prec ? "(" + c.text + ")" : c.text; }
+// Right operands of left-associative operators keep the IR's grouping.
+std::string right_operand(const Code& c, int prec) { return c.prec >= prec ? "(" + c.text + ")" : c.text; }
+
+Code infix(const Code& a, const char* op, const Code& b, int prec) {
+  return {operand(a, prec) + " " + op + " " + right_operand(b, prec), prec};
+}
+
+Code call(const std::string& f, const std::vector<Code>& args) {
+  std::string s = f + "(";
+  for (size_t i = 0; i < args.size(); ++i) s += (i ? ", " : "") + args[i].text;
+  return {s + ")", kPrimary};
+}
+
+std::string float_literal(double v) {
+  float f = static_cast<float>(v);
+  if (std::isnan(f)) return "uintBitsToFloat(0x7fc00000u)";
+  if (std::isinf(f)) return f > 0 ? "uintBitsToFloat(0x7f800000u)" : "uintBitsToFloat(0xff800000u)";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", f);
+  std::string s = buf;
+  if (s.find_first_of(".e") == std::string::npos) s += ".0";
+  return s;
+}
+
+Code int_literal(ValType t, int64_t v) {
+  if (t == ValType::b1) return {v ? "true" : "false", kPrimary};
+  const char* suffix = t == ValType::i64 ? "l" : "";
+  if (t == ValType::i32) v = static_cast<int32_t>(v);
+  int64_t min = t == ValType::i64 ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int32_t>::min();
+  if (v == min)  // its magnitude is not a literal of the type
+    return {"(" + std::to_string(v + 1) + suffix + " - 1" + suffix + ")", kPrimary};
+  return {std::to_string(v) + suffix, v < 0 ? kUnary : kPrimary};
+}
+
+// How a buffer lives in the shader.
+struct BufferInfo {
+  std::string array;            // the storage block instance or the array
+  std::string load, store;      // accessor functions
+  int binding = -1;             // global buffers
+  bool loaded = false, stored = false;
+};
+
+class Emitter {
+ public:
+  Emitter(const Kernel& k, const GlslOptions& options)
+      : k_(k), opt_(options), nest_(find_nest(k)), grid_(grid_of(k, nest_)) {}
+
+  std::string emit() {
+    name_everything();
+    // Each part records what the parts printed before it need.
+    std::string body = main_body();
+    std::string access = accessors();
+    return header() + buffer_declarations() + helpers() + access + "\nvoid main() {\n" + body + "}\n";
+  }
+
+ private:
+  // --- Names ---
+
+  void name_everything() {
+    for (const std::string& p : k_.params) names_.of(p);
+    collect_loop_vars(k_.body);
+    buffers_.resize(k_.buffers.size());
+    int binding = 0;
+    for (size_t i = 0; i < k_.buffers.size(); ++i) {
+      const BufferDecl& b = k_.buffers[i];
+      if (b.scope == MemScope::Global) buffers_[i].binding = binding++;
+      buffers_[i].array = names_.unique(b.name);
+      buffers_[i].load = names_.unique("load_" + b.name);
+      buffers_[i].store = names_.unique("store_" + b.name);
+    }
+  }
+
+  void collect_loop_vars(const Stmt& s) {
+    if (!s) return;
+    if (s->kind == StmtKind::For) {
+      for (const std::string& p : k_.params)
+        if (p == s->var) fail(k_, "loop variable '" + s->var + "' has the name of a parameter");
+      names_.of(s->var);
+    }
+    for (const Stmt& c : s->body) collect_loop_vars(c);
+  }
+
+  // --- The shader around main() ---
+
+  bool small_storage(int bytes) const {
+    for (const BufferDecl& b : k_.buffers)
+      if (b.scope == MemScope::Global && dtype_size(b.dtype) == bytes) return true;
+    return false;
+  }
+
+  std::string header() {
+    std::string s = "#version 450\n#extension GL_ARB_gpu_shader_int64 : require\n";
+    if (opt_.storage16 && small_storage(2)) s += "#extension GL_EXT_shader_16bit_storage : require\n";
+    if (opt_.storage8 && small_storage(1)) s += "#extension GL_EXT_shader_8bit_storage : require\n";
+    if (unrolled_) s += "#extension GL_EXT_control_flow_attributes : require\n";
+    s += "\n// kiln kernel '" + one_line(k_.name) + "': workgroups (x, y, z) = (";
+    for (int i = 0; i < 3; ++i) s += (i ? ", " : "") + print(grid_.groups[i], k_);
+    s += ") of " + std::to_string(grid_.threads[0]) + " x " + std::to_string(grid_.threads[1]) + " x " +
+         std::to_string(grid_.threads[2]) + " invocations\n";
+    s += "layout(local_size_x = " + std::to_string(grid_.threads[0]) + ", local_size_y = " +
+         std::to_string(grid_.threads[1]) + ", local_size_z = " + std::to_string(grid_.threads[2]) + ") in;\n";
+    if (!k_.params.empty()) {
+      s += "layout(push_constant) uniform Params {";
+      for (const std::string& p : k_.params) s += " int64_t " + names_.of(p) + ";";
+      s += " } pc;\n";
+    }
+    return s;
+  }
+
+  // The element type of a global buffer's array: 8/16-bit elements are packed
+  // four or two to a uint without the storage extensions.
+  std::string element_type(DType t) const {
+    switch (dtype_size(t)) {
+      case 1: return opt_.storage8 ? "uint8_t" : "uint";
+      case 2: return opt_.storage16 ? "uint16_t" : "uint";
+      default: return t == f32 ? "float" : "int";
+    }
+  }
+
+  bool packed(DType t) const {
+    return (dtype_size(t) == 1 && !opt_.storage8) || (dtype_size(t) == 2 && !opt_.storage16);
+  }
+
+  std::string buffer_declarations() {
+    std::string s;
+    for (size_t i = 0; i < k_.buffers.size(); ++i) {
+      const BufferDecl& b = k_.buffers[i];
+      const BufferInfo& info = buffers_[i];
+      std::string type = glsl_type(valtype_of(b.dtype));
+      std::string size = std::to_string(std::max<int64_t>(b.size, 1));  // GLSL has no empty arrays
+      std::string what = std::string(dtype_name(b.dtype)) + " " + std::string(memscope_name(b.scope));
+      if (b.scope == MemScope::Local) {
+        s += type + " " + info.array + "[" + size + "];  // " + what + "\n";
+      } else if (b.scope == MemScope::Shared) {
+        s += "shared " + type + " " + info.array + "[" + size + "];  // " + what + "\n";
+      } else {
+        std::string binding = std::to_string(info.binding);
+        s += "layout(std430, binding = " + binding + ") restrict " + (info.stored ? "" : "readonly ") +
+             "buffer Buf" + binding + " { " + element_type(b.dtype) + " data[]; } " + info.array + ";  // " +
+             what + (b.output ? " output" : "") + "\n";
+      }
+    }
+    return s;
+  }
+
+  std::string helpers() {
+    std::string s;
+    for (GlslHelper h : used_helpers_) s += glsl_helper_source(h);
+    return s.empty() ? s : "\n" + s;
+  }
+
+  void use(GlslHelper h) {
+    for (GlslHelper d : glsl_helper_deps(h)) use(d);
+    used_helpers_.insert(h);
+  }
+
+  // --- Buffer accessors: load_x(i) and store_x(i, v) convert between the
+  // storage dtype and the compute type, as emit_llvm.cpp does ---
+
+  std::string accessors() {
+    std::string s;
+    for (size_t i = 0; i < k_.buffers.size(); ++i) {
+      const BufferDecl& b = k_.buffers[i];
+      const BufferInfo& info = buffers_[i];
+      std::string type = glsl_type(valtype_of(b.dtype));
+      if (info.loaded)
+        s += type + " " + info.load + "(int64_t i) { return " + load_text(b, info) + "; }\n";
+      if (info.stored) s += "void " + info.store + "(int64_t i, " + type + " v) {" + store_text(b, info) + "}\n";
+    }
+    return s.empty() ? s : "\n" + s;
+  }
+
+  // The element's bits in the low bits of a uint.
+  std::string bits_at(const BufferDecl& b, const std::string& array) const {
+    if (!packed(b.dtype)) return "uint(" + array + ".data[uint(i)])";
+    if (dtype_size(b.dtype) == 2) return "(" + array + ".data[uint(i >> 1)] >> (uint(i & 1l) * 16u)) & 0xffffu";
+    return "(" + array + ".data[uint(i >> 2)] >> (uint(i & 3l) * 8u)) & 0xffu";
+  }
+
+  std::string load_text(const BufferDecl& b, const BufferInfo& info) {
+    if (b.scope != MemScope::Global || b.dtype == f32 || b.dtype == i32)
+      return info.array + (b.scope == MemScope::Global ? ".data" : "") + "[uint(i)]";
+    std::string bits = bits_at(b, info.array);
+    switch (b.dtype) {
+      case f16: use(GlslHelper::F16Value); return "kiln_f16_value(" + bits + ")";
+      case bf16: return "uintBitsToFloat((" + bits + ") << 16)";
+      case i8: return "int((" + bits + ") << 24) >> 24";
+      case u8: return "int(" + bits + ")";
+      case boolean: return "(" + bits + ") != 0u";
+      default: fail(k_, "unknown dtype");
+    }
+  }
+
+  // The storage bits of `v` (the compute value) in a uint.
+  std::string storage_bits(DType t) {
+    switch (t) {
+      case f16: use(GlslHelper::F16Bits); return "kiln_f16_bits(v)";
+      case bf16: use(GlslHelper::Bf16Bits); return "kiln_bf16_bits(v)";
+      case i8: case u8: return "uint(v) & 0xffu";
+      case boolean: return "v ? 1u : 0u";
+      default: fail(k_, "unknown dtype");
+    }
+  }
+
+  std::string store_text(const BufferDecl& b, const BufferInfo& info) {
+    if (b.scope != MemScope::Global) {
+      Code v = round_code(b.dtype, {"v", kPrimary}, valtype_of(b.dtype));
+      return " " + info.array + "[uint(i)] = " + v.text + "; ";
+    }
+    std::string data = info.array + ".data";
+    if (b.dtype == f32 || b.dtype == i32) return " " + data + "[uint(i)] = v; ";
+    std::string bits = storage_bits(b.dtype);
+    if (!packed(b.dtype))
+      return " " + data + "[uint(i)] = " + element_type(b.dtype) + "(" + bits + "); ";
+    // Clear then set this element's bits in the shared uint: other invocations
+    // may be writing its neighbours.
+    bool half = dtype_size(b.dtype) == 2;
+    std::string word = data + (half ? "[uint(i >> 1)]" : "[uint(i >> 2)]");
+    std::string shift = half ? "uint(i & 1l) * 16u" : "uint(i & 3l) * 8u";
+    std::string mask = half ? "0xffffu" : "0xffu";
+    return "\n  uint shift = " + shift + ";\n  atomicAnd(" + word + ", ~(" + mask + " << shift));\n  atomicOr(" +
+           word + ", (" + bits + ") << shift);\n";
+  }
+
+  // --- main() ---
+
+  std::string main_body() {
+    indent_ = 1;
+    for (const std::string& p : k_.params) line("const int64_t " + names_.of(p) + " = pc." + names_.of(p) + ";");
+    const char* axes = "xyz";
+    for (size_t i = 0; i < nest_.blocks.size(); ++i)
+      bind(nest_.blocks[nest_.blocks.size() - 1 - i], std::string("gl_WorkGroupID.") + axes[i]);
+    for (size_t i = 0; i < nest_.threads.size(); ++i)
+      bind(nest_.threads[nest_.threads.size() - 1 - i], std::string("gl_LocalInvocationID.") + axes[i]);
+    emit_stmts(*nest_.body);
+    return out_;
+  }
+
+  void bind(const StmtNode* loop, const std::string& builtin) {
+    line("const int64_t " + names_.of(loop->var) + " = int64_t(" + builtin + ");  // " +
+         std::string(loopkind_name(loop->loop)) + " loop");
+    scope_.push_back(loop->var);
+  }
+
+  void line(const std::string& s) { out_ += std::string(2 * indent_, ' ') + s + "\n"; }
+
+  void emit_stmts(const std::vector<Stmt>& stmts) {
+    for (const Stmt& s : stmts) emit_stmt(*s);
+  }
+
+  void emit_stmt(const StmtNode& s) {
+    switch (s.kind) {
+      case StmtKind::For: return emit_for(s);
+      case StmtKind::Store: return emit_store(s);
+      case StmtKind::Block: return emit_stmts(s.body);
+      case StmtKind::If: return emit_if(s);
+    }
+    fail(k_, "unknown statement kind");
+  }
+
+  void emit_for(const StmtNode& s) {
+    begin_statement({s.extent});
+    Code extent = expr(s.extent, ValType::i64, "loop extent");
+    const std::string& v = names_.of(s.var);
+    // The IR evaluates the extent once, before the loop.
+    if (s.extent->kind != ExprKind::Const && s.extent->kind != ExprKind::Var) {
+      std::string end = names_.unique(v + "_end");
+      line("const int64_t " + end + " = " + extent.text + ";");
+      extent = {end, kPrimary};
+    }
+    if (s.loop == LoopKind::Unrolled) {
+      unrolled_ = true;
+      line("[[unroll]]");
+    }
+    std::string kind = s.loop == LoopKind::Serial ? "" : "  // " + std::string(loopkind_name(s.loop));
+    line("for (int64_t " + v + " = 0; " + v + " < " + extent.text + "; ++" + v + ") {" + kind);
+    scope_.push_back(s.var);
+    ++indent_;
+    emit_stmts(s.body);
+    --indent_;
+    scope_.pop_back();
+    line("}");
+  }
+
+  void emit_if(const StmtNode& s) {
+    begin_statement({s.cond});
+    Code cond = expr(s.cond, ValType::b1, "if condition");
+    line("if (" + cond.text + ") {");
+    ++indent_;
+    emit_stmts(s.body);
+    --indent_;
+    line("}");
+  }
+
+  void emit_store(const StmtNode& s) {
+    const BufferDecl& b = buffer(s.buffer);
+    if (!s.value || s.value->type != valtype_of(b.dtype))
+      fail(k_, "a store of " + std::string(s.value ? valtype_name(s.value->type) : "nothing") + " to " +
+                   std::string(dtype_name(b.dtype)) + " buffer '" + b.name + "'");
+    begin_statement({s.index, s.value});
+    Code index = index_code(s.index);
+    Code value = expr(s.value);
+    buffers_[s.buffer].stored = true;
+    line(buffers_[s.buffer].store + "(" + index.text + ", " + value.text + ");");
+  }
+
+  const BufferDecl& buffer(int i) {
+    if (i < 0 || i >= int(k_.buffers.size())) fail(k_, "buffer index " + std::to_string(i) + " out of range");
+    return k_.buffers[i];
+  }
+
+  Code index_code(const Expr& e) {
+    if (!e || (e->type != ValType::i64 && e->type != ValType::i32)) fail(k_, "a buffer index must be an integer");
+    return expr(e);
+  }
+
+  // --- Expressions. A subexpression used more than once in a statement is
+  // computed once, into a const temporary declared before the statement ---
+
+  void begin_statement(const std::vector<Expr>& roots) {
+    uses_.clear();
+    temps_.clear();
+    for (const Expr& e : roots) count_uses(e);
+  }
+
+  void count_uses(const Expr& e) {
+    if (!e) return;
+    if (uses_[e.get()]++) return;
+    for (const Expr& a : e->args) count_uses(a);
+  }
+
+  Code expr(const Expr& e, ValType want, const char* what) {
+    if (!e || e->type != want)
+      fail(k_, std::string("the ") + what + " must be " + std::string(valtype_name(want)));
+    return expr(e);
+  }
+
+  Code expr(const Expr& e) {
+    if (!e) fail(k_, "missing expression");
+    bool leaf = e->kind == ExprKind::Const || e->kind == ExprKind::Var;
+    if (leaf || uses_[e.get()] < 2) return compute(*e);
+    auto it = temps_.find(e.get());
+    if (it != temps_.end()) return {it->second, kPrimary};
+    Code c = compute(*e);
+    std::string t = names_.unique("t" + std::to_string(temps_made_++));
+    line("const " + glsl_type(e->type) + " " + t + " = " + c.text + ";");
+    temps_[e.get()] = t;
+    return {t, kPrimary};
+  }
+
+  Code compute(const ExprNode& e) {
+    switch (e.kind) {
+      case ExprKind::Const:
+        if (e.type == ValType::f32) {
+          std::string s = float_literal(e.fval);
+          return {s, s[0] == '-' ? kUnary : kPrimary};
+        }
+        return int_literal(e.type, e.ival);
+      case ExprKind::Var: return variable(e);
+      case ExprKind::Load: return load_code(e);
+      case ExprKind::Unary: return unary_code(e);
+      case ExprKind::Binary: return binary_code(e);
+      case ExprKind::Select: {
+        if (e.args.size() != 3 || !e.args[0] || e.args[0]->type != ValType::b1)
+          fail(k_, "select takes a bool condition and two values");
+        Code c = expr(e.args[0]), a = expr(e.args[1]), b = expr(e.args[2]);
+        return {operand(c, kTernary - 1) + " ? " + operand(a, kTernary - 1) + " : " + operand(b, kTernary - 1),
+                kTernary};
+      }
+      case ExprKind::Cast: return cast_code(e.type, arg(e, 0)->type, expr(arg(e, 0)));
+      case ExprKind::Round: return round_code(e.round_to, expr(arg(e, 0)), e.type);
+    }
+    fail(k_, "unknown expression kind");
+  }
+
+  const Expr& arg(const ExprNode& e, size_t i) {
+    if (i >= e.args.size() || !e.args[i]) fail(k_, "missing operand");
+    return e.args[i];
+  }
+
+  Code variable(const ExprNode& e) {
+    bool known = false;
+    for (const std::string& p : k_.params) known |= p == e.name;
+    for (const std::string& v : scope_) known |= v == e.name;
+    if (!known) fail(k_, "variable '" + e.name + "' is neither a parameter nor an enclosing loop variable");
+    return {names_.of(e.name), kPrimary};
+  }
+
+  Code load_code(const ExprNode& e) {
+    const BufferDecl& b = buffer(e.buffer);
+    if (e.type != valtype_of(b.dtype))
+      fail(k_, "a load of " + std::string(valtype_name(e.type)) + " from " + std::string(dtype_name(b.dtype)) +
+                   " buffer '" + b.name + "'");
+    if (e.args.size() != 1) fail(k_, "a load takes one index");
+    buffers_[e.buffer].loaded = true;
+    return call(buffers_[e.buffer].load, {index_code(e.args[0])});
+  }
+
+  Code unary_code(const ExprNode& e) {
+    Code a = expr(arg(e, 0));
+    ValType t = e.args[0]->type;
+    auto math = [&](const char* f) {
+      if (t != ValType::f32) fail(k_, std::string(unop_name(e.unop)) + " takes f32");
+      use(GlslHelper::Math);
+      return call(f, {a});
+    };
+    switch (e.unop) {
+      case UnOp::Neg:
+        if (t == ValType::b1) fail(k_, "neg does not take bool");
+        return {"-" + right_operand(a, kUnary), kUnary};  // "-(-x)", never "--x"
+      case UnOp::Exp2: return math("kiln_exp2");
+      case UnOp::Log2: return math("kiln_log2");
+      case UnOp::Sqrt: return math("kiln_sqrt");
+      case UnOp::Sin: return math("kiln_sin");
+      case UnOp::Recip:
+        if (t != ValType::f32) fail(k_, "recip takes f32");
+        return infix({"1.0", kPrimary}, "/", a, kMul);
+      case UnOp::Not: return {(t == ValType::b1 ? "!" : "~") + right_operand(a, kUnary), kUnary};
+    }
+    fail(k_, "unknown unary op");
+  }
+
+  Code binary_code(const ExprNode& e) {
+    if (e.args.size() != 2 || !e.args[0] || !e.args[1] || e.args[0]->type != e.args[1]->type)
+      fail(k_, std::string(binop_name(e.binop)) + " takes two operands of one type");
+    Code a = expr(e.args[0]), b = expr(e.args[1]);
+    switch (e.args[0]->type) {
+      case ValType::f32: return float_binary(e.binop, a, b);
+      case ValType::b1: return bool_binary(e.binop, a, b);
+      default: return int_binary(e.binop, a, b);
+    }
+  }
+
+  Code float_binary(BinOp op, const Code& a, const Code& b) {
+    switch (op) {
+      case BinOp::Add: return infix(a, "+", b, kAdd);
+      case BinOp::Sub: return infix(a, "-", b, kAdd);
+      case BinOp::Mul: return infix(a, "*", b, kMul);
+      case BinOp::Div: return infix(a, "/", b, kMul);
+      case BinOp::Max: use(GlslHelper::Max); return call("kiln_max", {a, b});
+      case BinOp::Min: use(GlslHelper::Max); return call("kiln_min", {a, b});
+      case BinOp::CmpLt: use(GlslHelper::Compare); return call("kiln_lt", {a, b});
+      case BinOp::CmpEq: use(GlslHelper::Compare); return call("kiln_eq", {a, b});
+      default: fail(k_, std::string(binop_name(op)) + " does not take f32");
+    }
+  }
+
+  // GLSL integers wrap like the IR's; division goes through kiln_div/kiln_mod.
+  Code int_binary(BinOp op, const Code& a, const Code& b) {
+    switch (op) {
+      case BinOp::Add: return infix(a, "+", b, kAdd);
+      case BinOp::Sub: return infix(a, "-", b, kAdd);
+      case BinOp::Mul: return infix(a, "*", b, kMul);
+      case BinOp::Div: use(GlslHelper::DivMod); return call("kiln_div", {a, b});
+      case BinOp::Mod: use(GlslHelper::DivMod); return call("kiln_mod", {a, b});
+      case BinOp::Max: return call("max", {a, b});
+      case BinOp::Min: return call("min", {a, b});
+      case BinOp::CmpLt: return infix(a, "<", b, kRel);
+      case BinOp::CmpEq: return infix(a, "==", b, kEq);
+      default: fail(k_, std::string(binop_name(op)) + " does not take integers");
+    }
+  }
+
+  // false < true, so Max is Or and Min is And.
+  Code bool_binary(BinOp op, const Code& a, const Code& b) {
+    switch (op) {
+      case BinOp::CmpEq: return infix(a, "==", b, kEq);
+      case BinOp::CmpLt: return {"!" + right_operand(a, kUnary) + " && " + right_operand(b, kLogAnd), kLogAnd};
+      case BinOp::Max: case BinOp::Or: return infix(a, "||", b, kLogOr);
+      case BinOp::Min: case BinOp::And: return infix(a, "&&", b, kLogAnd);
+      default: fail(k_, std::string(binop_name(op)) + " does not take bool");
+    }
+  }
+
+  Code cast_code(ValType to, ValType from, const Code& a) {
+    auto is_int = [](ValType t) { return t == ValType::i32 || t == ValType::i64; };
+    if (from == to) return a;
+    if (is_int(from) && (is_int(to) || to == ValType::f32)) return call(glsl_type(to), {a});
+    if (from == ValType::f32 && is_int(to)) {
+      use(GlslHelper::ToInt);
+      return call(to == ValType::i32 ? "kiln_to_i32" : "kiln_to_i64", {a});
+    }
+    if (from == ValType::b1) {
+      const char* one = to == ValType::f32 ? "1.0" : to == ValType::i64 ? "1l" : "1";
+      const char* zero = to == ValType::f32 ? "0.0" : to == ValType::i64 ? "0l" : "0";
+      return {operand(a, kTernary - 1) + " ? " + one + " : " + zero, kTernary};
+    }
+    if (from == ValType::f32) {
+      use(GlslHelper::ToBool);
+      return call("kiln_to_bool", {a});
+    }
+    return infix(a, "!=", {from == ValType::i64 ? "0l" : "0", kPrimary}, kEq);
+  }
+
+  // The nearest value of `to`, kept in the compute type `type`.
+  Code round_code(DType to, const Code& v, ValType type) {
+    bool wide = type == ValType::i64;
+    switch (to) {
+      case f16:
+        use(GlslHelper::F16Bits);
+        use(GlslHelper::F16Value);
+        return {"kiln_f16_value(kiln_f16_bits(" + v.text + "))", kPrimary};
+      case bf16:
+        use(GlslHelper::Bf16Bits);
+        return {"uintBitsToFloat(kiln_bf16_bits(" + v.text + ") << 16)", kPrimary};
+      case i8: {
+        Code shifted = infix(v, "<<", {wide ? "56" : "24", kPrimary}, kShift);
+        return infix(shifted, ">>", {wide ? "56" : "24", kPrimary}, kShift);
+      }
+      case u8: return infix(v, "&", {wide ? "0xffl" : "0xff", kPrimary}, kBitAnd);
+      case f32: case i32: case boolean: return v;
+    }
+    fail(k_, "unknown dtype");
+  }
+
+  const Kernel& k_;
+  GlslOptions opt_;
+  Nest nest_;
+  GpuGrid grid_;
+  Names names_;
+  std::vector<BufferInfo> buffers_;
+  std::set<GlslHelper> used_helpers_;
+  bool unrolled_ = false;
+  std::vector<std::string> scope_;  // IR names of the enclosing loop variables
+  std::map<const ExprNode*, int> uses_;
+  std::map<const ExprNode*, std::string> temps_;
+  int temps_made_ = 0;
+  std::string out_;
+  int indent_ = 1;
+};
+
+}  // namespace
+
+GpuGrid gpu_grid(const Kernel& k) { return grid_of(k, find_nest(k)); }
+
+std::string emit_glsl(const Kernel& k, const GlslOptions& options) { return Emitter(k, options).emit(); }
+
+}  // namespace kiln

@@ -1,0 +1,163 @@
+#include "codegen/emit/glsl/glsl_library.h"
+
+#include <set>
+#include <sstream>
+#include <string>
+
+namespace kiln {
+
+std::string glsl_helper_source(GlslHelper h) {
+  switch (h) {
+    case GlslHelper::IsNan:
+      return R"(bool kiln_isnan(float x) { return (floatBitsToUint(x) & 0x7fffffffu) > 0x7f800000u; }
+)";
+    case GlslHelper::F16Bits:
+      return R"(// f32 -> f16 bits, to nearest even, exactly as f32_to_f16_bits (ir/dtype.cpp).
+uint kiln_f16_bits(float f) {
+  uint x = floatBitsToUint(f);
+  uint sign = (x >> 16) & 0x8000u;
+  uint a = x & 0x7fffffffu;
+  if (a >= 0x7f800000u) return sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0u);
+  if (a >= 0x477ff000u) return sign | 0x7c00u;
+  if (a < 0x38800000u) {  // an f16 subnormal or zero: shift the mantissa, rounding
+    uint e = a >> 23;
+    if (e < 102u) return sign;
+    uint m = (a & 0x7fffffu) | 0x800000u;
+    uint s = 126u - e;
+    uint q = m >> s, rest = m & ((1u << s) - 1u), half = 1u << (s - 1u);
+    return sign | (q + uint(rest > half || (rest == half && (q & 1u) != 0u)));
+  }
+  return sign | ((a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13);
+}
+)";
+    case GlslHelper::F16Value:
+      return R"(float kiln_f16_value(uint h) {
+  uint sign = (h & 0x8000u) << 16;
+  uint e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0u) return uintBitsToFloat(floatBitsToUint(float(m) * 5.9604644775390625e-8) | sign);  // m * 2^-24
+  if (e == 31u) return uintBitsToFloat(sign | 0x7f800000u | (m << 13));
+  return uintBitsToFloat(sign | ((e + 112u) << 23) | (m << 13));
+}
+)";
+    case GlslHelper::Bf16Bits:
+      return R"(// f32 -> bf16 bits, to nearest even, exactly as f32_to_bf16_bits (ir/dtype.cpp).
+uint kiln_bf16_bits(float f) {
+  uint x = floatBitsToUint(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (x >> 16) | 0x40u;
+  return (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+}
+)";
+    case GlslHelper::Max:
+      return R"(float kiln_max(float a, float b) { return kiln_isnan(a) ? b : kiln_isnan(b) ? a : max(a, b); }
+float kiln_min(float a, float b) { return kiln_isnan(a) ? b : kiln_isnan(b) ? a : min(a, b); }
+)";
+    case GlslHelper::Compare:
+      return R"(bool kiln_lt(float a, float b) { return !kiln_isnan(a) && !kiln_isnan(b) && a < b; }
+bool kiln_eq(float a, float b) { return !kiln_isnan(a) && !kiln_isnan(b) && a == b; }
+)";
+    case GlslHelper::Math:
+      return R"(float kiln_exp2(float x) { return kiln_isnan(x) ? x : exp2(x); }
+float kiln_log2(float x) {
+  uint b = floatBitsToUint(x);
+  if ((b & 0x7fffffffu) == 0u) return uintBitsToFloat(0xff800000u);  // -inf
+  if (b >= 0x7f800000u) return b == 0x7f800000u ? x : uintBitsToFloat(0x7fc00000u);  // inf; NaN or x < 0
+  return log2(x);
+}
+float kiln_sqrt(float x) {
+  uint b = floatBitsToUint(x);
+  if (b > 0x80000000u) return uintBitsToFloat(0x7fc00000u);  // x < 0 or a negative NaN
+  return b >= 0x7f800000u ? x : sqrt(x);
+}
+float kiln_sin(float x) {
+  return (floatBitsToUint(x) & 0x7fffffffu) >= 0x7f800000u ? uintBitsToFloat(0x7fc00000u) : sin(x);
+}
+)";
+    case GlslHelper::ToBool:
+      return R"(bool kiln_to_bool(float x) { return (floatBitsToUint(x) & 0x7fffffffu) != 0u; }
+)";
+    case GlslHelper::ToInt:
+      return R"(// Truncates toward zero, saturating; NaN -> 0.
+int kiln_to_i32(float x) {
+  uint a = floatBitsToUint(x) & 0x7fffffffu;
+  if (a > 0x7f800000u) return 0;
+  if (a >= 0x4f000000u) return x < 0.0 ? -2147483647 - 1 : 2147483647;  // |x| >= 2^31
+  return int(x);
+}
+int64_t kiln_to_i64(float x) {
+  uint a = floatBitsToUint(x) & 0x7fffffffu;
+  if (a > 0x7f800000u) return 0l;
+  if (a >= 0x5f000000u) return x < 0.0 ? -9223372036854775807l - 1l : 9223372036854775807l;  // |x| >= 2^63
+  return int64_t(x);
+}
+)";
+    case GlslHelper::DivMod:
+      return R"(// Division truncates toward zero; a zero divisor gives 0 and INT_MIN / -1 wraps.
+// Neither divides by 0 or -1, which SPIR-V leaves undefined.
+int kiln_div(int a, int b) {
+  int q = a / (b == 0 || b == -1 ? 1 : b);
+  return b == 0 ? 0 : b == -1 ? -a : q;
+}
+int kiln_mod(int a, int b) {
+  int d = b == 0 || b == -1 ? 1 : b;
+  return a - a / d * d;
+}
+int64_t kiln_div(int64_t a, int64_t b) {
+  int64_t q = a / (b == 0l || b == -1l ? 1l : b);
+  return b == 0l ? 0l : b == -1l ? -a : q;
+}
+int64_t kiln_mod(int64_t a, int64_t b) {
+  int64_t d = b == 0l || b == -1l ? 1l : b;
+  return a - a / d * d;
+}
+)";
+  }
+  return "";
+}
+
+std::vector<GlslHelper> glsl_helper_deps(GlslHelper h) {
+  switch (h) {
+    case GlslHelper::Max: case GlslHelper::Compare: case GlslHelper::Math: return {GlslHelper::IsNan};
+    default: return {};
+  }
+}
+
+namespace {
+
+// GLSL 4.60 keywords and reserved words, and the type names that the
+// extensions a shader enables make keywords.
+const char* const kReserved = R"(
+  attribute const uniform varying buffer shared coherent volatile restrict readonly writeonly atomic_uint
+  layout centroid flat smooth noperspective patch sample break continue do for while switch case default
+  if else subroutine in out inout float double int void bool true false invariant precise discard return
+  lowp mediump highp precision struct common partition active asm class union enum typedef template this
+  resource goto inline noinline public static extern external interface long short half fixed unsigned
+  superp input output filter sizeof cast namespace using demote terminateInvocation
+  float16_t float32_t float64_t int8_t int16_t int32_t int64_t uint8_t uint16_t uint32_t uint64_t uint
+  main pc max min uintBitsToFloat
+)";
+
+bool is_builtin_type(std::string_view w) {
+  for (std::string_view prefix : {"vec", "ivec", "uvec", "bvec", "dvec", "mat", "dmat", "i8vec", "u8vec",
+                                   "i16vec", "u16vec", "i64vec", "u64vec", "f16vec", "f32vec", "f64vec",
+                                   "f16mat", "f32mat", "f64mat", "sampler", "isampler", "usampler", "image",
+                                   "iimage", "uimage", "texture", "itexture", "utexture", "subpassInput",
+                                   "isubpassInput", "usubpassInput", "atomic", "hitObject", "rayQuery",
+                                   "accelerationStructure"})
+    if (w.substr(0, prefix.size()) == prefix) return true;
+  return false;
+}
+
+}  // namespace
+
+bool glsl_reserved(std::string_view word) {
+  static const std::set<std::string, std::less<>> words = [] {
+    std::set<std::string, std::less<>> s;
+    std::istringstream in(kReserved);
+    for (std::string w; in >> w;) s.insert(w);
+    return s;
+  }();
+  return words.count(word) || is_builtin_type(word) || word.substr(0, 3) == "gl_" ||
+         word.substr(0, 5) == "kiln_" || word.find("__") != std::string_view::npos;
+}
+
+}  // namespace kiln
