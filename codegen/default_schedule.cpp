@@ -1,4 +1,5 @@
 // The default schedule per target: what kiln runs when nothing was tuned.
+#include <functional>
 #include <set>
 
 #include "codegen/ir_util.h"
@@ -44,6 +45,20 @@ std::string reduction_loop(const std::vector<Stmt>& chain) {
   return r;
 }
 
+// Whether some load of `buffer` moves with loop `v` (stride 1 along columns).
+bool packs_with(const Kernel& k, const std::string& buffer, const std::string& v) {
+  bool found = false;
+  std::function<void(const Expr&)> expr = [&](const Expr& e) {
+    if (!e) return;
+    if (e->kind == ExprKind::Load && k.buffers[e->buffer].name == buffer && uses_var(e->args[0], v)) found = true;
+    for (const Expr& a : e->args) expr(a);
+  };
+  visit(k.body, [&](const Stmt& s) {
+    expr(s->value);
+  });
+  return found;
+}
+
 int64_t largest_divisor(int64_t n, std::initializer_list<int64_t> options) {
   for (int64_t o : options)
     if (n % o == 0) return o;
@@ -63,6 +78,8 @@ std::string fresh(const Kernel& k, const std::string& base) {
 
 // Register tiles for contractions: an MR x NR tile of f32 accumulators kept in
 // vector registers across the reduction, NR a multiple of the vector width.
+// Threads take column panels; each packs its NR-wide panel of the right operand
+// (read with a row stride) into a contiguous local buffer first.
 Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t) {
   Schedule s;
   std::vector<Stmt> chain = top_chain(k);
@@ -80,8 +97,21 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t) {
   if (!nr || !mr) return s;
   std::string io = fresh(k, rows->var + "o"), ii = fresh(k, rows->var + "i");
   std::string jo = fresh(k, cols->var + "o"), ji = fresh(k, cols->var + "i");
-  s.split(rows->var, mr, io, ii).split(cols->var, nr, jo, ji).reorder({io, jo, ii, ji});
-  s.hoist(r, ii).unroll(ii).vectorize(ji);
+  s.split(rows->var, mr, io, ii).split(cols->var, nr, jo, ji);
+  bool outer_pair = chain.size() == 2;  // no batch loops: panels can be the parallel loop
+  if (outer_pair) s.serial(io).reorder({jo, io, ii, ji}).parallel(jo);
+  else s.reorder({io, jo, ii, ji});
+  s.hoist(r, ii);
+  if (outer_pair) {
+    // The operand whose index moves with the columns is the one to pack.
+    for (const BufferDecl& b : k.buffers)
+      if (b.scope == MemScope::Global && !b.output && packs_with(k, b.name, cols->var)) {
+        std::string pb = fresh(k, "p" + b.name);
+        s.cache_read(b.name, jo, pb).vectorize(pb + "_" + ji);
+        break;
+      }
+  }
+  s.unroll(ii).vectorize(ji);
   return s;
 }
 

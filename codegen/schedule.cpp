@@ -16,6 +16,7 @@ const char* prim_name(Prim p) {
     case Prim::Reorder: return "reorder";
     case Prim::Fuse: return "fuse";
     case Prim::Hoist: return "hoist";
+    case Prim::CacheRead: return "cache_read";
     case Prim::Unroll: return "unroll";
     case Prim::Vectorize: return "vectorize";
     case Prim::Parallel: return "parallel";
@@ -37,6 +38,7 @@ std::string step_text(const Step& s) {
     case Prim::Split: return t + " " + s.loops[0] + " by " + std::to_string(s.factor) + " -> " + join(s.loops, 1);
     case Prim::Fuse: return t + " " + join(s.loops, 0, 2) + " -> " + s.loops[2];
     case Prim::Hoist: return t + " " + s.loops[0] + " above " + s.loops[1];
+    case Prim::CacheRead: return t + " " + s.loops[0] + " at " + s.loops[1] + " -> " + s.loops[2];
     case Prim::Bind: return t + " " + s.loops[0] + " " + std::string(loopkind_name(s.kind));
     default: return t + " " + join(s.loops);
   }
@@ -256,6 +258,96 @@ Kernel hoist(const Kernel& k, const Step& st) {
   return out;
 }
 
+// The loads of `buf` under `s` with the loops that enclose each (outermost
+// first); refuses a load under a condition (its copy could read out of bounds).
+void find_loads(const Stmt& s, int buf, const Step& st, std::vector<Stmt>& loops,
+                std::vector<std::pair<Expr, std::vector<Stmt>>>* found) {
+  std::function<void(const Expr&)> expr = [&](const Expr& e) {
+    if (!e) return;
+    if (e->kind == ExprKind::Load && e->buffer == buf) found->push_back({e->args[0], loops});
+    for (const Expr& a : e->args) expr(a);
+  };
+  expr(s->extent);
+  expr(s->index);
+  expr(s->value);
+  expr(s->cond);
+  bool is_loop = s->kind == StmtKind::For;
+  if (is_loop) loops.push_back(s);
+  size_t before = found->size();
+  for (const Stmt& b : s->body) find_loads(b, buf, st, loops, found);
+  if (s->kind == StmtKind::If && found->size() != before) refuse(st, "a read under a condition cannot be copied ahead");
+  if (is_loop) loops.pop_back();
+}
+
+Expr replace_loads(const Expr& e, int buf, const Expr& with) {
+  if (!e) return e;
+  if (e->kind == ExprKind::Load && e->buffer == buf) return with;
+  if (e->args.empty()) return e;
+  auto n = std::make_shared<ExprNode>(*e);
+  for (Expr& a : n->args) a = replace_loads(a, buf, with);
+  return n;
+}
+
+Stmt replace_loads(const Stmt& s, int buf, const Expr& with) {
+  auto n = std::make_shared<StmtNode>(*s);
+  n->extent = replace_loads(s->extent, buf, with);
+  n->index = replace_loads(s->index, buf, with);
+  n->value = replace_loads(s->value, buf, with);
+  n->cond = replace_loads(s->cond, buf, with);
+  for (Stmt& b : n->body) b = replace_loads(b, buf, with);
+  return n;
+}
+
+Kernel cache_read(const Kernel& k, const Step& st) {
+  const std::string &name = st.loops[0], &at = st.loops[1], &local = st.loops[2];
+  int buf = -1;
+  for (int i = 0; i < int(k.buffers.size()); ++i)
+    if (k.buffers[i].name == name) buf = i;
+  if (buf < 0 || k.buffers[buf].scope != MemScope::Global) refuse(st, "the kernel has no global buffer '" + name + "'");
+  check_new_name(k, st, local);
+  int copy_buf = int(k.buffers.size());
+  int64_t size = 1;
+  Kernel out = on_loops(k, st, at, [&](const Stmt& loop) {
+    std::vector<Stmt> stack;
+    std::vector<std::pair<Expr, std::vector<Stmt>>> loads;
+    for (const Stmt& b : loop->body) find_loads(b, buf, st, stack, &loads);
+    if (loads.empty()) refuse(st, "loop '" + at + "' does not read '" + name + "'");
+    const Expr& index = loads[0].first;
+    // The loops inside `at` that the index uses, outermost first, span the copy.
+    std::vector<Stmt> span;
+    for (const Stmt& l : loads[0].second)
+      if (uses_var(index, l->var)) span.push_back(l);
+    for (const auto& [other, loops] : loads)
+      if (!equal(other, index)) refuse(st, "'" + name + "' is read at more than one index inside '" + at + "'");
+    Expr lin = idx(0);
+    size = 1;
+    std::map<std::string, Expr> rename;
+    for (const Stmt& l : span) {
+      if (l->extent->kind != ExprKind::Const) refuse(st, "loop '" + l->var + "' needs a constant extent");
+      size *= l->extent->ival;
+      lin = lin * l->extent + var(l->var);
+      rename[l->var] = var(local + "_" + l->var);
+    }
+    if (size * dtype_size(k.buffers[buf].dtype) > (int64_t(4) << 20)) refuse(st, "the copy would exceed 4 MiB");
+    Stmt copy = store(copy_buf, substitute(lin, rename), load(buf, valtype_of(k.buffers[buf].dtype), substitute(index, rename)));
+    for (auto it = span.rbegin(); it != span.rend(); ++it) {
+      check_new_name(k, st, local + "_" + (*it)->var);
+      copy = for_loop(local + "_" + (*it)->var, (*it)->extent, LoopKind::Serial, {copy});
+    }
+    Expr read = load(copy_buf, valtype_of(k.buffers[buf].dtype), lin);
+    std::vector<Stmt> body = {copy};
+    for (const Stmt& b : loop->body) body.push_back(replace_loads(b, buf, read));
+    return for_loop(loop->var, loop->extent, loop->loop, std::move(body));
+  });
+  BufferDecl b;
+  b.name = local;
+  b.dtype = k.buffers[buf].dtype;
+  b.scope = MemScope::Local;
+  b.size = size;
+  out.buffers.push_back(b);
+  return out;
+}
+
 Kernel set_kind(const Kernel& k, const Step& st, LoopKind kind) {
   const std::string& v = st.loops[0];
   bool top_level = false;
@@ -300,6 +392,10 @@ Schedule& Schedule::hoist(std::string reduction, std::string above) {
   steps.push_back({Prim::Hoist, {std::move(reduction), std::move(above)}});
   return *this;
 }
+Schedule& Schedule::cache_read(std::string buffer, std::string at, std::string local) {
+  steps.push_back({Prim::CacheRead, {std::move(buffer), std::move(at), std::move(local)}});
+  return *this;
+}
 Schedule& Schedule::unroll(std::string loop) {
   steps.push_back({Prim::Unroll, {std::move(loop)}});
   return *this;
@@ -334,13 +430,14 @@ uint64_t hash(const Schedule& s) {
 }
 
 Kernel apply(const Kernel& k, const Step& st) {
-  size_t want = st.prim == Prim::Split || st.prim == Prim::Fuse ? 3 : st.prim == Prim::Hoist ? 2 : st.prim == Prim::Reorder ? 0 : 1;
+  size_t want = st.prim == Prim::Split || st.prim == Prim::Fuse || st.prim == Prim::CacheRead ? 3 : st.prim == Prim::Hoist ? 2 : st.prim == Prim::Reorder ? 0 : 1;
   if (want && st.loops.size() != want) refuse(st, "takes " + std::to_string(want) + " loop names");
   switch (st.prim) {
     case Prim::Split: return split(k, st);
     case Prim::Reorder: return reorder(k, st);
     case Prim::Fuse: return fuse(k, st);
     case Prim::Hoist: return hoist(k, st);
+    case Prim::CacheRead: return cache_read(k, st);
     case Prim::Unroll: return set_kind(k, st, LoopKind::Unrolled);
     case Prim::Vectorize: return set_kind(k, st, LoopKind::Vectorized);
     case Prim::Parallel: return set_kind(k, st, LoopKind::Parallel);
@@ -377,7 +474,7 @@ Step parse_step(const std::string& line) {
   ss >> word;
   Step st;
   bool found = false;
-  for (Prim p : {Prim::Split, Prim::Reorder, Prim::Fuse, Prim::Hoist, Prim::Unroll, Prim::Vectorize, Prim::Parallel,
+  for (Prim p : {Prim::Split, Prim::Reorder, Prim::Fuse, Prim::Hoist, Prim::CacheRead, Prim::Unroll, Prim::Vectorize, Prim::Parallel,
                  Prim::Serial, Prim::Bind})
     if (word == prim_name(p)) {
       st.prim = p;
@@ -415,6 +512,13 @@ Step parse_step(const std::string& line) {
       expect(b == "above" && !c.empty() && !(rs >> d), "hoist REDUCTION above LOOP");
       st.loops = {a, c};
       break;
+    case Prim::CacheRead: {
+      std::string arrow, local, extra;
+      rs >> a >> b >> c >> arrow >> local;
+      expect(b == "at" && arrow == "->" && !local.empty() && !(rs >> extra), "cache_read BUFFER at LOOP -> LOCAL");
+      st.loops = {a, c, local};
+      break;
+    }
     case Prim::Bind:
       rs >> a >> b;
       expect(!b.empty() && !(rs >> d), "bind LOOP gpu_block|gpu_thread");

@@ -9,6 +9,8 @@
 //   fuse i0, i1 -> f               one loop over both
 //   hoist r2 above i0i             keep a tile of accumulators in registers: the
 //                                  reduction loop moves out of the tile's loops
+//   cache_read b at i1o -> pb      copy what the loop reads of b into a local
+//                                  buffer first (packing), and read that instead
 //   unroll i0i | vectorize i1i | parallel i0o | serial i0o
 //   bind i0o gpu_block | bind i0i gpu_thread
 #pragma once
@@ -23,12 +25,13 @@
 
 namespace kiln {
 
-enum class Prim : uint8_t { Split, Reorder, Fuse, Hoist, Unroll, Vectorize, Parallel, Serial, Bind };
+enum class Prim : uint8_t { Split, Reorder, Fuse, Hoist, CacheRead, Unroll, Vectorize, Parallel, Serial, Bind };
 
 struct Step {
   Prim prim = Prim::Split;
   std::vector<std::string> loops;  // Split: {loop, outer, inner}; Fuse: {outer, inner, fused};
-                                   // Hoist: {reduction, above}; others: the loops they act on
+                                   // Hoist: {reduction, above}; CacheRead: {buffer, loop, new buffer};
+                                   // others: the loops they act on
   int64_t factor = 0;              // Split
   LoopKind kind = LoopKind::Serial;  // Bind: GpuBlock or GpuThread
 
@@ -43,6 +46,7 @@ struct Schedule {
   Schedule& reorder(std::vector<std::string> loops);
   Schedule& fuse(std::string outer, std::string inner, std::string fused);
   Schedule& hoist(std::string reduction, std::string above);
+  Schedule& cache_read(std::string buffer, std::string at, std::string local);
   Schedule& unroll(std::string loop);
   Schedule& vectorize(std::string loop);
   Schedule& parallel(std::string loop);

@@ -9,7 +9,7 @@ namespace kiln {
 
 namespace {
 
-const char* kKnown = "add:N, chain:N, matmul:MxKxN, softmax:RxC, mlp:BATCH";
+const char* kKnown = "add:N, chain:N, matmul:MxKxN, gemv:MxK, softmax:RxC, mlp:BATCH";
 
 std::vector<int64_t> parse_dims(const std::string& spec, const std::string& text, size_t want) {
   std::vector<int64_t> dims;
@@ -89,6 +89,13 @@ Workload make_workload(const std::string& spec, DType dt, uint64_t seed) {
     g.outputs = {g.contract(a, b)};
     w.flops = 2.0 * d[0] * d[1] * d[2];
     w.bytes = es * (d[0] * d[1] + d[1] * d[2] + d[0] * d[2]);
+  } else if (kind == "gemv") {  // y = A x with A [M, K] row-major, as a decode step reads weights
+    auto d = parse_dims(spec, args, 2);
+    int a = g.input("a", dt, {d[0], d[1]});
+    int x = g.input("x", dt, {d[1], 1});
+    g.outputs = {g.contract(a, x)};
+    w.flops = 2.0 * d[0] * d[1];
+    w.bytes = es * (d[0] * d[1] + d[1] + d[0]);
   } else if (kind == "softmax") {
     auto d = parse_dims(spec, args, 2);
     int x = g.input("x", dt, {d[0], d[1]});

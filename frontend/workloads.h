@@ -18,7 +18,7 @@ struct Workload {
   double bytes = 0;  // bytes a run must read and write at least
 };
 
-// add:N, chain:N, matmul:MxKxN, softmax:RxC, mlp:BATCH. Throws kiln::Error
+// add:N, chain:N, matmul:MxKxN, gemv:MxK, softmax:RxC, mlp:BATCH. Throws kiln::Error
 // listing the known workloads for a bad spec.
 Workload make_workload(const std::string& spec, DType dtype = f32, uint64_t seed = 1);
 

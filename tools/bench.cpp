@@ -70,6 +70,22 @@ Peer sgemm_peer(const Workload& w, const HostTensor& kiln_out, const BenchOption
   p.max_rel_err = scale > 0 ? err / scale : err;
   return p;
 }
+
+Peer sgemv_peer(const Workload& w, const HostTensor& kiln_out, const BenchOptions& opt) {
+  const HostTensor &a = w.inputs.at("a"), &x = w.inputs.at("x");
+  int m = int(a.sizes[0]), k = int(a.sizes[1]);
+  std::vector<float> y(m);
+  Peer p{"openblas_sgemv", time_median([&] {
+           cblas_sgemv(CblasRowMajor, CblasNoTrans, m, k, 1.0f, a.ptr<float>(), k, x.ptr<float>(), 1, 0.0f, y.data(), 1);
+         }, opt)};
+  double err = 0, scale = 0;
+  for (int i = 0; i < m; ++i) {
+    err = std::max(err, double(std::fabs(kiln_out.ptr<float>()[i] - y[i])));
+    scale = std::max(scale, double(std::fabs(y[i])));
+  }
+  p.max_rel_err = scale > 0 ? err / scale : err;
+  return p;
+}
 #endif
 
 }  // namespace
@@ -83,11 +99,11 @@ std::string bench_workload(const std::string& spec, const BenchOptions& opt) {
 
   Peer peer;
   std::string kind = spec.substr(0, spec.find(':'));
-  if (kind == "matmul" && opt.dtype == f32) {
+  if ((kind == "matmul" || kind == "gemv") && opt.dtype == f32) {
 #ifdef KILN_HAVE_BLAS
-    peer = sgemm_peer(w, out, opt);
+    peer = kind == "matmul" ? sgemm_peer(w, out, opt) : sgemv_peer(w, out, opt);
 #endif
-  } else if (kind == "add" || kind == "chain") {
+  } else if (kind == "add" || kind == "chain" || kind == "softmax") {
     peer = memcpy_peer(w, opt);
   }
 
