@@ -69,6 +69,22 @@ TEST(Schedule, HoistKeepsATileOfAccumulators) {
   EXPECT_NE(t.find("serial for r2 in 8 {\n          serial for i0i in 4 {"), std::string::npos) << t;
 }
 
+TEST(Schedule, CacheReadPacksWhatALoopReads) {
+  Graph g;
+  g.outputs = {g.contract(g.input("a", f32, {4, 8}), g.input("b", f32, {8, 32}))};
+  Kernel kern = lower(g).kernels[0];
+  Schedule s;
+  s.split("i1", 16, "i1o", "i1i").cache_read("b", "i1o", "pb");
+  std::string t = print(apply(kern, s));
+  EXPECT_NE(t.find("buffer pb: f32 local[128]"), std::string::npos) << t;
+  // The copy follows the order of the loops around the read: i1i, then r2.
+  EXPECT_NE(t.find("pb[pb_i1i * 8 + pb_r2] = b[pb_r2 * 32 + (i1o * 16 + pb_i1i)]"), std::string::npos) << t;
+  EXPECT_NE(t.find("mul(a[i0 * 8 + r2], pb[i1i * 8 + r2])"), std::string::npos) << t;
+  EXPECT_THROW(apply(kern, Schedule().split("i1", 5, "i1o", "i1i").cache_read("b", "i1o", "pb")), Error)
+      << "a read under a tail guard must be refused";
+  EXPECT_THROW(apply(kern, Schedule().cache_read("nope", "i0", "pb")), Error);
+}
+
 TEST(Schedule, PrimitivesRefuseWithAReason) {
   Kernel ew = k(kElementwise);
   auto refused = [&](const Schedule& s, const std::string& reason) {
@@ -102,14 +118,15 @@ TEST(Schedule, VectorizingAReductionIsRefused) {
 TEST(Schedule, TextRoundTripsAndHashesStably) {
   Schedule s;
   s.split("i0", 8, "i0o", "i0i").reorder({"i0o", "i1", "i0i"}).fuse("a", "b", "c").hoist("r2", "i0i");
-  s.unroll("i0i").vectorize("i1i").parallel("i0o").serial("x").bind("blk", LoopKind::GpuBlock);
+  s.cache_read("b", "i1o", "pb").unroll("i0i").vectorize("i1i").parallel("i0o").serial("x");
+  s.bind("blk", LoopKind::GpuBlock);
   std::string text = print(s);
   EXPECT_EQ(parse_schedule(text), s);
   EXPECT_EQ(print(parse_schedule(text)), text);
   EXPECT_EQ(hash(parse_schedule(text)), hash(s));
   EXPECT_NE(hash(Schedule().unroll("a")), hash(Schedule().unroll("b")));
   for (const char* bad : {"split i0 by x -> a, b", "split i0 by 4 -> a", "teleport i0", "bind i0 gpu_warp",
-                          "hoist r2 i0", "fuse a, b", "unroll 3x"})
+                          "hoist r2 i0", "fuse a, b", "unroll 3x", "cache_read b i1o pb", "cache_read b at i1o ->"})
     EXPECT_THROW(parse_schedule(bad), Error) << bad;
 }
 
