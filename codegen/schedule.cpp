@@ -166,7 +166,8 @@ Kernel fuse(const Kernel& k, const Step& st) {
     std::map<std::string, Expr> at = {{a, var(f) / inner->extent}, {b, var(f) % inner->extent}};
     std::vector<Stmt> body;
     for (const Stmt& s : inner->body) body.push_back(substitute(s, at));
-    return for_loop(f, outer->extent * inner->extent, outer->loop, std::move(body));
+    bool special = outer->loop == LoopKind::Unrolled || outer->loop == LoopKind::Vectorized;
+    return for_loop(f, outer->extent * inner->extent, special ? LoopKind::Serial : outer->loop, std::move(body));
   });
 }
 
@@ -429,7 +430,24 @@ uint64_t hash(const Schedule& s) {
   return h;
 }
 
+// Unrolled loops multiply the code: nested ones are bounded together so that a
+// schedule cannot make a kernel that takes minutes to compile.
+int64_t unrolled_copies(const Stmt& s) {
+  int64_t inner = 1;
+  for (const Stmt& b : s->body) inner = std::max(inner, unrolled_copies(b));
+  bool copies = s->kind == StmtKind::For && s->loop == LoopKind::Unrolled;
+  return copies && is_const(s->extent) ? inner * s->extent->ival : inner;
+}
+
+Kernel apply_step(const Kernel& k, const Step& st);
+
 Kernel apply(const Kernel& k, const Step& st) {
+  Kernel out = apply_step(k, st);
+  if (unrolled_copies(out.body) > 256) refuse(st, "nested unrolled loops would copy the body over 256 times");
+  return out;
+}
+
+Kernel apply_step(const Kernel& k, const Step& st) {
   size_t want = st.prim == Prim::Split || st.prim == Prim::Fuse || st.prim == Prim::CacheRead ? 3 : st.prim == Prim::Hoist ? 2 : st.prim == Prim::Reorder ? 0 : 1;
   if (want && st.loops.size() != want) refuse(st, "takes " + std::to_string(want) + " loop names");
   switch (st.prim) {

@@ -168,7 +168,10 @@ Schedule random_schedule(const Kernel& kern, std::mt19937& rng) {
         if (l->body.size() != 1 || l->body[0]->kind != StmtKind::For) continue;
         step = Schedule().fuse(l->var, l->body[0]->var, a).steps[0];
         break;
-      case 3: step = Schedule().unroll(l->var).steps[0]; break;
+      case 3:  // small unrolls keep the test's compile time short
+        if (l->extent->kind != ExprKind::Const || l->extent->ival > 8) continue;
+        step = Schedule().unroll(l->var).steps[0];
+        break;
       default: step = Schedule().vectorize(l->var).steps[0];
     }
     try {
@@ -196,7 +199,7 @@ TEST(Schedule, RandomLegalSchedulesNeverChangeResults) {
     auto inputs = testing::inputs_for(graph, {}, 5);
     std::vector<HostTensor> want = interpret(graph, inputs);
     Program p = lower(graph);
-    for (int trial = 0; trial < 8; ++trial) {
+    for (int trial = 0; trial < 5; ++trial) {
       std::vector<Schedule> schedules;
       for (const Kernel& kern : p.kernels) schedules.push_back(random_schedule(kern, rng));
       SCOPED_TRACE(print(schedules[0]));
@@ -207,7 +210,7 @@ TEST(Schedule, RandomLegalSchedulesNeverChangeResults) {
       ++tried;
     }
   }
-  EXPECT_EQ(tried, 40);
+  EXPECT_EQ(tried, 25);
 }
 
 }  // namespace

@@ -197,35 +197,44 @@ __device__ __forceinline__ int kiln_mod(int a, int b) { return b == 0 || b == -1
 __device__ __forceinline__ long long kiln_mod(long long a, long long b) { return b == 0 || b == -1 ? 0 : a % b; }
 )";
 
+// cvt.rzi truncates and saturates; for NaN the H100 gives 0 in 32 bits but
+// INT64_MIN in 64, so NaN is handled here.
+const char* kCastHelpers = R"(// Float -> integer truncates toward zero and saturates; NaN gives 0.
+__device__ __forceinline__ int kiln_f32_to_i32(float f) { return f != f ? 0 : __float2int_rz(f); }
+__device__ __forceinline__ long long kiln_f32_to_i64(float f) { return f != f ? 0 : __float2ll_rz(f); }
+)";
+
 // --- The emitter ---
 
-// A printed expression, and whether it needs parentheses as an operand
-// (infix, ternary or a leading minus).
+// C++ precedence, tightest first. An operand is parenthesized when it binds
+// more loosely than its place allows.
+enum Prec { kPrimary, kUnary, kMul, kAdd, kCompare, kLogical, kTernary };
+
 struct CExpr {
   std::string text;
-  bool compound = false;
+  Prec prec = kPrimary;
 };
 
-CExpr atom(std::string s) { return {std::move(s), false}; }
-CExpr compound(std::string s) { return {std::move(s), true}; }
+CExpr primary(std::string s) { return {std::move(s), kPrimary}; }
+CExpr unary_op(std::string s) { return {std::move(s), kUnary}; }
 
 CExpr float_literal(float f) {
-  if (std::isnan(f)) return atom("__uint_as_float(0x7fc00000u)");
-  if (std::isinf(f)) return atom(f > 0 ? "__uint_as_float(0x7f800000u)" : "__uint_as_float(0xff800000u)");
+  if (std::isnan(f)) return primary("__uint_as_float(0x7fc00000u)");
+  if (std::isinf(f)) return primary(f > 0 ? "__uint_as_float(0x7f800000u)" : "__uint_as_float(0xff800000u)");
   char buf[32];
   auto end = std::to_chars(buf, buf + sizeof buf, std::fabs(f)).ptr;  // shortest text that reads back as f
   std::string s(buf, end);
   if (s.find_first_of(".e") == std::string::npos) s += ".0";
   s += "f";
-  return std::signbit(f) ? compound("-" + s) : atom(s);
+  return std::signbit(f) ? unary_op("-" + s) : primary(s);
 }
 
 CExpr int_literal(int64_t v, ValType t) {
   const char* suffix = t == ValType::i64 ? "LL" : "";
   int64_t lowest = t == ValType::i64 ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int32_t>::min();
-  if (v == lowest) return compound("-" + std::to_string(-(v + 1)) + suffix + " - 1");  // no literal for it
+  if (v == lowest) return {"-" + std::to_string(-(v + 1)) + suffix + " - 1", kAdd};  // no literal for it
   std::string s = std::to_string(v) + suffix;
-  return v < 0 ? compound(s) : atom(s);
+  return v < 0 ? unary_op(s) : primary(s);
 }
 
 class Emitter {
@@ -233,16 +242,16 @@ class Emitter {
   explicit Emitter(const Kernel& k) : k_(k), nest_(find_nest(k)) {}
 
   std::string emit(const std::string& entry) {
-    indent_ = 1;
     declare_scratch();
     bind_loops(nest_.blocks, "blockIdx");
     bind_loops(nest_.threads, "threadIdx");
     emit_stmts(*nest_.body);
 
     std::string text = header();
-    if (use_f16_) text += kF16Helpers;
-    if (use_bf16_) text += kBF16Helpers;
-    if (use_div_) text += kDivHelpers;
+    if (use_f16_) text += "\n" + std::string(kF16Helpers);
+    if (use_bf16_) text += "\n" + std::string(kBF16Helpers);
+    if (use_div_) text += "\n" + std::string(kDivHelpers);
+    if (use_cast_) text += "\n" + std::string(kCastHelpers);
     text += "\nextern \"C\" __global__ void " + entry + "(" + arguments() + ") {\n";
     return text + body_ + "}\n";
   }
@@ -404,8 +413,8 @@ class Emitter {
       case f32: case i32: return full(v);
       case f16: use_f16_ = true; return "kiln_f32_to_f16(" + full(v) + ")";
       case bf16: use_bf16_ = true; return "kiln_f32_to_bf16(" + full(v) + ")";
-      case i8: return "(signed char)" + operand(v);
-      case u8: case boolean: return "(unsigned char)" + operand(v);
+      case i8: return "(signed char)" + operand(v, kPrimary);
+      case u8: case boolean: return "(unsigned char)" + operand(v, kPrimary);
     }
     fail(k_, "unknown dtype");
   }
@@ -414,29 +423,34 @@ class Emitter {
 
   std::string full(const Expr& e) { return expr(e).text; }
 
-  std::string operand(const Expr& e) {
+  std::string operand(const Expr& e, Prec loosest) {
     CExpr c = expr(e);
-    return c.compound ? "(" + c.text + ")" : c.text;
+    return c.prec > loosest ? "(" + c.text + ")" : c.text;
   }
 
   std::string call(const char* fn, const Expr& a) { return std::string(fn) + "(" + full(a) + ")"; }
   std::string call(const char* fn, const Expr& a, const Expr& b) {
     return std::string(fn) + "(" + full(a) + ", " + full(b) + ")";
   }
-  CExpr infix(const Expr& a, const char* op, const Expr& b) {
-    return compound(operand(a) + " " + op + " " + operand(b));
+  // Arithmetic is left-associative; comparisons and logic parenthesize
+  // operands of their own kind, for the reader.
+  CExpr infix(const Expr& a, const char* op, const Expr& b, Prec prec) {
+    Prec left = prec == kCompare || prec == kLogical ? Prec(prec - 1) : prec;
+    return {operand(a, left) + " " + op + " " + operand(b, Prec(prec - 1)), prec};
   }
 
   CExpr expr(const Expr& e) {
     if (!e) fail(k_, "missing expression");
     switch (e->kind) {
       case ExprKind::Const: return constant(*e);
-      case ExprKind::Var: return atom(var_name(e->name));
+      case ExprKind::Var: return primary(var_name(e->name));
       case ExprKind::Load: return emit_load(*e);
       case ExprKind::Unary: return emit_unary(*e);
       case ExprKind::Binary: return emit_binary(*e);
       case ExprKind::Select:
-        return compound(operand(e->args[0]) + " ? " + operand(e->args[1]) + " : " + operand(e->args[2]));
+        return {operand(e->args[0], kCompare) + " ? " + operand(e->args[1], kCompare) + " : " +
+                    operand(e->args[2], kCompare),
+                kTernary};
       case ExprKind::Cast: return emit_cast(*e);
       case ExprKind::Round: return emit_round(e->round_to, e->args[0]);
     }
@@ -446,7 +460,7 @@ class Emitter {
   CExpr constant(const ExprNode& e) {
     switch (e.type) {
       case ValType::f32: return float_literal(static_cast<float>(e.fval));
-      case ValType::b1: return atom(e.ival ? "true" : "false");
+      case ValType::b1: return primary(e.ival ? "true" : "false");
       default: return int_literal(e.ival, e.type);
     }
   }
@@ -459,11 +473,11 @@ class Emitter {
                    " buffer '" + buf.name + "'");
     std::string ref = buffer_name(e.buffer) + "[" + full(e.args[0]) + "]";
     switch (buf.dtype) {
-      case f32: case i32: return atom(ref);
-      case f16: use_f16_ = true; return atom("kiln_f16_to_f32(" + ref + ")");
-      case bf16: use_bf16_ = true; return atom("kiln_bf16_to_f32(" + ref + ")");
-      case i8: case u8: return atom("(int)" + ref);
-      case boolean: return compound(ref + " != 0");
+      case f32: case i32: return primary(ref);
+      case f16: use_f16_ = true; return primary("kiln_f16_to_f32(" + ref + ")");
+      case bf16: use_bf16_ = true; return primary("kiln_bf16_to_f32(" + ref + ")");
+      case i8: case u8: return unary_op("(int)" + ref);
+      case boolean: return {ref + " != 0", kCompare};
     }
     fail(k_, "unknown dtype");
   }
@@ -476,14 +490,14 @@ class Emitter {
     switch (e.unop) {
       case UnOp::Neg:
         if (e.type == ValType::b1) return expr(a);  // -x == x in one bit
-        if (e.type == ValType::i32) return atom("(int)(0u - (unsigned)" + operand(a) + ")");
-        return compound("-" + operand(a));
-      case UnOp::Exp2: return atom(call("exp2f", a));
-      case UnOp::Log2: return atom(call("log2f", a));
-      case UnOp::Sqrt: return atom(call("sqrtf", a));
-      case UnOp::Sin: return atom(call("sinf", a));
-      case UnOp::Recip: return compound("1.0f / " + operand(a));
-      case UnOp::Not: return atom("!" + operand(a));
+        if (e.type == ValType::i32) return unary_op("(int)(0u - (unsigned)" + operand(a, kPrimary) + ")");
+        return unary_op("-" + operand(a, kPrimary));
+      case UnOp::Exp2: return primary(call("exp2f", a));
+      case UnOp::Log2: return primary(call("log2f", a));
+      case UnOp::Sqrt: return primary(call("sqrtf", a));
+      case UnOp::Sin: return primary(call("sinf", a));
+      case UnOp::Recip: return {"1.0f / " + operand(a, kUnary), kMul};
+      case UnOp::Not: return unary_op("!" + operand(a, kPrimary));
     }
     fail(k_, "unknown unary op");
   }
@@ -499,14 +513,14 @@ class Emitter {
   CExpr emit_float_binary(const ExprNode& e) {
     const Expr &a = e.args[0], &b = e.args[1];
     switch (e.binop) {
-      case BinOp::Add: return infix(a, "+", b);
-      case BinOp::Sub: return infix(a, "-", b);
-      case BinOp::Mul: return infix(a, "*", b);
-      case BinOp::Div: return infix(a, "/", b);
-      case BinOp::Max: return atom(call("fmaxf", a, b));
-      case BinOp::Min: return atom(call("fminf", a, b));
-      case BinOp::CmpLt: return infix(a, "<", b);
-      case BinOp::CmpEq: return infix(a, "==", b);
+      case BinOp::Add: return infix(a, "+", b, kAdd);
+      case BinOp::Sub: return infix(a, "-", b, kAdd);
+      case BinOp::Mul: return infix(a, "*", b, kMul);
+      case BinOp::Div: return infix(a, "/", b, kMul);
+      case BinOp::Max: return primary(call("fmaxf", a, b));
+      case BinOp::Min: return primary(call("fminf", a, b));
+      case BinOp::CmpLt: return infix(a, "<", b, kCompare);
+      case BinOp::CmpEq: return infix(a, "==", b, kCompare);
       default: fail(k_, std::string(binop_name(e.binop)) + " does not take f32");
     }
   }
@@ -514,25 +528,25 @@ class Emitter {
   CExpr emit_int_binary(const ExprNode& e) {
     const Expr &a = e.args[0], &b = e.args[1];
     bool i32 = e.args[0]->type == ValType::i32;
-    auto wrapping = [&](const char* op) {
-      if (!i32) return infix(a, op, b);
-      return atom("(int)((unsigned)" + operand(a) + " " + op + " (unsigned)" + operand(b) + ")");
+    auto wrapping = [&](const char* op, Prec prec) {
+      if (!i32) return infix(a, op, b, prec);
+      return unary_op("(int)((unsigned)" + operand(a, kPrimary) + " " + op + " (unsigned)" + operand(b, kPrimary) + ")");
     };
     switch (e.binop) {
-      case BinOp::Add: return wrapping("+");
-      case BinOp::Sub: return wrapping("-");
-      case BinOp::Mul: return wrapping("*");
+      case BinOp::Add: return wrapping("+", kAdd);
+      case BinOp::Sub: return wrapping("-", kAdd);
+      case BinOp::Mul: return wrapping("*", kMul);
       case BinOp::Div: case BinOp::Mod: {
         bool div = e.binop == BinOp::Div;
         bool plain = b->kind == ExprKind::Const && b->ival != 0 && b->ival != -1;  // C's operator is exact then
-        if (plain) return infix(a, div ? "/" : "%", b);
+        if (plain) return infix(a, div ? "/" : "%", b, kMul);
         use_div_ = true;
-        return atom(call(div ? "kiln_div" : "kiln_mod", a, b));
+        return primary(call(div ? "kiln_div" : "kiln_mod", a, b));
       }
-      case BinOp::Max: return atom(call("max", a, b));
-      case BinOp::Min: return atom(call("min", a, b));
-      case BinOp::CmpLt: return infix(a, "<", b);
-      case BinOp::CmpEq: return infix(a, "==", b);
+      case BinOp::Max: return primary(call("max", a, b));
+      case BinOp::Min: return primary(call("min", a, b));
+      case BinOp::CmpLt: return infix(a, "<", b, kCompare);
+      case BinOp::CmpEq: return infix(a, "==", b, kCompare);
       default: fail(k_, std::string(binop_name(e.binop)) + " does not take integers");
     }
   }
@@ -541,34 +555,36 @@ class Emitter {
   CExpr emit_bool_binary(const ExprNode& e) {
     const Expr &a = e.args[0], &b = e.args[1];
     switch (e.binop) {
-      case BinOp::CmpEq: return infix(a, "==", b);
-      case BinOp::CmpLt: return infix(a, "<", b);
-      case BinOp::Max: case BinOp::Or: return infix(a, "||", b);
-      case BinOp::Min: case BinOp::And: return infix(a, "&&", b);
+      case BinOp::CmpEq: return infix(a, "==", b, kCompare);
+      case BinOp::CmpLt: return infix(a, "<", b, kCompare);
+      case BinOp::Max: case BinOp::Or: return infix(a, "||", b, kLogical);
+      case BinOp::Min: case BinOp::And: return infix(a, "&&", b, kLogical);
       default: fail(k_, std::string(binop_name(e.binop)) + " does not take bool");
     }
   }
 
-  // Float -> integer goes through cvt.rzi, which PTX defines to saturate and
-  // to turn NaN into 0: the semantics of fptosi.sat on the CPU.
+  // Float -> integer saturates with NaN -> 0, as fptosi.sat on the CPU.
   CExpr emit_cast(const ExprNode& e) {
     const Expr& a = e.args[0];
     ValType from = a->type, to = e.type;
     const char* c_type = to == ValType::i64 ? "(long long)" : to == ValType::i32 ? "(int)" : "(float)";
     if (from == to) return expr(a);
-    if (to == ValType::b1) return compound(operand(a) + (from == ValType::f32 ? " != 0.0f" : " != 0"));
-    if (from == ValType::f32) return atom(call(to == ValType::i64 ? "__float2ll_rz" : "__float2int_rz", a));
-    if (from == ValType::b1 && to == ValType::f32) return compound(operand(a) + " ? 1.0f : 0.0f");
-    return atom(c_type + operand(a));
+    if (to == ValType::b1) return {operand(a, kAdd) + (from == ValType::f32 ? " != 0.0f" : " != 0"), kCompare};
+    if (from == ValType::f32) {
+      use_cast_ = true;
+      return primary(call(to == ValType::i64 ? "kiln_f32_to_i64" : "kiln_f32_to_i32", a));
+    }
+    if (from == ValType::b1 && to == ValType::f32) return {operand(a, kCompare) + " ? 1.0f : 0.0f", kTernary};
+    return unary_op(c_type + operand(a, kPrimary));
   }
 
   // The nearest value of `to`, kept in the compute type.
   CExpr emit_round(DType to, const Expr& a) {
     switch (to) {
-      case f16: use_f16_ = true; return atom(call("kiln_round_f16", a));
-      case bf16: use_bf16_ = true; return atom(call("kiln_round_bf16", a));
-      case i8: return atom("(int)(signed char)" + operand(a));
-      case u8: return atom("(int)(unsigned char)" + operand(a));
+      case f16: use_f16_ = true; return primary(call("kiln_round_f16", a));
+      case bf16: use_bf16_ = true; return primary(call("kiln_round_bf16", a));
+      case i8: return unary_op("(int)(signed char)" + operand(a, kPrimary));
+      case u8: return unary_op("(int)(unsigned char)" + operand(a, kPrimary));
       case f32: case i32: case boolean: return expr(a);
     }
     fail(k_, "unknown dtype");
@@ -580,7 +596,7 @@ class Emitter {
   int indent_ = 1;
   std::vector<std::pair<std::string, std::string>> scope_;  // loop variables in scope: IR name, C name
   int fresh_ = 0;
-  bool use_f16_ = false, use_bf16_ = false, use_div_ = false;
+  bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false;
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "codegen/emit/glsl/emit_glsl.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -85,8 +86,8 @@ bool launch_computable(const Expr& e, const std::vector<std::string>& params) {
   }
 }
 
-GpuGrid grid_of(const Kernel& k, const Nest& n) {
-  GpuGrid g;
+WorkgroupGrid grid_of(const Kernel& k, const Nest& n) {
+  WorkgroupGrid g;
   g.groups = {idx(1), idx(1), idx(1)};
   // The innermost loop of each group is axis x.
   for (size_t i = 0; i < n.blocks.size(); ++i) {
@@ -134,6 +135,8 @@ class Names {
     return name;
   }
 
+  void reserve(const std::string& name) { taken_.insert(name); }
+
   // The same IR name always maps to the same identifier (nested loops may
   // reuse a name and shadow it, as in the IR).
   const std::string& of(const std::string& ir) {
@@ -145,9 +148,12 @@ class Names {
  private:
   static std::string safe(const std::string& want) {
     std::string s;
-    for (char c : want)
+    for (char c : want) {
+      if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
       if (c != '_' || s.empty() || s.back() != '_') s += c;  // "__" is reserved
-    return s.empty() || glsl_reserved(s) ? "v_" + s : s;
+    }
+    bool digit = !s.empty() && std::isdigit(static_cast<unsigned char>(s[0]));
+    return s.empty() || digit || glsl_reserved(s) ? "v_" + s : s;
   }
 
   std::set<std::string> taken_;
@@ -202,6 +208,7 @@ Code int_literal(ValType t, int64_t v) {
 // How a buffer lives in the shader.
 struct BufferInfo {
   std::string array;            // the storage block instance or the array
+  std::string block;            // the storage block's name
   std::string load, store;      // accessor functions
   int binding = -1;             // global buffers
   bool loaded = false, stored = false;
@@ -226,11 +233,16 @@ class Emitter {
   void name_everything() {
     for (const std::string& p : k_.params) names_.of(p);
     collect_loop_vars(k_.body);
+    // The accessors' own names; the buffers they reach must not shadow them.
+    for (const char* local : {"i", "v", "shift"}) names_.reserve(local);
     buffers_.resize(k_.buffers.size());
     int binding = 0;
     for (size_t i = 0; i < k_.buffers.size(); ++i) {
       const BufferDecl& b = k_.buffers[i];
-      if (b.scope == MemScope::Global) buffers_[i].binding = binding++;
+      if (b.scope == MemScope::Global) {
+        buffers_[i].binding = binding++;
+        buffers_[i].block = names_.unique("Buf" + std::to_string(buffers_[i].binding));
+      }
       buffers_[i].array = names_.unique(b.name);
       buffers_[i].load = names_.unique("load_" + b.name);
       buffers_[i].store = names_.unique("store_" + b.name);
@@ -260,6 +272,11 @@ class Emitter {
     if (opt_.storage16 && small_storage(2)) s += "#extension GL_EXT_shader_16bit_storage : require\n";
     if (opt_.storage8 && small_storage(1)) s += "#extension GL_EXT_shader_8bit_storage : require\n";
     if (unrolled_) s += "#extension GL_EXT_control_flow_attributes : require\n";
+    if (opt_.denorm_preserve) {
+      s += "#extension GL_EXT_spirv_intrinsics : require\n";
+      s += "// f32 subnormals are kept: execution mode DenormPreserve (4459) for 32 bits.\n";
+      s += "spirv_execution_mode(extensions = [\"SPV_KHR_float_controls\"], capabilities = [4464], 4459, 32);\n";
+    }
     s += "\n// kiln kernel '" + one_line(k_.name) + "': workgroups (x, y, z) = (";
     for (int i = 0; i < 3; ++i) s += (i ? ", " : "") + print(grid_.groups[i], k_);
     s += ") of " + std::to_string(grid_.threads[0]) + " x " + std::to_string(grid_.threads[1]) + " x " +
@@ -303,7 +320,7 @@ class Emitter {
       } else {
         std::string binding = std::to_string(info.binding);
         s += "layout(std430, binding = " + binding + ") restrict " + (info.stored ? "" : "readonly ") +
-             "buffer Buf" + binding + " { " + element_type(b.dtype) + " data[]; } " + info.array + ";  // " +
+             "buffer " + info.block + " { " + element_type(b.dtype) + " data[]; } " + info.array + ";  // " +
              what + (b.output ? " output" : "") + "\n";
       }
     }
@@ -371,7 +388,7 @@ class Emitter {
 
   std::string store_text(const BufferDecl& b, const BufferInfo& info) {
     if (b.scope != MemScope::Global) {
-      Code v = round_code(b.dtype, {"v", kPrimary}, valtype_of(b.dtype));
+      Code v = round_code(b.dtype, {"v", kPrimary});
       return " " + info.array + "[uint(i)] = " + v.text + "; ";
     }
     std::string data = info.array + ".data";
@@ -535,7 +552,7 @@ class Emitter {
                 kTernary};
       }
       case ExprKind::Cast: return cast_code(e.type, arg(e, 0)->type, expr(arg(e, 0)));
-      case ExprKind::Round: return round_code(e.round_to, expr(arg(e, 0)), e.type);
+      case ExprKind::Round: return round_code(e.round_to, expr(arg(e, 0)));
     }
     fail(k_, "unknown expression kind");
   }
@@ -566,19 +583,19 @@ class Emitter {
   Code unary_code(const ExprNode& e) {
     Code a = expr(arg(e, 0));
     ValType t = e.args[0]->type;
-    auto math = [&](const char* f) {
+    auto math = [&](GlslHelper h, const char* f) {
       if (t != ValType::f32) fail(k_, std::string(unop_name(e.unop)) + " takes f32");
-      use(GlslHelper::Math);
+      use(h);
       return call(f, {a});
     };
     switch (e.unop) {
       case UnOp::Neg:
         if (t == ValType::b1) fail(k_, "neg does not take bool");
         return {"-" + right_operand(a, kUnary), kUnary};  // "-(-x)", never "--x"
-      case UnOp::Exp2: return math("kiln_exp2");
-      case UnOp::Log2: return math("kiln_log2");
-      case UnOp::Sqrt: return math("kiln_sqrt");
-      case UnOp::Sin: return math("kiln_sin");
+      case UnOp::Exp2: return math(GlslHelper::Exp2, "kiln_exp2");
+      case UnOp::Log2: return math(GlslHelper::Log2, "kiln_log2");
+      case UnOp::Sqrt: return math(GlslHelper::Sqrt, "kiln_sqrt");
+      case UnOp::Sin: return math(GlslHelper::Sin, "kiln_sin");
       case UnOp::Recip:
         if (t != ValType::f32) fail(k_, "recip takes f32");
         return infix({"1.0", kPrimary}, "/", a, kMul);
@@ -642,6 +659,10 @@ class Emitter {
   Code cast_code(ValType to, ValType from, const Code& a) {
     auto is_int = [](ValType t) { return t == ValType::i32 || t == ValType::i64; };
     if (from == to) return a;
+    if (from == ValType::i32 && to == ValType::i64) {
+      use(GlslHelper::ToI64);
+      return call("kiln_to_i64", {a});
+    }
     if (is_int(from) && (is_int(to) || to == ValType::f32)) return call(glsl_type(to), {a});
     if (from == ValType::f32 && is_int(to)) {
       use(GlslHelper::ToInt);
@@ -659,9 +680,8 @@ class Emitter {
     return infix(a, "!=", {from == ValType::i64 ? "0l" : "0", kPrimary}, kEq);
   }
 
-  // The nearest value of `to`, kept in the compute type `type`.
-  Code round_code(DType to, const Code& v, ValType type) {
-    bool wide = type == ValType::i64;
+  // The nearest value of `to`, kept in the compute type (f32 or i32).
+  Code round_code(DType to, const Code& v) {
     switch (to) {
       case f16:
         use(GlslHelper::F16Bits);
@@ -670,11 +690,8 @@ class Emitter {
       case bf16:
         use(GlslHelper::Bf16Bits);
         return {"uintBitsToFloat(kiln_bf16_bits(" + v.text + ") << 16)", kPrimary};
-      case i8: {
-        Code shifted = infix(v, "<<", {wide ? "56" : "24", kPrimary}, kShift);
-        return infix(shifted, ">>", {wide ? "56" : "24", kPrimary}, kShift);
-      }
-      case u8: return infix(v, "&", {wide ? "0xffl" : "0xff", kPrimary}, kBitAnd);
+      case i8: return infix(infix(v, "<<", {"24", kPrimary}, kShift), ">>", {"24", kPrimary}, kShift);
+      case u8: return infix(v, "&", {"0xff", kPrimary}, kBitAnd);
       case f32: case i32: case boolean: return v;
     }
     fail(k_, "unknown dtype");
@@ -683,7 +700,7 @@ class Emitter {
   const Kernel& k_;
   GlslOptions opt_;
   Nest nest_;
-  GpuGrid grid_;
+  WorkgroupGrid grid_;
   Names names_;
   std::vector<BufferInfo> buffers_;
   std::set<GlslHelper> used_helpers_;
@@ -698,7 +715,7 @@ class Emitter {
 
 }  // namespace
 
-GpuGrid gpu_grid(const Kernel& k) { return grid_of(k, find_nest(k)); }
+WorkgroupGrid workgroup_grid(const Kernel& k) { return grid_of(k, find_nest(k)); }
 
 std::string emit_glsl(const Kernel& k, const GlslOptions& options) { return Emitter(k, options).emit(); }
 

@@ -23,10 +23,13 @@ namespace kiln {
 struct GlslOptions {
   bool storage8 = true;   // GL_EXT_shader_8bit_storage
   bool storage16 = true;  // GL_EXT_shader_16bit_storage
+  // Keep f32 subnormals, as the CPU and the interpreter do (Vulkan lets a
+  // driver flush them, and NVIDIA's does): SPV_KHR_float_controls.
+  bool denorm_preserve = false;
 };
 
 // How a kernel's bound loops map onto a dispatch.
-struct GpuGrid {
+struct WorkgroupGrid {
   std::array<Expr, 3> groups;                // workgroup counts x, y, z: i64 expressions of the params
   std::array<int64_t, 3> threads{1, 1, 1};  // the workgroup size, fixed in the shader
 };
@@ -34,7 +37,7 @@ struct GpuGrid {
 // Throws kiln::Error ("... not scheduled for the GPU ...") for a parallel loop
 // or bound loops not in the shape above, and for a gpu_thread loop whose extent
 // is not a positive constant.
-GpuGrid gpu_grid(const Kernel& k);
+WorkgroupGrid workgroup_grid(const Kernel& k);
 
 // Throws kiln::Error for a kernel not scheduled for the GPU or malformed IR.
 std::string emit_glsl(const Kernel& k, const GlslOptions& options = {});

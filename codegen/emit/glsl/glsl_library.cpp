@@ -24,8 +24,8 @@ uint kiln_f16_bits(float f) {
     if (e < 102u) return sign;
     uint m = (a & 0x7fffffu) | 0x800000u;
     uint s = 126u - e;
-    uint q = m >> s, rest = m & ((1u << s) - 1u), half = 1u << (s - 1u);
-    return sign | (q + uint(rest > half || (rest == half && (q & 1u) != 0u)));
+    uint q = m >> s, rest = m & ((1u << s) - 1u), halfway = 1u << (s - 1u);
+    return sign | (q + uint(rest > halfway || (rest == halfway && (q & 1u) != 0u)));
   }
   return sign | ((a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13);
 }
@@ -55,21 +55,33 @@ float kiln_min(float a, float b) { return kiln_isnan(a) ? b : kiln_isnan(b) ? a 
       return R"(bool kiln_lt(float a, float b) { return !kiln_isnan(a) && !kiln_isnan(b) && a < b; }
 bool kiln_eq(float a, float b) { return !kiln_isnan(a) && !kiln_isnan(b) && a == b; }
 )";
-    case GlslHelper::Math:
+    case GlslHelper::Exp2:
       return R"(float kiln_exp2(float x) { return kiln_isnan(x) ? x : exp2(x); }
-float kiln_log2(float x) {
+)";
+    case GlslHelper::Log2:
+      return R"(float kiln_log2(float x) {
   uint b = floatBitsToUint(x);
   if ((b & 0x7fffffffu) == 0u) return uintBitsToFloat(0xff800000u);  // -inf
   if (b >= 0x7f800000u) return b == 0x7f800000u ? x : uintBitsToFloat(0x7fc00000u);  // inf; NaN or x < 0
   return log2(x);
 }
-float kiln_sqrt(float x) {
+)";
+    case GlslHelper::Sqrt:
+      return R"(float kiln_sqrt(float x) {
   uint b = floatBitsToUint(x);
   if (b > 0x80000000u) return uintBitsToFloat(0x7fc00000u);  // x < 0 or a negative NaN
   return b >= 0x7f800000u ? x : sqrt(x);
 }
+)";
+    case GlslHelper::Sin:
+      return R"(// sin with x reduced to [-pi, pi] first, where GPUs' sin is accurate (Cody-Waite:
+// 2 pi in three parts, the first two short enough that k * part is exact for
+// |x| < 25735). precise keeps the steps in this order.
 float kiln_sin(float x) {
-  return (floatBitsToUint(x) & 0x7fffffffu) >= 0x7f800000u ? uintBitsToFloat(0x7fc00000u) : sin(x);
+  if ((floatBitsToUint(x) & 0x7fffffffu) >= 0x7f800000u) return uintBitsToFloat(0x7fc00000u);
+  precise float k = roundEven(x * 0.159154937);
+  precise float r = ((x - k * 6.28125) - k * 0.00193548202514648438) + k * 1.74845553e-07;
+  return sin(r);
 }
 )";
     case GlslHelper::ToBool:
@@ -89,6 +101,10 @@ int64_t kiln_to_i64(float x) {
   if (a >= 0x5f000000u) return x < 0.0 ? -9223372036854775807l - 1l : 9223372036854775807l;  // |x| >= 2^63
   return int64_t(x);
 }
+)";
+    case GlslHelper::ToI64:
+      return R"(// From its halves: Mesa 22.3's lavapipe miscompiles int64_t(x) < constant.
+int64_t kiln_to_i64(int x) { return packInt2x32(ivec2(x, x >> 31)); }
 )";
     case GlslHelper::DivMod:
       return R"(// Division truncates toward zero; a zero divisor gives 0 and INT_MIN / -1 wraps.
@@ -116,15 +132,16 @@ int64_t kiln_mod(int64_t a, int64_t b) {
 
 std::vector<GlslHelper> glsl_helper_deps(GlslHelper h) {
   switch (h) {
-    case GlslHelper::Max: case GlslHelper::Compare: case GlslHelper::Math: return {GlslHelper::IsNan};
+    case GlslHelper::Max: case GlslHelper::Compare: case GlslHelper::Exp2: return {GlslHelper::IsNan};
     default: return {};
   }
 }
 
 namespace {
 
-// GLSL 4.60 keywords and reserved words, and the type names that the
-// extensions a shader enables make keywords.
+// GLSL 4.60 keywords and reserved words, the type names that the extensions a
+// shader enables make keywords, and the names the generated code declares or
+// calls (a buffer named `sin` would hide the built-in).
 const char* const kReserved = R"(
   attribute const uniform varying buffer shared coherent volatile restrict readonly writeonly atomic_uint
   layout centroid flat smooth noperspective patch sample break continue do for while switch case default
@@ -133,7 +150,8 @@ const char* const kReserved = R"(
   resource goto inline noinline public static extern external interface long short half fixed unsigned
   superp input output filter sizeof cast namespace using demote terminateInvocation
   float16_t float32_t float64_t int8_t int16_t int32_t int64_t uint8_t uint16_t uint32_t uint64_t uint
-  main pc max min uintBitsToFloat
+  main pc Params max min uintBitsToFloat floatBitsToUint packInt2x32 roundEven exp2 log2 sqrt sin
+  atomicAnd atomicOr
 )";
 
 bool is_builtin_type(std::string_view w) {

@@ -21,9 +21,13 @@ enum class GlslHelper {
   Bf16Bits,  // uint kiln_bf16_bits(float): f32_to_bf16_bits of ir/dtype.cpp
   Max,       // float kiln_max/kiln_min(float, float): the non-NaN operand wins
   Compare,   // bool kiln_lt/kiln_eq(float, float): false for NaN
-  Math,      // kiln_exp2, kiln_log2, kiln_sqrt, kiln_sin with IEEE results at the edges
+  Exp2,      // float kiln_exp2(float), and the three below: IEEE results at the edges
+  Log2,      // float kiln_log2(float)
+  Sqrt,      // float kiln_sqrt(float)
+  Sin,       // float kiln_sin(float), its argument reduced to [-pi, pi] first
   ToBool,    // bool kiln_to_bool(float): x != 0, true for NaN
   ToInt,     // int kiln_to_i32(float), int64_t kiln_to_i64(float): saturating, NaN -> 0
+  ToI64,     // int64_t kiln_to_i64(int): sign-extends
   DivMod,    // kiln_div/kiln_mod(int or int64_t): 0 for a zero divisor, INT_MIN / -1 wraps
 };
 
@@ -31,7 +35,7 @@ std::string glsl_helper_source(GlslHelper h);
 std::vector<GlslHelper> glsl_helper_deps(GlslHelper h);
 
 // GLSL keywords, reserved words and built-in types, the `gl_` and `kiln_`
-// prefixes, and the built-in functions that a generated main() calls.
+// prefixes, and the built-in functions that generated code calls.
 bool glsl_reserved(std::string_view word);
 
 }  // namespace kiln

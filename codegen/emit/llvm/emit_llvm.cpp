@@ -1,9 +1,12 @@
 #include "codegen/emit/llvm/emit_llvm.h"
 
 #include <map>
+#include <numeric>
+#include <optional>
 #include <utility>
 #include <vector>
 
+#include <llvm/IR/Constants.h>
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/Intrinsics.h>
 #include <llvm/IR/LLVMContext.h>
@@ -36,10 +39,52 @@ void reject_parallel(const Kernel& k, const std::vector<Stmt>& stmts) {
   }
 }
 
+// The scheduler never asks for more; larger loops are a bug upstream.
+constexpr int64_t kMaxUnroll = 1024;
+constexpr int64_t kMaxLanes = 64;
+
+bool uses(const Expr& e, const std::string& v) {
+  if (!e) return false;
+  if (e->kind == ExprKind::Var && e->name == v) return true;
+  for (const Expr& a : e->args)
+    if (uses(a, v)) return true;
+  return false;
+}
+
+// The coefficient c of `v` in an i64 index c*v + (terms free of v), modulo 2^64
+// like the index arithmetic itself; nullopt when the index is not of that form.
+std::optional<uint64_t> coefficient(const Expr& e, const std::string& v) {
+  if (!uses(e, v)) return 0;
+  if (e->type != ValType::i64) return std::nullopt;
+  if (e->kind == ExprKind::Var) return 1;
+  if (e->kind != ExprKind::Binary) return std::nullopt;
+  std::optional<uint64_t> a = coefficient(e->args[0], v), b = coefficient(e->args[1], v);
+  if (!a || !b) return std::nullopt;
+  switch (e->binop) {
+    case BinOp::Add: return *a + *b;
+    case BinOp::Sub: return *a - *b;
+    case BinOp::Mul:
+      if (e->args[0]->kind == ExprKind::Const) return uint64_t(e->args[0]->ival) * *b;
+      if (e->args[1]->kind == ExprKind::Const) return *a * uint64_t(e->args[1]->ival);
+      return std::nullopt;
+    default: return std::nullopt;
+  }
+}
+
+// How the lanes of a vectorized loop reach a buffer: all at one element (or
+// outside a vectorized loop), at consecutive elements, or anywhere.
+enum class Access { Uniform, Contiguous, Scattered };
+
 // Emits the body of one kernel into an internal function whose global buffer
 // arguments are noalias, and a public wrapper with the kernel ABI that unpacks
 // the argument arrays and calls it (O3 inlines it; the noalias facts survive as
 // scoped alias metadata).
+//
+// Unrolled loops are emitted once per iteration with a constant variable, and
+// vectorized loops once in vector mode: a value that depends on the loop
+// variable is a <lanes x T> vector, any other stays scalar and is splat where it
+// meets a vector. The scheduler relies on this exact code (accumulators at
+// constant offsets become registers), so nothing is left to loop metadata.
 class Emitter {
  public:
   Emitter(const Kernel& k, llvm::Module& m)
@@ -170,9 +215,46 @@ class Emitter {
       fail(k_, "loop '" + s.var + "' of kind " + std::string(loopkind_name(s.loop)) +
                    " is not supported on the cpu backend");
     if (params_.count(s.var)) fail(k_, "loop variable '" + s.var + "' has the name of a parameter");
+    if (vector_loop_)
+      fail(k_, "loop '" + s.var + "' is inside vectorized loop '" + vector_loop_->var +
+                   "'; a vectorized loop must be innermost");
     if (&s == parallel_) return emit_loop(s, begin_, end_);
+    if (s.loop == LoopKind::Unrolled) return emit_unrolled(s);
+    if (s.loop == LoopKind::Vectorized) return emit_vectorized(s);
     llvm::Value* extent = emit(s.extent);
     emit_loop(s, b_.getInt64(0), extent);
+  }
+
+  int64_t constant_extent(const StmtNode& s, int64_t max) {
+    std::string loop = std::string(loopkind_name(s.loop)) + " loop '" + s.var + "'";
+    if (!s.extent || s.extent->kind != ExprKind::Const || s.extent->type != ValType::i64)
+      fail(k_, loop + " needs a constant extent");
+    if (s.extent->ival > max)
+      fail(k_, loop + " has extent " + std::to_string(s.extent->ival) + ", more than " + std::to_string(max));
+    return s.extent->ival;
+  }
+
+  void emit_unrolled(const StmtNode& s) {
+    int64_t extent = constant_extent(s, kMaxUnroll);
+    for (int64_t i = 0; i < extent; ++i) {
+      loop_vars_.emplace_back(s.var, b_.getInt64(i));
+      emit_stmts(s.body);
+      loop_vars_.pop_back();
+    }
+  }
+
+  // The loop variable is the vector <0, 1, ..., lanes-1>.
+  void emit_vectorized(const StmtNode& s) {
+    int64_t lanes = constant_extent(s, kMaxLanes);
+    if (lanes <= 0) return;
+    std::vector<uint64_t> iota(lanes);
+    std::iota(iota.begin(), iota.end(), 0);
+    loop_vars_.emplace_back(s.var, llvm::ConstantDataVector::get(ctx_, iota));
+    vector_loop_ = &s;
+    lanes_ = unsigned(lanes);
+    emit_stmts(s.body);
+    vector_loop_ = nullptr;
+    loop_vars_.pop_back();
   }
 
   // for (i = lo; i < hi; ++i) as preheader -> header (phi) -> body -> latch,
@@ -200,30 +282,13 @@ class Emitter {
     // iv < hi, so iv + 1 cannot overflow.
     llvm::Value* next = b_.CreateAdd(iv, b_.getInt64(1), s.var + ".next", false, true);
     iv->addIncoming(next, latch);
-    llvm::BranchInst* back = b_.CreateBr(header);
-    if (llvm::MDNode* md = loop_metadata(s.loop)) back->setMetadata(llvm::LLVMContext::MD_loop, md);
+    b_.CreateBr(header);
 
     b_.SetInsertPoint(exit);
   }
 
-  llvm::MDNode* loop_metadata(LoopKind kind) {
-    llvm::Metadata* hint;
-    if (kind == LoopKind::Unrolled) {
-      hint = llvm::MDNode::get(ctx_, {llvm::MDString::get(ctx_, "llvm.loop.unroll.enable")});
-    } else if (kind == LoopKind::Vectorized) {
-      hint = llvm::MDNode::get(ctx_, {llvm::MDString::get(ctx_, "llvm.loop.vectorize.enable"),
-                                      llvm::ConstantAsMetadata::get(b_.getTrue())});
-    } else {
-      return nullptr;
-    }
-    // A loop ID is a distinct node whose first operand is itself.
-    llvm::TempMDTuple self = llvm::MDNode::getTemporary(ctx_, std::nullopt);
-    llvm::MDNode* id = llvm::MDNode::getDistinct(ctx_, {self.get(), hint});
-    id->replaceOperandWith(0, id);
-    return id;
-  }
-
   void emit_if(const StmtNode& s) {
+    if (vector_loop_) fail(k_, "an if inside vectorized loop '" + vector_loop_->var + "'");
     llvm::Value* cond = emit(s.cond);
     auto* then = llvm::BasicBlock::Create(ctx_, "then", fn_);
     auto* merge = llvm::BasicBlock::Create(ctx_, "endif", fn_);
@@ -236,12 +301,20 @@ class Emitter {
 
   void emit_store(const StmtNode& s) {
     const BufferDecl& buf = buffer(s.buffer);
-    llvm::Value* ptr = element(s.buffer, s.index);
     llvm::Value* value = emit(s.value);
     if (s.value->type != valtype_of(buf.dtype))
       fail(k_, "a store of " + std::string(valtype_name(s.value->type)) + " to " +
                    std::string(dtype_name(buf.dtype)) + " buffer '" + buf.name + "'");
-    b_.CreateAlignedStore(to_storage(buf.dtype, value), ptr, llvm::Align(dtype_size(buf.dtype)));
+    Access access = access_of(s.index);
+    if (vector_loop_ && access == Access::Uniform)
+      fail(k_, "the store to '" + buf.name + "' does not depend on vectorized loop '" + vector_loop_->var +
+                   "' (a loop-carried dependence)");
+    llvm::Value* stored = to_storage(buf.dtype, access == Access::Uniform ? value : widen(value));
+    llvm::Align align(dtype_size(buf.dtype));
+    if (access == Access::Scattered)
+      b_.CreateMaskedScatter(stored, element(s.buffer, s.index), align);
+    else
+      b_.CreateAlignedStore(stored, first_element(s.buffer, s.index), align);
   }
 
   // --- Memory ---
@@ -251,20 +324,62 @@ class Emitter {
     return k_.buffers[i];
   }
 
+  // A pointer, or in vector mode a vector of pointers, to buffer i at `index`.
   llvm::Value* element(int i, const Expr& index) {
     llvm::Type* type = storage_type(buffer(i).dtype);
-    return b_.CreateInBoundsGEP(type, buffers_[i], emit(index));
+    llvm::Value* offset = emit(index);
+    return b_.CreateInBoundsGEP(type, buffers_[i], vector_loop_ ? widen(offset) : offset);
+  }
+
+  // The element that lane 0 of the vectorized loop (if any) reaches: the
+  // address of a uniform or contiguous access.
+  llvm::Value* first_element(int i, const Expr& index) {
+    if (!vector_loop_) return element(i, index);
+    loop_vars_.emplace_back(vector_loop_->var, b_.getInt64(0));
+    llvm::Value* ptr = b_.CreateInBoundsGEP(storage_type(buffer(i).dtype), buffers_[i], emit(index));
+    loop_vars_.pop_back();
+    return ptr;
+  }
+
+  Access access_of(const Expr& index) {
+    if (!vector_loop_) return Access::Uniform;
+    std::optional<uint64_t> c = coefficient(index, vector_loop_->var);
+    if (c == 0u) return Access::Uniform;
+    return c == 1u ? Access::Contiguous : Access::Scattered;
+  }
+
+  // --- Vector mode ---
+
+  // `elem`, or a vector of it as wide as `like` is.
+  llvm::Type* shaped(llvm::Type* elem, llvm::Value* like) {
+    if (auto* v = llvm::dyn_cast<llvm::VectorType>(like->getType()))
+      return llvm::VectorType::get(elem, v->getElementCount());
+    return elem;
+  }
+
+  bool is_vector(llvm::Value* v) { return v->getType()->isVectorTy(); }
+
+  llvm::Value* widen(llvm::Value* v) { return is_vector(v) ? v : b_.CreateVectorSplat(lanes_, v); }
+
+  // Splats the scalars among `vs` when any of them is a vector.
+  void match(std::initializer_list<llvm::Value**> vs) {
+    bool any = false;
+    for (llvm::Value** v : vs) any |= is_vector(*v);
+    if (any)
+      for (llvm::Value** v : vs) *v = widen(*v);
   }
 
   // Storage dtype -> compute type.
   llvm::Value* to_compute(DType t, llvm::Value* v) {
+    llvm::Type* float_ty = shaped(f32_ty(), v);
+    llvm::Type* int_ty = shaped(b_.getInt32Ty(), v);
     switch (t) {
       case f32: case i32: return v;
-      case f16: return b_.CreateFPExt(v, f32_ty());
-      case bf16: return b_.CreateBitCast(b_.CreateShl(b_.CreateZExt(v, b_.getInt32Ty()), 16), f32_ty());
-      case i8: return b_.CreateSExt(v, b_.getInt32Ty());
-      case u8: return b_.CreateZExt(v, b_.getInt32Ty());
-      case boolean: return b_.CreateICmpNE(v, b_.getInt8(0));
+      case f16: return b_.CreateFPExt(v, float_ty);
+      case bf16: return b_.CreateBitCast(b_.CreateShl(b_.CreateZExt(v, int_ty), 16), float_ty);
+      case i8: return b_.CreateSExt(v, int_ty);
+      case u8: return b_.CreateZExt(v, int_ty);
+      case boolean: return b_.CreateICmpNE(v, llvm::ConstantInt::get(v->getType(), 0));
     }
     fail(k_, "unknown dtype");
   }
@@ -273,10 +388,10 @@ class Emitter {
   llvm::Value* to_storage(DType t, llvm::Value* v) {
     switch (t) {
       case f32: case i32: return v;
-      case f16: return b_.CreateFPTrunc(v, b_.getHalfTy());
-      case bf16: return b_.CreateTrunc(bf16_bits(v), b_.getInt16Ty());
-      case i8: case u8: return b_.CreateTrunc(v, b_.getInt8Ty());
-      case boolean: return b_.CreateZExt(v, b_.getInt8Ty());
+      case f16: return b_.CreateFPTrunc(v, shaped(b_.getHalfTy(), v));
+      case bf16: return b_.CreateTrunc(bf16_bits(v), shaped(b_.getInt16Ty(), v));
+      case i8: case u8: return b_.CreateTrunc(v, shaped(b_.getInt8Ty(), v));
+      case boolean: return b_.CreateZExt(v, shaped(b_.getInt8Ty(), v));
     }
     fail(k_, "unknown dtype");
   }
@@ -284,10 +399,10 @@ class Emitter {
   // The bf16 bits of an f32 in the low half of an i32, exactly as
   // f32_to_bf16_bits (ir/dtype.cpp) computes them.
   llvm::Value* bf16_bits(llvm::Value* f) {
-    llvm::Value* x = b_.CreateBitCast(f, b_.getInt32Ty());
+    llvm::Value* x = b_.CreateBitCast(f, shaped(b_.getInt32Ty(), f));
     llvm::Value* high = b_.CreateLShr(x, 16);
     llvm::Value* quiet_nan = b_.CreateOr(high, 0x40);
-    llvm::Value* bias = b_.CreateAdd(b_.getInt32(0x7fff), b_.CreateAnd(high, 1));
+    llvm::Value* bias = b_.CreateAdd(b_.CreateAnd(high, 1), llvm::ConstantInt::get(x->getType(), 0x7fff));
     llvm::Value* rounded = b_.CreateLShr(b_.CreateAdd(x, bias), 16);
     return b_.CreateSelect(b_.CreateFCmpUNO(f, f), quiet_nan, rounded);
   }
@@ -302,8 +417,7 @@ class Emitter {
       case ExprKind::Load: return emit_load(*e);
       case ExprKind::Unary: return emit_unary(*e);
       case ExprKind::Binary: return emit_binary(*e);
-      case ExprKind::Select:
-        return b_.CreateSelect(emit(e->args[0]), emit(e->args[1]), emit(e->args[2]));
+      case ExprKind::Select: return emit_select(*e);
       case ExprKind::Cast: return emit_cast(*e);
       case ExprKind::Round: return emit_round(e->round_to, emit(e->args[0]));
     }
@@ -330,9 +444,21 @@ class Emitter {
     if (e.type != valtype_of(buf.dtype))
       fail(k_, "a load of " + std::string(valtype_name(e.type)) + " from " +
                    std::string(dtype_name(buf.dtype)) + " buffer '" + buf.name + "'");
-    llvm::Value* ptr = element(e.buffer, e.args[0]);
-    llvm::Value* v = b_.CreateAlignedLoad(storage_type(buf.dtype), ptr, llvm::Align(dtype_size(buf.dtype)));
-    return to_compute(buf.dtype, v);
+    return to_compute(buf.dtype, load_storage(e.buffer, e.args[0]));
+  }
+
+  // A scalar load, a contiguous vector load or a gather, as the index allows.
+  llvm::Value* load_storage(int i, const Expr& index) {
+    llvm::Type* type = storage_type(buffer(i).dtype);
+    llvm::Align align(dtype_size(buffer(i).dtype));
+    switch (access_of(index)) {
+      case Access::Uniform: return b_.CreateAlignedLoad(type, first_element(i, index), align);
+      case Access::Contiguous:
+        return b_.CreateAlignedLoad(llvm::FixedVectorType::get(type, lanes_), first_element(i, index), align);
+      case Access::Scattered:
+        return b_.CreateMaskedGather(llvm::FixedVectorType::get(type, lanes_), element(i, index), align);
+    }
+    fail(k_, "unknown access");
   }
 
   llvm::Value* emit_unary(const ExprNode& e) {
@@ -343,7 +469,7 @@ class Emitter {
       case UnOp::Log2: return b_.CreateUnaryIntrinsic(llvm::Intrinsic::log2, a);
       case UnOp::Sqrt: return b_.CreateUnaryIntrinsic(llvm::Intrinsic::sqrt, a);
       case UnOp::Sin: return b_.CreateUnaryIntrinsic(llvm::Intrinsic::sin, a);
-      case UnOp::Recip: return b_.CreateFDiv(llvm::ConstantFP::get(f32_ty(), 1.0), a);
+      case UnOp::Recip: return b_.CreateFDiv(llvm::ConstantFP::get(a->getType(), 1.0), a);
       case UnOp::Not: return b_.CreateNot(a);
     }
     fail(k_, "unknown unary op");
@@ -352,6 +478,7 @@ class Emitter {
   llvm::Value* emit_binary(const ExprNode& e) {
     llvm::Value* a = emit(e.args[0]);
     llvm::Value* b = emit(e.args[1]);
+    match({&a, &b});
     switch (e.args[0]->type) {
       case ValType::f32: return emit_float_binary(e.binop, a, b);
       case ValType::b1: return emit_bool_binary(e.binop, a, b);
@@ -415,28 +542,36 @@ class Emitter {
     }
   }
 
+  llvm::Value* emit_select(const ExprNode& e) {
+    llvm::Value* cond = emit(e.args[0]);
+    llvm::Value* a = emit(e.args[1]);
+    llvm::Value* b = emit(e.args[2]);
+    match({&cond, &a, &b});
+    return b_.CreateSelect(cond, a, b);
+  }
+
   llvm::Value* emit_cast(const ExprNode& e) {
     llvm::Value* v = emit(e.args[0]);
     ValType from = e.args[0]->type, to = e.type;
-    llvm::Type* type = value_type(to);
+    llvm::Type* type = shaped(value_type(to), v);
     auto is_int = [](ValType t) { return t == ValType::i32 || t == ValType::i64; };
     if (from == to) return v;
     if (is_int(from) && is_int(to)) return b_.CreateSExtOrTrunc(v, type);
     if (from == ValType::f32 && is_int(to))  // saturating, NaN -> 0
-      return b_.CreateIntrinsic(llvm::Intrinsic::fptosi_sat, {type, f32_ty()}, {v});
+      return b_.CreateIntrinsic(llvm::Intrinsic::fptosi_sat, {type, v->getType()}, {v});
     if (is_int(from) && to == ValType::f32) return b_.CreateSIToFP(v, type);
     if (from == ValType::b1) return to == ValType::f32 ? b_.CreateUIToFP(v, type) : b_.CreateZExt(v, type);
-    if (from == ValType::f32) return b_.CreateFCmpUNE(v, llvm::ConstantFP::get(f32_ty(), 0.0));
+    if (from == ValType::f32) return b_.CreateFCmpUNE(v, llvm::ConstantFP::get(v->getType(), 0.0));
     return b_.CreateICmpNE(v, llvm::ConstantInt::get(v->getType(), 0));
   }
 
   // The nearest value of `to`, kept in the compute type.
   llvm::Value* emit_round(DType to, llvm::Value* v) {
     switch (to) {
-      case f16: return b_.CreateFPExt(b_.CreateFPTrunc(v, b_.getHalfTy()), f32_ty());
-      case bf16: return b_.CreateBitCast(b_.CreateShl(bf16_bits(v), 16), f32_ty());
-      case i8: return b_.CreateSExt(b_.CreateTrunc(v, b_.getInt8Ty()), v->getType());
-      case u8: return b_.CreateZExt(b_.CreateTrunc(v, b_.getInt8Ty()), v->getType());
+      case f16: return b_.CreateFPExt(b_.CreateFPTrunc(v, shaped(b_.getHalfTy(), v)), v->getType());
+      case bf16: return b_.CreateBitCast(b_.CreateShl(bf16_bits(v), 16), v->getType());
+      case i8: return b_.CreateSExt(b_.CreateTrunc(v, shaped(b_.getInt8Ty(), v)), v->getType());
+      case u8: return b_.CreateZExt(b_.CreateTrunc(v, shaped(b_.getInt8Ty(), v)), v->getType());
       case f32: case i32: case boolean: return v;
     }
     fail(k_, "unknown dtype");
@@ -453,6 +588,8 @@ class Emitter {
   std::vector<llvm::Value*> buffers_;  // per Kernel::buffers entry: argument or alloca
   std::map<std::string, llvm::Value*> params_;
   std::vector<std::pair<std::string, llvm::Value*>> loop_vars_;  // innermost last
+  const StmtNode* vector_loop_ = nullptr;  // the vectorized loop being emitted
+  unsigned lanes_ = 0;                     // its extent
 };
 
 }  // namespace

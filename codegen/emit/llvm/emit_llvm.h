@@ -1,5 +1,7 @@
 // Kernel IR -> LLVM IR for the CPU backend. The emitter makes no optimization
 // decision: it prints what the Kernel says and leaves the rest to LLVM's O3.
+// That includes the schedule's unrolled and vectorized loops, which it carries
+// out itself (copies of the body; <lanes x T> vectors) rather than as hints.
 #pragma once
 
 #include <memory>
@@ -24,7 +26,10 @@ const StmtNode* top_level_parallel_loop(const Kernel& k);
 // bufs are the global buffers in Kernel::global_buffers() order and params the
 // values of Kernel::params. A top-level Parallel loop runs over [begin, end);
 // without one the body runs once. Throws kiln::Error for IR the CPU cannot run
-// (GPU loops, shared buffers, nested parallel loops, unbound variables).
+// (GPU loops, shared buffers, nested parallel loops, unbound variables) and for
+// unrolled loops (extent <= 1024) or vectorized loops (extent <= 64) whose extent
+// is not a constant; a vectorized loop holds only stores, each of which must
+// depend on its variable.
 std::unique_ptr<llvm::Module> emit_llvm(const Kernel& k, const std::string& symbol,
                                         llvm::LLVMContext& ctx);
 

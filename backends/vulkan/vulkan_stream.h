@@ -1,0 +1,65 @@
+// A device's queue as a kiln Stream. Internal to backends/vulkan.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "backends/vulkan/vulkan_core.h"
+#include "kiln/runtime.h"
+
+namespace kiln::vk {
+
+// Each submission is one command buffer with a fence. Commands run in
+// submission order: every submission starts with a barrier on all earlier
+// work. What a submission uses (buffers, pipelines, descriptor sets) is kept
+// alive until its fence signals, so a Buffer may be dropped right after a
+// launch that reads it.
+class VulkanStream : public Stream {
+ public:
+  using Keep = std::vector<std::shared_ptr<const void>>;
+
+  explicit VulkanStream(std::shared_ptr<DeviceCore> core);
+  ~VulkanStream() override;
+  VulkanStream(const VulkanStream&) = delete;
+  VulkanStream& operator=(const VulkanStream&) = delete;
+
+  // Waits for every submission; throws kiln::Error naming the VkResult and the
+  // last work submitted (device lost, ...).
+  void synchronize() override;
+
+  // Records commands with `record` (which must not throw) and submits them.
+  // With `wait`, returns once they have finished. `what` names the work in
+  // errors ("kernel 'k0_add'").
+  void submit(const std::function<void(VkCommandBuffer)>& record, Keep keep, const std::string& what,
+              bool wait);
+
+  const DeviceCore* core() const { return core_.get(); }
+
+ private:
+  struct InFlight {
+    VkCommandBuffer cmd;
+    VkFence fence;
+    Keep keep;
+  };
+
+  void retire(bool wait);  // needs mutex_
+  void check_wait(VkResult r);
+
+  std::shared_ptr<DeviceCore> core_;
+  std::mutex mutex_;
+  VkCommandPool pool_ = VK_NULL_HANDLE;
+  std::deque<InFlight> in_flight_;  // oldest first
+  std::vector<VkCommandBuffer> free_cmds_;
+  std::vector<VkFence> free_fences_;
+  std::string last_;  // what the newest submission was
+};
+
+// A memory barrier from all earlier work in `src` stages to `dst`.
+void barrier(const DeviceCore& core, VkCommandBuffer cmd, VkPipelineStageFlags src_stages,
+             VkAccessFlags src_access, VkPipelineStageFlags dst_stages, VkAccessFlags dst_access);
+
+}  // namespace kiln::vk

@@ -1,0 +1,298 @@
+// The CUDA emitter and NVRTC without a GPU: every kernel that lowering makes
+// from a broad set of graphs compiles to PTX for sm_90 (ptxas checks a few
+// more), the emitted C has the agreed shape, and kernels that are not
+// scheduled for the GPU are refused.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <cmath>
+#include <functional>
+#include <limits>
+
+#include "backends/cuda/cuda_device.h"
+#include "backends/cuda/nvrtc.h"
+#include "codegen/emit/cuda/emit_cuda.h"
+#include "tests/backends/gpu_testing.h"
+
+namespace kiln {
+namespace {
+
+using testing::scheduled;
+
+BufferDecl global(std::string name, DType t, bool output = false) {
+  return {std::move(name), t, MemScope::Global, 0, output};
+}
+
+// y[i] = f(x[i]) for i in 0..n, with the default GPU schedule.
+Kernel map_kernel(DType in, DType out, const std::function<Expr(Expr)>& f, const std::string& name = "map") {
+  Kernel k;
+  k.name = name;
+  k.params = {"n"};
+  k.buffers = {global("x", in), global("y", out, true)};
+  Stmt s = store(1, var("i"), f(load(0, valtype_of(in), var("i"))));
+  k.body = block({for_loop("i", var("n"), LoopKind::Parallel, {s})});
+  return scheduled(k);
+}
+
+Kernel copy_kernel(std::vector<Stmt> body, std::vector<std::string> params = {}) {
+  Kernel k;
+  k.name = "copy";
+  k.params = std::move(params);
+  k.buffers = {global("x", f32), global("y", f32, true)};
+  k.body = block(std::move(body));
+  return k;
+}
+
+Stmt copy_at(const Expr& i) { return store(1, i, load(0, ValType::f32, i)); }
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+void expect_not_scheduled(const Kernel& k, const std::string& detail) {
+  for (auto attempt : {+[](const Kernel& x) { emit_cuda(x, "f"); }, +[](const Kernel& x) { gpu_grid(x); },
+                       +[](const Kernel& x) { compile_cuda_to_ptx(x, "sm_90"); }}) {
+    try {
+      attempt(k);
+      ADD_FAILURE() << "accepted: " << print(k);
+    } catch (const Error& e) {
+      EXPECT_TRUE(contains(e.what(), "not scheduled for the GPU")) << e.what();
+      EXPECT_TRUE(contains(e.what(), detail)) << e.what();
+    }
+  }
+}
+
+TEST(CudaCodegen, EveryLoweredKernelCompilesToPtx) {
+  int kernels = 0;
+  double seconds = 0;
+  for (const testing::GraphCase& c : testing::op_cases()) {
+    SCOPED_TRACE(c.name);
+    for (const Kernel& lowered : lower(c.graph).kernels) {
+      Kernel k = scheduled(lowered);
+      auto t0 = std::chrono::steady_clock::now();
+      std::string ptx;
+      try {
+        ptx = compile_cuda_to_ptx(k, "sm_90");
+      } catch (const Error& e) {
+        ADD_FAILURE() << e.what();
+        continue;
+      }
+      seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ++kernels;
+      EXPECT_TRUE(contains(ptx, ".target sm_90")) << ptx;
+      EXPECT_TRUE(contains(ptx, ".entry " + cuda_entry_name(k))) << ptx;
+    }
+  }
+  EXPECT_GT(kernels, 250);
+  std::printf("NVRTC: %d kernels to PTX and cubin for sm_90, %.1f ms each on average\n", kernels,
+              1000 * seconds / kernels);
+}
+
+// ptxas, the assembler the driver's JIT is built on, accepts the PTX.
+TEST(CudaCodegen, PtxasAcceptsThePtx) {
+  const char* ptxas = "/usr/local/cuda/bin/ptxas";
+  if (!std::filesystem::exists(ptxas)) GTEST_SKIP() << "no " << ptxas;
+  auto dir = std::filesystem::temp_directory_path() / ("kiln_ptxas_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::vector<Kernel> kernels = {
+      map_kernel(f16, bf16, [](Expr x) { return unary(UnOp::Exp2, x); }),
+      map_kernel(i8, u8, [](Expr x) { return binary(BinOp::Div, x, const_int(ValType::i32, 3)); }),
+      map_kernel(f32, i32, [](Expr x) { return cast(ValType::i32, x); }),
+  };
+  for (const char* spec : {"contract f16", "reduce_max i8 axes #3", "gather bf16 axis 1", "cast f32 -> u8"})
+    for (const testing::GraphCase& c : testing::op_cases())
+      if (c.name == spec)
+        for (const Kernel& k : lower(c.graph).kernels) kernels.push_back(scheduled(k));
+  ASSERT_EQ(kernels.size(), 7u);
+  for (const Kernel& k : kernels) {
+    auto file = dir / (cuda_entry_name(k) + ".ptx");
+    std::ofstream(file) << compile_cuda_to_ptx(k, "sm_90");
+    std::string command = std::string(ptxas) + " -arch=sm_90 " + file.string() + " -o " + file.string() + ".cubin";
+    EXPECT_EQ(std::system(command.c_str()), 0) << command << "\n" << emit_cuda(k, cuda_entry_name(k));
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// Default NVRTC options: IEEE division and square root, denormals kept.
+TEST(CudaCodegen, FloatArithmeticIsIeeeExact) {
+  const std::pair<UnOp, const char*> cases[] = {
+      {UnOp::Recip, "rcp.rn.f32"}, {UnOp::Sqrt, "sqrt.rn.f32"}};
+  for (auto [op, instruction] : cases) {
+    std::string ptx = compile_cuda_to_ptx(map_kernel(f32, f32, [op = op](Expr x) { return unary(op, x); }), "sm_90");
+    EXPECT_TRUE(contains(ptx, instruction)) << ptx;
+    EXPECT_FALSE(contains(ptx, ".ftz")) << ptx;
+  }
+  Kernel div = map_kernel(f32, f32, [](Expr x) { return binary(BinOp::Div, x, load(0, ValType::f32, idx(0))); });
+  EXPECT_TRUE(contains(compile_cuda_to_ptx(div, "sm_90"), "div.rn.f32"));
+}
+
+TEST(CudaCodegen, SignatureTakesGlobalBuffersThenParams) {
+  Kernel k = map_kernel(f32, f16, [](Expr x) { return x; }, "k0_cast");
+  k.buffers.push_back({"acc", f32, MemScope::Local, 4, false});
+  std::string c = emit_cuda(k, cuda_entry_name(k));
+  EXPECT_TRUE(contains(c, "extern \"C\" __global__ void k0_cast(const float* __restrict__ buf0, "
+                          "unsigned short* __restrict__ buf1, long long param0) {"))
+      << c;
+  EXPECT_TRUE(contains(c, "  float buf2[4];  // acc")) << c;
+  EXPECT_TRUE(contains(c, "//   param0 = n")) << c;
+  EXPECT_TRUE(contains(c, "kiln_f32_to_f16")) << c;
+  EXPECT_FALSE(contains(c, "kiln_bf16")) << "helpers only when used:\n" << c;
+  EXPECT_FALSE(contains(c, "#include")) << c;
+}
+
+TEST(CudaCodegen, BoundLoopsMapToXThenYThenZ) {
+  // blocks c, b, a (outermost first) and threads f, e, d.
+  auto loop = [](const char* v, Expr n, LoopKind kind, Stmt body) { return for_loop(v, n, kind, {body}); };
+  Expr i = ((((var("c") * idx(3) + var("b")) * idx(4) + var("a")) * idx(5) + var("f")) * idx(6) + var("e")) * idx(7) +
+           var("d");
+  Stmt s = copy_at(i);
+  s = loop("d", idx(7), LoopKind::GpuThread, s);
+  s = loop("e", idx(6), LoopKind::GpuThread, s);
+  s = loop("f", idx(5), LoopKind::GpuThread, s);
+  s = loop("a", idx(4), LoopKind::GpuBlock, s);
+  s = loop("b", idx(3), LoopKind::GpuBlock, s);
+  s = loop("c", var("n"), LoopKind::GpuBlock, s);
+  Kernel k = copy_kernel({s}, {"n"});
+  std::string c = emit_cuda(k, "copy");
+  for (const char* line : {"const long long c = blockIdx.z;", "const long long b = blockIdx.y;",
+                           "const long long a = blockIdx.x;", "const long long f = threadIdx.z;",
+                           "const long long e = threadIdx.y;", "const long long d = threadIdx.x;"})
+    EXPECT_TRUE(contains(c, line)) << line << "\n" << c;
+  GpuGrid grid = gpu_grid(k);
+  EXPECT_EQ(evaluate_index(grid.blocks[0], {}), 4);
+  EXPECT_EQ(evaluate_index(grid.blocks[1], {}), 3);
+  EXPECT_EQ(evaluate_index(grid.blocks[2], {{"n", 9}}), 9);
+  EXPECT_EQ(evaluate_index(grid.threads[0], {}), 7);
+  EXPECT_EQ(evaluate_index(grid.threads[2], {}), 5);
+  EXPECT_NO_THROW(compile_cuda_to_ptx(k, "sm_90"));
+}
+
+TEST(CudaCodegen, KernelWithoutBoundLoopsIsOneThread) {
+  Kernel k = copy_kernel({copy_at(idx(0)), for_loop("j", idx(4), LoopKind::Unrolled, {copy_at(var("j"))})});
+  GpuGrid grid = gpu_grid(k);
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(grid.blocks[i] || grid.threads[i]);
+  std::string c = emit_cuda(k, "copy");
+  EXPECT_FALSE(contains(c, "Idx")) << c;
+  EXPECT_TRUE(contains(c, "#pragma unroll\n  for (long long j = 0; j < 4LL; ++j) {")) << c;
+  EXPECT_NO_THROW(compile_cuda_to_ptx(k, "sm_90"));
+}
+
+TEST(CudaCodegen, SharedBuffersAndPerThreadLoops) {
+  Kernel k = copy_kernel({for_loop(
+      "b", var("n"), LoopKind::GpuBlock,
+      {for_loop("t", idx(32), LoopKind::GpuThread,
+                {store(2, var("t"), load(0, ValType::f32, var("b") * idx(32) + var("t"))),
+                 for_loop("v", idx(1), LoopKind::Vectorized,
+                          {store(1, var("b") * idx(32) + var("t"), load(2, ValType::f32, var("t")))})})})},
+                         {"n"});
+  k.buffers.push_back({"tile", f32, MemScope::Shared, 32, false});
+  std::string c = emit_cuda(k, "copy");
+  EXPECT_TRUE(contains(c, "__shared__ float buf2[32];  // tile")) << c;
+  EXPECT_NO_THROW(compile_cuda_to_ptx(k, "sm_90"));
+}
+
+TEST(CudaCodegen, RefusesKernelsNotScheduledForTheGpu) {
+  Stmt copy_i = copy_at(var("i"));
+  expect_not_scheduled(copy_kernel({for_loop("i", idx(8), LoopKind::Parallel, {copy_i})}), "parallel loop 'i'");
+  expect_not_scheduled(
+      copy_kernel({for_loop("i", idx(8), LoopKind::GpuThread,
+                            {for_loop("j", idx(2), LoopKind::GpuBlock, {copy_at(var("i") + var("j"))})})}),
+      "gpu_block loop 'j' is inside a gpu_thread loop");
+  Stmt four = copy_i;
+  for (const char* v : {"i", "j", "k", "l"}) four = for_loop(v, idx(2), LoopKind::GpuBlock, {four});
+  expect_not_scheduled(copy_kernel({four}), "more than three gpu_block loops");
+  expect_not_scheduled(
+      copy_kernel({for_loop("i", idx(8), LoopKind::GpuBlock,
+                            {for_loop("s", idx(2), LoopKind::Serial,
+                                      {for_loop("j", idx(2), LoopKind::GpuThread, {copy_i})})})}),
+      "gpu_thread loop 'j' is not in the nest");
+  expect_not_scheduled(copy_kernel({for_loop("i", idx(8), LoopKind::GpuBlock, {copy_i}), copy_at(idx(0))}),
+                       "gpu_block loop 'i' is not in the nest");
+  expect_not_scheduled(
+      copy_kernel({for_loop("i", idx(8), LoopKind::GpuBlock,
+                            {for_loop("j", var("i"), LoopKind::GpuThread, {copy_at(var("j"))})})}),
+      "integer arithmetic on the kernel's params");
+  expect_not_scheduled(
+      copy_kernel({for_loop("i", cast(ValType::i64, load(0, ValType::f32, idx(0))), LoopKind::GpuBlock, {copy_i})}),
+      "integer arithmetic on the kernel's params");
+}
+
+TEST(CudaCodegen, OtherBadIrIsAnError) {
+  EXPECT_THROW(emit_cuda(copy_kernel({store(1, var("nowhere"), const_f32(1))}), "f"), Error);
+  EXPECT_THROW(emit_cuda(copy_kernel({store(7, idx(0), const_f32(1))}), "f"), Error);
+  EXPECT_THROW(emit_cuda(copy_kernel({store(1, idx(0), const_int(ValType::i32, 1))}), "f"), Error);
+  EXPECT_THROW(emit_cuda(copy_kernel({for_loop("n", idx(2), LoopKind::Serial, {copy_at(var("n"))})}, {"n"}), "f"),
+               Error);
+}
+
+// IR names are free text; in C they must neither clash nor shadow.
+TEST(CudaCodegen, NamesThatAreNotSafeInC) {
+  Kernel k = copy_kernel(
+      {for_loop("buf0", idx(2), LoopKind::GpuBlock,
+                {for_loop("int", idx(4), LoopKind::GpuThread,
+                          {for_loop("int", idx(3), LoopKind::Serial,
+                                    {store(1, var("buf0") * idx(12) + var("int") * idx(4), const_f32(1))})})})});
+  k.name = "int";
+  EXPECT_EQ(cuda_entry_name(k), "kernel_int");
+  std::string c = emit_cuda(k, cuda_entry_name(k));
+  EXPECT_TRUE(contains(c, "const long long kiln_v0 = blockIdx.x;")) << c;
+  EXPECT_TRUE(contains(c, "for (long long kiln_v2 = 0;")) << c;
+  EXPECT_TRUE(contains(c, "buf1[kiln_v0 * 12LL + kiln_v2 * 4LL]")) << c;
+  EXPECT_NO_THROW(compile_cuda_to_ptx(k, "sm_90"));
+  k.name = "k 1/x";
+  EXPECT_EQ(cuda_entry_name(k), "k_1_x");
+  k.name = "";
+  EXPECT_EQ(cuda_entry_name(k), "kernel");
+}
+
+TEST(CudaCodegen, SpecialConstantsCompile) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<Expr> values = {const_f32(inf), const_f32(-inf), const_f32(std::nanf("")), const_f32(-0.0),
+                              const_f32(1e-45), const_f32(3.4028235e38), const_f32(0.1), const_f32(-2)};
+  std::vector<Stmt> stores;
+  for (size_t i = 0; i < values.size(); ++i) stores.push_back(store(1, idx(int64_t(i)), values[i]));
+  Expr big = cast(ValType::f32, const_int(ValType::i32, std::numeric_limits<int32_t>::min()));
+  Expr huge = cast(ValType::f32, const_int(ValType::i64, std::numeric_limits<int64_t>::min()));
+  stores.push_back(store(1, idx(8), binary(BinOp::Add, big, huge)));
+  std::string c = emit_cuda(copy_kernel(stores), "f");
+  for (const char* literal : {"__uint_as_float(0xff800000u)", "-0.0f", "1e-45f", "3.4028235e+38f", "0.1f", "-2.0f",
+                              "-2147483647 - 1", "-9223372036854775807LL - 1"})
+    EXPECT_TRUE(contains(c, literal)) << literal << "\n" << c;
+  EXPECT_NO_THROW(compile_cuda_to_ptx(copy_kernel(stores), "sm_90"));
+}
+
+TEST(CudaCodegen, NvrtcErrorsCarryTheLogAndTheSource) {
+  try {
+    nvrtc_compile("extern \"C\" __global__ void f() { undeclared_thing = 1; }", "broken", "sm_90");
+    FAIL() << "compiled";
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_TRUE(contains(m, "kernel 'broken'")) << m;
+    EXPECT_TRUE(contains(m, "undeclared_thing")) << m;
+    EXPECT_TRUE(contains(m, "--- source ---\n   1 | extern")) << m;
+  }
+}
+
+TEST(CudaCodegen, VirtualArchitectureGivesPtxOnly) {
+  Kernel k = map_kernel(f32, f32, [](Expr x) { return unary(UnOp::Sqrt, x); });
+  NvrtcOutput out = nvrtc_compile(emit_cuda(k, "map"), k.name, "compute_90");
+  EXPECT_TRUE(contains(out.ptx, ".entry map"));
+  EXPECT_TRUE(out.cubin.empty());
+  std::vector<int> archs = nvrtc_architectures();
+  EXPECT_NE(std::find(archs.begin(), archs.end(), 90), archs.end());
+}
+
+TEST(CudaCodegen, NoDriverMeansNoDevices) {
+  std::string why;
+  EXPECT_TRUE(make_cuda_devices("libkiln_no_such_driver.so.1", &why).empty());
+  EXPECT_TRUE(contains(why, "libkiln_no_such_driver.so.1")) << why;
+  EXPECT_TRUE(make_cuda_devices("libm.so.6", &why).empty()) << "a library without the driver's entry points";
+  EXPECT_TRUE(contains(why, "cuInit")) << why;
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,180 @@
+// Shared by the GPU backend tests: a broad set of graphs (every op and dtype,
+// as in tests/backends/ops_test.cpp) and the default GPU schedule.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "codegen/lower.h"
+#include "codegen/schedule.h"
+#include "kiln/kiln.h"
+
+namespace kiln::testing {
+
+// What the GPU schedules are made for when no GPU is at hand: an H100.
+inline DeviceInfo h100_info() {
+  DeviceInfo info;
+  info.name = "NVIDIA H100 (a description for tests)";
+  info.backend = "cuda";
+  info.cores = 132;
+  info.features = "sm_90";
+  info.memory_bytes = int64_t(80) << 30;
+  info.warp_size = 32;
+  info.max_threads = 1024;
+  info.shared_bytes = 48 << 10;
+  return info;
+}
+
+// The kernel as the default schedule for `target` leaves it.
+inline Kernel scheduled(const Kernel& k, const DeviceInfo& target = h100_info()) {
+  return apply(k, default_schedule(k, target));
+}
+
+struct GraphCase {
+  std::string name;
+  Graph graph;
+  Bindings symbols;
+  double scale = 1;  // floats in [-scale, scale)
+};
+
+inline std::vector<GraphCase> op_cases() {
+  const Op unary_ops[] = {Op::Neg, Op::Exp2, Op::Log2, Op::Sqrt, Op::Recip, Op::Sin};
+  const Op binary_ops[] = {Op::Add, Op::Sub, Op::Mul, Op::Div, Op::Max, Op::Min, Op::CmpLt, Op::CmpEq};
+  const DType numeric[] = {f32, f16, bf16, i32, i8, u8};
+  std::vector<GraphCase> cases;
+  auto add = [&](std::string name, Graph g, double scale = 1, Bindings symbols = {}) {
+    cases.push_back({std::move(name), std::move(g), std::move(symbols), scale});
+  };
+  auto label = [](Op op, DType t) { return std::string(op_name(op)) + " " + std::string(dtype_name(t)); };
+
+  for (DType t : kAllDTypes)
+    for (Op op : unary_ops) {
+      if (op == Op::Neg ? t == boolean : !is_float(t)) continue;
+      Graph g;
+      g.outputs = {g.unary(op, g.input("x", t, {37, 19}))};
+      add(label(op, t), g, 4.0);
+    }
+  for (DType from : kAllDTypes)
+    for (DType to : kAllDTypes) {
+      Graph g;
+      g.outputs = {g.cast(g.input("x", from, {257}), to)};
+      add("cast " + std::string(dtype_name(from)) + " -> " + std::string(dtype_name(to)), g, 300.0);
+    }
+  for (DType t : kAllDTypes)
+    for (Op op : binary_ops) {
+      bool bool_ok = op == Op::Max || op == Op::Min || op == Op::CmpLt || op == Op::CmpEq;
+      if (t == boolean && !bool_ok) continue;
+      Graph g;
+      g.outputs = {g.binary(op, g.input("a", t, {13, 29}), g.input("b", t, {13, 29}))};
+      add(label(op, t), g, 3.0);
+    }
+  for (DType t : numeric) {
+    Graph g;
+    int a = g.expand(g.input("a", t, {1, 17}), {23, 17});
+    int b = g.expand(g.input("b", t, {23, 1}), {23, 17});
+    g.outputs = {g.binary(Op::Mul, a, b)};
+    add("broadcast mul " + std::string(dtype_name(t)), g);
+  }
+  for (DType t : kAllDTypes) {
+    Graph g;
+    int c = g.input("c", boolean, {9, 11});
+    g.outputs = {g.where(c, g.input("a", t, {9, 11}), g.input("b", t, {9, 11}))};
+    add("where " + std::string(dtype_name(t)), g);
+  }
+  const std::vector<std::vector<int64_t>> axis_sets = {{0}, {1}, {2}, {0, 2}, {0, 1, 2}, {-1}};
+  for (DType t : numeric)
+    for (Op op : {Op::ReduceSum, Op::ReduceMax}) {
+      for (size_t s = 0; s < axis_sets.size(); ++s) {
+        Graph g;
+        g.outputs = {g.reduce(op, g.input("x", t, {5, 33, 7}), axis_sets[s])};
+        add(label(op, t) + " axes #" + std::to_string(s), g);
+      }
+      Graph empty;
+      empty.outputs = {empty.reduce(op, empty.input("x", t, {3, 0}), {1})};
+      add(label(op, t) + " over an empty axis", empty);
+    }
+  for (DType t : kAllDTypes) {
+    Graph g;
+    int x = g.input("x", t, {6, 10, 4});
+    g.outputs = {
+        g.reshape(x, {Dim(15), Dim(16)}),
+        g.permute(x, {2, 0, 1}),
+        g.expand(g.reshape(x, {Dim(1), Dim(6), Dim(10), Dim(4)}), {Dim(3), Dim(6), Dim(10), Dim(4)}),
+        g.slice(x, {1, 0, 3}, {6, 10, 4}, {2, 3, 1}),
+        g.pad(x, {1, 0, 2}, {0, 3, 1}, 2.5),
+        g.flip(x, {0, 2}),
+    };
+    add("movement outputs " + std::string(dtype_name(t)), g);
+  }
+  {
+    Graph g;
+    int v = g.permute(g.input("x", f32, {8, 12, 5}), {1, 2, 0});
+    v = g.slice(v, {2, 0, 1}, {12, 5, 8}, {3, 2, 2});
+    v = g.flip(v, {1});
+    v = g.pad(v, {1, 0, 0}, {1, 1, 0}, -1.0);
+    v = g.reshape(v, {Dim(24), Dim(4)});
+    g.outputs = {g.binary(Op::Add, v, g.input("y", f32, {24, 4}))};
+    add("views compose into consumers", g);
+  }
+  for (DType t : kAllDTypes)
+    for (int64_t axis : {0, 1, -1}) {
+      Graph g;
+      int x = g.input("x", t, {21, 6});
+      g.outputs = {g.gather(x, g.input("idx", i32, {3, 4}), axis)};
+      add("gather " + std::string(dtype_name(t)) + " axis " + std::to_string(axis), g);
+    }
+  for (DType t : {f32, f16, bf16, i32}) {
+    Graph g;
+    g.outputs = {g.contract(g.input("a", t, {33, 47}), g.input("b", t, {47, 19}))};
+    add("contract " + std::string(dtype_name(t)), g);
+  }
+  {
+    Graph g;
+    g.outputs = {g.contract(g.input("a", f32, {2, 1, 5, 7}), g.input("b", f32, {3, 7, 4}))};
+    add("contract with broadcast batch", g);
+  }
+  {
+    Graph g;
+    int a = g.permute(g.input("a", f32, {16, 9}), {1, 0});
+    int b = g.permute(g.input("b", f32, {11, 16}), {1, 0});
+    g.outputs = {g.contract(a, b)};
+    add("contract of transposed views", g);
+  }
+  for (int64_t seq : {1, 300}) {
+    Graph g;
+    Dim s = Dim::symbol("seq", 1, 4096);
+    int x = g.input("x", f32, {s, 64});
+    int y = g.contract(x, g.input("w", f32, {64, 32}));
+    int sum = g.reduce(Op::ReduceSum, g.unary(Op::Exp2, y), {1});
+    g.outputs = {g.binary(Op::Div, y, g.expand(sum, {s, Dim(32)})), sum};
+    add("symbolic mlp layer, seq " + std::to_string(seq), g, 1, {{"seq", seq}});
+  }
+  for (DType t : {f32, f16}) {
+    Graph g;
+    Shape full = {Dim(19), Dim(300)};
+    int x = g.input("x", t, full);
+    int e = g.unary(Op::Exp2, g.binary(Op::Sub, x, g.expand(g.reduce(Op::ReduceMax, x, {1}), full)));
+    g.outputs = {g.binary(Op::Div, e, g.expand(g.reduce(Op::ReduceSum, e, {1}), full))};
+    add("softmax " + std::string(dtype_name(t)), g, 4.0);
+  }
+  {
+    Graph g;
+    int y = g.contract(g.input("x", f32, {17, 40}), g.input("w", f32, {40, 24}));
+    y = g.binary(Op::Add, y, g.expand(g.input("b", f32, {1, 24}), {17, 24}));
+    g.outputs = {g.binary(Op::Max, y, g.expand(g.constant(0, f32, {1, 1}), {17, 24}))};
+    add("matmul, bias and relu", g);
+  }
+  {
+    Graph g;
+    g.outputs = {g.input("x", f32, {3}), g.constant(1.5, f16, {2, 2})};
+    add("constant and input outputs", g);
+  }
+  {
+    Graph g;
+    g.outputs = {g.binary(Op::Add, g.input("a", f32, {1 << 20}), g.input("b", f32, {1 << 20}))};
+    add("large elementwise", g);
+  }
+  return cases;
+}
+
+}  // namespace kiln::testing

@@ -1,0 +1,498 @@
+// The Vulkan backend on hand-built kernels: the dispatch shape, value semantics
+// at the edges (checked against the CPU backend, whose emitter defines them),
+// errors, and the cost of compiling with glslang.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <bit>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+
+#include "backends/vulkan/glslang_compiler.h"
+#include "backends/vulkan/vulkan_api.h"
+#include "codegen/emit/glsl/emit_glsl.h"
+#include "codegen/schedule.h"
+#include "tests/backends/gpu_testing.h"
+#include "tests/backends/vulkan/vulkan_testing.h"
+
+namespace kiln {
+namespace {
+
+using Bytes = std::vector<std::byte>;
+using VulkanBackend = testing::VulkanTest;
+
+constexpr int32_t kIntMin = std::numeric_limits<int32_t>::min();
+constexpr int32_t kIntMax = std::numeric_limits<int32_t>::max();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+template <typename T>
+Bytes to_bytes(const std::vector<T>& v) {
+  Bytes b(v.size() * sizeof(T));
+  if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
+
+template <typename T>
+std::vector<T> from_bytes(const Bytes& b) {
+  std::vector<T> v(b.size() / sizeof(T));
+  if (!v.empty()) std::memcpy(v.data(), b.data(), b.size());
+  return v;
+}
+
+BufferDecl global(std::string name, DType t, bool output = false) {
+  return {std::move(name), t, MemScope::Global, 0, output};
+}
+
+// Launches `k` as it is on device copies of `buffers` and returns them afterwards.
+std::vector<Bytes> run_as_is(Device& dev, const Kernel& k, const std::vector<Bytes>& buffers,
+                             const std::vector<int64_t>& params = {}) {
+  std::vector<std::shared_ptr<Buffer>> owned;
+  std::vector<Buffer*> args;
+  for (const Bytes& b : buffers) {
+    owned.push_back(dev.allocate(int64_t(b.size())));
+    dev.write(*owned.back(), b.data(), int64_t(b.size()));
+    args.push_back(owned.back().get());
+  }
+  dev.compile(k)->launch(dev.stream(), args, params);
+  dev.stream().synchronize();
+  std::vector<Bytes> out;
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    out.emplace_back(buffers[i].size());
+    dev.read(*owned[i], out.back().data(), int64_t(out.back().size()));
+  }
+  return out;
+}
+
+// The same with the device's default schedule applied first.
+std::vector<Bytes> run(Device& dev, const Kernel& k, const std::vector<Bytes>& buffers,
+                       const std::vector<int64_t>& params = {}) {
+  return run_as_is(dev, apply(k, default_schedule(k, dev.info())), buffers, params);
+}
+
+// out[i] = f(in_0[i], in_1[i], ...) for i in 0..n (a param), over a parallel loop.
+Kernel map_kernel(const std::vector<DType>& ins, DType out, const std::function<Expr(const std::vector<Expr>&)>& f) {
+  Kernel k;
+  k.name = "map";
+  k.params = {"n"};
+  std::vector<Expr> args;
+  for (size_t j = 0; j < ins.size(); ++j) {
+    k.buffers.push_back(global("in" + std::to_string(j), ins[j]));
+    args.push_back(load(int(j), valtype_of(ins[j]), var("i")));
+  }
+  k.buffers.push_back(global("out", out, true));
+  k.body = block({for_loop("i", var("n"), LoopKind::Parallel, {store(int(ins.size()), var("i"), f(args))})});
+  return k;
+}
+
+// --- Value semantics: the same kernel on the CPU and on Vulkan, with and
+// without 8/16-bit storage ---
+
+Device& cpu() { return *device("cpu"); }
+
+std::vector<Device*> vulkan_variants() {
+  return {testing::vulkan_device().get(), testing::vulkan_device_without_small_storage().get()};
+}
+
+// Outputs of dtype `t` that must be equal: the same value, or both NaN (the
+// sign of a zero result is not specified, as in IEEE maxNum).
+void expect_same(const Bytes& want, const Bytes& got, DType t, const std::string& what) {
+  ASSERT_EQ(want.size(), got.size());
+  size_t size = size_t(dtype_size(t)), mismatches = 0;
+  for (size_t i = 0; i < want.size() / size && mismatches < 5; ++i) {
+    double w = load_as_double(&want[i * size], t), g = load_as_double(&got[i * size], t);
+    if (w == g || (std::isnan(w) && std::isnan(g))) continue;
+    ++mismatches;
+    ADD_FAILURE() << what << ": element " << i << ": cpu " << w << ", vulkan " << g;
+  }
+}
+
+// Runs a map kernel on the CPU and every Vulkan variant and expects the same output.
+void expect_same_as_cpu(const Kernel& k, const std::vector<Bytes>& inputs, DType out, size_t n,
+                        const std::string& what) {
+  std::vector<Bytes> buffers = inputs;
+  buffers.emplace_back(n * size_t(dtype_size(out)));
+  Bytes want = run(cpu(), k, buffers, {int64_t(n)}).back();
+  for (Device* dev : vulkan_variants()) {
+    SCOPED_TRACE(what + " on " + dev->info().name + " " + dev->info().features);
+    expect_same(want, run(*dev, k, buffers, {int64_t(n)}).back(), out, what);
+  }
+}
+
+std::mt19937& rng() {
+  static std::mt19937 gen(99);
+  return gen;
+}
+
+// Edge values, then random bit patterns (every exponent, subnormals, NaN).
+std::vector<float> interesting_floats(size_t random) {
+  std::vector<float> v = {0.0f, -0.0f, 1.0f, -1.0f, 0.5f, 2.5f, -2.5f, 3.5f, kInf, -kInf, kNaN, -kNaN,
+                          2147483520.0f, 2147483648.0f, -2147483648.0f, -2147483904.0f, 3e9f, -3e9f,
+                          9.3e18f, -9.3e18f, 1e-40f, -1e-40f, 65504.0f, 65520.0f, 65519.99f, 5.96e-8f,
+                          2.98e-8f, 2.99e-8f, 1e-5f, 3.0e38f, 1.00390625f, 1.01171875f, 300.0f, -300.0f};
+  std::uniform_int_distribution<uint32_t> bits;
+  for (size_t i = 0; i < random; ++i) v.push_back(std::bit_cast<float>(bits(rng())));
+  return v;
+}
+
+std::vector<int32_t> interesting_ints() {
+  return {0, 1, -1, 2, -2, 7, -7, 127, 128, -128, -129, 255, 256, kIntMin, kIntMax, kIntMin + 1, 1000003, -999983};
+}
+
+TEST_F(VulkanBackend, IntegerDivisionAndRemainderAtTheEdges) {
+  std::vector<int32_t> a, b;
+  for (int32_t x : interesting_ints())
+    for (int32_t y : interesting_ints()) a.push_back(x), b.push_back(y);
+  for (BinOp op : {BinOp::Div, BinOp::Mod}) {
+    Kernel i32k = map_kernel({i32, i32}, i32, [&](auto& v) { return binary(op, v[0], v[1]); });
+    expect_same_as_cpu(i32k, {to_bytes(a), to_bytes(b)}, i32, a.size(), std::string(binop_name(op)) + " i32");
+    Kernel i64k = map_kernel({i32, i32}, i32, [&](auto& v) {
+      return cast(ValType::i32, binary(op, cast(ValType::i64, v[0]), cast(ValType::i64, v[1])));
+    });
+    expect_same_as_cpu(i64k, {to_bytes(a), to_bytes(b)}, i32, a.size(), std::string(binop_name(op)) + " i64");
+  }
+}
+
+TEST_F(VulkanBackend, FloatToIntCastsSaturateAndNaNIsZero) {
+  std::vector<float> x = interesting_floats(2000);
+  Kernel to_i32 = map_kernel({f32}, i32, [](auto& v) { return cast(ValType::i32, v[0]); });
+  expect_same_as_cpu(to_i32, {to_bytes(x)}, i32, x.size(), "f32 -> i32");
+  // The low 32 bits of the saturated i64.
+  Kernel to_i64 = map_kernel({f32}, i32, [](auto& v) { return cast(ValType::i32, cast(ValType::i64, v[0])); });
+  expect_same_as_cpu(to_i64, {to_bytes(x)}, i32, x.size(), "f32 -> i64");
+  Kernel to_bool = map_kernel({f32}, boolean, [](auto& v) { return cast(ValType::b1, v[0]); });
+  expect_same_as_cpu(to_bool, {to_bytes(x)}, boolean, x.size(), "f32 -> bool");
+}
+
+TEST_F(VulkanBackend, SixteenBitFloatsRoundToNearestEven) {
+  std::vector<float> x = interesting_floats(20000);
+  for (DType t : {f16, bf16}) {
+    std::string name(dtype_name(t));
+    Kernel stored = map_kernel({f32}, t, [](auto& v) { return v[0]; });
+    expect_same_as_cpu(stored, {to_bytes(x)}, t, x.size(), "store to " + name);
+    Kernel rounded = map_kernel({f32}, f32, [&](auto& v) { return round_to(t, v[0]); });
+    expect_same_as_cpu(rounded, {to_bytes(x)}, f32, x.size(), "round to " + name);
+    // Every 16-bit pattern loads as the CPU loads it.
+    std::vector<uint16_t> all(65536);
+    for (size_t i = 0; i < all.size(); ++i) all[i] = uint16_t(i);
+    Kernel loaded = map_kernel({t}, f32, [](auto& v) { return v[0]; });
+    expect_same_as_cpu(loaded, {to_bytes(all)}, f32, all.size(), "load of " + name);
+  }
+}
+
+TEST_F(VulkanBackend, SmallIntegersWrapAndBoolsAreZeroOrOne) {
+  std::vector<int32_t> x;
+  for (int32_t v = -600; v <= 600; ++v) x.push_back(v);
+  for (int32_t v : interesting_ints()) x.push_back(v);
+  for (DType t : {i8, u8}) {
+    std::string name(dtype_name(t));
+    Kernel stored = map_kernel({i32}, t, [](auto& v) { return v[0]; });
+    expect_same_as_cpu(stored, {to_bytes(x)}, t, x.size(), "store to " + name);
+    Kernel rounded = map_kernel({i32}, i32, [&](auto& v) { return round_to(t, v[0]); });
+    expect_same_as_cpu(rounded, {to_bytes(x)}, i32, x.size(), "round to " + name);
+  }
+  std::vector<uint8_t> bytes(256);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i);
+  for (DType t : {i8, u8, boolean}) {
+    Kernel loaded = map_kernel({t}, i32, [](auto& v) { return cast(ValType::i32, v[0]); });
+    expect_same_as_cpu(loaded, {to_bytes(bytes)}, i32, bytes.size(), "load of " + std::string(dtype_name(t)));
+  }
+}
+
+TEST_F(VulkanBackend, FloatMaxMinComparisonsAndMathWithNaN) {
+  std::vector<float> edge = interesting_floats(0);
+  std::vector<float> a, b;
+  for (float x : edge)
+    for (float y : edge) a.push_back(x), b.push_back(y);
+  for (BinOp op : {BinOp::Max, BinOp::Min, BinOp::Add, BinOp::Mul}) {
+    Kernel k = map_kernel({f32, f32}, f32, [&](auto& v) { return binary(op, v[0], v[1]); });
+    expect_same_as_cpu(k, {to_bytes(a), to_bytes(b)}, f32, a.size(), std::string(binop_name(op)));
+  }
+  for (BinOp op : {BinOp::CmpLt, BinOp::CmpEq}) {
+    Kernel k = map_kernel({f32, f32}, boolean, [&](auto& v) { return binary(op, v[0], v[1]); });
+    expect_same_as_cpu(k, {to_bytes(a), to_bytes(b)}, boolean, a.size(), std::string(binop_name(op)));
+  }
+  // Results at the edges of each function's domain are exact.
+  std::vector<float> special = {0.0f, -0.0f, -1.0f, -kInf, kInf, kNaN, -kNaN, 1.0f, 4.0f, -4.0f};
+  for (UnOp op : {UnOp::Log2, UnOp::Sqrt, UnOp::Exp2, UnOp::Sin, UnOp::Recip, UnOp::Neg}) {
+    if (op == UnOp::Sin) special = {0.0f, -0.0f, kInf, -kInf, kNaN};
+    Kernel k = map_kernel({f32}, f32, [&](auto& v) { return unary(op, v[0]); });
+    expect_same_as_cpu(k, {to_bytes(special)}, f32, special.size(), std::string(unop_name(op)));
+  }
+}
+
+// GPU sin is accurate on [-pi, pi] only; kiln reduces the argument first.
+TEST_F(VulkanBackend, SinOfLargeArguments) {
+  std::uniform_real_distribution<float> d(-25000.0f, 25000.0f);
+  std::vector<float> x(20000);
+  for (float& v : x) v = d(rng());
+  Kernel k = map_kernel({f32}, f32, [](auto& v) { return unary(UnOp::Sin, v[0]); });
+  std::vector<Bytes> buffers = {to_bytes(x), Bytes(x.size() * 4)};
+  auto want = from_bytes<float>(run(cpu(), k, buffers, {int64_t(x.size())}).back());
+  auto got = from_bytes<float>(run(dev(), k, buffers, {int64_t(x.size())}).back());
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-6) << "sin(" << x[i] << ")";
+}
+
+TEST_F(VulkanBackend, ConstantsAtTheEdges) {
+  std::vector<int32_t> x = interesting_ints();
+  Kernel ints = map_kernel({i32}, i32, [](auto& v) {
+    Expr big = cast(ValType::i32, binary(BinOp::Sub, cast(ValType::i64, v[0]),
+                                         const_int(ValType::i64, std::numeric_limits<int64_t>::min())));
+    return binary(BinOp::Add, binary(BinOp::Max, v[0], const_int(ValType::i32, kIntMin)), big);
+  });
+  expect_same_as_cpu(ints, {to_bytes(x)}, i32, x.size(), "integer constants");
+  std::vector<float> f = interesting_floats(0);
+  Kernel floats = map_kernel({f32}, f32, [](auto& v) {
+    Expr lowest = binary(BinOp::Max, v[0], const_f32(-kInf));
+    return select(binary(BinOp::CmpLt, v[0], const_f32(-0.0)), const_f32(kNaN), binary(BinOp::Min, lowest, const_f32(1e30)));
+  });
+  expect_same_as_cpu(floats, {to_bytes(f)}, f32, f.size(), "float constants");
+}
+
+// --- The dispatch ---
+
+// out[((((bz * 3 + by) * 5 + bx) * 4 + ty) * 8 + tx] = that index.
+Kernel grid_kernel() {
+  Kernel k;
+  k.name = "grid";
+  k.buffers = {global("out", i32, true)};
+  Expr at = (((var("bz") * idx(3) + var("by")) * idx(5) + var("bx")) * idx(4) + var("ty")) * idx(8) + var("tx");
+  Stmt s = store(0, at, cast(ValType::i32, at));
+  s = for_loop("tx", idx(8), LoopKind::GpuThread, {s});
+  s = for_loop("ty", idx(4), LoopKind::GpuThread, {s});
+  s = for_loop("bx", idx(5), LoopKind::GpuBlock, {s});
+  s = for_loop("by", idx(3), LoopKind::GpuBlock, {s});
+  s = for_loop("bz", idx(2), LoopKind::GpuBlock, {s});
+  k.body = block({s});
+  return k;
+}
+
+TEST_F(VulkanBackend, BoundLoopsMapInnermostToX) {
+  Kernel k = grid_kernel();
+  std::string glsl = dev().target_source(k);
+  EXPECT_NE(glsl.find("layout(local_size_x = 8, local_size_y = 4, local_size_z = 1) in;"), std::string::npos) << glsl;
+  EXPECT_NE(glsl.find("bx = int64_t(gl_WorkGroupID.x)"), std::string::npos) << glsl;
+  EXPECT_NE(glsl.find("bz = int64_t(gl_WorkGroupID.z)"), std::string::npos) << glsl;
+  EXPECT_NE(glsl.find("tx = int64_t(gl_LocalInvocationID.x)"), std::string::npos) << glsl;
+  WorkgroupGrid grid = workgroup_grid(k);
+  EXPECT_EQ(grid.groups[0]->ival, 5);
+  EXPECT_EQ(grid.groups[2]->ival, 2);
+  const int n = 2 * 3 * 5 * 4 * 8;
+  auto out = from_bytes<int32_t>(run_as_is(dev(), k, {to_bytes(std::vector<int32_t>(n, -1))})[0]);
+  for (int i = 0; i < n; ++i) EXPECT_EQ(out[i], i);
+}
+
+// out[b] = b for b in 0..n, one invocation per workgroup: n beyond a single
+// dispatch's limit goes out as several.
+TEST_F(VulkanBackend, GridsLargerThanOneDispatch) {
+  Kernel k;
+  k.name = "wide";
+  k.params = {"n"};
+  k.buffers = {global("out", i32, true)};
+  k.body = block({for_loop("b", var("n"), LoopKind::GpuBlock,
+                           {for_loop("t", idx(1), LoopKind::GpuThread, {store(0, var("b"), cast(ValType::i32, var("b")))})})});
+  const int n = 70001;  // lavapipe allows 65535 workgroups along x
+  for (int64_t launch_n : {int64_t(n), int64_t(0)}) {
+    auto out = from_bytes<int32_t>(run_as_is(dev(), k, {to_bytes(std::vector<int32_t>(n, -1))}, {launch_n})[0]);
+    for (int i = 0; i < n; ++i) ASSERT_EQ(out[i], launch_n ? i : -1) << "at " << i;
+  }
+}
+
+TEST_F(VulkanBackend, OneInvocationWithoutBoundLoops) {
+  Kernel k;
+  k.name = "serial";
+  k.params = {"n"};
+  k.buffers = {global("out", i32, true)};
+  k.body = block({for_loop("i", var("n"), LoopKind::Serial, {store(0, var("i"), cast(ValType::i32, var("i")))}),
+                  store(0, idx(0), const_int(ValType::i32, 42))});
+  auto out = from_bytes<int32_t>(run_as_is(dev(), k, {Bytes(40)}, {10})[0]);
+  EXPECT_EQ(out, (std::vector<int32_t>{42, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+}
+
+// GLSL keywords and the emitter's own names as IR names; shared and local
+// buffers; unrolled and vectorized loops.
+TEST_F(VulkanBackend, KeywordNamesSharedLocalAndUnrolledLoops) {
+  Kernel k;
+  k.name = "odd names";
+  k.params = {"half"};
+  k.buffers = {global("input", f32), global("i", f32, true), {"Buf0", f32, MemScope::Shared, 64, false},
+               {"float", f16, MemScope::Local, 4, false}};
+  Expr t = var("filter");
+  Expr in = load(0, ValType::f32, t * idx(4) + var("sample"));
+  Expr sum = binary(BinOp::Add, binary(BinOp::Add, load(3, ValType::f32, idx(0)), load(3, ValType::f32, idx(1))),
+                    binary(BinOp::Add, load(3, ValType::f32, idx(2)), load(3, ValType::f32, idx(3))));
+  k.body = block({for_loop(
+      "filter", idx(64), LoopKind::GpuThread,
+      {for_loop("sample", idx(4), LoopKind::Unrolled, {store(3, var("sample"), in)}),
+       store(2, t, sum),
+       for_loop("in", var("half"), LoopKind::Vectorized,
+                {store(1, t * var("half") + var("in"), load(2, ValType::f32, t))})})});
+  std::vector<float> x(256);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i) * 0.25f + 0.1f;
+  auto out = from_bytes<float>(run_as_is(dev(), k, {to_bytes(x), Bytes(64 * 2 * 4)}, {2})[1]);
+  for (int i = 0; i < 64; ++i) {
+    float want = 0;
+    for (int j = 0; j < 4; ++j) want += float(round_to_dtype(x[i * 4 + j], f16));
+    EXPECT_FLOAT_EQ(out[i * 2], want) << i;
+    EXPECT_FLOAT_EQ(out[i * 2 + 1], want) << i;
+  }
+}
+
+// --- Errors ---
+
+TEST_F(VulkanBackend, UnscheduledKernelsAreRefused) {
+  Kernel k = map_kernel({f32}, f32, [](auto& v) { return v[0]; });
+  try {
+    dev().compile(k);
+    FAIL() << "a parallel loop compiled";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not scheduled for the GPU"), std::string::npos) << e.what();
+  }
+  auto body = [](LoopKind outer, LoopKind inner, Expr extent) {
+    return block({for_loop("a", idx(4), outer, {for_loop("b", extent, inner, {store(0, var("b"), const_f32(1))})})});
+  };
+  k.params = {"n"};
+  k.body = body(LoopKind::GpuThread, LoopKind::GpuBlock, idx(4));
+  EXPECT_THROW(dev().compile(k), Error) << "a block loop inside a thread loop";
+  k.body = body(LoopKind::GpuBlock, LoopKind::GpuThread, var("n"));
+  EXPECT_THROW(dev().compile(k), Error) << "a thread loop of symbolic extent";
+  k.body = body(LoopKind::Serial, LoopKind::GpuThread, idx(4));
+  EXPECT_THROW(dev().compile(k), Error) << "a bound loop inside a serial one";
+  k.body = body(LoopKind::GpuBlock, LoopKind::GpuThread, idx(4096));
+  EXPECT_THROW(dev().compile(k), Error) << "a workgroup larger than the device allows";
+  k.body = block({for_loop("a", var("b"), LoopKind::GpuBlock, {store(0, var("a"), const_f32(1))})});
+  EXPECT_THROW(dev().compile(k), Error) << "a grid that depends on a loop variable";
+}
+
+// lavapipe cannot keep f32 subnormals; NVIDIA can. The shader must compile either way.
+TEST_F(VulkanBackend, SubnormalPreservingShadersCompile) {
+  Kernel k = map_kernel({f32}, f32, [](auto& v) { return binary(BinOp::Mul, v[0], const_f32(0.5)); });
+  GlslOptions options;
+  options.denorm_preserve = true;
+  std::string glsl = emit_glsl(apply(k, default_schedule(k, dev().info())), options);
+  EXPECT_NE(glsl.find("DenormPreserve"), std::string::npos) << glsl;
+  EXPECT_FALSE(compile_glsl_to_spirv(glsl, "kernel 'map'").empty());
+}
+
+TEST_F(VulkanBackend, GlslangErrorsCarryItsLog) {
+  try {
+    compile_glsl_to_spirv("#version 450\nlayout(local_size_x = 1) in;\nvoid main() { no_such_function(); }\n",
+                          "kernel 'broken'");
+    FAIL() << "bad GLSL compiled";
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("kernel 'broken'"), std::string::npos) << m;
+    EXPECT_NE(m.find("no_such_function"), std::string::npos) << m;
+    EXPECT_NE(m.find("ERROR"), std::string::npos) << m;
+  }
+}
+
+TEST_F(VulkanBackend, VulkanErrorsNameTheCallTheResultAndTheKernel) {
+  try {
+    vk::check(VK_ERROR_DEVICE_LOST, "vkQueueSubmit", "kernel 'k0_add'");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "vulkan backend: vkQueueSubmit failed with VK_ERROR_DEVICE_LOST: kernel 'k0_add'");
+  }
+  EXPECT_NO_THROW(vk::check(VK_SUCCESS, "vkQueueSubmit", ""));
+  EXPECT_EQ(vk::result_name(VK_ERROR_OUT_OF_DEVICE_MEMORY), "VK_ERROR_OUT_OF_DEVICE_MEMORY");
+}
+
+TEST_F(VulkanBackend, BadBuffersAndArgumentsAreErrors) {
+  auto buf = dev().allocate(16);
+  EXPECT_EQ(buf->bytes(), 16);
+  std::vector<std::byte> host(32);
+  EXPECT_THROW(dev().write(*buf, host.data(), 17), Error);
+  EXPECT_THROW(dev().read(*buf, host.data(), 17), Error);
+  EXPECT_THROW(dev().write(*buf, host.data(), -1), Error);
+  EXPECT_THROW(dev().allocate(-1), Error);
+  auto cpu_buf = cpu().allocate(16);
+  EXPECT_THROW(dev().write(*cpu_buf, host.data(), 16), Error);
+  EXPECT_THROW(cpu().write(*buf, host.data(), 16), Error);
+
+  Kernel k = map_kernel({f32}, f32, [](auto& v) { return v[0]; });
+  auto exe = dev().compile(apply(k, default_schedule(k, dev().info())));
+  EXPECT_THROW(exe->launch(dev().stream(), {buf.get()}, {4}), Error);
+  EXPECT_THROW(exe->launch(dev().stream(), {buf.get(), buf.get()}, {}), Error);
+  EXPECT_THROW(exe->launch(dev().stream(), {buf.get(), nullptr}, {4}), Error);
+  EXPECT_THROW(exe->launch(dev().stream(), {buf.get(), cpu_buf.get()}, {4}), Error);
+  EXPECT_THROW(exe->launch(cpu().stream(), {buf.get(), buf.get()}, {4}), Error);
+  auto empty = dev().allocate(0);
+  EXPECT_NO_THROW(dev().write(*empty, host.data(), 0));
+  EXPECT_NO_THROW(dev().read(*empty, host.data(), 0));
+}
+
+// Buffers and executables dropped while their launch is in flight stay alive
+// until it finishes.
+TEST_F(VulkanBackend, LaunchKeepsItsBuffersAlive) {
+  Kernel k = map_kernel({f32}, f32, [](auto& v) { return binary(BinOp::Mul, v[0], const_f32(2)); });
+  Kernel scheduled = apply(k, default_schedule(k, dev().info()));
+  const int64_t n = 1 << 16;
+  std::vector<float> x(n, 1.5f);
+  auto out = dev().allocate(n * 4);
+  for (int round = 0; round < 20; ++round) {
+    auto in = dev().allocate(n * 4);
+    dev().write(*in, x.data(), n * 4);
+    dev().compile(scheduled)->launch(dev().stream(), {in.get(), out.get()}, {n});
+  }
+  std::vector<float> got(n);
+  dev().read(*out, got.data(), n * 4);
+  EXPECT_EQ(got, std::vector<float>(n, 3.0f));
+}
+
+TEST_F(VulkanBackend, DeviceInfo) {
+  const DeviceInfo& info = dev().info();
+  EXPECT_EQ(info.backend, "vulkan");
+  EXPECT_FALSE(info.name.empty());
+  EXPECT_GE(info.cores, 1);
+  EXPECT_GT(info.warp_size, 0);
+  EXPECT_GE(info.max_threads, 128);
+  EXPECT_GE(info.shared_bytes, 16384);
+  EXPECT_GT(info.memory_bytes, 0);
+  EXPECT_NE(info.features.find("int64"), std::string::npos) << info.features;
+  EXPECT_NE(info.features.find("subgroup_size=" + std::to_string(info.warp_size)), std::string::npos);
+  EXPECT_EQ(device("vulkan").get(), dev_.get());
+  std::cout << info.name << ": " << info.features << ", " << info.cores << " compute units, "
+            << info.memory_bytes / (1 << 20) << " MiB\n";
+}
+
+// --- Compile time ---
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// How long glslang takes per kernel (GLSL -> SPIR-V), and the whole compile()
+// with pipeline creation, over the kernels of every op case.
+TEST_F(VulkanBackend, GlslangTimePerKernel) {
+  std::vector<double> glslang, pipeline;
+  for (const testing::GraphCase& c : testing::op_cases()) {
+    for (const Kernel& k : lower(c.graph).kernels) {
+      Kernel s = apply(k, default_schedule(k, dev().info()));
+      std::string glsl = emit_glsl(s);
+      auto t0 = std::chrono::steady_clock::now();
+      compile_glsl_to_spirv(glsl, "kernel '" + s.name + "'");
+      glslang.push_back(seconds_since(t0));
+      t0 = std::chrono::steady_clock::now();
+      dev().compile(s);
+      pipeline.push_back(seconds_since(t0));
+    }
+  }
+  ASSERT_FALSE(glslang.empty());
+  auto summary = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    double sum = 0;
+    for (double x : v) sum += x;
+    return "mean " + std::to_string(sum / v.size() * 1e3) + " ms, median " + std::to_string(v[v.size() / 2] * 1e3) +
+           " ms, max " + std::to_string(v.back() * 1e3) + " ms";
+  };
+  std::cout << glslang.size() << " kernels. glslang: " << summary(glslang)
+            << ". compile() (emit + glslang + pipeline): " << summary(pipeline) << "\n";
+}
+
+}  // namespace
+}  // namespace kiln
