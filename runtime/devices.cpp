@@ -1,6 +1,8 @@
 #include <mutex>
 
+#ifdef KILN_WITH_LLVM
 #include "backends/cpu/cpu_device.h"
+#endif
 #ifdef KILN_WITH_CUDA
 #include "backends/cuda/cuda_device.h"
 #endif
@@ -17,7 +19,9 @@ std::vector<std::shared_ptr<Device>> devices() {
   static std::vector<std::shared_ptr<Device>> found;
   // GPU backends that find no device (or no driver) add nothing.
   std::call_once(once, [] {
+#ifdef KILN_WITH_LLVM
     found.push_back(make_cpu_device());
+#endif
 #ifdef KILN_WITH_CUDA
     for (auto& d : make_cuda_devices()) found.push_back(d);
 #endif
@@ -35,7 +39,7 @@ std::shared_ptr<Device> device(const std::string& which) {
       return all[i];
   std::string names;
   for (size_t i = 0; i < all.size(); ++i) names += (i ? ", " : "") + all[i]->info().backend;
-  throw Error("no device '" + which + "' on this machine (found: " + names + ")");
+  throw Error("no device '" + which + "' on this machine (found: " + (names.empty() ? "none" : names) + ")");
 }
 
 }  // namespace kiln

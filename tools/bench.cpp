@@ -97,9 +97,11 @@ std::string bench_workload(const std::string& spec, const BenchOptions& opt) {
   double kiln_s = time_median([&] { cg.execute(); }, opt);
   HostTensor out = cg.outputs().at(0);
 
+  // CPU peers only for the CPU; GPU peers (PyTorch) run in bench/gpu_compare.py.
   Peer peer;
   std::string kind = spec.substr(0, spec.find(':'));
-  if ((kind == "matmul" || kind == "gemv") && opt.dtype == f32) {
+  if (cg.device().info().backend != "cpu") {
+  } else if ((kind == "matmul" || kind == "gemv") && opt.dtype == f32) {
 #ifdef KILN_HAVE_BLAS
     peer = kind == "matmul" ? sgemm_peer(w, out, opt) : sgemv_peer(w, out, opt);
 #endif

@@ -60,8 +60,9 @@ class Device {
   virtual Stream& stream() = 0;
 };
 
-// Every device found on this machine (the CPU is always there), and one by its
-// backend name or list index ("cpu", "0"); throws kiln::Error if none matches.
+// Every device found on this machine (the CPU whenever kiln is built with its
+// LLVM backend), and one by its backend name, full name or list index ("cpu",
+// "cuda", "0"); throws kiln::Error if none matches.
 std::vector<std::shared_ptr<Device>> devices();
 std::shared_ptr<Device> device(const std::string& which = "cpu");
 
