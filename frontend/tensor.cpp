@@ -39,7 +39,7 @@ std::string default_device() {
 // new data compiles nothing.
 std::shared_ptr<CompiledGraph> compiled(const Graph& g, const std::string& dev) {
   static std::mutex mu;
-  static std::map<std::string, std::shared_ptr<CompiledGraph>> cache;
+  static auto& cache = *new std::map<std::string, std::shared_ptr<CompiledGraph>>();  // outlives nothing it holds
   std::string key = dev + "\n" + print(g);
   std::lock_guard<std::mutex> lock(mu);
   auto& slot = cache[key];

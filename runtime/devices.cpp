@@ -16,7 +16,9 @@ namespace kiln {
 
 std::vector<std::shared_ptr<Device>> devices() {
   static std::once_flag once;
-  static std::vector<std::shared_ptr<Device>> found;
+  // Never destroyed: at exit, GPU drivers may already be unloaded, and tearing
+  // down their devices then crashes (seen with the NVIDIA Vulkan driver).
+  static auto& found = *new std::vector<std::shared_ptr<Device>>();
   // GPU backends that find no device (or no driver) add nothing.
   std::call_once(once, [] {
 #ifdef KILN_WITH_LLVM

@@ -3,7 +3,8 @@
 namespace kiln {
 
 KernelCache& KernelCache::global() {
-  static KernelCache cache;
+  // Never destroyed, like the device list: executables must not outlive drivers.
+  static KernelCache& cache = *new KernelCache();
   return cache;
 }
 

@@ -10,6 +10,7 @@
 #include "backends/cuda/cuda_api.h"
 #include "backends/cuda/nvrtc.h"
 #include "codegen/emit/cuda/emit_cuda.h"
+#include "codegen/emit/gpu_nest.h"
 #include "kiln/error.h"
 
 namespace kiln {
@@ -185,8 +186,8 @@ std::string dims_str(const std::array<int64_t, 3>& d) {
 class CudaExecutable : public Executable {
  public:
   CudaExecutable(const Kernel& k, std::shared_ptr<Gpu> gpu, std::shared_ptr<MemoryPool> pool, const Limits& limits)
-      : name_(k.name), params_(k.params), num_buffers_(k.global_buffers().size()), grid_(gpu_grid(k)),
-        gpu_(std::move(gpu)), pool_(std::move(pool)), limits_(limits) {}
+      : name_(k.name), params_(k.params), num_buffers_(k.global_buffers().size()),
+        grid_(gpu_grid(k, "cuda backend")), gpu_(std::move(gpu)), pool_(std::move(pool)), limits_(limits) {}
   ~CudaExecutable() override {
     if (module_ && gpu_->set_current() == CUDA_SUCCESS) gpu_->api().module_unload(module_);
   }
@@ -241,9 +242,8 @@ class CudaExecutable : public Executable {
   }
 
   static std::array<int64_t, 3> sizes(const std::array<Expr, 3>& extents, const std::map<std::string, int64_t>& vars) {
-    std::array<int64_t, 3> out{1, 1, 1};
-    for (size_t i = 0; i < 3; ++i)
-      if (extents[i]) out[i] = evaluate_index(extents[i], vars);
+    std::array<int64_t, 3> out;
+    for (size_t i = 0; i < 3; ++i) out[i] = evaluate_index(extents[i], vars);
     return out;
   }
 

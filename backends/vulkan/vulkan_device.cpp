@@ -12,6 +12,7 @@
 #include "backends/vulkan/vulkan_program.h"
 #include "backends/vulkan/vulkan_stream.h"
 #include "codegen/emit/glsl/emit_glsl.h"
+#include "codegen/emit/gpu_nest.h"
 #include "kiln/error.h"
 
 namespace kiln {
@@ -58,9 +59,9 @@ constexpr VkAccessFlags kWrites = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFE
 
 class VulkanExecutable : public Executable {
  public:
-  VulkanExecutable(const Kernel& k, WorkgroupGrid grid, std::shared_ptr<vk::Program> program,
+  VulkanExecutable(const Kernel& k, std::array<Expr, 3> groups, std::shared_ptr<vk::Program> program,
                    std::shared_ptr<vk::DeviceCore> core)
-      : name_(k.name), params_(k.params), num_buffers_(k.global_buffers().size()), grid_(std::move(grid)),
+      : name_(k.name), params_(k.params), num_buffers_(k.global_buffers().size()), groups_(std::move(groups)),
         program_(std::move(program)), core_(std::move(core)) {}
 
   const std::string& name() const override { return name_; }
@@ -99,7 +100,7 @@ class VulkanExecutable : public Executable {
     std::array<int64_t, 3> groups;
     for (int i = 0; i < 3; ++i) {
       // A loop of negative extent runs no times; gl_WorkGroupID is a uint.
-      groups[i] = std::max<int64_t>(evaluate_index(grid_.groups[i], vars), 0);
+      groups[i] = std::max<int64_t>(evaluate_index(groups_[i], vars), 0);
       if (groups[i] > int64_t(UINT32_MAX))
         fail("kernel '" + name_ + "' needs " + std::to_string(groups[i]) + " workgroups along " + "xyz"[i]);
     }
@@ -152,7 +153,7 @@ class VulkanExecutable : public Executable {
   std::string name_;
   std::vector<std::string> params_;
   size_t num_buffers_;
-  WorkgroupGrid grid_;
+  std::array<Expr, 3> groups_;  // workgroup counts x, y, z
   std::shared_ptr<vk::Program> program_;
   std::shared_ptr<vk::DeviceCore> core_;
 };
@@ -210,12 +211,12 @@ class VulkanDevice : public Device {
   }
 
   std::shared_ptr<Executable> compile(const Kernel& k) override {
-    WorkgroupGrid grid = workgroup_grid(k);
-    check_limits(k, grid);
+    GpuGrid grid = gpu_grid(k, "vulkan backend");
+    check_limits(k, workgroup_size(k));
     std::vector<uint32_t> spirv = compile_glsl_to_spirv(emit_glsl(k, glsl_), "kernel '" + k.name + "'");
     auto program = std::make_shared<vk::Program>(core_, cache_, spirv, int(k.global_buffers().size()),
                                                  int(k.params.size()), k.name);
-    return std::make_shared<VulkanExecutable>(k, std::move(grid), std::move(program), core_);
+    return std::make_shared<VulkanExecutable>(k, std::move(grid.blocks), std::move(program), core_);
   }
 
   std::string target_source(const Kernel& k) override { return emit_glsl(k, glsl_); }
@@ -223,15 +224,15 @@ class VulkanDevice : public Device {
   Stream& stream() override { return stream_; }
 
  private:
-  void check_limits(const Kernel& k, const WorkgroupGrid& grid) const {
+  void check_limits(const Kernel& k, const std::array<int64_t, 3>& size) const {
     const VkPhysicalDeviceLimits& limits = core_->props.limits;
     std::string what = "kernel '" + k.name + "' ";
-    int64_t threads = grid.threads[0] * grid.threads[1] * grid.threads[2];
+    int64_t threads = size[0] * size[1] * size[2];
     for (int i = 0; i < 3; ++i)
-      if (grid.threads[i] > int64_t(limits.maxComputeWorkGroupSize[i])) threads = INT64_MAX;
+      if (size[i] > int64_t(limits.maxComputeWorkGroupSize[i])) threads = INT64_MAX;
     if (threads > int64_t(limits.maxComputeWorkGroupInvocations))
-      fail(what + "has workgroups of " + std::to_string(grid.threads[0]) + " x " + std::to_string(grid.threads[1]) +
-           " x " + std::to_string(grid.threads[2]) + " invocations, more than " + info_.name + " allows");
+      fail(what + "has workgroups of " + std::to_string(size[0]) + " x " + std::to_string(size[1]) + " x " +
+           std::to_string(size[2]) + " invocations, more than " + info_.name + " allows");
     if (k.params.size() * sizeof(int64_t) > limits.maxPushConstantsSize)
       fail(what + "has " + std::to_string(k.params.size()) + " params; push constants hold " +
            std::to_string(limits.maxPushConstantsSize / sizeof(int64_t)));

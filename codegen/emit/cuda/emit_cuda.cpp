@@ -10,99 +10,17 @@
 #include <utility>
 #include <vector>
 
+#include "codegen/emit/gpu_nest.h"
 #include "kiln/error.h"
 
 namespace kiln {
 
 namespace {
 
+constexpr const char* kBackend = "cuda backend";
+
 [[noreturn]] void fail(const Kernel& k, const std::string& what) {
-  throw Error("cuda backend: kernel '" + k.name + "': " + what);
-}
-
-[[noreturn]] void not_scheduled(const Kernel& k, const std::string& why) {
-  fail(k, "not scheduled for the GPU: " + why);
-}
-
-bool is_bound(const Stmt& s) {
-  return s->kind == StmtKind::For && (s->loop == LoopKind::GpuBlock || s->loop == LoopKind::GpuThread);
-}
-
-std::string kind_name(const StmtNode& loop) { return std::string(loopkind_name(loop.loop)); }
-
-// --- The shape of a GPU kernel ---
-
-// The bound loops at the top of the body, outermost first, and the per-thread
-// statements inside the innermost one.
-struct Nest {
-  std::vector<const StmtNode*> blocks, threads;
-  const std::vector<Stmt>* body = nullptr;
-};
-
-// A block of one statement is only a wrapper.
-const std::vector<Stmt>* unwrap(const std::vector<Stmt>* stmts) {
-  while (stmts->size() == 1 && (*stmts)[0] && (*stmts)[0]->kind == StmtKind::Block) stmts = &(*stmts)[0]->body;
-  return stmts;
-}
-
-void check_per_thread(const Kernel& k, const std::vector<Stmt>& stmts) {
-  for (const Stmt& s : stmts) {
-    if (!s) fail(k, "missing statement");
-    if (s->kind == StmtKind::For && s->loop == LoopKind::Parallel)
-      not_scheduled(k, "parallel loop '" + s->var + "' must be bound to gpu_block and gpu_thread loops");
-    if (is_bound(s))
-      not_scheduled(k, kind_name(*s) + " loop '" + s->var +
-                           "' is not in the nest of bound loops at the top of the kernel");
-    check_per_thread(k, s->body);
-  }
-}
-
-// Launch sizes are evaluate_index() of the params, before any thread runs.
-bool params_only(const Kernel& k, const Expr& e) {
-  switch (e->kind) {
-    case ExprKind::Const: return e->type != ValType::f32;
-    case ExprKind::Var:
-      for (const std::string& p : k.params)
-        if (p == e->name) return true;
-      return false;
-    case ExprKind::Binary:
-      switch (e->binop) {
-        case BinOp::Add: case BinOp::Sub: case BinOp::Mul: case BinOp::Div: case BinOp::Mod:
-        case BinOp::Max: case BinOp::Min:
-          return params_only(k, e->args[0]) && params_only(k, e->args[1]);
-        default: return false;
-      }
-    default: return false;
-  }
-}
-
-Nest find_nest(const Kernel& k) {
-  if (!k.body || k.body->kind != StmtKind::Block) fail(k, "the kernel body must be a block");
-  Nest nest;
-  const std::vector<Stmt>* stmts = unwrap(&k.body->body);
-  while (stmts->size() == 1 && (*stmts)[0] && is_bound((*stmts)[0])) {
-    const StmtNode& loop = *(*stmts)[0];
-    bool block = loop.loop == LoopKind::GpuBlock;
-    if (block && !nest.threads.empty())
-      not_scheduled(k, "gpu_block loop '" + loop.var + "' is inside a gpu_thread loop");
-    std::vector<const StmtNode*>& level = block ? nest.blocks : nest.threads;
-    if (level.size() == 3) not_scheduled(k, "more than three " + kind_name(loop) + " loops");
-    if (!params_only(k, loop.extent))
-      not_scheduled(k, "the extent of " + kind_name(loop) + " loop '" + loop.var +
-                           "' must be integer arithmetic on the kernel's params");
-    level.push_back(&loop);
-    stmts = unwrap(&loop.body);
-  }
-  check_per_thread(k, *stmts);
-  nest.body = stmts;
-  return nest;
-}
-
-// x is the innermost loop of a level, then y, then z.
-std::array<Expr, 3> xyz_extents(const std::vector<const StmtNode*>& loops) {
-  std::array<Expr, 3> out;
-  for (size_t i = 0; i < loops.size(); ++i) out[i] = loops[loops.size() - 1 - i]->extent;
-  return out;
+  throw Error(std::string(kBackend) + ": kernel '" + k.name + "': " + what);
 }
 
 // --- C names ---
@@ -239,12 +157,11 @@ CExpr int_literal(int64_t v, ValType t) {
 
 class Emitter {
  public:
-  explicit Emitter(const Kernel& k) : k_(k), nest_(find_nest(k)) {}
+  explicit Emitter(const Kernel& k) : k_(k), nest_(find_gpu_nest(k, kBackend)) {}
 
   std::string emit(const std::string& entry) {
     declare_scratch();
-    bind_loops(nest_.blocks, "blockIdx");
-    bind_loops(nest_.threads, "threadIdx");
+    bind_loops();
     emit_stmts(*nest_.body);
 
     std::string text = header();
@@ -306,10 +223,11 @@ class Emitter {
     }
   }
 
-  void bind_loops(const std::vector<const StmtNode*>& loops, const char* index) {
-    for (size_t i = 0; i < loops.size(); ++i) {
-      char axis = "xyz"[loops.size() - 1 - i];
-      line("const long long " + declare(loops[i]->var) + " = " + index + "." + axis + ";");
+  // Outermost first, so that an inner loop's name shadows an outer one's.
+  void bind_loops() {
+    for (const GpuLoop& l : nest_.loops) {
+      std::string index = l.stmt->loop == LoopKind::GpuBlock ? "blockIdx." : "threadIdx.";
+      line("const long long " + declare(l.stmt->var) + " = " + index + "xyz"[l.axis] + ";");
     }
   }
 
@@ -591,7 +509,7 @@ class Emitter {
   }
 
   const Kernel& k_;
-  Nest nest_;
+  GpuNest nest_;
   std::string body_;
   int indent_ = 1;
   std::vector<std::pair<std::string, std::string>> scope_;  // loop variables in scope: IR name, C name
@@ -600,11 +518,6 @@ class Emitter {
 };
 
 }  // namespace
-
-GpuGrid gpu_grid(const Kernel& k) {
-  Nest nest = find_nest(k);
-  return {xyz_extents(nest.blocks), xyz_extents(nest.threads)};
-}
 
 std::string cuda_entry_name(const Kernel& k) {
   std::string s = k.name.empty() ? "kernel" : k.name;

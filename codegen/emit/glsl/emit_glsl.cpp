@@ -10,101 +10,32 @@
 #include <vector>
 
 #include "codegen/emit/glsl/glsl_library.h"
+#include "codegen/emit/gpu_nest.h"
 #include "kiln/error.h"
 
 namespace kiln {
 
 namespace {
 
+constexpr const char* kBackend = "glsl";
+
 [[noreturn]] void fail(const Kernel& k, const std::string& what) {
-  throw Error("glsl: kernel '" + k.name + "': " + what);
+  throw Error(std::string(kBackend) + ": kernel '" + k.name + "': " + what);
 }
 
-bool is_bound(const Stmt& s) {
-  return s && s->kind == StmtKind::For && (s->loop == LoopKind::GpuBlock || s->loop == LoopKind::GpuThread);
-}
-
-// The bound loops at the top of a kernel, outermost first, and what each
-// invocation runs.
-struct Nest {
-  std::vector<const StmtNode*> blocks, threads;
-  const std::vector<Stmt>* body = nullptr;
-};
-
-void reject_unscheduled(const Kernel& k, const std::vector<Stmt>& stmts) {
-  for (const Stmt& s : stmts) {
-    if (!s) fail(k, "missing statement");
-    if (s->kind == StmtKind::For && s->loop == LoopKind::Parallel)
-      fail(k, "parallel loop '" + s->var +
-                  "' is not scheduled for the GPU: bind it to gpu_block and gpu_thread loops");
-    if (is_bound(s))
-      fail(k, std::string(loopkind_name(s->loop)) + " loop '" + s->var +
-                  "' is not scheduled for the GPU: bound loops must form one perfect nest at the top of "
-                  "the kernel, gpu_block loops outside gpu_thread loops");
-    reject_unscheduled(k, s->body);
-  }
-}
-
-Nest find_nest(const Kernel& k) {
-  if (!k.body || k.body->kind != StmtKind::Block) fail(k, "the kernel body must be a block");
-  Nest n;
-  const std::vector<Stmt>* stmts = &k.body->body;
-  while (stmts->size() == 1 && is_bound((*stmts)[0])) {
-    const StmtNode* loop = (*stmts)[0].get();
-    if (loop->loop == LoopKind::GpuThread) {
-      n.threads.push_back(loop);
-    } else if (n.threads.empty()) {
-      n.blocks.push_back(loop);
-    } else {
-      fail(k, "gpu_block loop '" + loop->var + "' inside gpu_thread loop '" + n.threads.back()->var +
-                  "' is not scheduled for the GPU");
-    }
-    stmts = &loop->body;
-  }
-  if (n.blocks.size() > 3 || n.threads.size() > 3)
-    fail(k, "more than three gpu_block or gpu_thread loops: not scheduled for the GPU");
-  reject_unscheduled(k, *stmts);
-  n.body = stmts;
-  return n;
-}
-
-// Whether the launch can evaluate `e` with evaluate_index() from the params.
-bool launch_computable(const Expr& e, const std::vector<std::string>& params) {
-  if (!e || e->type != ValType::i64) return false;
-  switch (e->kind) {
-    case ExprKind::Const: return true;
-    case ExprKind::Var:
-      for (const std::string& p : params)
-        if (p == e->name) return true;
-      return false;
-    case ExprKind::Binary:
-      if (e->binop == BinOp::CmpLt || e->binop == BinOp::CmpEq || e->binop == BinOp::And ||
-          e->binop == BinOp::Or)
-        return false;
-      return launch_computable(e->args[0], params) && launch_computable(e->args[1], params);
-    default: return false;
-  }
-}
-
-WorkgroupGrid grid_of(const Kernel& k, const Nest& n) {
-  WorkgroupGrid g;
-  g.groups = {idx(1), idx(1), idx(1)};
-  // The innermost loop of each group is axis x.
-  for (size_t i = 0; i < n.blocks.size(); ++i) {
-    const StmtNode* loop = n.blocks[n.blocks.size() - 1 - i];
-    if (!launch_computable(loop->extent, k.params))
-      fail(k, "gpu_block loop '" + loop->var + "' has an extent that is not computable from the params");
-    g.groups[i] = loop->extent;
-  }
-  for (size_t i = 0; i < n.threads.size(); ++i) {
-    const StmtNode* loop = n.threads[n.threads.size() - 1 - i];
-    const Expr& e = loop->extent;
-    if (!e || e->kind != ExprKind::Const || e->type != ValType::i64 || e->ival <= 0)
-      fail(k, "gpu_thread loop '" + loop->var +
+// The workgroup size is fixed in the shader: the gpu_thread loops' extents
+// must be positive constants.
+std::array<int64_t, 3> workgroup_size(const Kernel& k, const GpuNest& nest) {
+  std::array<int64_t, 3> size{1, 1, 1};
+  for (const GpuLoop& l : nest.loops) {
+    if (l.stmt->loop != LoopKind::GpuThread) continue;
+    const Expr& e = l.stmt->extent;
+    if (e->kind != ExprKind::Const || e->ival <= 0)
+      fail(k, "gpu_thread loop '" + l.stmt->var +
                   "' must have a positive constant extent (the workgroup size is fixed in the shader)");
-    g.threads[i] = e->ival;
+    size[l.axis] = e->ival;
   }
-  return g;
+  return size;
 }
 
 std::string glsl_type(ValType t) {
@@ -217,7 +148,8 @@ struct BufferInfo {
 class Emitter {
  public:
   Emitter(const Kernel& k, const GlslOptions& options)
-      : k_(k), opt_(options), nest_(find_nest(k)), grid_(grid_of(k, nest_)) {}
+      : k_(k), opt_(options), nest_(find_gpu_nest(k, kBackend)), groups_(gpu_grid(nest_).blocks),
+        size_(workgroup_size(k, nest_)) {}
 
   std::string emit() {
     name_everything();
@@ -278,11 +210,11 @@ class Emitter {
       s += "spirv_execution_mode(extensions = [\"SPV_KHR_float_controls\"], capabilities = [4464], 4459, 32);\n";
     }
     s += "\n// kiln kernel '" + one_line(k_.name) + "': workgroups (x, y, z) = (";
-    for (int i = 0; i < 3; ++i) s += (i ? ", " : "") + print(grid_.groups[i], k_);
-    s += ") of " + std::to_string(grid_.threads[0]) + " x " + std::to_string(grid_.threads[1]) + " x " +
-         std::to_string(grid_.threads[2]) + " invocations\n";
-    s += "layout(local_size_x = " + std::to_string(grid_.threads[0]) + ", local_size_y = " +
-         std::to_string(grid_.threads[1]) + ", local_size_z = " + std::to_string(grid_.threads[2]) + ") in;\n";
+    for (int i = 0; i < 3; ++i) s += (i ? ", " : "") + print(groups_[i], k_);
+    s += ") of " + std::to_string(size_[0]) + " x " + std::to_string(size_[1]) + " x " + std::to_string(size_[2]) +
+         " invocations\n";
+    s += "layout(local_size_x = " + std::to_string(size_[0]) + ", local_size_y = " + std::to_string(size_[1]) +
+         ", local_size_z = " + std::to_string(size_[2]) + ") in;\n";
     if (!k_.params.empty()) {
       s += "layout(push_constant) uniform Params {";
       for (const std::string& p : k_.params) s += " int64_t " + names_.of(p) + ";";
@@ -411,11 +343,10 @@ class Emitter {
   std::string main_body() {
     indent_ = 1;
     for (const std::string& p : k_.params) line("const int64_t " + names_.of(p) + " = pc." + names_.of(p) + ";");
-    const char* axes = "xyz";
-    for (size_t i = 0; i < nest_.blocks.size(); ++i)
-      bind(nest_.blocks[nest_.blocks.size() - 1 - i], std::string("gl_WorkGroupID.") + axes[i]);
-    for (size_t i = 0; i < nest_.threads.size(); ++i)
-      bind(nest_.threads[nest_.threads.size() - 1 - i], std::string("gl_LocalInvocationID.") + axes[i]);
+    for (const GpuLoop& l : nest_.loops) {
+      std::string id = l.stmt->loop == LoopKind::GpuBlock ? "gl_WorkGroupID." : "gl_LocalInvocationID.";
+      bind(l.stmt, id + "xyz"[l.axis]);
+    }
     emit_stmts(*nest_.body);
     return out_;
   }
@@ -699,8 +630,9 @@ class Emitter {
 
   const Kernel& k_;
   GlslOptions opt_;
-  Nest nest_;
-  WorkgroupGrid grid_;
+  GpuNest nest_;
+  std::array<Expr, 3> groups_;   // workgroup counts x, y, z
+  std::array<int64_t, 3> size_;  // the workgroup size
   Names names_;
   std::vector<BufferInfo> buffers_;
   std::set<GlslHelper> used_helpers_;
@@ -715,7 +647,7 @@ class Emitter {
 
 }  // namespace
 
-WorkgroupGrid workgroup_grid(const Kernel& k) { return grid_of(k, find_nest(k)); }
+std::array<int64_t, 3> workgroup_size(const Kernel& k) { return workgroup_size(k, find_gpu_nest(k, kBackend)); }
 
 std::string emit_glsl(const Kernel& k, const GlslOptions& options) { return Emitter(k, options).emit(); }
 

@@ -1,11 +1,9 @@
 // GPU-scheduled kernels as GLSL 450 compute shaders, for the Vulkan backend.
 //
-// A kernel reaching a GPU backend is one perfect nest of bound loops at the top
-// of its body: one to three gpu_block loops, then one to three gpu_thread loops
-// (either group may be empty); everything inside the innermost bound loop runs
-// per invocation. The innermost gpu_block loop is gl_WorkGroupID.x, the next
-// outward .y, then .z; gpu_thread loops map to gl_LocalInvocationID the same
-// way. A kernel with no bound loops runs as one invocation.
+// The kernel has the shape of codegen/emit/gpu_nest.h: gpu_block loops are
+// gl_WorkGroupID and gpu_thread loops gl_LocalInvocationID, axis for axis.
+// gpu_grid()'s blocks are the dispatch's workgroup counts. The workgroup size
+// is fixed in the shader, so gpu_thread loops need constant extents.
 #pragma once
 
 #include <array>
@@ -28,16 +26,10 @@ struct GlslOptions {
   bool denorm_preserve = false;
 };
 
-// How a kernel's bound loops map onto a dispatch.
-struct WorkgroupGrid {
-  std::array<Expr, 3> groups;                // workgroup counts x, y, z: i64 expressions of the params
-  std::array<int64_t, 3> threads{1, 1, 1};  // the workgroup size, fixed in the shader
-};
-
-// Throws kiln::Error ("... not scheduled for the GPU ...") for a parallel loop
-// or bound loops not in the shape above, and for a gpu_thread loop whose extent
-// is not a positive constant.
-WorkgroupGrid workgroup_grid(const Kernel& k);
+// The workgroup size x, y, z: the extents of the gpu_thread loops, 1 on an axis
+// without one. Throws kiln::Error for a kernel not scheduled for the GPU and
+// for a gpu_thread loop whose extent is not a positive constant.
+std::array<int64_t, 3> workgroup_size(const Kernel& k);
 
 // Throws kiln::Error for a kernel not scheduled for the GPU or malformed IR.
 std::string emit_glsl(const Kernel& k, const GlslOptions& options = {});

@@ -18,6 +18,7 @@
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/nvrtc.h"
 #include "codegen/emit/cuda/emit_cuda.h"
+#include "codegen/emit/gpu_nest.h"
 #include "tests/backends/gpu_testing.h"
 
 namespace kiln {
@@ -174,7 +175,10 @@ TEST(CudaCodegen, BoundLoopsMapToXThenYThenZ) {
 TEST(CudaCodegen, KernelWithoutBoundLoopsIsOneThread) {
   Kernel k = copy_kernel({copy_at(idx(0)), for_loop("j", idx(4), LoopKind::Unrolled, {copy_at(var("j"))})});
   GpuGrid grid = gpu_grid(k);
-  for (int i = 0; i < 3; ++i) EXPECT_FALSE(grid.blocks[i] || grid.threads[i]);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(evaluate_index(grid.blocks[i], {}), 1);
+    EXPECT_EQ(evaluate_index(grid.threads[i], {}), 1);
+  }
   std::string c = emit_cuda(k, "copy");
   EXPECT_FALSE(contains(c, "Idx")) << c;
   EXPECT_TRUE(contains(c, "#pragma unroll\n  for (long long j = 0; j < 4LL; ++j) {")) << c;

@@ -1,0 +1,101 @@
+#include "codegen/emit/gpu_nest.h"
+
+#include <string>
+
+#include "kiln/error.h"
+
+namespace kiln {
+
+namespace {
+
+[[noreturn]] void fail(const Kernel& k, std::string_view backend, const std::string& what) {
+  throw Error(std::string(backend) + ": kernel '" + k.name + "': " + what);
+}
+
+[[noreturn]] void not_scheduled(const Kernel& k, std::string_view backend, const std::string& why) {
+  fail(k, backend, "not scheduled for the GPU: " + why);
+}
+
+bool is_bound(const Stmt& s) {
+  return s && s->kind == StmtKind::For && (s->loop == LoopKind::GpuBlock || s->loop == LoopKind::GpuThread);
+}
+
+std::string kind_name(const StmtNode& loop) { return std::string(loopkind_name(loop.loop)); }
+
+// A block of one statement is only a wrapper.
+const std::vector<Stmt>* unwrap(const std::vector<Stmt>* stmts) {
+  while (stmts->size() == 1 && (*stmts)[0] && (*stmts)[0]->kind == StmtKind::Block) stmts = &(*stmts)[0]->body;
+  return stmts;
+}
+
+// Per-thread code has no parallel or bound loop.
+void reject_unscheduled(const Kernel& k, std::string_view backend, const std::vector<Stmt>& stmts) {
+  for (const Stmt& s : stmts) {
+    if (!s) fail(k, backend, "missing statement");
+    if (s->kind == StmtKind::For && s->loop == LoopKind::Parallel)
+      not_scheduled(k, backend, "parallel loop '" + s->var + "' must be bound to gpu_block and gpu_thread loops");
+    if (is_bound(s))
+      not_scheduled(k, backend, kind_name(*s) + " loop '" + s->var +
+                                    "' is not in the nest of bound loops at the top of the kernel");
+    reject_unscheduled(k, backend, s->body);
+  }
+}
+
+// Whether the launch can evaluate `e` with evaluate_index() from the params.
+bool launch_computable(const Kernel& k, const Expr& e) {
+  if (!e || e->type != ValType::i64) return false;
+  switch (e->kind) {
+    case ExprKind::Const: return true;
+    case ExprKind::Var:
+      for (const std::string& p : k.params)
+        if (p == e->name) return true;
+      return false;
+    case ExprKind::Binary:
+      switch (e->binop) {
+        case BinOp::Add: case BinOp::Sub: case BinOp::Mul: case BinOp::Div: case BinOp::Mod:
+        case BinOp::Max: case BinOp::Min:
+          return launch_computable(k, e->args[0]) && launch_computable(k, e->args[1]);
+        default: return false;
+      }
+    default: return false;
+  }
+}
+
+}  // namespace
+
+GpuNest find_gpu_nest(const Kernel& k, std::string_view backend) {
+  if (!k.body || k.body->kind != StmtKind::Block) fail(k, backend, "the kernel body must be a block");
+  GpuNest nest;
+  int count[2] = {0, 0};  // gpu_block, gpu_thread loops
+  const std::vector<Stmt>* stmts = unwrap(&k.body->body);
+  while (stmts->size() == 1 && is_bound((*stmts)[0])) {
+    const StmtNode& loop = *(*stmts)[0];
+    bool thread = loop.loop == LoopKind::GpuThread;
+    if (!thread && count[1] > 0)
+      not_scheduled(k, backend, "gpu_block loop '" + loop.var + "' is inside a gpu_thread loop");
+    if (count[thread] == 3) not_scheduled(k, backend, "more than three " + kind_name(loop) + " loops");
+    if (!launch_computable(k, loop.extent))
+      not_scheduled(k, backend, "the extent of " + kind_name(loop) + " loop '" + loop.var +
+                                    "' must be integer arithmetic on the kernel's params");
+    ++count[thread];
+    nest.loops.push_back({&loop, 0});
+    stmts = unwrap(&loop.body);
+  }
+  reject_unscheduled(k, backend, *stmts);
+  // Counting down from the outermost loop of each kind, the innermost gets axis 0 (x).
+  for (GpuLoop& l : nest.loops) l.axis = --count[l.stmt->loop == LoopKind::GpuThread];
+  nest.body = stmts;
+  return nest;
+}
+
+GpuGrid gpu_grid(const GpuNest& nest) {
+  GpuGrid g;
+  g.blocks = g.threads = {idx(1), idx(1), idx(1)};
+  for (const GpuLoop& l : nest.loops)
+    (l.stmt->loop == LoopKind::GpuBlock ? g.blocks : g.threads)[l.axis] = l.stmt->extent;
+  return g;
+}
+
+GpuGrid gpu_grid(const Kernel& k, std::string_view backend) { return gpu_grid(find_gpu_nest(k, backend)); }
+
+}  // namespace kiln

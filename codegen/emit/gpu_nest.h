@@ -1,0 +1,47 @@
+// The shape of a kernel that a GPU backend (CUDA, Vulkan) runs, shared by
+// their emitters and devices.
+//
+// The body of a GPU kernel is one perfect nest of bound loops at the top: up to
+// three gpu_block loops, then up to three gpu_thread loops (either group may be
+// empty). The innermost loop of each kind is axis x, the one outside it y, then
+// z. Their extents are integer arithmetic on the kernel's params, so the launch
+// computes them (evaluate_index) before any thread runs. Everything inside the
+// innermost bound loop runs per thread. A kernel without bound loops runs as
+// one thread. A parallel loop, or a bound loop anywhere else, means the kernel
+// is not scheduled for the GPU.
+#pragma once
+
+#include <array>
+#include <string_view>
+#include <vector>
+
+#include "kiln/kernel.h"
+
+namespace kiln {
+
+struct GpuLoop {
+  const StmtNode* stmt = nullptr;  // a gpu_block or gpu_thread loop
+  int axis = 0;                    // 0 = x, 1 = y, 2 = z
+};
+
+struct GpuNest {
+  std::vector<GpuLoop> loops;               // the bound loops, outermost first
+  const std::vector<Stmt>* body = nullptr;  // what each thread runs
+};
+
+// Throws kiln::Error "<backend>: kernel '<name>': not scheduled for the GPU: ..."
+// unless `k` has the shape above.
+GpuNest find_gpu_nest(const Kernel& k, std::string_view backend);
+
+// The launch: the bound loops' extents as x, y, z, i64 expressions of the
+// params; idx(1) on an axis that has no loop.
+struct GpuGrid {
+  std::array<Expr, 3> blocks;
+  std::array<Expr, 3> threads;
+};
+
+GpuGrid gpu_grid(const GpuNest& nest);
+// find_gpu_nest, then the grid; `backend` names who refuses the kernel.
+GpuGrid gpu_grid(const Kernel& k, std::string_view backend = "gpu");
+
+}  // namespace kiln
