@@ -22,6 +22,7 @@ const char* prim_name(Prim p) {
     case Prim::Parallel: return "parallel";
     case Prim::Serial: return "serial";
     case Prim::Bind: return "bind";
+    case Prim::Spread: return "spread";
   }
   return "?";
 }
@@ -40,6 +41,7 @@ std::string step_text(const Step& s) {
     case Prim::Hoist: return t + " " + s.loops[0] + " above " + s.loops[1];
     case Prim::CacheRead: return t + " " + s.loops[0] + " at " + s.loops[1] + " -> " + s.loops[2];
     case Prim::Bind: return t + " " + s.loops[0] + " " + std::string(loopkind_name(s.kind));
+    case Prim::Spread: return t + " " + s.loops[0] + " over " + std::to_string(s.factor) + " -> " + s.loops[1];
     default: return t + " " + join(s.loops);
   }
 }
@@ -375,6 +377,140 @@ Kernel set_kind(const Kernel& k, const Step& st, LoopKind kind) {
   });
 }
 
+// How many loads and stores of `buf` there are under `s`.
+int accesses(const Stmt& s, int buf) {
+  std::function<int(const Expr&)> in = [&](const Expr& e) {
+    if (!e) return 0;
+    int n = e->kind == ExprKind::Load && e->buffer == buf;
+    for (const Expr& a : e->args) n += in(a);
+    return n;
+  };
+  int n = 0;
+  visit(s, [&](const Stmt& x) {
+    n += in(x->extent) + in(x->index) + in(x->value) + in(x->cond);
+    n += (x->kind == StmtKind::Store || x->kind == StmtKind::AllReduce) && x->buffer == buf;
+  });
+  return n;
+}
+
+bool has_stmt(const Stmt& s, StmtKind kind) {
+  bool found = false;
+  visit(s, [&](const Stmt& x) { found |= x->kind == kind; });
+  return found;
+}
+
+bool is_zero(const Expr& e) { return e && e->kind == ExprKind::Const && e->ival == 0 && e->fval == 0; }
+
+// Rewrites the body of a spread loop for T threads of loop t (see schedule.h).
+class Spreader {
+ public:
+  Spreader(const Kernel& k, const Step& st, const Stmt& body) : k_(k), st_(st), t_(st.loops[1]), n_(st.factor), body_(body) {}
+
+  std::vector<Stmt> run() {
+    check_no_races();
+    std::vector<Stmt> out;
+    for (const Stmt& s : body_->body) spread(s, &out);
+    return out;
+  }
+
+ private:
+  // Threads share no ordering: no statement may read a global buffer another writes.
+  void check_no_races() {
+    std::set<int> stored;
+    visit(body_, [&](const Stmt& s) {
+      if (s->kind == StmtKind::Store && k_.buffers[s->buffer].scope == MemScope::Global) stored.insert(s->buffer);
+    });
+    visit(body_, [&](const Stmt& s) {
+      for (int b : stored)
+        if (loads_buffer(s->extent, b) || loads_buffer(s->index, b) || loads_buffer(s->value, b) || loads_buffer(s->cond, b))
+          refuse(st_, "the body reads global buffer '" + k_.buffers[b].name + "', which it writes");
+    });
+  }
+
+  void spread(const Stmt& s, std::vector<Stmt>* out) {
+    switch (s->kind) {
+      case StmtKind::Block: {
+        std::vector<Stmt> inner;
+        for (const Stmt& b : s->body) spread(b, &inner);
+        return out->push_back(block(std::move(inner)));
+      }
+      case StmtKind::For: return spread_loop(s, out);
+      case StmtKind::Store:
+        if (k_.buffers[s->buffer].scope == MemScope::Local) last_[s->buffer] = s->value;
+        return out->push_back(first_thread_only(s));
+      case StmtKind::If:
+        if (has_stmt(s, StmtKind::For)) refuse(st_, "a loop under a condition cannot be spread");
+        visit(s, [&](const Stmt& x) {
+          if (x->kind == StmtKind::Store) last_[x->buffer] = nullptr;
+        });
+        return out->push_back(first_thread_only(s));
+      case StmtKind::AllReduce: refuse(st_, "the body is already spread over threads");
+    }
+  }
+
+  // Every thread holds the same values outside loops: one of them writes global memory.
+  Stmt first_thread_only(const Stmt& s) {
+    bool global = false;
+    visit(s, [&](const Stmt& x) { global |= x->kind == StmtKind::Store && k_.buffers[x->buffer].scope == MemScope::Global; });
+    return global ? if_then(binary(BinOp::CmpEq, var(t_), idx(0)), {s}) : s;
+  }
+
+  void spread_loop(const Stmt& loop, std::vector<Stmt>* out) {
+    if (uses_var(loop, t_)) refuse(st_, "loop '" + loop->var + "' already uses '" + t_ + "'");
+    std::optional<Reduction> r = reduction_of(k_, loop);
+    if (!r) check_independent(loop);
+    out->push_back(strided(loop));
+    if (!r) return;
+    // Every thread starts from the same value: for a sum only zero is counted once.
+    if (r->op == BinOp::Add && !is_zero(last_[r->acc]))
+      refuse(st_, "the sum into '" + k_.buffers[r->acc].name + "' does not start from 0 before loop '" + loop->var + "'");
+    out->push_back(all_reduce(r->acc, r->op, t_));
+    last_[r->acc] = nullptr;
+  }
+
+  // Iterations of a loop that is not a reduction run on different threads:
+  // each must write its own global elements and keep its local buffers to itself.
+  void check_independent(const Stmt& loop) {
+    visit(loop, [&](const Stmt& s) {
+      if (s->kind != StmtKind::Store) return;
+      const BufferDecl& b = k_.buffers[s->buffer];
+      if (b.scope == MemScope::Global && !uses_var(s->index, loop->var))
+        refuse(st_, "the store to '" + b.name + "' in loop '" + loop->var + "' does not depend on '" + loop->var + "'");
+      if (b.scope != MemScope::Global && accesses(body_, s->buffer) != accesses(loop, s->buffer))
+        refuse(st_, "buffer '" + b.name + "' carries values out of loop '" + loop->var + "' across threads");
+    });
+  }
+
+  // for v in ceil(E/T) { if (v*T + t < E) { body[v := v*T + t] } }
+  Stmt strided(const Stmt& loop) {
+    const std::string& v = loop->var;
+    int64_t e = 0;
+    bool exact = is_const(loop->extent, &e) && e % n_ == 0;
+    Expr extent = is_const(loop->extent, &e) ? idx((e + n_ - 1) / n_) : (loop->extent + idx(n_ - 1)) / idx(n_);
+    Expr at = var(v) * idx(n_) + var(t_);
+    std::vector<Stmt> body;
+    for (const Stmt& b : loop->body) body.push_back(substitute(b, {{v, at}}));
+    if (!exact) body = {if_then(binary(BinOp::CmpLt, at, loop->extent), std::move(body))};
+    return for_loop(v, extent, LoopKind::Serial, std::move(body));
+  }
+
+  const Kernel& k_;
+  const Step& st_;
+  const std::string& t_;
+  int64_t n_;
+  Stmt body_;
+  std::map<int, Expr> last_;  // the value last stored to each local buffer outside loops; null if unknown
+};
+
+Kernel spread(const Kernel& k, const Step& st) {
+  if (st.factor < 1 || st.factor > 1024) refuse(st, "the thread count must be in 1..1024");
+  check_new_name(k, st, st.loops[1]);
+  return on_loops(k, st, st.loops[0], [&](const Stmt& loop) {
+    std::vector<Stmt> body = Spreader(k, st, block(loop->body)).run();
+    return for_loop(loop->var, loop->extent, loop->loop, {for_loop(st.loops[1], idx(st.factor), LoopKind::Serial, std::move(body))});
+  });
+}
+
 }  // namespace
 
 Schedule& Schedule::split(std::string loop, int64_t factor, std::string outer, std::string inner) {
@@ -413,6 +549,10 @@ Schedule& Schedule::serial(std::string loop) {
   steps.push_back({Prim::Serial, {std::move(loop)}});
   return *this;
 }
+Schedule& Schedule::spread(std::string loop, int64_t threads, std::string thread) {
+  steps.push_back({Prim::Spread, {std::move(loop), std::move(thread)}, threads});
+  return *this;
+}
 Schedule& Schedule::bind(std::string loop, LoopKind kind) {
   steps.push_back({Prim::Bind, {std::move(loop)}, 0, kind});
   return *this;
@@ -441,14 +581,28 @@ int64_t unrolled_copies(const Stmt& s) {
 
 Kernel apply_step(const Kernel& k, const Step& st);
 
+// A vectorized loop stays innermost, with no condition inside, whatever step
+// moves loops around it.
+void check_vectorized_innermost(const Stmt& s, const Step& st) {
+  if (s->kind == StmtKind::For && s->loop == LoopKind::Vectorized)
+    visit(s, [&](const Stmt& in) {
+      if (in != s && (in->kind == StmtKind::For || in->kind == StmtKind::If))
+        refuse(st, "vectorized loop '" + s->var + "' would no longer be innermost");
+    });
+  for (const Stmt& b : s->body) check_vectorized_innermost(b, st);
+}
+
 Kernel apply(const Kernel& k, const Step& st) {
   Kernel out = apply_step(k, st);
   if (unrolled_copies(out.body) > 256) refuse(st, "nested unrolled loops would copy the body over 256 times");
+  check_vectorized_innermost(out.body, st);
   return out;
 }
 
 Kernel apply_step(const Kernel& k, const Step& st) {
-  size_t want = st.prim == Prim::Split || st.prim == Prim::Fuse || st.prim == Prim::CacheRead ? 3 : st.prim == Prim::Hoist ? 2 : st.prim == Prim::Reorder ? 0 : 1;
+  size_t want = st.prim == Prim::Split || st.prim == Prim::Fuse || st.prim == Prim::CacheRead ? 3
+                : st.prim == Prim::Hoist || st.prim == Prim::Spread ? 2
+                : st.prim == Prim::Reorder ? 0 : 1;
   if (want && st.loops.size() != want) refuse(st, "takes " + std::to_string(want) + " loop names");
   switch (st.prim) {
     case Prim::Split: return split(k, st);
@@ -460,6 +614,7 @@ Kernel apply_step(const Kernel& k, const Step& st) {
     case Prim::Vectorize: return set_kind(k, st, LoopKind::Vectorized);
     case Prim::Parallel: return set_kind(k, st, LoopKind::Parallel);
     case Prim::Serial: return set_kind(k, st, LoopKind::Serial);
+    case Prim::Spread: return spread(k, st);
     case Prim::Bind:
       if (st.kind != LoopKind::GpuBlock && st.kind != LoopKind::GpuThread) refuse(st, "binds to gpu_block or gpu_thread");
       return set_kind(k, st, st.kind);
@@ -493,7 +648,7 @@ Step parse_step(const std::string& line) {
   Step st;
   bool found = false;
   for (Prim p : {Prim::Split, Prim::Reorder, Prim::Fuse, Prim::Hoist, Prim::CacheRead, Prim::Unroll, Prim::Vectorize, Prim::Parallel,
-                 Prim::Serial, Prim::Bind})
+                 Prim::Serial, Prim::Bind, Prim::Spread})
     if (word == prim_name(p)) {
       st.prim = p;
       found = true;
@@ -535,6 +690,13 @@ Step parse_step(const std::string& line) {
       rs >> a >> b >> c >> arrow >> local;
       expect(b == "at" && arrow == "->" && !local.empty() && !(rs >> extra), "cache_read BUFFER at LOOP -> LOCAL");
       st.loops = {a, c, local};
+      break;
+    }
+    case Prim::Spread: {
+      std::string over, arrow, extra;
+      rs >> a >> over >> st.factor >> arrow >> b;
+      expect(over == "over" && arrow == "->" && !rs.fail() && st.factor > 0 && !(rs >> extra), "spread LOOP over N -> THREAD");
+      st.loops = {a, b};
       break;
     }
     case Prim::Bind:

@@ -5,9 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <map>
+#include <random>
 #include <string>
 
+#include "codegen/schedule.h"
 #include "frontend/workloads.h"
 #include "kiln/kiln.h"
 
@@ -67,6 +70,49 @@ inline void expect_matches_interpreter(const Graph& g, const Bindings& symbols =
     std::string diff = compare(want[o], got[o], tolerance_for(want[o].dtype));
     EXPECT_TRUE(diff.empty()) << "output " << o << ": " << diff << "\n" << print(g);
   }
+}
+
+// Random legal schedules: splits (with and without tails), reorders, fusions
+// and kinds, applied where they are accepted; results must not change.
+inline Schedule random_schedule(const Kernel& kern, std::mt19937& rng) {
+  Schedule s;
+  Kernel cur = kern;
+  for (int attempt = 0, n = 0; attempt < 12; ++attempt) {
+    std::vector<Stmt> loops;
+    std::function<void(const Stmt&)> collect = [&](const Stmt& st) {
+      if (st->kind == StmtKind::For) loops.push_back(st);
+      for (const Stmt& b : st->body) collect(b);
+    };
+    collect(cur.body);
+    if (loops.empty()) break;
+    const Stmt& l = loops[rng() % loops.size()];
+    Step step;
+    std::string a = "s" + std::to_string(n) + "a", b = "s" + std::to_string(n) + "b";
+    switch (rng() % 5) {
+      case 0: step = Schedule().split(l->var, 1 + rng() % 7, a, b).steps[0]; break;
+      case 1:
+        if (l->body.size() != 1 || l->body[0]->kind != StmtKind::For) continue;
+        step = Schedule().reorder({l->body[0]->var, l->var}).steps[0];
+        break;
+      case 2:
+        if (l->body.size() != 1 || l->body[0]->kind != StmtKind::For) continue;
+        step = Schedule().fuse(l->var, l->body[0]->var, a).steps[0];
+        break;
+      case 3:  // small unrolls keep the test's compile time short
+        if (l->extent->kind != ExprKind::Const || l->extent->ival > 8) continue;
+        step = Schedule().unroll(l->var).steps[0];
+        break;
+      default: step = Schedule().vectorize(l->var).steps[0];
+    }
+    try {
+      cur = apply(cur, step);
+      s.steps.push_back(step);
+      ++n;
+    } catch (const Error&) {
+      // refused: try another step
+    }
+  }
+  return s;
 }
 
 }  // namespace kiln::testing

@@ -2,6 +2,9 @@
 // as in tests/backends/ops_test.cpp) and the default GPU schedule.
 #pragma once
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -157,6 +160,43 @@ inline std::vector<GraphCase> op_cases() {
     g.outputs = {g.binary(Op::Div, e, g.expand(g.reduce(Op::ReduceSum, e, {1}), full))};
     add("softmax " + std::string(dtype_name(t)), g, 4.0);
   }
+  // Rows shared by a block's threads: lengths that are not multiples of the
+  // thread count, sums and maxima in every accumulator type.
+  for (int64_t len : {1, 37, 300, 1000})
+    for (DType t : {f32, f16, i32, i8}) {
+      Graph g;
+      int x = g.input("x", t, {6, len});
+      g.outputs = {g.reduce(Op::ReduceSum, x, {1}), g.reduce(Op::ReduceMax, x, {1})};
+      add("row sum and max " + std::string(dtype_name(t)) + " of " + std::to_string(len), g, 4.0);
+    }
+  for (int64_t len : {37, 1000}) {
+    Graph g;
+    Shape full = {Dim(7), Dim(len)};
+    int x = g.input("x", f32, full);
+    auto scalar = [&](double v, Shape s) { return g.expand(g.constant(v, f32, {1, 1}), s); };
+    int mean = g.binary(Op::Mul, g.reduce(Op::ReduceSum, x, {1}), scalar(1.0 / double(len), {7, 1}));
+    int centered = g.binary(Op::Sub, x, g.expand(mean, full));
+    int var = g.binary(Op::Mul, g.reduce(Op::ReduceSum, g.binary(Op::Mul, centered, centered), {1}),
+                       scalar(1.0 / double(len), {7, 1}));
+    int inv = g.unary(Op::Recip, g.unary(Op::Sqrt, g.binary(Op::Add, var, scalar(1e-5, {7, 1}))));
+    g.outputs = {g.binary(Op::Mul, g.binary(Op::Mul, centered, g.expand(inv, full)),
+                          g.expand(g.input("w", f32, {1, len}), full))};
+    add("layernorm of " + std::to_string(len), g);
+  }
+  for (DType t : {f32, f16}) {
+    Graph g;
+    g.outputs = {g.contract(g.input("a", t, {70, 300}), g.input("x", t, {300, 1}))};
+    add("gemv " + std::string(dtype_name(t)), g);
+  }
+  for (int64_t rows : {1, 5}) {
+    Graph g;
+    Dim r = Dim::symbol("rows", 1, 4096);
+    Shape full = {r, Dim(333)};
+    int x = g.input("x", f32, full);
+    int e = g.unary(Op::Exp2, g.binary(Op::Sub, x, g.expand(g.reduce(Op::ReduceMax, x, {1}), full)));
+    g.outputs = {g.binary(Op::Div, e, g.expand(g.reduce(Op::ReduceSum, e, {1}), full))};
+    add("symbolic softmax, rows " + std::to_string(rows), g, 4.0, {{"rows", rows}});
+  }
   {
     Graph g;
     int y = g.contract(g.input("x", f32, {17, 40}), g.input("w", f32, {40, 24}));
@@ -175,6 +215,77 @@ inline std::vector<GraphCase> op_cases() {
     add("large elementwise", g);
   }
   return cases;
+}
+
+// allreduce as a backend runs it: each of block b's 256 threads writes what
+// four allreduces in a row gave it (they share the scratch): the max and min
+// of x's row, the sum of the thread numbers, and the wrapping sum of xi's row.
+inline Kernel allreduce_kernel() {
+  return parse_kernel(R"(kernel allreduce_semantics(n) {
+  buffer x: f32 global
+  buffer xi: i32 global
+  buffer y: f32 global out
+  buffer yi: i32 global out
+  buffer hi: f32 local[1]
+  buffer lo: f32 local[1]
+  buffer s: f32 local[1]
+  buffer si: i32 local[1]
+  gpu_block for b in n {
+    gpu_thread for t in 256 {
+      hi[0] = x[b * 256 + t]
+      lo[0] = x[b * 256 + t]
+      s[0] = cast<f32>(t)
+      si[0] = xi[b * 256 + t]
+      allreduce hi[0] max over t
+      allreduce lo[0] min over t
+      allreduce s[0] add over t
+      allreduce si[0] add over t
+      y[(b * 256 + t) * 3] = hi[0]
+      y[(b * 256 + t) * 3 + 1] = lo[0]
+      y[(b * 256 + t) * 3 + 2] = s[0]
+      yi[b * 256 + t] = si[0]
+    }
+  }
+}
+)");
+}
+
+// Inputs for allreduce_kernel(), three rows: random values with some NaNs
+// (max and min follow fmax/fmin: NaN yields the other operand), all NaN but
+// one, all NaN; ints near the top of the range, so that sums wrap.
+inline void allreduce_inputs(std::vector<float>* x, std::vector<int32_t>* xi) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  x->assign(3 * 256, nan);
+  xi->resize(3 * 256);
+  for (int t = 0; t < 256; ++t) {
+    (*x)[t] = t % 7 == 3 ? nan : float((t * 37) % 101) - 50.5f;
+    for (int r = 0; r < 3; ++r) (*xi)[r * 256 + t] = std::numeric_limits<int32_t>::max() - t * (r + 1);
+  }
+  (*x)[256 + 200] = -3.25f;
+}
+
+// "" when every thread of every row holds the combined values.
+inline std::string check_allreduce(const std::vector<float>& x, const std::vector<int32_t>& xi,
+                                   const std::vector<float>& y, const std::vector<int32_t>& yi) {
+  auto same = [](float a, float b) { return (std::isnan(a) && std::isnan(b)) || a == b; };
+  for (int r = 0; r < 3; ++r) {
+    float hi = std::numeric_limits<float>::quiet_NaN(), lo = hi;
+    uint32_t sum = 0;
+    for (int t = 0; t < 256; ++t) {
+      hi = std::fmax(hi, x[r * 256 + t]);
+      lo = std::fmin(lo, x[r * 256 + t]);
+      sum += uint32_t(xi[r * 256 + t]);
+    }
+    for (int t = 0; t < 256; ++t) {
+      const float* got = &y[(r * 256 + t) * 3];
+      if (!same(got[0], hi) || !same(got[1], lo) || got[2] != 32640.0f || yi[r * 256 + t] != int32_t(sum))
+        return "row " + std::to_string(r) + ", thread " + std::to_string(t) + ": max " + std::to_string(got[0]) +
+               " min " + std::to_string(got[1]) + " sum " + std::to_string(got[2]) + " int sum " +
+               std::to_string(yi[r * 256 + t]) + ", want " + std::to_string(hi) + " " + std::to_string(lo) +
+               " 32640 " + std::to_string(int32_t(sum));
+    }
+  }
+  return "";
 }
 
 }  // namespace kiln::testing

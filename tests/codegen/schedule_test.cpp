@@ -100,6 +100,7 @@ TEST(Schedule, PrimitivesRefuseWithAReason) {
   refused(Schedule().split("i1", 0, "a", "b"), "factor");
   refused(Schedule().vectorize("i0"), "constant extent");
   refused(Schedule().reorder({"i1", "i0"}), "must stay outermost");
+  refused(Schedule().split("i1", 4, "i1o", "i1i").vectorize("i1i").reorder({"i1i", "i1o"}), "no longer be innermost");
   refused(Schedule().unroll("i0"), "constant extent");
   refused(Schedule().parallel("i1"), "top-level");
   refused(Schedule().fuse("i1", "i0", "f"), "only statement");
@@ -119,15 +120,69 @@ TEST(Schedule, TextRoundTripsAndHashesStably) {
   Schedule s;
   s.split("i0", 8, "i0o", "i0i").reorder({"i0o", "i1", "i0i"}).fuse("a", "b", "c").hoist("r2", "i0i");
   s.cache_read("b", "i1o", "pb").unroll("i0i").vectorize("i1i").parallel("i0o").serial("x");
-  s.bind("blk", LoopKind::GpuBlock);
+  s.bind("blk", LoopKind::GpuBlock).spread("i0", 256, "t");
   std::string text = print(s);
+  EXPECT_NE(text.find("spread i0 over 256 -> t\n"), std::string::npos) << text;
   EXPECT_EQ(parse_schedule(text), s);
   EXPECT_EQ(print(parse_schedule(text)), text);
   EXPECT_EQ(hash(parse_schedule(text)), hash(s));
   EXPECT_NE(hash(Schedule().unroll("a")), hash(Schedule().unroll("b")));
   for (const char* bad : {"split i0 by x -> a, b", "split i0 by 4 -> a", "teleport i0", "bind i0 gpu_warp",
-                          "hoist r2 i0", "fuse a, b", "unroll 3x", "cache_read b i1o pb", "cache_read b at i1o ->"})
+                          "hoist r2 i0", "fuse a, b", "unroll 3x", "cache_read b i1o pb", "cache_read b at i1o ->",
+                          "spread i0 over x -> t", "spread i0 256 -> t", "spread i0 over 0 -> t", "spread i0 over 8 t",
+                          "spread i0 over 8 -> t u"})
     EXPECT_THROW(parse_schedule(bad), Error) << bad;
+}
+
+TEST(Schedule, SpreadStridesLoopsOverThreadsAndCombinesReductions) {
+  Kernel kern = lower(make_workload("softmax:8x300").graph).kernels[0];
+  std::string t = print(apply(kern, Schedule().spread("i0", 256, "t")));
+  for (const char* want : {
+           "parallel for i0 in 8 {\n    serial for t in 256 {\n      block {\n        acc[0] = -inff\n",
+           "serial for r2 in 2 {\n          if cmplt(r2 * 256 + t, 300) {\n"
+           "            acc[0] = max(acc[0], x[i0 * 300 + (r2 * 256 + t)])\n          }\n        }\n"
+           "        allreduce acc[0] max over t\n        acc_1[0] = 0f\n",
+           "allreduce acc_1[0] add over t\n        serial for i1 in 2 {\n"})
+    EXPECT_NE(t.find(want), std::string::npos) << want << "\nin\n" << t;
+  // An extent that T divides needs no guard; a store outside loops is thread 0's.
+  t = print(apply(lower(make_workload("gemv:4x512").graph).kernels[0], Schedule().spread("i0", 128, "t")));
+  EXPECT_NE(t.find("serial for r1 in 4 {\n          acc[0] = add(acc[0], mul(a[i0 * 512 + (r1 * 128 + t)], x[r1 * 128 + t]))"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("allreduce acc[0] add over t\n        if cmpeq(t, 0) {\n          t2[i0] = acc[0]"), std::string::npos) << t;
+}
+
+TEST(Schedule, SpreadRefusesWhatThreadsCannotShare) {
+  auto refused = [](const std::string& body, const std::string& reason) {
+    Kernel kern = parse_kernel("kernel k(n) {\n  buffer y: f32 global out\n  buffer x: f32 global\n"
+                               "  buffer acc: f32 local[1]\n  buffer tmp: f32 local[1]\n  parallel for i in n {\n" +
+                               body + "  }\n}\n");
+    try {
+      apply(kern, Schedule().spread("i", 32, "t"));
+      ADD_FAILURE() << "accepted:\n" << body;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(reason), std::string::npos) << e.what();
+    }
+  };
+  refused("    acc[0] = 1f\n    serial for r in 9 {\n      acc[0] = add(acc[0], x[r])\n    }\n    y[i] = acc[0]\n",
+          "does not start from 0");
+  refused("    serial for r in 9 {\n      y[r] = 1f\n    }\n    y[i] = y[0]\n", "which it writes");
+  refused("    if cmplt(i, 3) {\n      serial for r in 9 {\n        y[i * 9 + r] = 1f\n      }\n    }\n", "under a condition");
+  refused("    serial for r in 9 {\n      y[i] = x[r]\n    }\n", "does not depend on 'r'");
+  refused("    serial for r in 9 {\n      tmp[0] = x[r]\n    }\n    y[i] = tmp[0]\n", "carries values out");
+}
+
+TEST(Schedule, GpuDefaultSpreadsRowReductionsOnly) {
+  DeviceInfo gpu;
+  gpu.backend = "vulkan";
+  gpu.max_threads = 128;
+  auto first = [&](const Graph& g) { return print(default_schedule(lower(g).kernels[0], gpu)); };
+  EXPECT_EQ(first(make_workload("softmax:64x128").graph), "spread i0 over 128 -> thr\nbind i0 gpu_block\nbind thr gpu_thread\n");
+  EXPECT_NE(first(make_workload("gemv:64x128").graph).find("spread"), std::string::npos);
+  Graph mm, cols, chain = make_workload("chain:1024").graph;
+  mm.outputs = {mm.contract(mm.input("a", f32, {33, 47}), mm.input("b", f32, {47, 19}))};
+  cols.outputs = {cols.reduce(Op::ReduceSum, cols.input("x", f32, {5, 33, 7}), {1})};
+  for (const Graph* g : {&mm, &cols, &chain})
+    EXPECT_EQ(first(*g).find("spread"), std::string::npos) << first(*g);
 }
 
 TEST(Schedule, ReplayGivesTheSameKernel) {
@@ -140,49 +195,6 @@ TEST(Schedule, ReplayGivesTheSameKernel) {
   Schedule s = default_schedule(kern, cpu);
   EXPECT_FALSE(s.steps.empty());
   EXPECT_TRUE(apply(kern, s) == apply(kern, parse_schedule(print(s))));
-}
-
-// Random legal schedules: splits (with and without tails), reorders, fusions
-// and kinds, applied where they are accepted; results must not change.
-Schedule random_schedule(const Kernel& kern, std::mt19937& rng) {
-  Schedule s;
-  Kernel cur = kern;
-  for (int attempt = 0, n = 0; attempt < 12; ++attempt) {
-    std::vector<Stmt> loops;
-    std::function<void(const Stmt&)> collect = [&](const Stmt& st) {
-      if (st->kind == StmtKind::For) loops.push_back(st);
-      for (const Stmt& b : st->body) collect(b);
-    };
-    collect(cur.body);
-    if (loops.empty()) break;
-    const Stmt& l = loops[rng() % loops.size()];
-    Step step;
-    std::string a = "s" + std::to_string(n) + "a", b = "s" + std::to_string(n) + "b";
-    switch (rng() % 5) {
-      case 0: step = Schedule().split(l->var, 1 + rng() % 7, a, b).steps[0]; break;
-      case 1:
-        if (l->body.size() != 1 || l->body[0]->kind != StmtKind::For) continue;
-        step = Schedule().reorder({l->body[0]->var, l->var}).steps[0];
-        break;
-      case 2:
-        if (l->body.size() != 1 || l->body[0]->kind != StmtKind::For) continue;
-        step = Schedule().fuse(l->var, l->body[0]->var, a).steps[0];
-        break;
-      case 3:  // small unrolls keep the test's compile time short
-        if (l->extent->kind != ExprKind::Const || l->extent->ival > 8) continue;
-        step = Schedule().unroll(l->var).steps[0];
-        break;
-      default: step = Schedule().vectorize(l->var).steps[0];
-    }
-    try {
-      cur = apply(cur, step);
-      s.steps.push_back(step);
-      ++n;
-    } catch (const Error&) {
-      // refused: try another step
-    }
-  }
-  return s;
 }
 
 TEST(Schedule, RandomLegalSchedulesNeverChangeResults) {
@@ -201,7 +213,7 @@ TEST(Schedule, RandomLegalSchedulesNeverChangeResults) {
     Program p = lower(graph);
     for (int trial = 0; trial < 5; ++trial) {
       std::vector<Schedule> schedules;
-      for (const Kernel& kern : p.kernels) schedules.push_back(random_schedule(kern, rng));
+      for (const Kernel& kern : p.kernels) schedules.push_back(testing::random_schedule(kern, rng));
       SCOPED_TRACE(print(schedules[0]));
       CompiledGraph cg(graph, device("cpu"), schedules);
       std::vector<HostTensor> got = cg.run(inputs);

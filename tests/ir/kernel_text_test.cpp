@@ -143,6 +143,37 @@ TEST(KernelText, RoundTripsEmptyKernel) {
   EXPECT_EQ(parse_kernel(print(k)), k);
 }
 
+TEST(KernelText, AllReduceRoundTrips) {
+  const char* text = R"(kernel rows(n) {
+  buffer x: f32 global
+  buffer acc: f32 local[1]
+  buffer s: i32 local[1]
+  gpu_block for b in n {
+    gpu_thread for t in 256 {
+      allreduce acc[0] max over t
+      allreduce s[0] add over t
+      allreduce acc[0] min over b
+    }
+  }
+}
+)";
+  Kernel k;
+  k.name = "rows";
+  k.params = {"n"};
+  k.buffers = {buf("x", f32), buf("acc", f32, MemScope::Local, 1), buf("s", i32, MemScope::Local, 1)};
+  k.body = block({for_loop("b", var("n"), LoopKind::GpuBlock,
+                           {for_loop("t", idx(256), LoopKind::GpuThread,
+                                     {all_reduce(1, B::Max, "t"), all_reduce(2, B::Add, "t"), all_reduce(1, B::Min, "b")})})});
+  EXPECT_EQ(print(k), text);
+  EXPECT_EQ(parse_kernel(text), k);
+  Kernel other = k;
+  other.body = block({for_loop("b", var("n"), LoopKind::GpuBlock,
+                               {for_loop("t", idx(256), LoopKind::GpuThread,
+                                         {all_reduce(1, B::Add, "t"), all_reduce(2, B::Add, "t"), all_reduce(1, B::Min, "b")})})});
+  EXPECT_FALSE(other == k) << "the combine is part of the statement";
+  EXPECT_THROW(all_reduce(1, B::Sub, "t"), Error);
+}
+
 TEST(KernelText, InfixKeepsTheExactTree) {
   Expr a = var("a"), b = var("b"), c = var("c"), d = var("d");
   auto bin = [](B op, Expr x, Expr y) { return binary(op, x, y); };
@@ -259,6 +290,14 @@ TEST(KernelText, RejectsMalformedInput) {
       "  x[0] 0f\n}\n",                           // missing '='
       "  x[0] = 0f $\n}\n",                       // bad character
       "  x[0] = 0f\n  buffer z: f32 global\n}\n",  // buffer after a statement
+      "  serial for i in 4 {\n    allreduce x[0] add over i\n  }\n}\n",   // allreduce of a global buffer
+      "  serial for i in 4 {\n    allreduce y[1] add over i\n  }\n}\n",   // not element 0
+      "  serial for i in 4 {\n    allreduce y[0] sub over i\n  }\n}\n",   // not add, max or min
+      "  serial for i in 4 {\n    allreduce y[0] frob over i\n  }\n}\n",  // unknown op
+      "  serial for i in 4 {\n    allreduce y[0] add i\n  }\n}\n",        // missing 'over'
+      "  allreduce y[0] add over n\n}\n",                                    // a param, not a loop
+      "  allreduce y[0] add over j\n}\n",                                    // unknown variable
+      "  allreduce z[0] add over n\n}\n",                                    // unknown buffer
   };
   const std::string bad_texts[] = {
       "",

@@ -311,6 +311,16 @@ TEST(CudaBackend, IntegerArithmeticWrapsAndDivisionNeverTraps) {
   }
 }
 
+TEST(CudaBackend, AllReduceGivesEveryThreadTheCombinedValue) {
+  REQUIRE_GPU();
+  std::vector<float> x;
+  std::vector<int32_t> xi;
+  testing::allreduce_inputs(&x, &xi);
+  auto out = launch(*gpu()->compile(testing::allreduce_kernel()),
+                    {to_bytes(x), to_bytes(xi), Bytes(3 * x.size() * 4), Bytes(xi.size() * 4)}, {3});
+  EXPECT_EQ(testing::check_allreduce(x, xi, from_bytes<float>(out[2]), from_bytes<int32_t>(out[3])), "");
+}
+
 // out[((z * Y + y) * X + x) * threads + t] = that index, over a 3-D grid of
 // 3-D blocks: every block and thread index lands where the mapping says.
 TEST(CudaBackend, ThreeDimensionalGridsAndBlocks) {

@@ -225,6 +225,23 @@ TEST(CudaCodegen, RefusesKernelsNotScheduledForTheGpu) {
       "integer arithmetic on the kernel's params");
 }
 
+TEST(CudaCodegen, AllReduceIsAWarpTreeThenSharedPartials) {
+  Kernel k = testing::allreduce_kernel();
+  std::string src = emit_cuda(k, "f");
+  EXPECT_TRUE(contains(src, "__shared__ float kiln_red_f32[32];")) << src;
+  EXPECT_TRUE(contains(src, "__shared__ int kiln_red_i32[32];")) << src;
+  EXPECT_TRUE(contains(src, "fmaxf(kiln_r, __shfl_xor_sync(0xffffffffu, kiln_r, kiln_o))")) << src;
+  EXPECT_TRUE(contains(src, "kiln_w < 8;")) << src;
+  EXPECT_TRUE(contains(compile_cuda_to_ptx(k, "sm_90"), "bar.sync")) << "the partials need a barrier";
+  // Threads of a partial warp, or an allreduce not every thread reaches, are refused.
+  std::string text = print(k);
+  std::string partial = text, nested = text;
+  partial.replace(partial.find("in 256"), 6, "in 48");
+  EXPECT_THROW(emit_cuda(parse_kernel(partial), "f"), Error);
+  nested.replace(nested.find("      allreduce hi[0] max over t\n"), 33, "      if cmplt(t, 3) {\n        allreduce hi[0] max over t\n      }\n");
+  expect_not_scheduled(parse_kernel(nested), "inside a loop or condition");
+}
+
 TEST(CudaCodegen, OtherBadIrIsAnError) {
   EXPECT_THROW(emit_cuda(copy_kernel({store(1, var("nowhere"), const_f32(1))}), "f"), Error);
   EXPECT_THROW(emit_cuda(copy_kernel({store(7, idx(0), const_f32(1))}), "f"), Error);

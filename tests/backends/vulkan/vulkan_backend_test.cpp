@@ -503,5 +503,14 @@ TEST_F(VulkanBackend, GlslangTimePerKernel) {
             << ". compile() (emit + glslang + pipeline): " << summary(pipeline) << "\n";
 }
 
+TEST_F(VulkanBackend, AllReduceGivesEveryThreadTheCombinedValue) {
+  std::vector<float> x;
+  std::vector<int32_t> xi;
+  testing::allreduce_inputs(&x, &xi);
+  auto out = run_as_is(dev(), testing::allreduce_kernel(),
+                       {to_bytes(x), to_bytes(xi), Bytes(3 * x.size() * 4), Bytes(xi.size() * 4)}, {3});
+  EXPECT_EQ(testing::check_allreduce(x, xi, from_bytes<float>(out[2]), from_bytes<int32_t>(out[3])), "");
+}
+
 }  // namespace
 }  // namespace kiln
