@@ -12,6 +12,7 @@
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
 
+#include "codegen/emit/llvm/math.h"
 #include "kiln/error.h"
 
 namespace kiln {
@@ -206,6 +207,8 @@ class Emitter {
       case StmtKind::Store: return emit_store(s);
       case StmtKind::Block: return emit_stmts(s.body);
       case StmtKind::If: return emit_if(s);
+      case StmtKind::AllReduce:
+        fail(k_, "allreduce over '" + s.var + "' needs a GPU thread loop; the cpu backend has none");
     }
     fail(k_, "unknown statement kind");
   }
@@ -465,10 +468,11 @@ class Emitter {
     llvm::Value* a = emit(e.args[0]);
     switch (e.unop) {
       case UnOp::Neg: return e.type == ValType::f32 ? b_.CreateFNeg(a) : b_.CreateNeg(a);
-      case UnOp::Exp2: return b_.CreateUnaryIntrinsic(llvm::Intrinsic::exp2, a);
-      case UnOp::Log2: return b_.CreateUnaryIntrinsic(llvm::Intrinsic::log2, a);
+      // Inline polynomials (math.h): the intrinsics would be scalar libm calls.
+      case UnOp::Exp2: return emit_exp2(b_, a);
+      case UnOp::Log2: return emit_log2(b_, a);
       case UnOp::Sqrt: return b_.CreateUnaryIntrinsic(llvm::Intrinsic::sqrt, a);
-      case UnOp::Sin: return b_.CreateUnaryIntrinsic(llvm::Intrinsic::sin, a);
+      case UnOp::Sin: return emit_sin(b_, a);
       case UnOp::Recip: return b_.CreateFDiv(llvm::ConstantFP::get(a->getType(), 1.0), a);
       case UnOp::Not: return b_.CreateNot(a);
     }

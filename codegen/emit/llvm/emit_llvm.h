@@ -2,6 +2,7 @@
 // decision: it prints what the Kernel says and leaves the rest to LLVM's O3.
 // That includes the schedule's unrolled and vectorized loops, which it carries
 // out itself (copies of the body; <lanes x T> vectors) rather than as hints.
+// exp2, log2 and sin become inline polynomials (math.h), not libm calls.
 #pragma once
 
 #include <memory>
