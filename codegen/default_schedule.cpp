@@ -4,6 +4,7 @@
 
 #include "codegen/ir_util.h"
 #include "codegen/schedule.h"
+#include "kiln/error.h"
 
 namespace kiln {
 
@@ -76,22 +77,41 @@ std::string fresh(const Kernel& k, const std::string& base) {
   return n;
 }
 
+// Reductions over a constant extent keep one partial accumulator per vector
+// lane (rfactor), so that max and sum vectorize whatever LLVM's fast-math rules.
+void vectorize_reductions(const Kernel& k, int lanes, Schedule* s) {
+  std::set<std::string> done;
+  visit(k.body, [&](const Stmt& loop) {
+    if (loop->kind != StmtKind::For || done.count(loop->var) || loop->body.size() != 1) return;
+    const Stmt& acc = loop->body[0];
+    bool scalar_acc = acc->kind == StmtKind::Store && k.buffers[acc->buffer].scope == MemScope::Local &&
+                      k.buffers[acc->buffer].size == 1 && k.buffers[acc->buffer].dtype == f32;
+    int64_t e = 0;
+    if (!scalar_acc || !const_extent(loop, &e) || e % lanes != 0 || e < 4 * lanes) return;
+    std::string o = fresh(k, loop->var + "o"), i = fresh(k, loop->var + "i");
+    s->rfactor(loop->var, lanes, o, i).vectorize(i);
+    done.insert(loop->var);
+  });
+}
+
 // Register tiles for contractions: an MR x NR tile of f32 accumulators kept in
 // vector registers across the reduction, NR a multiple of the vector width.
 // Threads take column panels; each packs its NR-wide panel of the right operand
 // (read with a row stride) into a contiguous local buffer first.
 Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t) {
   Schedule s;
+  int lanes = std::max(4, t.vector_bits / 32);
   std::vector<Stmt> chain = top_chain(k);
-  if (chain.size() < 2) return s;
-  std::string r = reduction_loop(chain);
-  if (r.empty()) return s;
+  std::string r = chain.size() < 2 ? "" : reduction_loop(chain);
+  if (r.empty()) {
+    vectorize_reductions(k, lanes, &s);
+    return s;
+  }
   for (const BufferDecl& b : k.buffers)
     if (b.scope == MemScope::Local && b.dtype != f32) return s;
   const Stmt &rows = chain[chain.size() - 2], &cols = chain.back();
   int64_t m = 0, n = 0;
   if (!const_extent(rows, &m) || !const_extent(cols, &n)) return s;
-  int lanes = std::max(4, t.vector_bits / 32);
   int64_t nr = largest_divisor(n, {2 * lanes, lanes});
   int64_t mr = largest_divisor(m, {lanes >= 16 ? 12 : 6, 8, 6, 4, 3, 2});
   if (!nr || !mr) return s;
@@ -115,7 +135,44 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t) {
   return s;
 }
 
-// One thread per output point: the top loops fused and split into blocks.
+// Whether index `e` moves by one element when `v` does (other variables at 0,
+// params at an arbitrary size): threads along v then read neighbouring elements.
+bool unit_stride(const Expr& e, const std::string& v, const Kernel& k) {
+  std::map<std::string, int64_t> at;
+  for (const std::string& p : k.params) at[p] = 64;
+  visit(k.body, [&](const Stmt& s) {
+    if (s->kind == StmtKind::For) at[s->var] = 0;
+  });
+  try {
+    int64_t base = evaluate_index(e, at);
+    at[v] = 1;
+    return evaluate_index(e, at) - base == 1;
+  } catch (const Error&) {
+    return false;  // a gathered index: no pattern to rely on
+  }
+}
+
+// The body holds reduction loops, and no load in them moves with the
+// innermost output loop `v` (rows reduced along their length, not columns or
+// matrix products, whose neighbouring outputs already read neighbouring data).
+bool reduces_rows(const Kernel& k, const Stmt& body, const std::string& v) {
+  bool any = false, columns = false;
+  std::function<void(const Expr&)> expr = [&](const Expr& e) {
+    if (!e) return;
+    if (e->kind == ExprKind::Load && k.buffers[e->buffer].scope == MemScope::Global) columns |= unit_stride(e->args[0], v, k);
+    for (const Expr& a : e->args) expr(a);
+  };
+  visit(body, [&](const Stmt& s) {
+    if (!reduction_of(k, s)) return;
+    any = true;
+    visit(s, [&](const Stmt& x) { expr(x->value); });
+  });
+  return any && !columns;
+}
+
+// Row reductions: a block per output point, its threads sharing the row.
+// Everything else: one thread per output point, the top loops fused and split
+// into blocks.
 Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t) {
   Schedule s;
   std::vector<Stmt> chain = top_chain(k);
@@ -130,6 +187,20 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t) {
     cur = f;
   }
   int64_t threads = std::min<int64_t>(256, t.max_threads > 0 ? t.max_threads : 256);
+  int64_t points = 1, e = 0;
+  for (size_t i = 0; i < n; ++i) points = const_extent(chain[i], &e) ? points * e : 0;
+  // Vulkan guarantees 65535 workgroups along x.
+  if (points <= 65535 && reduces_rows(k, block(chain[n - 1]->body), chain[n - 1]->var)) {
+    Schedule rows = s;
+    std::string th = fresh(k, "thr");
+    rows.spread(cur, threads, th).bind(cur, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
+    try {
+      apply(k, rows);
+      return rows;
+    } catch (const Error&) {
+      // A body spread refuses keeps one thread per output point.
+    }
+  }
   std::string b = fresh(k, "blk"), th = fresh(k, "thr");
   s.split(cur, threads, b, th).bind(b, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
   return s;

@@ -70,4 +70,45 @@ void visit(const Stmt& s, const std::function<void(const Stmt&)>& f) {
   for (const Stmt& b : s->body) visit(b, f);
 }
 
+bool loads_buffer(const Expr& e, int buffer) {
+  if (!e) return false;
+  if (e->kind == ExprKind::Load && e->buffer == buffer) return true;
+  for (const Expr& a : e->args)
+    if (loads_buffer(a, buffer)) return true;
+  return false;
+}
+
+namespace {
+
+bool is_accumulation(const Kernel& k, const StmtNode& s, Reduction* r) {
+  const BufferDecl& b = k.buffers[s.buffer];
+  const Expr& v = s.value;
+  bool zero = s.index->kind == ExprKind::Const && s.index->ival == 0;
+  if (b.scope != MemScope::Local || b.size != 1 || !zero || v->kind != ExprKind::Binary) return false;
+  if (v->binop != BinOp::Add && v->binop != BinOp::Max && v->binop != BinOp::Min) return false;
+  const Expr &cur = v->args[0], &term = v->args[1];
+  bool reads_acc = cur->kind == ExprKind::Load && cur->buffer == s.buffer && equal(cur->args[0], s.index);
+  if (!reads_acc || loads_buffer(term, s.buffer)) return false;
+  if (r->acc >= 0 && (r->acc != s.buffer || r->op != v->binop)) return false;
+  r->acc = s.buffer;
+  r->op = v->binop;
+  return true;
+}
+
+}  // namespace
+
+std::optional<Reduction> reduction_of(const Kernel& k, const Stmt& loop) {
+  if (loop->kind != StmtKind::For) return std::nullopt;
+  Reduction r;
+  bool ok = true;
+  visit(loop, [&](const Stmt& s) {
+    if (s->kind == StmtKind::Store) ok &= is_accumulation(k, *s, &r);
+    if (s->kind == StmtKind::AllReduce) ok = false;
+  });
+  if (!ok || r.acc < 0) return std::nullopt;
+  // No extent or condition may read the accumulator either.
+  visit(loop, [&](const Stmt& s) { ok &= !loads_buffer(s->extent, r.acc) && !loads_buffer(s->cond, r.acc); });
+  return ok ? std::optional<Reduction>(r) : std::nullopt;
+}
+
 }  // namespace kiln

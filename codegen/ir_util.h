@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "kiln/kernel.h"
@@ -25,5 +26,15 @@ void visit(const Stmt& s, const std::function<void(const Stmt&)>& f);
 
 // Rebuilds a statement with a new body (For, If, Block).
 Stmt with_body(const Stmt& s, std::vector<Stmt> body);
+
+// A reduction loop: every store under it is acc[0] = op(acc[0], term) into one
+// local buffer of size 1, op Add, Max or Min, and nothing else under it reads acc.
+struct Reduction {
+  int acc = -1;
+  BinOp op = BinOp::Add;
+};
+std::optional<Reduction> reduction_of(const Kernel& k, const Stmt& loop);
+
+bool loads_buffer(const Expr& e, int buffer);
 
 }  // namespace kiln

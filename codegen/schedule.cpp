@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "codegen/ir_util.h"
+#include "codegen/rfactor.h"
 #include "kiln/error.h"
 
 namespace kiln {
@@ -23,6 +24,7 @@ const char* prim_name(Prim p) {
     case Prim::Serial: return "serial";
     case Prim::Bind: return "bind";
     case Prim::Spread: return "spread";
+    case Prim::Rfactor: return "rfactor";
   }
   return "?";
 }
@@ -41,6 +43,7 @@ std::string step_text(const Step& s) {
     case Prim::Hoist: return t + " " + s.loops[0] + " above " + s.loops[1];
     case Prim::CacheRead: return t + " " + s.loops[0] + " at " + s.loops[1] + " -> " + s.loops[2];
     case Prim::Bind: return t + " " + s.loops[0] + " " + std::string(loopkind_name(s.kind));
+    case Prim::Rfactor: return t + " " + s.loops[0] + " by " + std::to_string(s.factor) + " -> " + join(s.loops, 1);
     case Prim::Spread: return t + " " + s.loops[0] + " over " + std::to_string(s.factor) + " -> " + s.loops[1];
     default: return t + " " + join(s.loops);
   }
@@ -529,6 +532,10 @@ Schedule& Schedule::hoist(std::string reduction, std::string above) {
   steps.push_back({Prim::Hoist, {std::move(reduction), std::move(above)}});
   return *this;
 }
+Schedule& Schedule::rfactor(std::string reduction, int64_t factor, std::string outer, std::string inner) {
+  steps.push_back({Prim::Rfactor, {std::move(reduction), std::move(outer), std::move(inner)}, factor});
+  return *this;
+}
 Schedule& Schedule::cache_read(std::string buffer, std::string at, std::string local) {
   steps.push_back({Prim::CacheRead, {std::move(buffer), std::move(at), std::move(local)}});
   return *this;
@@ -600,7 +607,7 @@ Kernel apply(const Kernel& k, const Step& st) {
 }
 
 Kernel apply_step(const Kernel& k, const Step& st) {
-  size_t want = st.prim == Prim::Split || st.prim == Prim::Fuse || st.prim == Prim::CacheRead ? 3
+  size_t want = st.prim == Prim::Split || st.prim == Prim::Fuse || st.prim == Prim::CacheRead || st.prim == Prim::Rfactor ? 3
                 : st.prim == Prim::Hoist || st.prim == Prim::Spread ? 2
                 : st.prim == Prim::Reorder ? 0 : 1;
   if (want && st.loops.size() != want) refuse(st, "takes " + std::to_string(want) + " loop names");
@@ -615,6 +622,7 @@ Kernel apply_step(const Kernel& k, const Step& st) {
     case Prim::Parallel: return set_kind(k, st, LoopKind::Parallel);
     case Prim::Serial: return set_kind(k, st, LoopKind::Serial);
     case Prim::Spread: return spread(k, st);
+    case Prim::Rfactor: return rfactor(k, st);
     case Prim::Bind:
       if (st.kind != LoopKind::GpuBlock && st.kind != LoopKind::GpuThread) refuse(st, "binds to gpu_block or gpu_thread");
       return set_kind(k, st, st.kind);
@@ -648,7 +656,7 @@ Step parse_step(const std::string& line) {
   Step st;
   bool found = false;
   for (Prim p : {Prim::Split, Prim::Reorder, Prim::Fuse, Prim::Hoist, Prim::CacheRead, Prim::Unroll, Prim::Vectorize, Prim::Parallel,
-                 Prim::Serial, Prim::Bind, Prim::Spread})
+                 Prim::Serial, Prim::Bind, Prim::Spread, Prim::Rfactor})
     if (word == prim_name(p)) {
       st.prim = p;
       found = true;
@@ -662,12 +670,12 @@ Step parse_step(const std::string& line) {
   std::string a, b, c, d;
   std::stringstream rs(rest);
   switch (st.prim) {
-    case Prim::Split: {
+    case Prim::Split: case Prim::Rfactor: {
       rs >> a >> b >> st.factor >> c;
       std::string names;
       std::getline(rs, names);
       auto outs = split_names(names);
-      expect(b == "by" && c == "->" && !rs.bad() && outs.size() == 2 && st.factor > 0, "split LOOP by N -> OUTER, INNER");
+      expect(b == "by" && c == "->" && !rs.bad() && outs.size() == 2 && st.factor > 0, "LOOP by N -> OUTER, INNER");
       st.loops = {a, outs[0], outs[1]};
       break;
     }

@@ -9,8 +9,13 @@
 //   fuse i0, i1 -> f               one loop over both
 //   hoist r2 above i0i             keep a tile of accumulators in registers: the
 //                                  reduction loop moves out of the tile's loops
+//   rfactor r2 by 16 -> r2o, r2i   16 partial accumulators (vectorizable), folded at the end
 //   cache_read b at i1o -> pb      copy what the loop reads of b into a local
 //                                  buffer first (packing), and read that instead
+//   spread i0 over 256 -> t        run i0's body on 256 cooperating threads t:
+//                                  its loops are strided over t, a reduction
+//                                  loop is followed by an allreduce over t, and
+//                                  thread 0 alone does global stores outside loops
 //   unroll i0i | vectorize i1i | parallel i0o | serial i0o
 //   bind i0o gpu_block | bind i0i gpu_thread
 #pragma once
@@ -25,14 +30,15 @@
 
 namespace kiln {
 
-enum class Prim : uint8_t { Split, Reorder, Fuse, Hoist, CacheRead, Unroll, Vectorize, Parallel, Serial, Bind };
+enum class Prim : uint8_t { Split, Reorder, Fuse, Hoist, CacheRead, Unroll, Vectorize, Parallel, Serial, Bind, Spread, Rfactor };
 
 struct Step {
   Prim prim = Prim::Split;
   std::vector<std::string> loops;  // Split: {loop, outer, inner}; Fuse: {outer, inner, fused};
                                    // Hoist: {reduction, above}; CacheRead: {buffer, loop, new buffer};
+                                   // Spread: {loop, thread loop}
                                    // others: the loops they act on
-  int64_t factor = 0;              // Split
+  int64_t factor = 0;              // Split; Spread: the thread count
   LoopKind kind = LoopKind::Serial;  // Bind: GpuBlock or GpuThread
 
   bool operator==(const Step& o) const = default;
@@ -46,11 +52,13 @@ struct Schedule {
   Schedule& reorder(std::vector<std::string> loops);
   Schedule& fuse(std::string outer, std::string inner, std::string fused);
   Schedule& hoist(std::string reduction, std::string above);
+  Schedule& rfactor(std::string reduction, int64_t factor, std::string outer, std::string inner);
   Schedule& cache_read(std::string buffer, std::string at, std::string local);
   Schedule& unroll(std::string loop);
   Schedule& vectorize(std::string loop);
   Schedule& parallel(std::string loop);
   Schedule& serial(std::string loop);
+  Schedule& spread(std::string loop, int64_t threads, std::string thread);
   Schedule& bind(std::string loop, LoopKind kind);
 };
 

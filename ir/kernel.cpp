@@ -265,6 +265,17 @@ Stmt if_then(Expr cond, std::vector<Stmt> body) {
   return s;
 }
 
+Stmt all_reduce(int buffer, BinOp op, std::string thread_var) {
+  if (op != BinOp::Add && op != BinOp::Max && op != BinOp::Min)
+    throw Error("kernel IR: allreduce combines with add, max or min, not " + std::string(binop_name(op)));
+  auto s = std::make_shared<StmtNode>();
+  s->kind = StmtKind::AllReduce;
+  s->buffer = buffer;
+  s->binop = op;
+  s->var = std::move(thread_var);
+  return s;
+}
+
 std::vector<int> Kernel::global_buffers() const {
   std::vector<int> out;
   for (int i = 0; i < int(buffers.size()); ++i)
@@ -317,7 +328,7 @@ bool equal(const Expr& a, const Expr& b) {
 bool equal(const Stmt& a, const Stmt& b) {
   if (a == b) return true;
   if (!a || !b) return false;
-  if (a->kind != b->kind || a->var != b->var || a->loop != b->loop || a->buffer != b->buffer ||
+  if (a->kind != b->kind || a->var != b->var || a->loop != b->loop || a->buffer != b->buffer || a->binop != b->binop ||
       !equal(a->extent, b->extent) || !equal(a->index, b->index) || !equal(a->value, b->value) ||
       !equal(a->cond, b->cond) || a->body.size() != b->body.size())
     return false;

@@ -102,6 +102,10 @@ void print_stmt(std::string& out, const Stmt& s, const Kernel& k, int depth) {
       return;
     case StmtKind::Block: out += pad + "block {\n"; break;
     case StmtKind::If: out += pad + "if " + print(s->cond, k) + " {\n"; break;
+    case StmtKind::AllReduce:
+      out += pad + "allreduce " + buffer_name(s->buffer, k) + "[0] " + std::string(binop_name(s->binop)) + " over " +
+             s->var + "\n";
+      return;
   }
   print_stmts(out, s->body, k, depth + 1);
   out += pad + "}\n";
@@ -120,6 +124,7 @@ class KernelParser : text::Parser {
   Stmt statement();
   Stmt loop(LoopKind kind);
   Stmt assignment();
+  Stmt allreduce();
   Expr expr();
   Expr term();
   Expr primary();
@@ -212,6 +217,7 @@ Stmt KernelParser::statement() {
   Token t = peek();
   if (t.kind == Tok::Ident && peek_is("[", 1)) return assignment();
   if (accept("block")) return block(braced());
+  if (peek_is("allreduce")) return allreduce();
   if (accept("if")) {
     Expr cond = expr();
     std::vector<Stmt> body = braced();
@@ -245,6 +251,25 @@ Stmt KernelParser::assignment() {
   expect("=");
   Expr value = expr();
   return at(t, [&] { return store(b, index, value); });
+}
+
+// `allreduce acc[0] max over t`: acc is a local buffer, t an enclosing loop.
+Stmt KernelParser::allreduce() {
+  Token t = next();
+  Token name = next();
+  int b = buffer_ref(name);
+  if (k_.buffers[b].scope != MemScope::Local) fail(name, "allreduce needs a local buffer, not '" + name.text + "'");
+  expect("[");
+  Token at0 = peek();
+  if (expect_int("0") != 0) fail(at0, "allreduce combines element 0");
+  expect("]");
+  BinOp op = expect_enum(binop_name, BinOp::Or, "add, max or min");
+  expect("over");
+  Token v = peek();
+  std::string thread = expect_ident("a thread loop variable");
+  if (std::find(scope_.begin() + k_.params.size(), scope_.end(), thread) == scope_.end())
+    fail(v, "'" + thread + "' is not an enclosing loop variable");
+  return at(t, [&] { return all_reduce(b, op, thread); });
 }
 
 Expr KernelParser::expr() {

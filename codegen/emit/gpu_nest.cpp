@@ -28,16 +28,46 @@ const std::vector<Stmt>* unwrap(const std::vector<Stmt>* stmts) {
   return stmts;
 }
 
-// Per-thread code has no parallel or bound loop.
-void reject_unscheduled(const Kernel& k, std::string_view backend, const std::vector<Stmt>& stmts) {
+// Per-thread code has no parallel or bound loop, and allreduces only where
+// every thread reaches them (`top`: inside blocks only).
+void reject_unscheduled(const Kernel& k, std::string_view backend, const std::vector<Stmt>& stmts, bool top) {
   for (const Stmt& s : stmts) {
     if (!s) fail(k, backend, "missing statement");
+    if (s->kind == StmtKind::AllReduce && !top)
+      not_scheduled(k, backend, "allreduce over '" + s->var + "' is inside a loop or condition");
     if (s->kind == StmtKind::For && s->loop == LoopKind::Parallel)
       not_scheduled(k, backend, "parallel loop '" + s->var + "' must be bound to gpu_block and gpu_thread loops");
     if (is_bound(s))
       not_scheduled(k, backend, kind_name(*s) + " loop '" + s->var +
                                     "' is not in the nest of bound loops at the top of the kernel");
-    reject_unscheduled(k, backend, s->body);
+    reject_unscheduled(k, backend, s->body, top && s->kind == StmtKind::Block);
+  }
+}
+
+void check_allreduce(const Kernel& k, std::string_view backend, const StmtNode& s, GpuNest* nest) {
+  const StmtNode* thread = nullptr;
+  for (const GpuLoop& l : nest->loops)
+    if (l.stmt->loop == LoopKind::GpuThread) {
+      if (thread) not_scheduled(k, backend, "allreduce over '" + s.var + "' needs a single gpu_thread loop");
+      thread = l.stmt;
+    }
+  if (!thread || thread->var != s.var) not_scheduled(k, backend, "allreduce over '" + s.var + "', which is not the gpu_thread loop");
+  const Expr& e = thread->extent;
+  if (e->kind != ExprKind::Const || e->ival < 1 || e->ival > 1024)
+    not_scheduled(k, backend, "allreduce over '" + s.var + "' needs a constant thread count in 1..1024");
+  if (s.buffer < 0 || s.buffer >= int(k.buffers.size())) fail(k, backend, "allreduce of a buffer out of range");
+  const BufferDecl& b = k.buffers[s.buffer];
+  ValType t = valtype_of(b.dtype);
+  if (b.scope != MemScope::Local || (b.dtype != f32 && b.dtype != i32))
+    fail(k, backend, "allreduce of '" + b.name + "': needs a local f32 or i32 buffer");
+  nest->allreduce_types.insert(t);
+  nest->allreduce_threads = e->ival;
+}
+
+void find_allreduces(const Kernel& k, std::string_view backend, const std::vector<Stmt>& stmts, GpuNest* nest) {
+  for (const Stmt& s : stmts) {
+    if (s->kind == StmtKind::AllReduce) check_allreduce(k, backend, *s, nest);
+    if (s->kind == StmtKind::Block) find_allreduces(k, backend, s->body, nest);
   }
 }
 
@@ -81,7 +111,8 @@ GpuNest find_gpu_nest(const Kernel& k, std::string_view backend) {
     nest.loops.push_back({&loop, 0});
     stmts = unwrap(&loop.body);
   }
-  reject_unscheduled(k, backend, *stmts);
+  reject_unscheduled(k, backend, *stmts, true);
+  find_allreduces(k, backend, *stmts, &nest);
   // Counting down from the outermost loop of each kind, the innermost gets axis 0 (x).
   for (GpuLoop& l : nest.loops) l.axis = --count[l.stmt->loop == LoopKind::GpuThread];
   nest.body = stmts;

@@ -9,9 +9,16 @@
 // innermost bound loop runs per thread. A kernel without bound loops runs as
 // one thread. A parallel loop, or a bound loop anywhere else, means the kernel
 // is not scheduled for the GPU.
+//
+// An allreduce sits in the per-thread code outside any loop or condition
+// (blocks only), so that every thread of the block reaches it; it combines over
+// the one gpu_thread loop, which has axis x and a constant extent of at most
+// 1024, and its accumulator is a local f32 or i32 buffer.
 #pragma once
 
 #include <array>
+#include <cstdint>
+#include <set>
 #include <string_view>
 #include <vector>
 
@@ -27,6 +34,8 @@ struct GpuLoop {
 struct GpuNest {
   std::vector<GpuLoop> loops;               // the bound loops, outermost first
   const std::vector<Stmt>* body = nullptr;  // what each thread runs
+  std::set<ValType> allreduce_types;        // of the accumulators combined across threads
+  int64_t allreduce_threads = 0;            // the threads they combine over (0: none)
 };
 
 // Throws kiln::Error "<backend>: kernel '<name>': not scheduled for the GPU: ..."

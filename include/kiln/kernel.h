@@ -71,7 +71,7 @@ Expr operator%(const Expr& a, const Expr& b);
 enum class LoopKind : uint8_t { Serial, Parallel, Unrolled, Vectorized, GpuBlock, GpuThread };
 std::string_view loopkind_name(LoopKind k);  // "serial", "parallel", ...
 
-enum class StmtKind : uint8_t { For, Store, Block, If };
+enum class StmtKind : uint8_t { For, Store, Block, If, AllReduce };
 
 struct StmtNode;
 using Stmt = std::shared_ptr<const StmtNode>;
@@ -87,6 +87,9 @@ struct StmtNode {
   Expr index, value;
   // If: cond
   Expr cond;
+  // AllReduce: buffers[buffer][0] = binop of it over the threads of the
+  // gpu_thread loop `var`; every thread gets the combined value.
+  BinOp binop = BinOp::Add;
   std::vector<Stmt> body;  // For/If body, Block contents
 };
 
@@ -94,6 +97,9 @@ Stmt for_loop(std::string var, Expr extent, LoopKind kind, std::vector<Stmt> bod
 Stmt store(int buffer, Expr index, Expr value);
 Stmt block(std::vector<Stmt> body);
 Stmt if_then(Expr cond, std::vector<Stmt> body);
+// Combines a Local accumulator across the threads of one gpu_thread loop; op is
+// Add, Max or Min. Every thread of the loop must reach it.
+Stmt all_reduce(int buffer, BinOp op, std::string thread_var);
 
 enum class MemScope : uint8_t { Global, Shared, Local };
 std::string_view memscope_name(MemScope s);

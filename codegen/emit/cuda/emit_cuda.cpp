@@ -221,7 +221,13 @@ class Emitter {
                          buffer_name(int(i)) + "[" + std::to_string(std::max<int64_t>(b.size, 1)) + "];";
       line(decl + "  // " + comment_text(b.name));
     }
+    if (nest_.allreduce_threads % 32) fail(k_, "an allreduce needs a multiple of 32 threads (whole warps)");
+    for (ValType t : nest_.allreduce_types)
+      line("__shared__ " + c_type(t) + " " + scratch(t) + "[32];  // a partial result per warp, for allreduce");
   }
+
+  static std::string c_type(ValType t) { return t == ValType::f32 ? "float" : "int"; }
+  static std::string scratch(ValType t) { return "kiln_red_" + std::string(valtype_name(t)); }
 
   // Outermost first, so that an inner loop's name shadows an outer one's.
   void bind_loops() {
@@ -283,6 +289,7 @@ class Emitter {
         line("if (" + full(s.cond) + ") {");
         emit_nested(s.body);
         return line("}");
+      case StmtKind::AllReduce: return emit_allreduce(s);
     }
     fail(k_, "unknown statement kind");
   }
@@ -291,6 +298,37 @@ class Emitter {
     ++indent_;
     emit_stmts(stmts);
     --indent_;
+  }
+
+  // f32 sums in f32, max/min as fmaxf/fminf (a NaN operand yields the other),
+  // i32 sums wrap.
+  static std::string combine(BinOp op, ValType t, const std::string& a, const std::string& b) {
+    bool f = t == ValType::f32;
+    switch (op) {
+      case BinOp::Max: return (f ? "fmaxf(" : "max(") + a + ", " + b + ")";
+      case BinOp::Min: return (f ? "fminf(" : "min(") + a + ", " + b + ")";
+      default: return f ? a + " + " + b : "(int)((unsigned)" + a + " + (unsigned)" + b + ")";
+    }
+  }
+
+  // A butterfly of shuffles within each warp, then every thread combines the
+  // warps' partials in the same order, so all hold the same value.
+  void emit_allreduce(const StmtNode& s) {
+    ValType t = valtype_of(buffer(s.buffer).dtype);
+    std::string acc = buffer_name(s.buffer) + "[0]", red = scratch(t), warps = std::to_string(nest_.allreduce_threads / 32);
+    line("{  // allreduce " + comment_text(buffer(s.buffer).name) + " " + std::string(binop_name(s.binop)));
+    ++indent_;
+    line(c_type(t) + " kiln_r = " + acc + ";");
+    line("for (int kiln_o = 16; kiln_o > 0; kiln_o >>= 1)");
+    line("  kiln_r = " + combine(s.binop, t, "kiln_r", "__shfl_xor_sync(0xffffffffu, kiln_r, kiln_o)") + ";");
+    line("if ((threadIdx.x & 31u) == 0u) " + red + "[threadIdx.x >> 5] = kiln_r;");
+    line("__syncthreads();");
+    line("kiln_r = " + red + "[0];");
+    line("for (int kiln_w = 1; kiln_w < " + warps + "; ++kiln_w) kiln_r = " + combine(s.binop, t, "kiln_r", red + "[kiln_w]") + ";");
+    line("__syncthreads();  // the next allreduce reuses the scratch");
+    line(acc + " = kiln_r;");
+    --indent_;
+    line("}");
   }
 
   // The IR evaluates an extent once, before the loop: one that loads is kept

@@ -156,7 +156,7 @@ class Emitter {
     // Each part records what the parts printed before it need.
     std::string body = main_body();
     std::string access = accessors();
-    return header() + buffer_declarations() + helpers() + access + "\nvoid main() {\n" + body + "}\n";
+    return header() + buffer_declarations() + allreduce_scratch() + helpers() + access + "\nvoid main() {\n" + body + "}\n";
   }
 
  private:
@@ -167,6 +167,8 @@ class Emitter {
     collect_loop_vars(k_.body);
     // The accessors' own names; the buffers they reach must not shadow them.
     for (const char* local : {"i", "v", "shift"}) names_.reserve(local);
+    for (ValType t : nest_.allreduce_types) scratch_[t] = names_.unique("allreduce_" + std::string(valtype_name(t)));
+    step_ = names_.unique("allreduce_step");
     buffers_.resize(k_.buffers.size());
     int binding = 0;
     for (size_t i = 0; i < k_.buffers.size(); ++i) {
@@ -256,6 +258,13 @@ class Emitter {
              what + (b.output ? " output" : "") + "\n";
       }
     }
+    return s;
+  }
+
+  std::string allreduce_scratch() {
+    std::string s;
+    for (const auto& [t, name] : scratch_)
+      s += "shared " + glsl_type(t) + " " + name + "[" + std::to_string(nest_.allreduce_threads) + "];  // for allreduce\n";
     return s;
   }
 
@@ -369,8 +378,41 @@ class Emitter {
       case StmtKind::Store: return emit_store(s);
       case StmtKind::Block: return emit_stmts(s.body);
       case StmtKind::If: return emit_if(s);
+      case StmtKind::AllReduce: return emit_allreduce(s);
     }
     fail(k_, "unknown statement kind");
+  }
+
+  // A tree over shared memory: each round halves the threads that combine.
+  // Barriers sit in uniform control flow; the last one lets the next
+  // allreduce reuse the scratch.
+  void emit_allreduce(const StmtNode& s) {
+    ValType t = valtype_of(buffer(s.buffer).dtype);
+    const std::string &red = scratch_.at(t), &acc = buffers_[s.buffer].array;
+    std::string x = "gl_LocalInvocationID.x", n = std::to_string(nest_.allreduce_threads) + "u";
+    int64_t half = 1;
+    while (half * 2 < nest_.allreduce_threads) half *= 2;
+    line("// allreduce " + one_line(buffer(s.buffer).name) + " " + std::string(binop_name(s.binop)));
+    line(red + "[" + x + "] = " + acc + "[0];");
+    line("memoryBarrierShared();");
+    line("barrier();");
+    line("for (uint " + step_ + " = " + std::to_string(half) + "u; " + step_ + " > 0u; " + step_ + " >>= 1u) {");
+    ++indent_;
+    Code mine = {red + "[" + x + "]", kPrimary}, other = {red + "[" + x + " + " + step_ + "]", kPrimary};
+    line("if (" + x + " < " + step_ + " && " + x + " + " + step_ + " < " + n + ") " + mine.text + " = " +
+         combine(s.binop, t, mine, other).text + ";");
+    line("memoryBarrierShared();");
+    line("barrier();");
+    --indent_;
+    line("}");
+    line(acc + "[0] = " + red + "[0];");
+    line("memoryBarrierShared();");
+    line("barrier();");
+  }
+
+  // Max and min follow fmax/fmin (a NaN operand yields the other); ints wrap.
+  Code combine(BinOp op, ValType t, const Code& a, const Code& b) {
+    return t == ValType::f32 ? float_binary(op, a, b) : int_binary(op, a, b);
   }
 
   void emit_for(const StmtNode& s) {
@@ -636,6 +678,8 @@ class Emitter {
   Names names_;
   std::vector<BufferInfo> buffers_;
   std::set<GlslHelper> used_helpers_;
+  std::map<ValType, std::string> scratch_;  // shared arrays for allreduce, per accumulator type
+  std::string step_;                        // the allreduce tree's loop variable
   bool unrolled_ = false;
   std::vector<std::string> scope_;  // IR names of the enclosing loop variables
   std::map<const ExprNode*, int> uses_;
