@@ -173,10 +173,30 @@ bool reduces_rows(const Kernel& k, const Stmt& body, const std::string& v) {
 // Row reductions: a block per output point, its threads sharing the row.
 // Everything else: one thread per output point, the top loops fused and split
 // into blocks.
+// A contraction with 64 x 64 output tiles per block of 16 x 16 threads, each
+// thread keeping a 4 x 4 tile of accumulators in registers. Neighbouring
+// threads take neighbouring columns, so loads of the right operand coalesce.
+Schedule gpu_contraction_tiles(const Kernel& k, const std::vector<Stmt>& chain) {
+  Schedule s;
+  std::string r = chain.size() == 2 ? reduction_loop(chain) : "";
+  int64_t m = 0, n = 0;
+  if (r.empty() || !const_extent(chain[0], &m) || !const_extent(chain[1], &n) || m % 64 || n % 64) return s;
+  const std::string &i = chain[0]->var, &j = chain[1]->var;
+  auto name = [&](const std::string& v, const char* suffix) { return fresh(k, v + suffix); };
+  std::string ia = name(i, "a"), it = name(i, "t"), ib = name(i, "b"), ir = name(i, "r");
+  std::string ja = name(j, "a"), jt = name(j, "t"), jb = name(j, "b"), jr = name(j, "r");
+  s.split(i, 16, ia, it).split(ia, 4, ib, ir).split(j, 16, ja, jt).split(ja, 4, jb, jr);
+  s.reorder({ib, jb, it, jt, ir, jr}).hoist(r, ir).unroll(ir).unroll(jr);
+  s.bind(ib, LoopKind::GpuBlock).bind(jb, LoopKind::GpuBlock).bind(it, LoopKind::GpuThread).bind(jt, LoopKind::GpuThread);
+  return s;
+}
+
 Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t) {
   Schedule s;
   std::vector<Stmt> chain = top_chain(k);
   if (chain.empty()) return s;
+  Schedule tiles = gpu_contraction_tiles(k, chain);
+  if (!tiles.steps.empty()) return tiles;
   // Only the output loops: a reduction's loops stay serial inside each thread.
   size_t n = 1;
   while (n < chain.size() && chain[n - 1]->body.size() == 1 && chain[n]->loop == LoopKind::Serial) ++n;

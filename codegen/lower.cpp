@@ -266,8 +266,9 @@ class KernelBuilder {
                                     : at[i]->kind == ExprKind::Const && at[i]->ival == 0;
       if (!same) throw StageMismatch{node};
     }
+    // The accumulator is wider than a narrow dtype: its value rounds on reading.
     const Node& n = g_.nodes[node];
-    return load(stage_acc_.at(node), valtype_of(compute_type(n.dtype)), idx(0));
+    return round_to(n.dtype, load(stage_acc_.at(node), valtype_of(compute_type(n.dtype)), idx(0)));
   }
 
   // acc = init; for r...: acc = combine(acc, term(r)), at the kernel's outer point.
@@ -318,9 +319,7 @@ class KernelBuilder {
     Stmt body = store(acc, idx(0), binary(combine, cur, term));
     for (int i = int(rvars.size()) - 1; i >= 0; --i)
       body = for_loop(rvars[i]->name, extent(rshape[i]), LoopKind::Serial, {body});
-    Stmt result = body;
-    if (n.dtype != acc_t) result = block({body, store(acc, idx(0), round_to(n.dtype, cur))});
-    return {store(acc, idx(0), constant(init, acc_t)), result};
+    return {store(acc, idx(0), constant(init, acc_t)), body};
   }
 
   // Buffer names are unique within a kernel and never shadow a param or loop.

@@ -130,6 +130,10 @@ inline std::vector<GraphCase> op_cases() {
     Graph g;
     g.outputs = {g.contract(g.input("a", t, {33, 47}), g.input("b", t, {47, 19}))};
     add("contract " + std::string(dtype_name(t)), g);
+    Graph tiled;  // sizes the register-tiled GPU schedule takes (multiples of 64), with an epilogue
+    int y = tiled.contract(tiled.input("a", t, {128, 40}), tiled.input("b", t, {40, 64}));
+    tiled.outputs = {tiled.binary(Op::Add, y, tiled.input("res", t, {128, 64}))};
+    add("tiled contract " + std::string(dtype_name(t)), tiled);
   }
   {
     Graph g;
