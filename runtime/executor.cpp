@@ -4,6 +4,7 @@
 #include "kiln/compiled_graph.h"
 #include "kiln/error.h"
 #include "runtime/kernel_cache.h"
+#include "runtime/thread_pool.h"
 
 namespace kiln {
 
@@ -44,8 +45,13 @@ CompiledGraph::CompiledGraph(const Graph& g, std::shared_ptr<Device> dev, const 
     const Kernel& k = program_.kernels[i];
     schedules_.push_back(schedules.empty() ? default_schedule(k, dev_->info()) : schedules[i]);
     scheduled_.push_back(apply(k, schedules_.back()));
-    exes_.push_back(KernelCache::global().get_or_compile(*dev_, scheduled_.back()));
   }
+  // Kernels compile in parallel (NVRTC and glslang are thread-safe; the CPU
+  // backend serializes inside LLVM's JIT).
+  exes_.resize(scheduled_.size());
+  ThreadPool::global().parallel_for(0, int64_t(scheduled_.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) exes_[i] = KernelCache::global().get_or_compile(*dev_, scheduled_[i]);
+  });
   compile_seconds_ = seconds_since(t0);
 }
 
