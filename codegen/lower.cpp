@@ -172,6 +172,9 @@ class KernelBuilder {
     return compute(node, at);
   }
 
+  // Every computed value is rounded to its node's dtype, as the interpreter
+  // does: an inlined u8 add wraps and an f16 add rounds before any consumer
+  // (found by kiln fuzz: tests/fuzz/regressions).
   Expr compute(int node, const Index& at) {
     const Node& n = g_.nodes[node];
     switch (op_class(n.op)) {
@@ -179,9 +182,10 @@ class KernelBuilder {
       case OpClass::Unary: {
         Expr x = value(n.inputs[0], at);
         if (n.op == Op::Cast) return round_to(n.dtype, cast(valtype_of(n.dtype), x));
-        return unary(unop_of(n.op), x);
+        return round_to(n.dtype, unary(unop_of(n.op), x));
       }
-      case OpClass::Binary: return binary(binop_of(n.op), value(n.inputs[0], at), value(n.inputs[1], at));
+      case OpClass::Binary:
+        return round_to(n.dtype, binary(binop_of(n.op), value(n.inputs[0], at), value(n.inputs[1], at)));
       case OpClass::Ternary:
         return select(value(n.inputs[0], at), value(n.inputs[1], at), value(n.inputs[2], at));
       case OpClass::Movement: return view(n, at);

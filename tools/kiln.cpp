@@ -1,4 +1,4 @@
-// The `kiln` command: devices, dump, run, bench and demo.
+// The `kiln` command: devices, dump, run, bench, demo and fuzz.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -12,6 +12,7 @@
 #include "frontend/workloads.h"
 #include "kiln/kiln.h"
 #include "tools/bench.h"
+#include "tools/fuzz.h"
 
 namespace kiln {
 namespace {
@@ -185,12 +186,22 @@ int main_impl(int argc, char** argv) {
   auto* demo = app.add_subcommand("demo", "compile and run a small MLP, print its kernels and their times");
   demo->add_option("--device", dev, "device");
 
+  auto* fuzz_cmd = app.add_subcommand("fuzz", "run random graphs on every device, compare with the interpreter");
+  FuzzOptions fo;
+  fuzz_cmd->add_option("--graphs", fo.graphs, "how many graphs")->check(CLI::Range(0, 100000000));
+  fuzz_cmd->add_option("--seed", fo.seed, "seed of the first graph (graph i has seed + i)");
+  fuzz_cmd->add_option("--device", fo.devices, "a device to test (repeatable; default: all found)");
+  fuzz_cmd->add_option("--replay", fo.replay, "rerun one case file written by an earlier run");
+  fuzz_cmd->add_option("--out", fo.out_dir, "folder for reduced failing cases");
+  fuzz_cmd->add_option("--skip", fo.skip, "seeds of known failures not to run (repeatable)");
+
   CLI11_PARSE(app, argc, argv);
   DType dtype = parse_dtype(dtype_s);
   if (app.got_subcommand("devices")) return cmd_devices();
   if (app.got_subcommand(dump)) return cmd_dump(what, stage, dtype, dev);
   if (app.got_subcommand(run)) return cmd_run(what, dtype, dev, parse_bindings(syms));
   if (app.got_subcommand(demo)) return cmd_demo(dev);
+  if (app.got_subcommand(fuzz_cmd)) return fuzz(fo);
   bo.device = dev;
   bo.dtype = dtype;
   for (const std::string& w : workloads) bench_workload(w, bo);
