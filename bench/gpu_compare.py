@@ -4,7 +4,9 @@
 For each workload this runs `kiln bench WORKLOAD --device D --json` and then
 times PyTorch's equivalent in this process (CUDA events, warm-up, median of
 fresh random inputs), printing one JSON object per workload with both times
-and the ratio peer_s / kiln_s (above 1: kiln is faster).
+and the ratio peer_s / kiln_s (above 1: kiln is faster). Workloads with no
+PyTorch peer (deps:N, which measures graph replay) print kiln's own figures:
+kiln_s (replayed), launch_s (launched one by one) and replay_speedup.
 
     python3 bench/gpu_compare.py --kiln build-device/bin/kiln [--device cuda] [--reps 10]
 """
@@ -40,8 +42,10 @@ def rand(shape, dtype):
 
 
 def peer(spec, dtype, reps):
-    """(peer name, seconds) for what kiln's workload computes."""
+    """(peer name, seconds) for what kiln's workload computes; None if it has none."""
     kind = spec.split(":")[0]
+    if kind == "deps":
+        return None
     t = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
     if kind == "matmul":
         m, k, n = dims(spec)
@@ -71,7 +75,7 @@ def main():
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--workloads", nargs="*", default=[
         "matmul:4096x4096x4096:f16", "matmul:4096x4096x4096:f32", "gemv:11008x4096:f16",
-        "chain:268435456:f32", "softmax:8192x8192:f32"])
+        "chain:268435456:f32", "softmax:8192x8192:f32", "deps:200:f32"])
     args = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # the f32 bar is without TF32
     torch.backends.cudnn.allow_tf32 = False
@@ -84,9 +88,11 @@ def main():
                               "error": out.stderr.strip()[-400:]}), flush=True)
             continue
         row = json.loads(out.stdout.strip().splitlines()[-1])
-        name, secs = peer(spec, dtype, args.reps)
-        row.update({"peer": name, "peer_s": secs, "kiln_vs_peer": secs / row["kiln_s"],
-                    "gpu": torch.cuda.get_device_name()})
+        row["gpu"] = torch.cuda.get_device_name()
+        found = peer(spec, dtype, args.reps)
+        if found:
+            name, secs = found
+            row.update({"peer": name, "peer_s": secs, "kiln_vs_peer": secs / row["kiln_s"]})
         print(json.dumps(row), flush=True)
 
 

@@ -9,7 +9,7 @@ namespace kiln {
 
 namespace {
 
-const char* kKnown = "add:N, chain:N, matmul:MxKxN, gemv:MxK, softmax:RxC, mlp:BATCH";
+const char* kKnown = "add:N, chain:N, matmul:MxKxN, gemv:MxK, softmax:RxC, mlp:BATCH, deps:N";
 
 std::vector<int64_t> parse_dims(const std::string& spec, const std::string& text, size_t want) {
   std::vector<int64_t> dims;
@@ -44,6 +44,28 @@ void build_mlp(Workload& w, int64_t batch, DType dt) {
     w.flops += 2.0 * batch * in * out;
   }
   g.outputs = {x};
+}
+
+// x <- x + (x @ w[i]) / W for i in 0..n, x [1, W]: n tiny dependent steps. Each
+// contraction reads the stored result of the one before, which fusion never
+// inlines into a contraction, so there is one kernel per step (the residual
+// and the scale are its epilogue). The 1/W keeps x near its start's size. W is
+// small enough that a step costs the GPU about what a launch does (on the H100,
+// 1.2 us a step replayed; 2.7 us at W = 64, where the serial loads dominate).
+void build_deps(Workload& w, int64_t steps, DType dt) {
+  const int64_t width = 16;
+  Graph& g = w.graph;
+  int x = g.input("x", dt, {1, width});
+  int weights = g.input("w", dt, {steps, width, width});
+  int scale = g.expand(g.constant(1.0 / double(width), dt, {1, 1}), {1, width});
+  for (int64_t i = 0; i < steps; ++i) {
+    int wi = g.reshape(g.slice(weights, {i, 0, 0}, {i + 1, width, width}, {1, 1, 1}), {width, width});
+    x = g.binary(Op::Add, x, g.binary(Op::Mul, g.contract(x, wi), scale));
+  }
+  g.outputs = {x};
+  double es = double(dtype_size(dt));
+  w.flops = double(steps) * (2.0 * width * width + 2.0 * width);
+  w.bytes = es * (double(steps) * width * width + 2.0 * width);
 }
 
 }  // namespace
@@ -107,6 +129,8 @@ Workload make_workload(const std::string& spec, DType dt, uint64_t seed) {
     w.bytes = 2 * es * d[0] * d[1];
   } else if (kind == "mlp") {
     build_mlp(w, parse_dims(spec, args, 1)[0], dt);
+  } else if (kind == "deps") {
+    build_deps(w, parse_dims(spec, args, 1)[0], dt);
   } else {
     throw Error("unknown workload '" + spec + "' (known: " + kKnown + ")");
   }

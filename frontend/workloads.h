@@ -18,8 +18,11 @@ struct Workload {
   double bytes = 0;  // bytes a run must read and write at least
 };
 
-// add:N, chain:N, matmul:MxKxN, gemv:MxK, softmax:RxC, mlp:BATCH. Throws kiln::Error
-// listing the known workloads for a bad spec.
+// add:N, chain:N, matmul:MxKxN, gemv:MxK, softmax:RxC, mlp:BATCH, and deps:N:
+// N tiny steps x <- x + (x @ w[i]) / 16 on x [1, 16], each needing the one
+// before, which lower to exactly N kernels (launch overhead dominates them;
+// graph replay is measured on it). Throws kiln::Error listing the known
+// workloads for a bad spec.
 Workload make_workload(const std::string& spec, DType dtype = f32, uint64_t seed = 1);
 
 // Random inputs for every input of `g` (symbolic dims take `symbols`' values).

@@ -60,6 +60,7 @@ Buffer& CompiledGraph::buffer(int node) {
   int64_t bytes = numel(n.shape, bound_) * dtype_size(n.dtype);
   auto& buf = buffers_[node];
   if (!buf || buffer_bytes_[node] != bytes) {
+    replay_.reset();  // it launches with the old buffer
     buf = dev_->allocate(bytes);
     buffer_bytes_[node] = bytes;
   }
@@ -68,7 +69,9 @@ Buffer& CompiledGraph::buffer(int node) {
 
 void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, const Bindings& symbols) {
   const Graph& g = program_.graph;
-  bound_ = bind_symbols(g, inputs, symbols);
+  Bindings bound = bind_symbols(g, inputs, symbols);
+  if (bound != bound_) replay_.reset();  // it launches with the old values as params
+  bound_ = std::move(bound);
   std::set<std::string> used;
   for (int id : g.input_nodes()) {
     const Node& n = g.nodes[id];
@@ -88,21 +91,48 @@ void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, 
   ready_ = true;
 }
 
-void CompiledGraph::execute() {
-  if (!ready_) throw Error("execute() before set_inputs()");
+void CompiledGraph::launch(size_t i) {
+  const Launch& l = program_.launches[i];
+  const Kernel& k = program_.kernels[l.kernel];
+  std::vector<Buffer*> args;
+  for (int node : l.args) args.push_back(buffers_.at(node).get());
+  std::vector<int64_t> params;
+  for (const std::string& p : k.params) params.push_back(bound_.at(p));
+  exes_[l.kernel]->launch(dev_->stream(), args, params);
+}
+
+void CompiledGraph::launch_one_by_one(bool timing) {
+  Stream& stream = dev_->stream();
+  if (!timing) {
+    for (size_t i = 0; i < program_.launches.size(); ++i) launch(i);
+    stream.synchronize();
+    return;
+  }
   kernel_seconds_.assign(program_.launches.size(), 0);
   for (size_t i = 0; i < program_.launches.size(); ++i) {
-    const Launch& l = program_.launches[i];
-    const Kernel& k = program_.kernels[l.kernel];
-    std::vector<Buffer*> args;
-    for (int node : l.args) args.push_back(buffers_.at(node).get());
-    std::vector<int64_t> params;
-    for (const std::string& p : k.params) params.push_back(bound_.at(p));
     auto t0 = std::chrono::steady_clock::now();
-    exes_[l.kernel]->launch(dev_->stream(), args, params);
-    dev_->stream().synchronize();
+    launch(i);
+    stream.synchronize();
     kernel_seconds_[i] = seconds_since(t0);
   }
+}
+
+void CompiledGraph::execute(const ExecuteOptions& opt) {
+  if (!ready_) throw Error("execute() before set_inputs()");
+  kernel_seconds_.clear();
+  Stream& stream = dev_->stream();
+  if (!opt.replay || !stream.can_capture()) {
+    launch_one_by_one(opt.timing);
+    return;
+  }
+  if (!replay_) {
+    replay_ = stream.capture([&] {
+      for (size_t i = 0; i < program_.launches.size(); ++i) launch(i);
+    });
+    ++captures_;
+  }
+  replay_->replay();
+  stream.synchronize();
 }
 
 std::vector<HostTensor> CompiledGraph::outputs() {

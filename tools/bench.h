@@ -1,5 +1,8 @@
 // `kiln bench`: times a workload's kernels on a device against a peer measured
 // in the same run (memcpy for bandwidth-bound work, OpenBLAS sgemm for matmul).
+// On a device that can capture (CUDA), kiln_s is the replayed recording of the
+// launches, launch_s the same launches queued one by one, replay_speedup their
+// ratio.
 #pragma once
 
 #include <string>

@@ -56,6 +56,12 @@ std::string find_driver_symbols(void* lib, Driver& d) {
   KILN_FIND(lib, d, module_get_function, cuModuleGetFunction);
   KILN_FIND(lib, d, func_get_attribute, cuFuncGetAttribute);
   KILN_FIND(lib, d, launch_kernel, cuLaunchKernel);
+  KILN_FIND(lib, d, stream_begin_capture, cuStreamBeginCapture);
+  KILN_FIND(lib, d, stream_end_capture, cuStreamEndCapture);
+  KILN_FIND(lib, d, graph_instantiate, cuGraphInstantiateWithFlags);
+  KILN_FIND(lib, d, graph_launch, cuGraphLaunch);
+  KILN_FIND(lib, d, graph_exec_destroy, cuGraphExecDestroy);
+  KILN_FIND(lib, d, graph_destroy, cuGraphDestroy);
   return missing;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <type_traits>
@@ -145,6 +146,34 @@ class CudaBuffer : public Buffer {
   CUdeviceptr ptr_;
 };
 
+// A captured CUDA graph, instantiated once and launched as one unit on the
+// stream it was captured from.
+class CudaReplay : public Replay {
+ public:
+  // Takes `graph`: the executable graph is a copy of it, so it goes at once.
+  CudaReplay(std::shared_ptr<Gpu> gpu, CUstream stream, CUgraph graph) : gpu_(std::move(gpu)), stream_(stream) {
+    gpu_->make_current();
+    CUresult r = gpu_->api().graph_instantiate(&exec_, graph, 0);
+    gpu_->api().graph_destroy(graph);
+    gpu_->check(r, "cuGraphInstantiateWithFlags");
+  }
+  ~CudaReplay() override {
+    if (gpu_->set_current() == CUDA_SUCCESS) gpu_->api().graph_exec_destroy(exec_);
+  }
+  CudaReplay(const CudaReplay&) = delete;
+  CudaReplay& operator=(const CudaReplay&) = delete;
+
+  void replay() override {
+    gpu_->make_current();
+    gpu_->check(gpu_->api().graph_launch(exec_, stream_), "cuGraphLaunch");
+  }
+
+ private:
+  std::shared_ptr<Gpu> gpu_;
+  CUstream stream_;
+  CUgraphExec exec_ = nullptr;
+};
+
 // Blocking with respect to the legacy default stream, on which the synchronous
 // cuMemcpyHtoD / DtoH run: a copy waits for the launches before it, and a
 // launch for the copies before it.
@@ -166,10 +195,38 @@ class CudaStream : public Stream {
     gpu_->check(gpu_->api().stream_synchronize(stream_), "cuStreamSynchronize");
   }
 
+  bool can_capture() const override { return true; }
+
+  // Thread-local mode: only this thread is barred from calls that would break
+  // the capture; others may go on compiling and allocating meanwhile.
+  std::unique_ptr<Replay> capture(const std::function<void()>& record) override {
+    const Driver& api = gpu_->api();
+    gpu_->make_current();
+    gpu_->check(api.stream_begin_capture(stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture");
+    try {
+      record();
+    } catch (...) {
+      drop_capture();
+      throw;
+    }
+    CUgraph graph = nullptr;
+    gpu_->make_current();  // `record` may have made another context current
+    gpu_->check(api.stream_end_capture(stream_, &graph), "cuStreamEndCapture");
+    return std::make_unique<CudaReplay>(gpu_, stream_, graph);
+  }
+
   CUstream handle() const { return stream_; }
   const Gpu* gpu() const { return gpu_.get(); }
 
  private:
+  // Ends a capture whose recording failed, so the stream runs work again.
+  void drop_capture() noexcept {
+    CUgraph graph = nullptr;
+    if (gpu_->set_current() == CUDA_SUCCESS && gpu_->api().stream_end_capture(stream_, &graph) == CUDA_SUCCESS &&
+        graph)
+      gpu_->api().graph_destroy(graph);
+  }
+
   std::shared_ptr<Gpu> gpu_;
   CUstream stream_ = nullptr;
 };

@@ -15,6 +15,20 @@
 
 namespace kiln {
 
+// How CompiledGraph::execute() runs the launches; it always waits for them.
+struct ExecuteOptions {
+  // Record every launch once (Stream::capture) and replay the recording, so
+  // that launch overhead does not dominate small kernels. Recorded at the
+  // first execute after set_inputs(); recorded again after set_inputs()
+  // changes a symbol's value or a buffer. Devices that cannot capture launch
+  // one by one.
+  bool replay = false;
+  // When launching one by one: wait after each launch to time it (fills
+  // kernel_seconds()). Off, the launches are queued back to back and waited
+  // for once at the end, so the per-launch wait adds no overhead.
+  bool timing = true;
+};
+
 class CompiledGraph {
  public:
   // Lowers the graph, schedules each kernel for the device (the default
@@ -29,7 +43,7 @@ class CompiledGraph {
 
   // The same in steps, so that a benchmark can time the kernels alone.
   void set_inputs(const std::map<std::string, HostTensor>& inputs, const Bindings& symbols = {});
-  void execute();  // launches every kernel and waits; times each
+  void execute(const ExecuteOptions& opt = {});  // launches every kernel and waits
   std::vector<HostTensor> outputs();
 
   const Program& program() const { return program_; }
@@ -38,11 +52,17 @@ class CompiledGraph {
   const std::vector<Kernel>& scheduled_kernels() const { return scheduled_; }
   Device& device() { return *dev_; }
   double compile_seconds() const { return compile_seconds_; }
-  // Wall time of each launch in the last execute(), in launch order.
+  // Wall time of each launch in the last execute(), in launch order; empty
+  // unless it launched one by one with `timing` (a replay has no per-kernel
+  // times).
   const std::vector<double>& kernel_seconds() const { return kernel_seconds_; }
+  // How many times execute() has recorded the launches for replay.
+  int captures() const { return captures_; }
 
  private:
   Buffer& buffer(int node);
+  void launch(size_t i);  // the i-th launch, on the device's stream
+  void launch_one_by_one(bool timing);
 
   Program program_;
   std::shared_ptr<Device> dev_;
@@ -54,6 +74,10 @@ class CompiledGraph {
   std::map<int, int64_t> buffer_bytes_;
   double compile_seconds_ = 0;
   std::vector<double> kernel_seconds_;
+  // The recorded launches; refers to buffers_ and bound_ as they were, so
+  // cleared whenever either changes. Declared after dev_: destroyed first.
+  std::unique_ptr<Replay> replay_;
+  int captures_ = 0;
   bool ready_ = false;
 };
 

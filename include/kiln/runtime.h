@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "kiln/error.h"
 #include "kiln/kernel.h"
 
 namespace kiln {
@@ -31,10 +33,33 @@ class Buffer {
   virtual int64_t bytes() const = 0;
 };
 
+// Work recorded from a Stream (after IREE's command buffers), queued again as
+// one unit without the host's cost per launch. It holds the buffers and params
+// it was recorded with: replay it only while they and the stream live, and
+// record anew when any of them changes.
+class Replay {
+ public:
+  virtual ~Replay() = default;
+  // Queues the recorded work on the stream it was recorded from; does not wait.
+  virtual void replay() = 0;
+};
+
 class Stream {
  public:
   virtual ~Stream() = default;
   virtual void synchronize() = 0;
+
+  // Capture is optional: a backend that cannot record work leaves these as
+  // they are, and callers launch one by one instead.
+  virtual bool can_capture() const { return false; }
+  // Calls `record`, whose launches on this stream are recorded instead of run,
+  // and returns them as a Replay. Nothing may wait on the device meanwhile (no
+  // synchronize(), read or write). If `record` throws, the recording is
+  // dropped, the stream runs work again, and the exception passes on.
+  virtual std::unique_ptr<Replay> capture(const std::function<void()>& record) {
+    (void)record;
+    throw Error("this device's stream cannot capture launches");
+  }
 };
 
 class Executable {

@@ -62,6 +62,11 @@ TEST(Fuse, MlpLayersAreOneKernelEach) {
   EXPECT_EQ(kernels(make_workload("mlp:8").graph), 3);
 }
 
+// Graph replay's workload: each step needs the one before, so none can merge.
+TEST(Fuse, DepsStepsAreOneKernelEach) {
+  for (int n : {1, 7, 200}) EXPECT_EQ(kernels(make_workload("deps:" + std::to_string(n)).graph), n);
+}
+
 TEST(Fuse, ElementwisePrologueOfInputsFusesIntoContraction) {
   Graph g;
   int x = g.input("x", f32, {4, 16});

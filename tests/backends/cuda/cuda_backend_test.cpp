@@ -1,7 +1,8 @@
 // The CUDA backend on a real GPU: every graph of tests/backends/gpu_testing.h
 // against the reference interpreter, hand-built kernels against kiln's exact
 // definitions (rounding, integer division, saturating casts), launch geometry,
-// buffers and errors. Every test skips when make_cuda_devices() finds no GPU.
+// buffers and errors, and graph replay (capture once, replay, recapture).
+// Every test skips when make_cuda_devices() finds no GPU.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -433,6 +434,99 @@ TEST(CudaBackend, CompilesFromSeveralThreadsAtOnce) {
     });
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(ok.load(), 4);
+}
+
+// --- Graph replay ---
+
+void expect_same(const std::vector<HostTensor>& want, const std::vector<HostTensor>& got, testing::Tolerance tol) {
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t o = 0; o < want.size(); ++o) EXPECT_EQ(testing::compare(want[o], got[o], tol), "") << "output " << o;
+}
+
+TEST(CudaReplay, MatchesLaunchesOneByOneAndTheInterpreter) {
+  REQUIRE_GPU();
+  ASSERT_TRUE(gpu()->stream().can_capture());
+  for (const char* spec : {"mlp:8", "deps:50"}) {
+    SCOPED_TRACE(spec);
+    Workload w = make_workload(spec);
+    CompiledGraph cg(w.graph, gpu());
+    std::vector<HostTensor> one_by_one = cg.run(w.inputs);
+    expect_same(interpret(w.graph, w.inputs), one_by_one, testing::tolerance_for(f32));
+    cg.execute({.replay = false, .timing = false});
+    expect_same(one_by_one, cg.outputs(), {0, 0});
+    for (int rep = 0; rep < 3; ++rep) {
+      cg.execute({.replay = true});
+      expect_same(one_by_one, cg.outputs(), {0, 0});  // the same kernels on the same data
+    }
+    EXPECT_EQ(cg.captures(), 1);
+    EXPECT_TRUE(cg.kernel_seconds().empty());
+  }
+}
+
+TEST(CudaReplay, NewInputsReplayWithoutRecapture) {
+  REQUIRE_GPU();
+  Workload w = make_workload("deps:20");
+  CompiledGraph cg(w.graph, gpu());
+  for (uint64_t seed : {1, 2, 3}) {
+    auto inputs = testing::inputs_for(w.graph, {}, seed);
+    cg.set_inputs(inputs);
+    cg.execute({.replay = true});
+    expect_same(interpret(w.graph, inputs), cg.outputs(), testing::tolerance_for(f32));
+  }
+  EXPECT_EQ(cg.captures(), 1);
+}
+
+TEST(CudaReplay, ANewSymbolValueRecaptures) {
+  REQUIRE_GPU();
+  Graph g;
+  Dim seq = Dim::symbol("seq", 1, 4096);
+  int y = g.contract(g.input("x", f32, {seq, 64}), g.input("w", f32, {64, 32}));
+  g.outputs = {g.reduce(Op::ReduceMax, y, {1}), y};
+  CompiledGraph cg(g, gpu());
+  const std::pair<int64_t, int> steps[] = {{7, 1}, {7, 1}, {1000, 2}, {1000, 2}, {7, 3}};
+  uint64_t seed = 1;
+  for (auto [n, captures] : steps) {
+    SCOPED_TRACE("seq = " + std::to_string(n));
+    auto inputs = testing::inputs_for(g, {{"seq", n}}, seed++);
+    cg.set_inputs(inputs);
+    cg.execute({.replay = true});
+    EXPECT_EQ(cg.captures(), captures);
+    expect_same(interpret(g, inputs, {{"seq", n}}), cg.outputs(), testing::tolerance_for(f32));
+  }
+}
+
+// A recording that fails leaves the stream running work, not capturing.
+TEST(CudaReplay, FailedCapturesAreErrorsAndTheStreamRecovers) {
+  REQUIRE_GPU();
+  Stream& stream = gpu()->stream();
+  auto exe = gpu()->compile(map_kernel({f32}, f32, [](auto& a) { return binary(BinOp::Add, a[0], const_f32(1)); }));
+  std::vector<float> x = {1, 2, 3, 4};
+  auto in = gpu()->allocate(16), out = gpu()->allocate(16);
+  gpu()->write(*in, x.data(), 16);
+  try {
+    stream.capture([&] { throw Error("recording stopped"); });
+    ADD_FAILURE() << "the exception was lost";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "recording stopped");
+  }
+  try {
+    stream.capture([&] {
+      exe->launch(stream, {in.get(), out.get()}, {4});
+      stream.synchronize();  // waiting is not allowed while capturing
+    });
+    ADD_FAILURE() << "synchronized inside a capture";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuStreamSynchronize"), std::string::npos) << e.what();
+  }
+  // Launches run again, and a new capture replays.
+  EXPECT_EQ(from_bytes<float>(launch(*exe, {to_bytes(x), Bytes(16)}, {4})[1]), (std::vector<float>{2, 3, 4, 5}));
+  std::unique_ptr<Replay> replay = stream.capture([&] { exe->launch(stream, {in.get(), out.get()}, {4}); });
+  std::vector<float> zeros(4, 0), got(4);
+  gpu()->write(*out, zeros.data(), 16);
+  replay->replay();
+  stream.synchronize();
+  gpu()->read(*out, got.data(), 16);
+  EXPECT_EQ(got, (std::vector<float>{2, 3, 4, 5}));
 }
 
 TEST(CudaBackend, Info) {
