@@ -20,11 +20,22 @@
 #include "kiln/error.h"
 #include "kiln/kernel.h"
 #include "runtime/thread_pool.h"
+#include "tests/backends/kernel_testing.h"
 
 namespace kiln {
 namespace {
 
-using Bytes = std::vector<std::byte>;
+using testing::Bytes;
+using testing::from_bytes;
+using testing::global;
+using testing::launch;
+using testing::map_kernel;
+using testing::random_float_bits;
+using testing::random_floats;
+using testing::random_ints;
+using testing::run;
+using testing::run_map;
+using testing::to_bytes;
 constexpr int32_t kIntMin = std::numeric_limits<int32_t>::min();
 constexpr int32_t kIntMax = std::numeric_limits<int32_t>::max();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -35,106 +46,13 @@ Device& cpu() {
   return *device;
 }
 
-template <typename T>
-Bytes to_bytes(const std::vector<T>& v) {
-  Bytes b(v.size() * sizeof(T));
-  if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
-
-template <typename T>
-std::vector<T> from_bytes(const Bytes& b) {
-  std::vector<T> v(b.size() / sizeof(T));
-  if (!v.empty()) std::memcpy(v.data(), b.data(), b.size());
-  return v;
-}
-
-// Launches `exe` on device copies of `buffers` and returns them afterwards.
-std::vector<Bytes> launch(Executable& exe, const std::vector<Bytes>& buffers,
-                          const std::vector<int64_t>& params = {}) {
-  std::vector<std::shared_ptr<Buffer>> owned;
-  std::vector<Buffer*> args;
-  for (const Bytes& b : buffers) {
-    owned.push_back(cpu().allocate(b.size()));
-    cpu().write(*owned.back(), b.data(), b.size());
-    args.push_back(owned.back().get());
-  }
-  exe.launch(cpu().stream(), args, params);
-  cpu().stream().synchronize();
-  std::vector<Bytes> out;
-  for (size_t i = 0; i < buffers.size(); ++i) {
-    out.emplace_back(buffers[i].size());
-    cpu().read(*owned[i], out.back().data(), out.back().size());
-  }
-  return out;
-}
-
-std::vector<Bytes> run(const Kernel& k, const std::vector<Bytes>& buffers,
-                       const std::vector<int64_t>& params = {}) {
-  return launch(*cpu().compile(k), buffers, params);
-}
-
-BufferDecl global(std::string name, DType t, bool output = false) {
-  return {std::move(name), t, MemScope::Global, 0, output};
-}
-
 BufferDecl local(std::string name, DType t, int64_t size) {
   return {std::move(name), t, MemScope::Local, size, false};
-}
-
-Expr ld(int buffer, DType t, Expr index) { return load(buffer, valtype_of(t), std::move(index)); }
-
-// out[i] = f(in_0[i], in_1[i], ...) for i in 0..n (a param), over a loop of `kind`.
-Kernel map_kernel(const std::vector<DType>& ins, DType out,
-                  const std::function<Expr(const std::vector<Expr>&)>& f,
-                  LoopKind kind = LoopKind::Parallel) {
-  Kernel k;
-  k.name = "map";
-  k.params = {"n"};
-  std::vector<Expr> args;
-  for (size_t j = 0; j < ins.size(); ++j) {
-    k.buffers.push_back(global("in" + std::to_string(j), ins[j]));
-    args.push_back(ld(int(j), ins[j], var("i")));
-  }
-  k.buffers.push_back(global("out", out, true));
-  k.body = block({for_loop("i", var("n"), kind, {store(int(ins.size()), var("i"), f(args))})});
-  return k;
-}
-
-// Runs map_kernel(...) on equally long inputs and returns its output.
-template <typename Out>
-std::vector<Out> run_map(const Kernel& k, std::vector<Bytes> inputs, size_t n) {
-  inputs.push_back(Bytes(n * sizeof(Out)));
-  return from_bytes<Out>(run(k, inputs, {int64_t(n)}).back());
 }
 
 std::mt19937& rng() {
   static std::mt19937 gen(1234);
   return gen;
-}
-
-// Random non-zero floats of either sign with magnitudes in [lo, hi).
-std::vector<float> random_floats(size_t n, float lo = 0.1f, float hi = 4.0f) {
-  std::uniform_real_distribution<float> mag(lo, hi);
-  std::bernoulli_distribution neg(0.5);
-  std::vector<float> v(n);
-  for (float& x : v) x = neg(rng()) ? -mag(rng()) : mag(rng());
-  return v;
-}
-
-std::vector<int32_t> random_ints(size_t n, int32_t lo = kIntMin, int32_t hi = kIntMax) {
-  std::uniform_int_distribution<int32_t> d(lo, hi);
-  std::vector<int32_t> v(n);
-  for (int32_t& x : v) x = d(rng());
-  return v;
-}
-
-// Any float bit pattern: every exponent, subnormals, inf and NaN included.
-std::vector<float> random_float_bits(size_t n) {
-  std::uniform_int_distribution<uint32_t> d;
-  std::vector<float> v(n);
-  for (float& x : v) x = std::bit_cast<float>(d(rng()));
-  return v;
 }
 
 // Distance in units in the last place between two finite floats.
@@ -159,8 +77,8 @@ TEST(CpuBackend, ParallelAddCompiledOnceLaunchedWithTwoSizes) {
   std::shared_ptr<Executable> exe = cpu().compile(k);
   EXPECT_EQ(exe->name(), "map");
   for (int64_t n : {1000, 37}) {
-    std::vector<float> a = random_floats(1000), b = random_floats(1000), out(1000, -123.0f);
-    auto result = from_bytes<float>(launch(*exe, {to_bytes(a), to_bytes(b), to_bytes(out)}, {n})[2]);
+    std::vector<float> a = random_floats(rng(), 1000), b = random_floats(rng(), 1000), out(1000, -123.0f);
+    auto result = from_bytes<float>(launch(cpu(), *exe, {to_bytes(a), to_bytes(b), to_bytes(out)}, {n})[2]);
     for (int64_t i = 0; i < 1000; ++i) {
       if (i < n)
         expect_near_rel(result[i], a[i] + b[i], 1e-6f, i);
@@ -182,8 +100,8 @@ TEST(CpuBackend, ReductionWithLocalAccumulator) {
                             for_loop("c", idx(cols), LoopKind::Serial,
                                      {store(2, idx(0), binary(BinOp::Add, acc, x))}),
                             store(1, var("r"), acc)})});
-  std::vector<float> in = random_floats(rows * cols);
-  auto out = from_bytes<float>(run(k, {to_bytes(in), Bytes(rows * 4)})[1]);
+  std::vector<float> in = random_floats(rng(), rows * cols);
+  auto out = from_bytes<float>(run(cpu(), k, {to_bytes(in), Bytes(rows * 4)})[1]);
   for (int64_t r = 0; r < rows; ++r) {
     double sum = 0, abs_sum = 0;
     for (int64_t c = 0; c < cols; ++c) sum += in[r * cols + c], abs_sum += std::fabs(in[r * cols + c]);
@@ -206,8 +124,8 @@ TEST(CpuBackend, NestedLoopsMatmul) {
                  for_loop("k", idx(kk), LoopKind::Serial,
                           {store(3, idx(0), binary(BinOp::Add, acc, binary(BinOp::Mul, a, b)))}),
                  store(2, var("i") * idx(n) + var("j"), acc)})})});
-  std::vector<float> av = random_floats(m * kk), bv = random_floats(kk * n);
-  auto c = from_bytes<float>(run(k, {to_bytes(av), to_bytes(bv), Bytes(m * n * 4)})[2]);
+  std::vector<float> av = random_floats(rng(), m * kk), bv = random_floats(rng(), kk * n);
+  auto c = from_bytes<float>(run(cpu(), k, {to_bytes(av), to_bytes(bv), Bytes(m * n * 4)})[2]);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
       double want = 0, scale = 0;
@@ -235,8 +153,8 @@ TEST(CpuBackend, LoopKinds) {
       Stmt inner = for_loop("j", parallel ? idx(16) : var("n"), kind, {store(1, flat, value)});
       k.body = parallel ? block({for_loop("i", var("n") / idx(16), LoopKind::Parallel, {inner})})
                         : block({inner});
-      std::vector<float> x = random_floats(n);
-      auto y = from_bytes<float>(run(k, {to_bytes(x), Bytes(n * 4)}, {n})[1]);
+      std::vector<float> x = random_floats(rng(), n);
+      auto y = from_bytes<float>(run(cpu(), k, {to_bytes(x), Bytes(n * 4)}, {n})[1]);
       for (int64_t i = 0; i < n; ++i) expect_near_rel(y[i], x[i] * 2 + 1, 1e-6f, i);
       EXPECT_NE(cpu().target_source(k).find("define"), std::string::npos);
     }
@@ -245,11 +163,11 @@ TEST(CpuBackend, LoopKinds) {
 
 TEST(CpuBackend, SelectAndIf) {
   const size_t n = 500;
-  std::vector<float> a = random_floats(n), b = random_floats(n);
+  std::vector<float> a = random_floats(rng(), n), b = random_floats(rng(), n);
   Kernel sel = map_kernel({f32, f32}, f32, [](auto& v) {
     return select(binary(BinOp::CmpLt, v[0], v[1]), binary(BinOp::Mul, v[0], const_f32(2)), v[1]);
   });
-  auto got = run_map<float>(sel, {to_bytes(a), to_bytes(b)}, n);
+  auto got = run_map<float>(cpu(), sel, {to_bytes(a), to_bytes(b)}, n);
   for (size_t i = 0; i < n; ++i) EXPECT_EQ(got[i], a[i] < b[i] ? a[i] * 2 : b[i]) << i;
 
   Kernel k;
@@ -260,7 +178,7 @@ TEST(CpuBackend, SelectAndIf) {
                            {if_then(binary(BinOp::CmpLt, x, const_f32(0)),
                                     {store(1, var("i"), unary(UnOp::Neg, x))})})});
   std::vector<float> y(n, 7.0f);
-  auto out = from_bytes<float>(run(k, {to_bytes(a), to_bytes(y)})[1]);
+  auto out = from_bytes<float>(run(cpu(), k, {to_bytes(a), to_bytes(y)})[1]);
   for (size_t i = 0; i < n; ++i) EXPECT_EQ(out[i], a[i] < 0 ? -a[i] : 7.0f) << i;
 }
 
@@ -268,7 +186,7 @@ TEST(CpuBackend, SelectAndIf) {
 
 TEST(CpuBackend, UnaryF32) {
   const size_t n = 1000;
-  std::vector<float> x = random_floats(n, 0.01f, 50.0f);
+  std::vector<float> x = random_floats(rng(), n, 0.01f, 50.0f);
   std::vector<float> pos(n);
   for (size_t i = 0; i < n; ++i) pos[i] = std::fabs(x[i]);
   struct Case {
@@ -288,7 +206,7 @@ TEST(CpuBackend, UnaryF32) {
   for (const Case& c : cases) {
     const std::vector<float>& in = c.positive ? pos : x;
     Kernel k = map_kernel({f32}, f32, [&](auto& a) { return unary(c.op, a[0]); });
-    auto got = run_map<float>(k, {to_bytes(in)}, n);
+    auto got = run_map<float>(cpu(), k, {to_bytes(in)}, n);
     for (size_t i = 0; i < n; ++i)
       EXPECT_LE(ulps(got[i], c.ref(in[i])), c.max_ulps)
           << unop_name(c.op) << "(" << in[i] << ") = " << got[i] << ", want " << c.ref(in[i]);
@@ -296,21 +214,21 @@ TEST(CpuBackend, UnaryF32) {
 }
 
 TEST(CpuBackend, NegI32WrapsAndNotBool) {
-  std::vector<int32_t> x = random_ints(200);
+  std::vector<int32_t> x = random_ints(rng(), 200);
   x.insert(x.end(), {kIntMin, kIntMax, 0, -1});
   Kernel neg = map_kernel({i32}, i32, [](auto& a) { return unary(UnOp::Neg, a[0]); });
-  auto got = run_map<int32_t>(neg, {to_bytes(x)}, x.size());
+  auto got = run_map<int32_t>(cpu(), neg, {to_bytes(x)}, x.size());
   for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(got[i], wrap(-int64_t(x[i]))) << x[i];
 
   std::vector<uint8_t> b = {0, 1, 1, 0, 1};
   Kernel lnot = map_kernel({boolean}, boolean, [](auto& a) { return unary(UnOp::Not, a[0]); });
-  auto nb = run_map<uint8_t>(lnot, {to_bytes(b)}, b.size());
+  auto nb = run_map<uint8_t>(cpu(), lnot, {to_bytes(b)}, b.size());
   for (size_t i = 0; i < b.size(); ++i) EXPECT_EQ(nb[i], b[i] ? 0 : 1) << i;
 }
 
 TEST(CpuBackend, BinaryF32) {
   const size_t n = 1000;
-  std::vector<float> a = random_floats(n), b = random_floats(n);
+  std::vector<float> a = random_floats(rng(), n), b = random_floats(rng(), n);
   for (size_t i = 0; i < n; i += 5) b[i] = a[i];  // so CmpEq sees equal pairs
   struct Case {
     BinOp op;
@@ -326,7 +244,7 @@ TEST(CpuBackend, BinaryF32) {
   };
   for (const Case& c : arith) {
     Kernel k = map_kernel({f32, f32}, f32, [&](auto& v) { return binary(c.op, v[0], v[1]); });
-    auto got = run_map<float>(k, {to_bytes(a), to_bytes(b)}, n);
+    auto got = run_map<float>(cpu(), k, {to_bytes(a), to_bytes(b)}, n);
     for (size_t i = 0; i < n; ++i) {
       SCOPED_TRACE(binop_name(c.op));
       expect_near_rel(got[i], c.ref(a[i], b[i]), 1e-6f, i);
@@ -334,7 +252,7 @@ TEST(CpuBackend, BinaryF32) {
   }
   for (BinOp op : {BinOp::CmpLt, BinOp::CmpEq}) {
     Kernel k = map_kernel({f32, f32}, boolean, [&](auto& v) { return binary(op, v[0], v[1]); });
-    auto got = run_map<uint8_t>(k, {to_bytes(a), to_bytes(b)}, n);
+    auto got = run_map<uint8_t>(cpu(), k, {to_bytes(a), to_bytes(b)}, n);
     for (size_t i = 0; i < n; ++i)
       EXPECT_EQ(got[i], op == BinOp::CmpLt ? a[i] < b[i] : a[i] == b[i]) << binop_name(op) << " " << i;
   }
@@ -344,7 +262,7 @@ TEST(CpuBackend, CompareWithNaNIsFalse) {
   std::vector<float> a = {kNaN, 1.0f, kNaN}, b = {1.0f, kNaN, kNaN};
   for (BinOp op : {BinOp::CmpLt, BinOp::CmpEq}) {
     Kernel k = map_kernel({f32, f32}, boolean, [&](auto& v) { return binary(op, v[0], v[1]); });
-    for (uint8_t r : run_map<uint8_t>(k, {to_bytes(a), to_bytes(b)}, 3)) EXPECT_EQ(r, 0);
+    for (uint8_t r : run_map<uint8_t>(cpu(), k, {to_bytes(a), to_bytes(b)}, 3)) EXPECT_EQ(r, 0);
   }
 }
 
@@ -357,8 +275,8 @@ int32_t ref_div(int32_t a, int32_t b) {
 int32_t ref_mod(int32_t a, int32_t b) { return b == 0 || b == -1 ? 0 : a % b; }
 
 TEST(CpuBackend, BinaryI32) {
-  std::vector<int32_t> a = random_ints(1000), b = random_ints(1000);
-  std::vector<int32_t> small = random_ints(1000, -100, 100);
+  std::vector<int32_t> a = random_ints(rng(), 1000), b = random_ints(rng(), 1000);
+  std::vector<int32_t> small = random_ints(rng(), 1000, -100, 100);
   a.insert(a.end(), small.begin(), small.end());
   b.insert(b.end(), small.rbegin(), small.rend());
   const std::pair<int32_t, int32_t> special[] = {
@@ -380,13 +298,13 @@ TEST(CpuBackend, BinaryI32) {
   };
   for (const Case& c : cases) {
     Kernel k = map_kernel({i32, i32}, i32, [&](auto& v) { return binary(c.op, v[0], v[1]); });
-    auto got = run_map<int32_t>(k, {to_bytes(a), to_bytes(b)}, a.size());
+    auto got = run_map<int32_t>(cpu(), k, {to_bytes(a), to_bytes(b)}, a.size());
     for (size_t i = 0; i < a.size(); ++i)
       EXPECT_EQ(got[i], c.ref(a[i], b[i])) << binop_name(c.op) << "(" << a[i] << ", " << b[i] << ")";
   }
   for (BinOp op : {BinOp::CmpLt, BinOp::CmpEq}) {
     Kernel k = map_kernel({i32, i32}, boolean, [&](auto& v) { return binary(op, v[0], v[1]); });
-    auto got = run_map<uint8_t>(k, {to_bytes(a), to_bytes(b)}, a.size());
+    auto got = run_map<uint8_t>(cpu(), k, {to_bytes(a), to_bytes(b)}, a.size());
     for (size_t i = 0; i < a.size(); ++i)
       EXPECT_EQ(got[i], op == BinOp::CmpLt ? a[i] < b[i] : a[i] == b[i]) << binop_name(op) << " " << i;
   }
@@ -394,14 +312,14 @@ TEST(CpuBackend, BinaryI32) {
 
 // Div and Mod in i64 (the index type), widened from and truncated back to i32.
 TEST(CpuBackend, DivModI64) {
-  std::vector<int32_t> a = random_ints(500), b = random_ints(500, -50, 50);
+  std::vector<int32_t> a = random_ints(rng(), 500), b = random_ints(rng(), 500, -50, 50);
   a.insert(a.end(), {kIntMin, kIntMin, 9, -9});
   b.insert(b.end(), {-1, 0, 0, -1});
   for (BinOp op : {BinOp::Div, BinOp::Mod}) {
     Kernel k = map_kernel({i32, i32}, i32, [&](auto& v) {
       return cast(ValType::i32, binary(op, cast(ValType::i64, v[0]), cast(ValType::i64, v[1])));
     });
-    auto got = run_map<int32_t>(k, {to_bytes(a), to_bytes(b)}, a.size());
+    auto got = run_map<int32_t>(cpu(), k, {to_bytes(a), to_bytes(b)}, a.size());
     for (size_t i = 0; i < a.size(); ++i) {
       int64_t x = a[i], y = b[i];
       int64_t want = op == BinOp::Div ? (y == 0 ? 0 : y == -1 ? -x : x / y)
@@ -427,7 +345,7 @@ TEST(CpuBackend, BinaryBool) {
   };
   for (const Case& c : cases) {
     Kernel k = map_kernel({boolean, boolean}, boolean, [&](auto& v) { return binary(c.op, v[0], v[1]); });
-    auto got = run_map<uint8_t>(k, {to_bytes(a), to_bytes(b)}, 4);
+    auto got = run_map<uint8_t>(cpu(), k, {to_bytes(a), to_bytes(b)}, 4);
     for (size_t i = 0; i < 4; ++i) EXPECT_EQ(got[i], c.ref(a[i], b[i])) << binop_name(c.op) << " " << i;
   }
 }
@@ -448,10 +366,10 @@ std::vector<float> special_floats() {
 
 TEST(CpuBackend, CastF32ToI32SaturatesAndMapsNaNToZero) {
   std::vector<float> x = special_floats();
-  std::vector<float> big = random_floats(300, 1.0f, 5e9f);
+  std::vector<float> big = random_floats(rng(), 300, 1.0f, 5e9f);
   x.insert(x.end(), big.begin(), big.end());
   Kernel k = map_kernel({f32}, i32, [](auto& a) { return cast(ValType::i32, a[0]); });
-  auto got = run_map<int32_t>(k, {to_bytes(x)}, x.size());
+  auto got = run_map<int32_t>(cpu(), k, {to_bytes(x)}, x.size());
   for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(got[i], ref_f32_to_i32(x[i])) << x[i];
 }
 
@@ -461,33 +379,33 @@ TEST(CpuBackend, CastF32ToI64Saturates) {
   Kernel k = map_kernel({f32}, i32, [](auto& a) {
     return cast(ValType::i32, binary(BinOp::Div, cast(ValType::i64, a[0]), idx(int64_t(1) << 32)));
   });
-  auto got = run_map<int32_t>(k, {to_bytes(x)}, x.size());
+  auto got = run_map<int32_t>(cpu(), k, {to_bytes(x)}, x.size());
   const int32_t want[] = {kIntMax, kIntMin, 0, 2, -2, 1, 0, kIntMax, kIntMin};
   for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(got[i], want[i]) << x[i];
 }
 
 TEST(CpuBackend, CastsBetweenIntFloatAndBool) {
-  std::vector<int32_t> ints = random_ints(300);
+  std::vector<int32_t> ints = random_ints(rng(), 300);
   ints.insert(ints.end(), {0, 0, kIntMin, kIntMax, -1, 1, 16777217});
   std::vector<float> floats = special_floats();
   const size_t ni = ints.size(), nf = floats.size();
 
-  auto i2f = run_map<float>(map_kernel({i32}, f32, [](auto& a) { return cast(ValType::f32, a[0]); }),
+  auto i2f = run_map<float>(cpu(), map_kernel({i32}, f32, [](auto& a) { return cast(ValType::f32, a[0]); }),
                             {to_bytes(ints)}, ni);
-  auto i2b = run_map<uint8_t>(map_kernel({i32}, boolean, [](auto& a) { return cast(ValType::b1, a[0]); }),
+  auto i2b = run_map<uint8_t>(cpu(), map_kernel({i32}, boolean, [](auto& a) { return cast(ValType::b1, a[0]); }),
                               {to_bytes(ints)}, ni);
   for (size_t i = 0; i < ni; ++i) {
     EXPECT_EQ(i2f[i], static_cast<float>(ints[i])) << ints[i];
     EXPECT_EQ(i2b[i], ints[i] != 0) << ints[i];
   }
-  auto f2b = run_map<uint8_t>(map_kernel({f32}, boolean, [](auto& a) { return cast(ValType::b1, a[0]); }),
+  auto f2b = run_map<uint8_t>(cpu(), map_kernel({f32}, boolean, [](auto& a) { return cast(ValType::b1, a[0]); }),
                               {to_bytes(floats)}, nf);
   for (size_t i = 0; i < nf; ++i) EXPECT_EQ(f2b[i], floats[i] != 0.0f) << floats[i];  // NaN -> true
 
   std::vector<uint8_t> bools = {0, 1, 1, 0};
-  auto b2i = run_map<int32_t>(map_kernel({boolean}, i32, [](auto& a) { return cast(ValType::i32, a[0]); }),
+  auto b2i = run_map<int32_t>(cpu(), map_kernel({boolean}, i32, [](auto& a) { return cast(ValType::i32, a[0]); }),
                               {to_bytes(bools)}, 4);
-  auto b2f = run_map<float>(map_kernel({boolean}, f32, [](auto& a) { return cast(ValType::f32, a[0]); }),
+  auto b2f = run_map<float>(cpu(), map_kernel({boolean}, f32, [](auto& a) { return cast(ValType::f32, a[0]); }),
                             {to_bytes(bools)}, 4);
   for (size_t i = 0; i < 4; ++i) {
     EXPECT_EQ(b2i[i], bools[i]);
@@ -497,12 +415,12 @@ TEST(CpuBackend, CastsBetweenIntFloatAndBool) {
 
 // i32 -> i64 sign-extends (the product does not wrap) and i64 -> i32 truncates.
 TEST(CpuBackend, CastsBetweenI32AndI64) {
-  std::vector<int32_t> a = random_ints(300), b = random_ints(300);
+  std::vector<int32_t> a = random_ints(rng(), 300), b = random_ints(rng(), 300);
   Kernel k = map_kernel({i32, i32}, i32, [](auto& v) {
     Expr wide = binary(BinOp::Mul, cast(ValType::i64, v[0]), cast(ValType::i64, v[1]));
     return cast(ValType::i32, binary(BinOp::Div, wide, idx(int64_t(1) << 31)));
   });
-  auto got = run_map<int32_t>(k, {to_bytes(a), to_bytes(b)}, a.size());
+  auto got = run_map<int32_t>(cpu(), k, {to_bytes(a), to_bytes(b)}, a.size());
   for (size_t i = 0; i < a.size(); ++i)
     EXPECT_EQ(got[i], wrap(int64_t(a[i]) * b[i] / (int64_t(1) << 31))) << a[i] << " * " << b[i];
 }
@@ -510,7 +428,7 @@ TEST(CpuBackend, CastsBetweenI32AndI64) {
 // Floats halfway between two neighbouring f16 / bf16 values (ties), plus
 // random bit patterns and special values.
 std::vector<float> rounding_inputs(DType t) {
-  std::vector<float> v = random_float_bits(3000);
+  std::vector<float> v = random_float_bits(rng(), 3000);
   std::vector<float> special = special_floats();
   v.insert(v.end(), special.begin(), special.end());
   std::uniform_int_distribution<uint32_t> bits;
@@ -536,7 +454,7 @@ TEST(CpuBackend, F16AndBF16StoresRoundToNearestEven) {
   for (DType t : {f16, bf16}) {
     std::vector<float> x = rounding_inputs(t);
     Kernel k = map_kernel({f32}, t, [](auto& a) { return a[0]; });
-    auto got = run_map<uint16_t>(k, {to_bytes(x)}, x.size());
+    auto got = run_map<uint16_t>(cpu(), k, {to_bytes(x)}, x.size());
     for (size_t i = 0; i < x.size(); ++i) {
       uint16_t want = ref_bits(t, x[i]);
       if (t == f16 && std::isnan(x[i]))  // the NaN payload is the hardware's choice
@@ -552,7 +470,7 @@ TEST(CpuBackend, F16AndBF16LoadEveryBitPattern) {
   for (uint32_t h = 0; h < all.size(); ++h) all[h] = uint16_t(h);
   for (DType t : {f16, bf16}) {
     Kernel k = map_kernel({t}, f32, [](auto& a) { return a[0]; });
-    auto got = run_map<float>(k, {to_bytes(all)}, all.size());
+    auto got = run_map<float>(cpu(), k, {to_bytes(all)}, all.size());
     for (uint32_t h = 0; h < all.size(); ++h) {
       float want = ref_value(t, uint16_t(h));
       if (std::isnan(want))
@@ -567,7 +485,7 @@ TEST(CpuBackend, RoundF32ToF16AndBF16) {
   for (DType t : {f16, bf16}) {
     std::vector<float> x = rounding_inputs(t);
     Kernel k = map_kernel({f32}, f32, [&](auto& a) { return round_to(t, a[0]); });
-    auto got = run_map<float>(k, {to_bytes(x)}, x.size());
+    auto got = run_map<float>(cpu(), k, {to_bytes(x)}, x.size());
     for (size_t i = 0; i < x.size(); ++i) {
       float want = ref_value(t, ref_bits(t, x[i]));
       if (std::isnan(want))
@@ -580,22 +498,22 @@ TEST(CpuBackend, RoundF32ToF16AndBF16) {
 }
 
 TEST(CpuBackend, RoundI32ToI8AndU8) {
-  std::vector<int32_t> x = random_ints(500);
+  std::vector<int32_t> x = random_ints(rng(), 500);
   x.insert(x.end(), {127, 128, -128, -129, 255, 256, -1, kIntMin, kIntMax});
   for (DType t : {i8, u8}) {
     Kernel k = map_kernel({i32}, i32, [&](auto& a) { return round_to(t, a[0]); });
-    auto got = run_map<int32_t>(k, {to_bytes(x)}, x.size());
+    auto got = run_map<int32_t>(cpu(), k, {to_bytes(x)}, x.size());
     for (size_t i = 0; i < x.size(); ++i)
       EXPECT_EQ(got[i], t == i8 ? int32_t(int8_t(x[i])) : int32_t(uint8_t(x[i]))) << x[i];
   }
 }
 
 TEST(CpuBackend, SmallIntegerAndBoolStorage) {
-  std::vector<int32_t> x = random_ints(500);
+  std::vector<int32_t> x = random_ints(rng(), 500);
   x.insert(x.end(), {127, 128, -128, -129, 255, 256, -1, 0});
   for (DType t : {i8, u8}) {
-    auto stored = run_map<uint8_t>(map_kernel({i32}, t, [](auto& a) { return a[0]; }), {to_bytes(x)}, x.size());
-    auto loaded = run_map<int32_t>(map_kernel({t}, i32, [](auto& a) { return a[0]; }), {to_bytes(stored)},
+    auto stored = run_map<uint8_t>(cpu(), map_kernel({i32}, t, [](auto& a) { return a[0]; }), {to_bytes(x)}, x.size());
+    auto loaded = run_map<int32_t>(cpu(), map_kernel({t}, i32, [](auto& a) { return a[0]; }), {to_bytes(stored)},
                                    x.size());
     for (size_t i = 0; i < x.size(); ++i) {
       EXPECT_EQ(stored[i], uint8_t(x[i])) << x[i];
@@ -603,7 +521,7 @@ TEST(CpuBackend, SmallIntegerAndBoolStorage) {
     }
   }
   std::vector<uint8_t> bytes = {0, 1, 2, 255};  // any non-zero byte loads as true
-  auto bools = run_map<uint8_t>(map_kernel({boolean}, boolean, [](auto& a) { return a[0]; }),
+  auto bools = run_map<uint8_t>(cpu(), map_kernel({boolean}, boolean, [](auto& a) { return a[0]; }),
                                 {to_bytes(bytes)}, 4);
   EXPECT_EQ(bools, (std::vector<uint8_t>{0, 1, 1, 1}));
 }
@@ -618,7 +536,7 @@ TEST(CpuBackend, LocalBufferUsesStorageConversions) {
   k.body = block({for_loop("i", var("n"), LoopKind::Parallel,
                            {store(2, idx(0), load(0, ValType::f32, var("i"))),
                             store(1, var("i"), load(2, ValType::f32, idx(0)))})});
-  auto got = from_bytes<float>(run(k, {to_bytes(x), Bytes(x.size() * 4)}, {int64_t(x.size())})[1]);
+  auto got = from_bytes<float>(run(cpu(), k, {to_bytes(x), Bytes(x.size() * 4)}, {int64_t(x.size())})[1]);
   for (size_t i = 0; i < x.size(); ++i) {
     float want = f16_bits_to_f32(f32_to_f16_bits(x[i]));
     if (std::isnan(want))
@@ -702,7 +620,7 @@ TEST(CpuBackend, CompilesFromSeveralThreadsAtOnce) {
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {
       Kernel k = map_kernel({i32}, i32, [&](auto& a) { return binary(BinOp::Add, a[0], const_int(ValType::i32, t)); });
-      auto got = run_map<int32_t>(k, {to_bytes(std::vector<int32_t>{1, 2, 3})}, 3);
+      auto got = run_map<int32_t>(cpu(), k, {to_bytes(std::vector<int32_t>{1, 2, 3})}, 3);
       if (got == std::vector<int32_t>{1 + t, 2 + t, 3 + t}) ok++;
     });
   for (std::thread& t : threads) t.join();

@@ -18,9 +18,12 @@
 
 #include "backends/cpu/cpu_device.h"
 #include "kiln/kernel.h"
+#include "tests/backends/kernel_testing.h"
 
 namespace kiln {
 namespace {
+
+using testing::global;
 
 constexpr int64_t kLanes = 16;
 constexpr float kInf = std::numeric_limits<float>::infinity();
@@ -33,14 +36,10 @@ Device& cpu() {
   return *device;
 }
 
-BufferDecl global(std::string name, bool output = false) {
-  return {std::move(name), f32, MemScope::Global, 0, output};
-}
-
 Kernel kernel(std::string name, Stmt loop) {
   Kernel k;
   k.name = std::move(name);
-  k.buffers = {global("x"), global("y", true)};
+  k.buffers = {global("x", f32), global("y", f32, true)};
   k.params = {"n"};
   k.body = block({std::move(loop)});
   return k;

@@ -14,11 +14,17 @@
 #include "backends/cpu/cpu_device.h"
 #include "kiln/error.h"
 #include "kiln/kernel.h"
+#include "tests/backends/kernel_testing.h"
 
 namespace kiln {
 namespace {
 
-using Bytes = std::vector<std::byte>;
+using testing::Bytes;
+using testing::from_bytes;
+using testing::global;
+using testing::random_floats;
+using testing::run;
+using testing::to_bytes;
 constexpr int32_t kIntMin = std::numeric_limits<int32_t>::min();
 constexpr int32_t kIntMax = std::numeric_limits<int32_t>::max();
 constexpr auto V = LoopKind::Vectorized;
@@ -28,45 +34,6 @@ constexpr auto S = LoopKind::Serial;
 Device& cpu() {
   static std::shared_ptr<Device> device = make_cpu_device();
   return *device;
-}
-
-template <typename T>
-Bytes to_bytes(const std::vector<T>& v) {
-  Bytes b(v.size() * sizeof(T));
-  if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
-
-template <typename T>
-std::vector<T> from_bytes(const Bytes& b) {
-  std::vector<T> v(b.size() / sizeof(T));
-  if (!v.empty()) std::memcpy(v.data(), b.data(), b.size());
-  return v;
-}
-
-// Runs `k` on device copies of `buffers` and returns them afterwards.
-std::vector<Bytes> run(const Kernel& k, const std::vector<Bytes>& buffers,
-                       const std::vector<int64_t>& params = {}) {
-  std::shared_ptr<Executable> exe = cpu().compile(k);
-  std::vector<std::shared_ptr<Buffer>> owned;
-  std::vector<Buffer*> args;
-  for (const Bytes& b : buffers) {
-    owned.push_back(cpu().allocate(b.size()));
-    cpu().write(*owned.back(), b.data(), b.size());
-    args.push_back(owned.back().get());
-  }
-  exe->launch(cpu().stream(), args, params);
-  cpu().stream().synchronize();
-  std::vector<Bytes> out;
-  for (size_t i = 0; i < buffers.size(); ++i) {
-    out.emplace_back(buffers[i].size());
-    cpu().read(*owned[i], out.back().data(), out.back().size());
-  }
-  return out;
-}
-
-BufferDecl global(std::string name, DType t, bool output = false) {
-  return {std::move(name), t, MemScope::Global, 0, output};
 }
 
 BufferDecl local(std::string name, DType t, int64_t size) {
@@ -80,15 +47,6 @@ Expr mul(Expr a, Expr b) { return binary(BinOp::Mul, std::move(a), std::move(b))
 std::mt19937& rng() {
   static std::mt19937 gen(4321);
   return gen;
-}
-
-// Random non-zero floats of either sign with magnitudes in [0.1, 4).
-std::vector<float> random_floats(size_t n) {
-  std::uniform_real_distribution<float> mag(0.1f, 4.0f);
-  std::bernoulli_distribution neg(0.5);
-  std::vector<float> v(n);
-  for (float& x : v) x = neg(rng()) ? -mag(rng()) : mag(rng());
-  return v;
 }
 
 // Random non-zero ints in [lo, hi] (which must hold 1).
@@ -177,7 +135,7 @@ TEST(CpuVectorize, ElementwiseOverEveryDtype) {
     for (int64_t width : {16, 7}) {  // a power of two or not
       const size_t n = 6 * width;
       Bytes a = random_storage(t, n), b = random_storage(t, n);
-      Bytes out = run(elementwise(t, width), {a, b, Bytes(n * dtype_size(t))})[2];
+      Bytes out = run(cpu(), elementwise(t, width), {a, b, Bytes(n * dtype_size(t))})[2];
       for (size_t i = 0; i < n; ++i)
         ASSERT_EQ(element(t, out, i), ref_elementwise(t, element(t, a, i), element(t, b, i)))
             << dtype_name(t) << ", width " << width << ", at " << i;
@@ -196,8 +154,8 @@ TEST(CpuVectorize, BroadcastLoad) {
                                         {store(2, flat,
                                                binary(BinOp::Sub, mul(ld(0, f32, flat), ld(1, f32, var("r"))),
                                                       ld(1, f32, var("r") + (var("j") - var("j")))))})})});
-  std::vector<float> a = random_floats(rows * w), s = random_floats(rows);
-  auto out = from_bytes<float>(run(k, {to_bytes(a), to_bytes(s), Bytes(rows * w * 4)})[2]);
+  std::vector<float> a = random_floats(rng(), rows * w), s = random_floats(rng(), rows);
+  auto out = from_bytes<float>(run(cpu(), k, {to_bytes(a), to_bytes(s), Bytes(rows * w * 4)})[2]);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < w; ++j)
       EXPECT_NEAR(out[r * w + j], a[r * w + j] * s[r] - s[r], 1e-5f * (std::fabs(a[r * w + j] * s[r]) + 4))
@@ -221,7 +179,7 @@ TEST(CpuVectorize, GatherAndScatter) {
                                          store(2, var("r") * idx(w) + var("j"), x_squares)})})});
   const size_t n = 2 * rows * w + 49;
   Bytes x = random_storage(bf16, n);
-  auto out = run(k, {x, Bytes(rows * w * 2), Bytes(rows * w * 4)});
+  auto out = run(cpu(), k, {x, Bytes(rows * w * 2), Bytes(rows * w * 4)});
   auto q = from_bytes<float>(out[2]);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < w; ++j) {
@@ -257,7 +215,7 @@ TEST(CpuVectorize, IntegerDivModByZeroAndMinusOne) {
                      global("mod", i32, true), global("div64", i32, true), global("mod_d", i32, true)},
                     {for_loop("r", idx(rows), LoopKind::Parallel, {for_loop("j", idx(w), V, stores)})});
   Bytes empty(n * 4);
-  auto out = run(k, {to_bytes(a), to_bytes(b), to_bytes(d), empty, empty, empty, empty});
+  auto out = run(cpu(), k, {to_bytes(a), to_bytes(b), to_bytes(d), empty, empty, empty, empty});
   auto div = from_bytes<int32_t>(out[3]), mod = from_bytes<int32_t>(out[4]);
   auto div64 = from_bytes<int32_t>(out[5]), mod_d = from_bytes<int32_t>(out[6]);
   for (int64_t i = 0; i < n; ++i) {
@@ -301,7 +259,7 @@ TEST(CpuVectorize, CastAndRound) {
                store(3, flat, round_to(bf16, xv)), store(4, flat, round_to(i8, cast(ValType::i32, xv))),
                store(5, flat, cast(ValType::b1, xv)), store(6, flat, cast(ValType::f32, var("j")))})})});
   auto out =
-      run(k, {to_bytes(x), Bytes(n * 4), Bytes(n * 4), Bytes(n * 4), Bytes(n * 4), Bytes(n), Bytes(n * 4)});
+      run(cpu(), k, {to_bytes(x), Bytes(n * 4), Bytes(n * 4), Bytes(n * 4), Bytes(n * 4), Bytes(n), Bytes(n * 4)});
   auto to_i32 = from_bytes<int32_t>(out[1]), to_i8 = from_bytes<int32_t>(out[4]);
   auto to_f16 = from_bytes<float>(out[2]), to_bf16 = from_bytes<float>(out[3]),
        lane = from_bytes<float>(out[6]);
@@ -331,8 +289,8 @@ TEST(CpuVectorize, Select) {
                        {for_loop("j", idx(w), V,
                                  {store(3, flat, select(lt, a, c0)), store(4, flat, select(lt, c0, c1)),
                                   store(5, flat, select(binary(BinOp::CmpLt, c0, c1), a, b))})})});
-  std::vector<float> av = random_floats(n), bv = random_floats(n), cv = {1.5f, -2.5f};
-  auto out = run(k, {to_bytes(av), to_bytes(bv), to_bytes(cv), Bytes(n * 4), Bytes(n * 4), Bytes(n * 4)});
+  std::vector<float> av = random_floats(rng(), n), bv = random_floats(rng(), n), cv = {1.5f, -2.5f};
+  auto out = run(cpu(), k, {to_bytes(av), to_bytes(bv), to_bytes(cv), Bytes(n * 4), Bytes(n * 4), Bytes(n * 4)});
   auto o1 = from_bytes<float>(out[3]), o2 = from_bytes<float>(out[4]), o3 = from_bytes<float>(out[5]);
   for (int64_t i = 0; i < n; ++i) {
     EXPECT_EQ(o1[i], av[i] < bv[i] ? av[i] : cv[0]) << i;
@@ -354,8 +312,8 @@ TEST(CpuVectorize, UnrolledLoops) {
       {for_loop(
           "o", idx(outer), LoopKind::Parallel,
           {for_loop("u", idx(4), U, {store(1, var("o") * idx(4) + var("u"), mul(reversed, u_plus_1))})})});
-  std::vector<float> x = random_floats(outer * 3 * w);
-  auto y = from_bytes<float>(run(k, {to_bytes(x), Bytes(outer * 4 * 4)})[1]);
+  std::vector<float> x = random_floats(rng(), outer * 3 * w);
+  auto y = from_bytes<float>(run(cpu(), k, {to_bytes(x), Bytes(outer * 4 * 4)})[1]);
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t u = 0; u < 4; ++u) EXPECT_EQ(y[o * 4 + u], x[o * 4 + 3 - u] * float(u + 1)) << o << "," << u;
 
@@ -367,7 +325,7 @@ TEST(CpuVectorize, UnrolledLoops) {
           {for_loop("u", idx(3), U,
                     {for_loop("j", idx(w), V,
                               {store(1, flat, add(ld(0, f32, flat), cast(ValType::f32, var("u"))))})})})});
-  auto z = from_bytes<float>(run(nested, {to_bytes(x), Bytes(x.size() * 4)})[1]);
+  auto z = from_bytes<float>(run(cpu(), nested, {to_bytes(x), Bytes(x.size() * 4)})[1]);
   for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(z[i], x[i] + float(i / w % 3)) << i;
 }
 
@@ -394,8 +352,8 @@ TEST(CpuVectorize, MatmulMicroKernel) {
                                                                    ld(1, f32, var("k") * idx(n) + col))))})}),
                            tile_loop({store(2, row * idx(n) + col, acc)})})})});
   k.params = {"K"};
-  std::vector<float> a = random_floats(m * kk), b = random_floats(kk * n);
-  auto c = from_bytes<float>(run(k, {to_bytes(a), to_bytes(b), Bytes(m * n * 4)}, {kk})[2]);
+  std::vector<float> a = random_floats(rng(), m * kk), b = random_floats(rng(), kk * n);
+  auto c = from_bytes<float>(run(cpu(), k, {to_bytes(a), to_bytes(b), Bytes(m * n * 4)}, {kk})[2]);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
       double want = 0, scale = 0;

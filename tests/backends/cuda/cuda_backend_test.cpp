@@ -20,12 +20,20 @@
 #include "backends/cuda/cuda_device.h"
 #include "runtime/kernel_cache.h"
 #include "tests/backends/gpu_testing.h"
+#include "tests/backends/kernel_testing.h"
 #include "tests/testing.h"
 
 namespace kiln {
 namespace {
 
-using Bytes = std::vector<std::byte>;
+using testing::Bytes;
+using testing::from_bytes;
+using testing::global;
+using testing::launch;
+using testing::random_float_bits;
+using testing::random_ints;
+using testing::run_map;
+using testing::to_bytes;
 constexpr int32_t kIntMin = std::numeric_limits<int32_t>::min();
 constexpr int32_t kIntMax = std::numeric_limits<int32_t>::max();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -104,64 +112,11 @@ TEST(CudaBackend, CompileTime) {
 
 // --- Hand-built kernels ---
 
-template <typename T>
-Bytes to_bytes(const std::vector<T>& v) {
-  Bytes b(v.size() * sizeof(T));
-  if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
-
-template <typename T>
-std::vector<T> from_bytes(const Bytes& b) {
-  std::vector<T> v(b.size() / sizeof(T));
-  if (!v.empty()) std::memcpy(v.data(), b.data(), b.size());
-  return v;
-}
-
-// Launches `exe` on device copies of `buffers` and returns them afterwards.
-std::vector<Bytes> launch(Executable& exe, const std::vector<Bytes>& buffers, const std::vector<int64_t>& params = {}) {
-  Device& d = *gpu();
-  std::vector<std::shared_ptr<Buffer>> owned;
-  std::vector<Buffer*> args;
-  for (const Bytes& b : buffers) {
-    owned.push_back(d.allocate(int64_t(b.size())));
-    d.write(*owned.back(), b.data(), int64_t(b.size()));
-    args.push_back(owned.back().get());
-  }
-  exe.launch(d.stream(), args, params);
-  d.stream().synchronize();
-  std::vector<Bytes> out;
-  for (size_t i = 0; i < buffers.size(); ++i) {
-    out.emplace_back(buffers[i].size());
-    d.read(*owned[i], out.back().data(), int64_t(out.back().size()));
-  }
-  return out;
-}
-
-BufferDecl global(std::string name, DType t, bool output = false) {
-  return {std::move(name), t, MemScope::Global, 0, output};
-}
-
 // out[i] = f(in_0[i], in_1[i], ...) for i in 0..n (a param), with the default
 // GPU schedule.
-Kernel map_kernel(const std::vector<DType>& ins, DType out, const std::function<Expr(const std::vector<Expr>&)>& f) {
-  Kernel k;
-  k.name = "map";
-  k.params = {"n"};
-  std::vector<Expr> args;
-  for (size_t j = 0; j < ins.size(); ++j) {
-    k.buffers.push_back(global("in" + std::to_string(j), ins[j]));
-    args.push_back(load(int(j), valtype_of(ins[j]), var("i")));
-  }
-  k.buffers.push_back(global("out", out, true));
-  k.body = block({for_loop("i", var("n"), LoopKind::Parallel, {store(int(ins.size()), var("i"), f(args))})});
-  return testing::scheduled(k, gpu()->info());
-}
-
-template <typename Out>
-std::vector<Out> run_map(const Kernel& k, std::vector<Bytes> inputs, size_t n) {
-  inputs.push_back(Bytes(n * sizeof(Out)));
-  return from_bytes<Out>(launch(*gpu()->compile(k), inputs, {int64_t(n)}).back());
+Kernel scheduled_map(const std::vector<DType>& ins, DType out,
+                      const std::function<Expr(const std::vector<Expr>&)>& f) {
+  return testing::scheduled(testing::map_kernel(ins, out, f), gpu()->info());
 }
 
 std::mt19937& rng() {
@@ -169,26 +124,12 @@ std::mt19937& rng() {
   return gen;
 }
 
-std::vector<float> random_float_bits(size_t n) {
-  std::uniform_int_distribution<uint32_t> d;
-  std::vector<float> v(n);
-  for (float& x : v) x = std::bit_cast<float>(d(rng()));
-  return v;
-}
-
-std::vector<int32_t> random_ints(size_t n) {
-  std::uniform_int_distribution<int32_t> d(kIntMin, kIntMax);
-  std::vector<int32_t> v(n);
-  for (int32_t& x : v) x = d(rng());
-  return v;
-}
-
 int32_t wrap(int64_t v) { return static_cast<int32_t>(static_cast<uint32_t>(v)); }
 
 // Every float bit pattern class, and values halfway between neighbouring f16 /
 // bf16 values (ties).
 std::vector<float> rounding_inputs() {
-  std::vector<float> v = random_float_bits(4000);
+  std::vector<float> v = random_float_bits(rng(), 4000);
   v.insert(v.end(), {0.0f, -0.0f, kInf, -kInf, kNaN, 65504.0f, 65520.0f, 1e-8f, -1e-8f, 5.9604645e-8f,
                      std::bit_cast<float>(0x33000000u), std::bit_cast<float>(0x33c00000u)});
   std::uniform_int_distribution<uint32_t> bits;
@@ -210,9 +151,9 @@ TEST(CudaBackend, F16AndBF16StoresAndRoundsMatchTheCpuDefinitions) {
   std::vector<float> x = rounding_inputs();
   for (DType t : {f16, bf16}) {
     SCOPED_TRACE(dtype_name(t));
-    auto stored = run_map<uint16_t>(map_kernel({f32}, t, [](auto& a) { return a[0]; }), {to_bytes(x)}, x.size());
+    auto stored = run_map<uint16_t>(*gpu(), scheduled_map({f32}, t, [](auto& a) { return a[0]; }), {to_bytes(x)}, x.size());
     auto rounded =
-        run_map<float>(map_kernel({f32}, f32, [&](auto& a) { return round_to(t, a[0]); }), {to_bytes(x)}, x.size());
+        run_map<float>(*gpu(), scheduled_map({f32}, f32, [&](auto& a) { return round_to(t, a[0]); }), {to_bytes(x)}, x.size());
     for (size_t i = 0; i < x.size(); ++i) {
       uint16_t want = t == f16 ? f32_to_f16_bits(x[i]) : f32_to_bf16_bits(x[i]);
       float want_value = t == f16 ? f16_bits_to_f32(want) : bf16_bits_to_f32(want);
@@ -230,7 +171,7 @@ TEST(CudaBackend, F16AndBF16LoadEveryBitPattern) {
   std::vector<uint16_t> all(65536);
   for (uint32_t h = 0; h < all.size(); ++h) all[h] = uint16_t(h);
   for (DType t : {f16, bf16}) {
-    auto got = run_map<float>(map_kernel({t}, f32, [](auto& a) { return a[0]; }), {to_bytes(all)}, all.size());
+    auto got = run_map<float>(*gpu(), scheduled_map({t}, f32, [](auto& a) { return a[0]; }), {to_bytes(all)}, all.size());
     for (uint32_t h = 0; h < all.size(); ++h) {
       float want = t == f16 ? f16_bits_to_f32(uint16_t(h)) : bf16_bits_to_f32(uint16_t(h));
       EXPECT_TRUE(same_float(got[h], want)) << dtype_name(t) << " " << h;
@@ -262,12 +203,12 @@ TEST(CudaBackend, FloatToIntCastsSaturateAndNaNIsZero) {
   REQUIRE_GPU();
   std::vector<float> x = {kNaN, -kNaN, kInf, -kInf, 3e9f, -3e9f, 2147483520.0f, -2147483648.0f, 1.9f, -1.9f,
                           0.5f, -0.0f, 1e20f, -1e20f, 9.2233715e18f, -9.223372e18f, 255.5f, -128.7f};
-  std::vector<float> more = random_float_bits(2000);
+  std::vector<float> more = random_float_bits(rng(), 2000);
   x.insert(x.end(), more.begin(), more.end());
-  auto to_i32 = run_map<int32_t>(map_kernel({f32}, i32, [](auto& a) { return cast(ValType::i32, a[0]); }),
+  auto to_i32 = run_map<int32_t>(*gpu(), scheduled_map({f32}, i32, [](auto& a) { return cast(ValType::i32, a[0]); }),
                                  {to_bytes(x)}, x.size());
   auto pieces = from_bytes<int32_t>(
-      launch(*gpu()->compile(f32_to_i64_pieces()), {to_bytes(x), Bytes(12 * x.size())}, {int64_t(x.size())})[1]);
+      launch(*gpu(), *gpu()->compile(f32_to_i64_pieces()), {to_bytes(x), Bytes(12 * x.size())}, {int64_t(x.size())})[1]);
   const double i64_max = 9223372036854775807.0;  // rounds to 2^63
   for (size_t i = 0; i < x.size(); ++i) {
     EXPECT_EQ(to_i32[i], int32_t(saturate(x[i], kIntMin, kIntMax))) << std::hexfloat << x[i];
@@ -283,7 +224,7 @@ int32_t ref_mod(int32_t a, int32_t b) { return b == 0 || b == -1 ? 0 : a % b; }
 
 TEST(CudaBackend, IntegerArithmeticWrapsAndDivisionNeverTraps) {
   REQUIRE_GPU();
-  std::vector<int32_t> a = random_ints(1000), b = random_ints(1000);
+  std::vector<int32_t> a = random_ints(rng(), 1000), b = random_ints(rng(), 1000);
   const std::pair<int32_t, int32_t> special[] = {{kIntMin, -1}, {kIntMin, 0}, {5, 0},  {0, 0},   {-7, 0},
                                                  {7, -1},       {kIntMax, -1}, {7, 2}, {-7, 2},  {7, -2},
                                                  {-7, -2},      {kIntMin, 1},  {kIntMax, kIntMax}, {kIntMin, kIntMin}};
@@ -298,15 +239,15 @@ TEST(CudaBackend, IntegerArithmeticWrapsAndDivisionNeverTraps) {
       {BinOp::Min, [](int32_t x, int32_t y) { return std::min(x, y); }},
   };
   for (const auto& [op, ref] : cases) {
-    Kernel k = map_kernel({i32, i32}, i32, [&](auto& v) { return binary(op, v[0], v[1]); });
-    auto got = run_map<int32_t>(k, {to_bytes(a), to_bytes(b)}, a.size());
+    Kernel k = scheduled_map({i32, i32}, i32, [&](auto& v) { return binary(op, v[0], v[1]); });
+    auto got = run_map<int32_t>(*gpu(), k, {to_bytes(a), to_bytes(b)}, a.size());
     for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(got[i], ref(a[i], b[i])) << binop_name(op) << " " << a[i] << ", " << b[i];
   }
-  Kernel neg = map_kernel({i32}, i32, [](auto& v) { return unary(UnOp::Neg, v[0]); });
-  auto negated = run_map<int32_t>(neg, {to_bytes(a)}, a.size());
+  Kernel neg = scheduled_map({i32}, i32, [](auto& v) { return unary(UnOp::Neg, v[0]); });
+  auto negated = run_map<int32_t>(*gpu(), neg, {to_bytes(a)}, a.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(negated[i], wrap(-int64_t(a[i])));
   for (DType t : {i8, u8}) {
-    auto got = run_map<int32_t>(map_kernel({i32}, i32, [&](auto& v) { return round_to(t, v[0]); }), {to_bytes(a)},
+    auto got = run_map<int32_t>(*gpu(), scheduled_map({i32}, i32, [&](auto& v) { return round_to(t, v[0]); }), {to_bytes(a)},
                                 a.size());
     for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(got[i], t == i8 ? int32_t(int8_t(a[i])) : int32_t(uint8_t(a[i])));
   }
@@ -317,7 +258,7 @@ TEST(CudaBackend, AllReduceGivesEveryThreadTheCombinedValue) {
   std::vector<float> x;
   std::vector<int32_t> xi;
   testing::allreduce_inputs(&x, &xi);
-  auto out = launch(*gpu()->compile(testing::allreduce_kernel()),
+  auto out = launch(*gpu(), *gpu()->compile(testing::allreduce_kernel()),
                     {to_bytes(x), to_bytes(xi), Bytes(3 * x.size() * 4), Bytes(xi.size() * 4)}, {3});
   EXPECT_EQ(testing::check_allreduce(x, xi, from_bytes<float>(out[2]), from_bytes<int32_t>(out[3])), "");
 }
@@ -344,7 +285,7 @@ TEST(CudaBackend, ThreeDimensionalGridsAndBlocks) {
   auto exe = gpu()->compile(k);
   for (int64_t n : {1, 7}) {
     int64_t total = gz * gy * n * tz * ty * tx;
-    auto got = from_bytes<int32_t>(launch(*exe, {to_bytes(std::vector<int32_t>(total, -1))}, {n})[0]);
+    auto got = from_bytes<int32_t>(launch(*gpu(), *exe, {to_bytes(std::vector<int32_t>(total, -1))}, {n})[0]);
     for (int64_t i = 0; i < total; ++i) ASSERT_EQ(got[i], i) << "n = " << n;
   }
 }
@@ -359,11 +300,11 @@ TEST(CudaBackend, OneThreadKernelAndEmptyLaunch) {
   k.body = block({store(1, idx(0), const_f32(0)),
                   for_loop("i", var("n"), LoopKind::Serial, {store(1, idx(0), binary(BinOp::Add, y, load(0, ValType::f32, var("i"))))})});
   std::vector<float> x = {1, 2, 3, 4.5f};
-  EXPECT_EQ(from_bytes<float>(launch(*gpu()->compile(k), {to_bytes(x), Bytes(4)}, {4})[1])[0], 10.5f);
+  EXPECT_EQ(from_bytes<float>(launch(*gpu(), *gpu()->compile(k), {to_bytes(x), Bytes(4)}, {4})[1])[0], 10.5f);
   // A grid of 0 blocks launches nothing and leaves the output alone.
-  auto map = map_kernel({f32}, f32, [](auto& a) { return a[0]; });
+  auto map = scheduled_map({f32}, f32, [](auto& a) { return a[0]; });
   std::vector<float> out = {7};
-  EXPECT_EQ(from_bytes<float>(launch(*gpu()->compile(map), {to_bytes(x), to_bytes(out)}, {0})[1])[0], 7.0f);
+  EXPECT_EQ(from_bytes<float>(launch(*gpu(), *gpu()->compile(map), {to_bytes(x), to_bytes(out)}, {0})[1])[0], 7.0f);
 }
 
 TEST(CudaBackend, LaunchesLargerThanTheDeviceAreErrors) {
@@ -428,8 +369,8 @@ TEST(CudaBackend, CompilesFromSeveralThreadsAtOnce) {
   std::atomic<int> ok = 0;
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {
-      Kernel k = map_kernel({i32}, i32, [&](auto& a) { return binary(BinOp::Add, a[0], const_int(ValType::i32, t)); });
-      if (run_map<int32_t>(k, {to_bytes(std::vector<int32_t>{1, 2, 3})}, 3) == std::vector<int32_t>{1 + t, 2 + t, 3 + t})
+      Kernel k = scheduled_map({i32}, i32, [&](auto& a) { return binary(BinOp::Add, a[0], const_int(ValType::i32, t)); });
+      if (run_map<int32_t>(*gpu(), k, {to_bytes(std::vector<int32_t>{1, 2, 3})}, 3) == std::vector<int32_t>{1 + t, 2 + t, 3 + t})
         ok++;
     });
   for (std::thread& t : threads) t.join();
@@ -499,7 +440,7 @@ TEST(CudaReplay, ANewSymbolValueRecaptures) {
 TEST(CudaReplay, FailedCapturesAreErrorsAndTheStreamRecovers) {
   REQUIRE_GPU();
   Stream& stream = gpu()->stream();
-  auto exe = gpu()->compile(map_kernel({f32}, f32, [](auto& a) { return binary(BinOp::Add, a[0], const_f32(1)); }));
+  auto exe = gpu()->compile(scheduled_map({f32}, f32, [](auto& a) { return binary(BinOp::Add, a[0], const_f32(1)); }));
   std::vector<float> x = {1, 2, 3, 4};
   auto in = gpu()->allocate(16), out = gpu()->allocate(16);
   gpu()->write(*in, x.data(), 16);
@@ -519,7 +460,7 @@ TEST(CudaReplay, FailedCapturesAreErrorsAndTheStreamRecovers) {
     EXPECT_NE(std::string(e.what()).find("cuStreamSynchronize"), std::string::npos) << e.what();
   }
   // Launches run again, and a new capture replays.
-  EXPECT_EQ(from_bytes<float>(launch(*exe, {to_bytes(x), Bytes(16)}, {4})[1]), (std::vector<float>{2, 3, 4, 5}));
+  EXPECT_EQ(from_bytes<float>(launch(*gpu(), *exe, {to_bytes(x), Bytes(16)}, {4})[1]), (std::vector<float>{2, 3, 4, 5}));
   std::unique_ptr<Replay> replay = stream.capture([&] { exe->launch(stream, {in.get(), out.get()}, {4}); });
   std::vector<float> zeros(4, 0), got(4);
   gpu()->write(*out, zeros.data(), 16);
@@ -540,7 +481,7 @@ TEST(CudaBackend, Info) {
   EXPECT_EQ(info.warp_size, 32);
   EXPECT_EQ(info.max_threads, 1024);
   EXPECT_GE(info.shared_bytes, 48 * 1024);
-  EXPECT_NE(gpu()->target_source(map_kernel({f32}, f32, [](auto& a) { return a[0]; })).find("__global__"),
+  EXPECT_NE(gpu()->target_source(scheduled_map({f32}, f32, [](auto& a) { return a[0]; })).find("__global__"),
             std::string::npos);
   std::printf("%s: %s, %d SMs, %.1f GiB\n", info.name.c_str(), info.features.c_str(), info.cores,
               double(info.memory_bytes) / (1 << 30));

@@ -19,12 +19,18 @@
 #include "codegen/emit/gpu_nest.h"
 #include "codegen/schedule.h"
 #include "tests/backends/gpu_testing.h"
+#include "tests/backends/kernel_testing.h"
 #include "tests/backends/vulkan/vulkan_testing.h"
 
 namespace kiln {
 namespace {
 
-using Bytes = std::vector<std::byte>;
+using testing::Bytes;
+using testing::from_bytes;
+using testing::global;
+using testing::map_kernel;
+using testing::run;
+using testing::to_bytes;
 using VulkanBackend = testing::VulkanTest;
 
 constexpr int32_t kIntMin = std::numeric_limits<int32_t>::min();
@@ -32,63 +38,10 @@ constexpr int32_t kIntMax = std::numeric_limits<int32_t>::max();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-template <typename T>
-Bytes to_bytes(const std::vector<T>& v) {
-  Bytes b(v.size() * sizeof(T));
-  if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
-
-template <typename T>
-std::vector<T> from_bytes(const Bytes& b) {
-  std::vector<T> v(b.size() / sizeof(T));
-  if (!v.empty()) std::memcpy(v.data(), b.data(), b.size());
-  return v;
-}
-
-BufferDecl global(std::string name, DType t, bool output = false) {
-  return {std::move(name), t, MemScope::Global, 0, output};
-}
-
-// Launches `k` as it is on device copies of `buffers` and returns them afterwards.
-std::vector<Bytes> run_as_is(Device& dev, const Kernel& k, const std::vector<Bytes>& buffers,
-                             const std::vector<int64_t>& params = {}) {
-  std::vector<std::shared_ptr<Buffer>> owned;
-  std::vector<Buffer*> args;
-  for (const Bytes& b : buffers) {
-    owned.push_back(dev.allocate(int64_t(b.size())));
-    dev.write(*owned.back(), b.data(), int64_t(b.size()));
-    args.push_back(owned.back().get());
-  }
-  dev.compile(k)->launch(dev.stream(), args, params);
-  dev.stream().synchronize();
-  std::vector<Bytes> out;
-  for (size_t i = 0; i < buffers.size(); ++i) {
-    out.emplace_back(buffers[i].size());
-    dev.read(*owned[i], out.back().data(), int64_t(out.back().size()));
-  }
-  return out;
-}
-
-// The same with the device's default schedule applied first.
-std::vector<Bytes> run(Device& dev, const Kernel& k, const std::vector<Bytes>& buffers,
-                       const std::vector<int64_t>& params = {}) {
-  return run_as_is(dev, apply(k, default_schedule(k, dev.info())), buffers, params);
-}
-
-// out[i] = f(in_0[i], in_1[i], ...) for i in 0..n (a param), over a parallel loop.
-Kernel map_kernel(const std::vector<DType>& ins, DType out, const std::function<Expr(const std::vector<Expr>&)>& f) {
-  Kernel k;
-  k.name = "map";
-  k.params = {"n"};
-  std::vector<Expr> args;
-  for (size_t j = 0; j < ins.size(); ++j) {
-    k.buffers.push_back(global("in" + std::to_string(j), ins[j]));
-    args.push_back(load(int(j), valtype_of(ins[j]), var("i")));
-  }
-  k.buffers.push_back(global("out", out, true));
-  k.body = block({for_loop("i", var("n"), LoopKind::Parallel, {store(int(ins.size()), var("i"), f(args))})});
-  return k;
+// Runs `k` on `dev` with the device's default schedule applied first.
+std::vector<Bytes> run_scheduled(Device& dev, const Kernel& k, const std::vector<Bytes>& buffers,
+                                 const std::vector<int64_t>& params = {}) {
+  return run(dev, apply(k, default_schedule(k, dev.info())), buffers, params);
 }
 
 // --- Value semantics: the same kernel on the CPU and on Vulkan, with and
@@ -126,10 +79,10 @@ void expect_same_as_cpu(const Kernel& k, const std::vector<Bytes>& inputs, DType
                         const std::string& what) {
   std::vector<Bytes> buffers = inputs;
   buffers.emplace_back(n * size_t(dtype_size(out)));
-  Bytes want = run(cpu(), k, buffers, {int64_t(n)}).back();
+  Bytes want = run_scheduled(cpu(), k, buffers, {int64_t(n)}).back();
   for (Device* dev : vulkan_variants()) {
     SCOPED_TRACE(what + " on " + dev->info().name + " " + dev->info().features);
-    expect_same(want, run(*dev, k, buffers, {int64_t(n)}).back(), out, what);
+    expect_same(want, run_scheduled(*dev, k, buffers, {int64_t(n)}).back(), out, what);
   }
 }
 
@@ -248,8 +201,8 @@ TEST_F(VulkanBackend, SinOfLargeArguments) {
   for (float& v : x) v = d(rng());
   Kernel k = map_kernel({f32}, f32, [](auto& v) { return unary(UnOp::Sin, v[0]); });
   std::vector<Bytes> buffers = {to_bytes(x), Bytes(x.size() * 4)};
-  auto want = from_bytes<float>(run(cpu(), k, buffers, {int64_t(x.size())}).back());
-  auto got = from_bytes<float>(run(dev(), k, buffers, {int64_t(x.size())}).back());
+  auto want = from_bytes<float>(run_scheduled(cpu(), k, buffers, {int64_t(x.size())}).back());
+  auto got = from_bytes<float>(run_scheduled(dev(), k, buffers, {int64_t(x.size())}).back());
   for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-6) << "sin(" << x[i] << ")";
 }
 
@@ -300,7 +253,7 @@ TEST_F(VulkanBackend, BoundLoopsMapInnermostToX) {
   EXPECT_EQ(grid.blocks[2]->ival, 2);
   EXPECT_EQ(workgroup_size(k), (std::array<int64_t, 3>{8, 4, 1}));
   const int n = 2 * 3 * 5 * 4 * 8;
-  auto out = from_bytes<int32_t>(run_as_is(dev(), k, {to_bytes(std::vector<int32_t>(n, -1))})[0]);
+  auto out = from_bytes<int32_t>(run(dev(), k, {to_bytes(std::vector<int32_t>(n, -1))})[0]);
   for (int i = 0; i < n; ++i) EXPECT_EQ(out[i], i);
 }
 
@@ -315,7 +268,7 @@ TEST_F(VulkanBackend, GridsLargerThanOneDispatch) {
                            {for_loop("t", idx(1), LoopKind::GpuThread, {store(0, var("b"), cast(ValType::i32, var("b")))})})});
   const int n = 70001;  // lavapipe allows 65535 workgroups along x
   for (int64_t launch_n : {int64_t(n), int64_t(0)}) {
-    auto out = from_bytes<int32_t>(run_as_is(dev(), k, {to_bytes(std::vector<int32_t>(n, -1))}, {launch_n})[0]);
+    auto out = from_bytes<int32_t>(run(dev(), k, {to_bytes(std::vector<int32_t>(n, -1))}, {launch_n})[0]);
     for (int i = 0; i < n; ++i) ASSERT_EQ(out[i], launch_n ? i : -1) << "at " << i;
   }
 }
@@ -327,7 +280,7 @@ TEST_F(VulkanBackend, OneInvocationWithoutBoundLoops) {
   k.buffers = {global("out", i32, true)};
   k.body = block({for_loop("i", var("n"), LoopKind::Serial, {store(0, var("i"), cast(ValType::i32, var("i")))}),
                   store(0, idx(0), const_int(ValType::i32, 42))});
-  auto out = from_bytes<int32_t>(run_as_is(dev(), k, {Bytes(40)}, {10})[0]);
+  auto out = from_bytes<int32_t>(run(dev(), k, {Bytes(40)}, {10})[0]);
   EXPECT_EQ(out, (std::vector<int32_t>{42, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
 }
 
@@ -351,7 +304,7 @@ TEST_F(VulkanBackend, KeywordNamesSharedLocalAndUnrolledLoops) {
                 {store(1, t * var("half") + var("in"), load(2, ValType::f32, t))})})});
   std::vector<float> x(256);
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(i) * 0.25f + 0.1f;
-  auto out = from_bytes<float>(run_as_is(dev(), k, {to_bytes(x), Bytes(64 * 2 * 4)}, {2})[1]);
+  auto out = from_bytes<float>(run(dev(), k, {to_bytes(x), Bytes(64 * 2 * 4)}, {2})[1]);
   for (int i = 0; i < 64; ++i) {
     float want = 0;
     for (int j = 0; j < 4; ++j) want += float(round_to_dtype(x[i * 4 + j], f16));
@@ -523,7 +476,7 @@ TEST_F(VulkanBackend, AllReduceGivesEveryThreadTheCombinedValue) {
   std::vector<float> x;
   std::vector<int32_t> xi;
   testing::allreduce_inputs(&x, &xi);
-  auto out = run_as_is(dev(), testing::allreduce_kernel(),
+  auto out = run(dev(), testing::allreduce_kernel(),
                        {to_bytes(x), to_bytes(xi), Bytes(3 * x.size() * 4), Bytes(xi.size() * 4)}, {3});
   EXPECT_EQ(testing::check_allreduce(x, xi, from_bytes<float>(out[2]), from_bytes<int32_t>(out[3])), "");
 }
