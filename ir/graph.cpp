@@ -269,9 +269,11 @@ int Graph::add(Node n) {
   if (inferred.dtype != n.dtype || inferred.shape != n.shape)
     fail(n.op, "node says " + std::string(dtype_name(n.dtype)) + shape_str(n.shape) + " but its operands give " +
                    std::string(dtype_name(inferred.dtype)) + shape_str(inferred.shape));
-  // Symbolic dims of one name must agree on their bounds across the graph.
-  for (const Dim& d : inferred.shape)
-    for (const Dim& s : symbols())
+  // Symbolic dims of one name must agree on their bounds across the graph
+  // (looked up only for nodes that have one, so building stays linear).
+  bool symbolic = !is_static(inferred.shape);
+  for (const Dim& s : symbolic ? symbols() : std::vector<Dim>{})
+    for (const Dim& d : inferred.shape)
       if (!d.is_const() && d.sym == s.sym && (d.lo != s.lo || d.hi != s.hi))
         fail(n.op, "symbolic dim '" + d.sym + "' is declared with two different bounds");
   nodes.push_back(std::move(inferred));
