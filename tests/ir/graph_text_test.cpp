@@ -9,6 +9,7 @@
 
 #include "kiln/error.h"
 #include "kiln/graph.h"
+#include "tests/ir/text_fuzz.h"
 
 namespace kiln {
 namespace {
@@ -204,48 +205,11 @@ TEST(GraphText, RejectsMalformedInput) {
   EXPECT_NO_THROW(parse_graph(head + "  return %0\n}\n"));
 }
 
-// Applies one random edit (replace, insert, delete, duplicate, truncate) to `s`.
-std::string mutate(std::string s, std::mt19937& rng) {
-  static const std::string kBytes = "{}[]()%,:=-+\"\\0123456789.aefinxz_ \n\t@";
-  auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n)(rng); };
-  size_t at = pick(s.size());
-  char c = rng() % 4 ? kBytes[pick(kBytes.size() - 1)] : char(rng());
-  switch (rng() % 5) {
-    case 0: if (at < s.size()) s[at] = c; break;
-    case 1: s.insert(s.begin() + at, c); break;
-    case 2: if (at < s.size()) s.erase(at, 1 + pick(3)); break;
-    case 3: s.insert(at, s.substr(pick(s.size()), pick(20))); break;
-    default: s.resize(at); break;
-  }
-  return s;
-}
-
-// The parser must only ever throw kiln::Error; whatever it accepts must print
-// back to text that reads the same.
-void check_parse(const std::string& text) {
-  try {
+TEST(GraphText, FuzzOnlyThrowsKilnError) {
+  testing::fuzz_parser(1234, {print(every_op_graph()), kTiny}, "{}[]()%,:=-+\"\\0123456789.aefinxz_ \n\t@", [](const std::string& text) {
     Graph g = parse_graph(text);
     EXPECT_EQ(print(parse_graph(print(g))), print(g)) << text;
-  } catch (const Error&) {
-  } catch (...) {
-    ADD_FAILURE() << "a non-kiln exception for:\n" << text;
-  }
-}
-
-TEST(GraphText, FuzzOnlyThrowsKilnError) {
-  std::mt19937 rng(1234);
-  const std::string seeds[] = {print(every_op_graph()), kTiny};
-  for (int i = 0; i < 2000; ++i) {
-    std::string s;
-    for (size_t n = rng() % 64; n > 0; --n) s += char(rng());
-    check_parse(s);
-  }
-  for (const std::string& seed : seeds)
-    for (int i = 0; i < 3000; ++i) {
-      std::string s = seed;
-      for (int edits = 1 + rng() % 3; edits > 0; --edits) s = mutate(s, rng);
-      check_parse(s);
-    }
+  });
 }
 
 }  // namespace
