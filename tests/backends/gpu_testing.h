@@ -1,5 +1,6 @@
-// Shared by the GPU backend tests: a broad set of graphs (every op and dtype,
-// as in tests/backends/ops_test.cpp) and the default GPU schedule.
+// Shared by every backend's op tests: a broad set of graphs (every op and dtype,
+// cast pairs, views, gathers, contractions, fused workloads, symbolic dims), and
+// the default GPU schedule for codegen tests without a GPU.
 #pragma once
 
 #include <cmath>
