@@ -1,4 +1,6 @@
+#include <cstring>
 #include <mutex>
+#include <vector>
 
 #ifdef KILN_WITH_LLVM
 #include "backends/cpu/cpu_device.h"
@@ -13,6 +15,24 @@
 #include "kiln/runtime.h"
 
 namespace kiln {
+
+void check_copy_range(const Buffer& src, int64_t src_offset, const Buffer& dst, int64_t dst_offset, int64_t bytes) {
+  auto fits = [&](const Buffer& b, int64_t off) { return off >= 0 && off <= b.bytes() && bytes <= b.bytes() - off; };
+  if (bytes < 0 || !fits(src, src_offset) || !fits(dst, dst_offset))
+    throw Error("copy of " + std::to_string(bytes) + " bytes from offset " + std::to_string(src_offset) + " of a " +
+                std::to_string(src.bytes()) + "-byte buffer to offset " + std::to_string(dst_offset) + " of a " +
+                std::to_string(dst.bytes()) + "-byte buffer is out of range");
+}
+
+void Device::copy(const Buffer& src, int64_t src_offset, Buffer& dst, int64_t dst_offset, int64_t bytes) {
+  check_copy_range(src, src_offset, dst, dst_offset, bytes);
+  if (bytes == 0) return;
+  std::vector<uint8_t> s(size_t(src.bytes())), d(size_t(dst.bytes()));
+  read(src, s.data(), src.bytes());
+  read(dst, d.data(), dst.bytes());
+  std::memcpy(d.data() + dst_offset, s.data() + src_offset, size_t(bytes));
+  write(dst, d.data(), dst.bytes());
+}
 
 std::vector<std::shared_ptr<Device>> devices() {
   static std::once_flag once;

@@ -59,6 +59,14 @@ Buffer& CompiledGraph::buffer(int node) {
   const Node& n = program_.graph.nodes[node];
   int64_t bytes = numel(n.shape, bound_) * dtype_size(n.dtype);
   auto& buf = buffers_[node];
+  if (auto it = bound_inputs_.find(node); it != bound_inputs_.end()) {
+    if (it->second->bytes() < bytes)
+      throw Error("input '" + n.name + "' needs " + std::to_string(bytes) + " bytes, but its bound buffer has " +
+                  std::to_string(it->second->bytes()));
+    if (buf != it->second) replay_.reset();
+    buf = it->second;
+    return *buf;
+  }
   if (!buf || buffer_bytes_[node] != bytes) {
     replay_.reset();  // it launches with the old buffer
     buf = dev_->allocate(bytes);
@@ -76,6 +84,14 @@ void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, 
   for (int id : g.input_nodes()) {
     const Node& n = g.nodes[id];
     auto it = inputs.find(n.name);
+    if (bound_inputs_.count(id)) {
+      if (it != inputs.end()) throw Error("input '" + n.name + "' is bound to a device buffer; it takes no host data");
+      for (const Dim& d : n.shape)
+        if (!d.is_const() && !bound_.count(d.sym))
+          throw Error("symbol '" + d.sym + "' of input '" + n.name + "' (bound to a device buffer) needs a value");
+      buffer(id);
+      continue;
+    }
     if (it == inputs.end()) throw Error("input '" + n.name + "' is missing");
     const HostTensor& t = it->second;
     std::vector<int64_t> want = concrete(n.shape, bound_);
@@ -89,6 +105,25 @@ void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, 
     if (!used.count(name)) throw Error("the graph has no input named '" + name + "'");
   for (int id : program_.buffers) buffer(id);
   ready_ = true;
+}
+
+void CompiledGraph::bind_input(const std::string& name, std::shared_ptr<Buffer> buf) {
+  if (!buf) throw Error("bind_input('" + name + "'): no buffer");
+  for (int id : program_.graph.input_nodes()) {
+    if (program_.graph.nodes[id].name != name) continue;
+    bound_inputs_[id] = std::move(buf);
+    ready_ = false;  // set_inputs() checks its size
+    return;
+  }
+  throw Error("bind_input: the graph has no input named '" + name + "'");
+}
+
+std::shared_ptr<Buffer> CompiledGraph::output_buffer(size_t i) const {
+  if (!ready_) throw Error("output_buffer() before set_inputs()");
+  if (i >= program_.graph.outputs.size())
+    throw Error("output " + std::to_string(i) + " of a graph with " + std::to_string(program_.graph.outputs.size()) +
+                " outputs");
+  return buffers_.at(program_.graph.outputs[i]);
 }
 
 void CompiledGraph::launch(size_t i) {
@@ -136,15 +171,17 @@ void CompiledGraph::execute(const ExecuteOptions& opt) {
 }
 
 std::vector<HostTensor> CompiledGraph::outputs() {
-  if (!ready_) throw Error("outputs() before set_inputs()");
   std::vector<HostTensor> out;
-  for (int id : program_.graph.outputs) {
-    const Node& n = program_.graph.nodes[id];
-    HostTensor t(n.dtype, concrete(n.shape, bound_));
-    dev_->read(*buffers_.at(id), t.data.data(), int64_t(t.data.size()));
-    out.push_back(std::move(t));
-  }
+  for (size_t i = 0; i < program_.graph.outputs.size(); ++i) out.push_back(output(i));
   return out;
+}
+
+HostTensor CompiledGraph::output(size_t i) {
+  const Buffer& buf = *output_buffer(i);
+  const Node& n = program_.graph.nodes[program_.graph.outputs[i]];
+  HostTensor t(n.dtype, concrete(n.shape, bound_));
+  dev_->read(buf, t.data.data(), int64_t(t.data.size()));
+  return t;
 }
 
 std::vector<HostTensor> CompiledGraph::run(const std::map<std::string, HostTensor>& inputs, const Bindings& symbols) {

@@ -296,6 +296,13 @@ void CpuDevice::read(const Buffer& src, void* dst, int64_t bytes) {
   if (bytes > 0) std::memcpy(dst, buf.data(), bytes);
 }
 
+void CpuDevice::copy(const Buffer& src, int64_t src_offset, Buffer& dst, int64_t dst_offset, int64_t bytes) {
+  check_copy_range(src, src_offset, dst, dst_offset, bytes);
+  const CpuBuffer& s = cpu_buffer(src, "cannot copy from");
+  CpuBuffer& d = cpu_buffer(dst, "cannot copy to");
+  if (bytes > 0) std::memmove(static_cast<char*>(d.data()) + dst_offset, static_cast<const char*>(s.data()) + src_offset, bytes);
+}
+
 std::shared_ptr<Executable> CpuDevice::compile(const Kernel& k) { return jit_->compile(k); }
 
 std::string CpuDevice::target_source(const Kernel& k) { return jit_->optimized_ir(k); }

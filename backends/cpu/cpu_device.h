@@ -43,6 +43,7 @@ class CpuDevice : public Device {
   std::shared_ptr<Buffer> allocate(int64_t bytes) override;
   void write(Buffer& dst, const void* src, int64_t bytes) override;
   void read(const Buffer& src, void* dst, int64_t bytes) override;
+  void copy(const Buffer& src, int64_t src_offset, Buffer& dst, int64_t dst_offset, int64_t bytes) override;
   // Thread-safe. Executables keep the JIT alive, so they may outlive the device.
   std::shared_ptr<Executable> compile(const Kernel& k) override;
   // The kernel's LLVM IR after the O3 pipeline.

@@ -48,6 +48,7 @@ std::string find_driver_symbols(void* lib, Driver& d) {
   KILN_FIND(lib, d, mem_free, cuMemFree);
   KILN_FIND(lib, d, memcpy_htod, cuMemcpyHtoD);
   KILN_FIND(lib, d, memcpy_dtoh, cuMemcpyDtoH);
+  KILN_FIND(lib, d, memcpy_dtod, cuMemcpyDtoD);
   KILN_FIND(lib, d, stream_create, cuStreamCreate);
   KILN_FIND(lib, d, stream_destroy, cuStreamDestroy);
   KILN_FIND(lib, d, stream_synchronize, cuStreamSynchronize);

@@ -426,6 +426,18 @@ class CudaDevice : public Device {
     gpu_->check(gpu_->api().memcpy_dtoh(dst, buf.ptr(), size_t(bytes)), "cuMemcpyDtoH");
   }
 
+  // On the legacy default stream, like write and read: ordered with the launches.
+  void copy(const Buffer& src, int64_t src_offset, Buffer& dst, int64_t dst_offset, int64_t bytes) override {
+    check_copy_range(src, src_offset, dst, dst_offset, bytes);
+    const CudaBuffer& s = cuda_buffer(src, pool_.get(), "cannot copy from");
+    CudaBuffer& d = cuda_buffer(dst, pool_.get(), "cannot copy to");
+    if (bytes == 0) return;
+    gpu_->make_current();
+    gpu_->check(gpu_->api().memcpy_dtod(d.ptr() + CUdeviceptr(dst_offset), s.ptr() + CUdeviceptr(src_offset),
+                                        size_t(bytes)),
+                "cuMemcpyDtoD");
+  }
+
   // Thread-safe: every step works on its own objects.
   std::shared_ptr<Executable> compile(const Kernel& k) override {
     auto exe = std::make_shared<CudaExecutable>(k, gpu_, pool_, limits_);  // checks the kernel's shape

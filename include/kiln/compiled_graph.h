@@ -41,10 +41,21 @@ class CompiledGraph {
   // input, or a symbol out of its bounds.
   std::vector<HostTensor> run(const std::map<std::string, HostTensor>& inputs, const Bindings& symbols = {});
 
-  // The same in steps, so that a benchmark can time the kernels alone.
+  // The same in steps, so that a benchmark can time the kernels alone. Inputs
+  // bound to device buffers (bind_input) are not given here; then symbols
+  // that only they have must be given in `symbols`.
   void set_inputs(const std::map<std::string, HostTensor>& inputs, const Bindings& symbols = {});
+  // Input `name` reads `buf` from now on, which is not copied: weights that
+  // several graphs share, a KV cache that grows in place. `buf` may be larger
+  // than the input (a tensor whose outermost dim is symbolic reads its first
+  // rows); set_inputs() checks that it is large enough.
+  void bind_input(const std::string& name, std::shared_ptr<Buffer> buf);
+  // The device buffer of the i-th output after execute(), for device-side
+  // copies (Device::copy) without a trip through the host.
+  std::shared_ptr<Buffer> output_buffer(size_t i) const;
   void execute(const ExecuteOptions& opt = {});  // launches every kernel and waits
   std::vector<HostTensor> outputs();
+  HostTensor output(size_t i);  // the i-th output alone
 
   const Program& program() const { return program_; }
   // The schedule each kernel got, and the kernel after it (what was compiled).
@@ -71,6 +82,7 @@ class CompiledGraph {
   std::vector<std::shared_ptr<Executable>> exes_;
   Bindings bound_;
   std::map<int, std::shared_ptr<Buffer>> buffers_;
+  std::map<int, std::shared_ptr<Buffer>> bound_inputs_;  // input node -> buffer given by bind_input
   std::map<int, int64_t> buffer_bytes_;
   double compile_seconds_ = 0;
   std::vector<double> kernel_seconds_;

@@ -78,12 +78,20 @@ class Device {
   virtual std::shared_ptr<Buffer> allocate(int64_t bytes) = 0;
   virtual void write(Buffer& dst, const void* src, int64_t bytes) = 0;
   virtual void read(const Buffer& src, void* dst, int64_t bytes) = 0;
+  // Copies `bytes` from src at `src_offset` to dst at `dst_offset`, in order
+  // with the launches queued before it. Both ranges must lie in their buffers.
+  // This default goes through the host (two reads and a write); backends with
+  // a device-side copy override it.
+  virtual void copy(const Buffer& src, int64_t src_offset, Buffer& dst, int64_t dst_offset, int64_t bytes);
   // Compiles one kernel; throws kiln::Error with the compiler's message on failure.
   virtual std::shared_ptr<Executable> compile(const Kernel& k) = 0;
   // The kernel in the target's own language (LLVM IR, CUDA C, GLSL, ...).
   virtual std::string target_source(const Kernel& k) = 0;
   virtual Stream& stream() = 0;
 };
+
+// Throws kiln::Error unless [offset, offset + bytes) lies in each buffer.
+void check_copy_range(const Buffer& src, int64_t src_offset, const Buffer& dst, int64_t dst_offset, int64_t bytes);
 
 // Every device found on this machine (the CPU whenever kiln is built with its
 // LLVM backend), and one by its backend name, full name or list index ("cpu",

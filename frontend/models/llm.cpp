@@ -1,0 +1,464 @@
+#include "frontend/models/llm.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "kiln/error.h"
+
+namespace kiln {
+
+namespace {
+
+LlmConfig llama(std::string name, int64_t dim, int64_t layers, int64_t heads, int64_t kv_heads, int64_t hidden,
+                int64_t vocab, int64_t max_seq) {
+  LlmConfig c;
+  c.name = std::move(name);
+  c.dim = dim;
+  c.layers = layers;
+  c.heads = heads;
+  c.kv_heads = kv_heads;
+  c.hidden = hidden;
+  c.vocab = vocab;
+  c.max_seq = max_seq;
+  return c;
+}
+
+std::vector<LlmConfig> builtin_configs() {
+  std::vector<LlmConfig> out;
+  LlmConfig tiny = llama("tiny", 64, 2, 4, 2, 128, 256, 64);
+  out.push_back(tiny);
+  // llama2.c's TinyStories models share the embedding with the output head.
+  LlmConfig s15 = llama("stories15m", 288, 6, 6, 6, 768, 32000, 256);
+  s15.tied_embeddings = true;
+  out.push_back(s15);
+  LlmConfig s110 = llama("stories110m", 768, 12, 12, 12, 2048, 32000, 1024);
+  s110.tied_embeddings = true;
+  out.push_back(s110);
+  LlmConfig gpt2 = llama("gpt2", 768, 12, 12, 12, 3072, 50257, 1024);
+  gpt2.arch = "gpt2";
+  gpt2.tied_embeddings = true;
+  out.push_back(gpt2);
+  out.push_back(llama("tinyllama-1.1b", 2048, 22, 32, 4, 5632, 32000, 2048));
+  // The KV cache capacity of the two long-context models is capped at 4096
+  // tokens (their trained contexts are 128k and 32k). Llama 3.2's rope
+  // scaling for long contexts is not applied: it changes nothing below 8192.
+  LlmConfig l32 = llama("llama-3.2-1b", 2048, 16, 32, 8, 8192, 128256, 4096);
+  l32.rope_theta = 500000;
+  l32.tied_embeddings = true;
+  out.push_back(l32);
+  LlmConfig qwen = llama("qwen2.5-0.5b", 896, 24, 14, 2, 4864, 151936, 4096);
+  qwen.rope_theta = 1000000;
+  qwen.norm_eps = 1e-6;
+  qwen.tied_embeddings = true;
+  qwen.qkv_bias = true;
+  out.push_back(qwen);
+  return out;
+}
+
+std::string layer_prefix(const LlmConfig& c, int64_t l) {
+  return (c.arch == "gpt2" ? "transformer.h." : "model.layers.") + std::to_string(l) + ".";
+}
+
+// Builds one model graph. Values are node ids of `g`; helpers name their
+// operands' shapes in comments as [rows, cols].
+class Builder {
+ public:
+  Builder(Graph& g, const LlmConfig& c, DType dt) : g_(g), c_(c), dt_(dt) {
+    for (auto& [name, shape] : llm_weight_shapes(c)) shapes_[name] = shape;
+  }
+
+  int weight(const std::string& name) {
+    auto it = weights_.find(name);
+    if (it != weights_.end()) return it->second;
+    auto s = shapes_.find(name);
+    if (s == shapes_.end()) throw Error("llm: no weight named '" + name + "' in config " + c_.name);
+    Shape shape(s->second.begin(), s->second.end());
+    return weights_[name] = g_.input(name, dt_, shape);
+  }
+
+  int rope_table(const std::string& name) {
+    auto it = weights_.find(name);
+    if (it != weights_.end()) return it->second;
+    return weights_[name] = g_.input(name, f32, {c_.max_seq, c_.head_dim() / 2});
+  }
+
+  // A constant of `t` broadcast to `shape`.
+  int fill(double v, DType t, const Shape& shape) {
+    return g_.expand(g_.reshape(g_.constant(v, t), Shape(shape.size(), Dim(1))), shape);
+  }
+  int bcast(int x, const Shape& shape) { return g_.expand(x, shape); }
+  const Shape& shape(int x) const { return g_.nodes[x].shape; }
+  int f32_of(int x) { return g_.nodes[x].dtype == f32 ? x : g_.cast(x, f32); }
+  int to_dt(int x) { return g_.nodes[x].dtype == dt_ ? x : g_.cast(x, dt_); }
+  int add(int a, int b) { return g_.binary(Op::Add, a, b); }
+  int sub(int a, int b) { return g_.binary(Op::Sub, a, b); }
+  int mul(int a, int b) { return g_.binary(Op::Mul, a, b); }
+  int div(int a, int b) { return g_.binary(Op::Div, a, b); }
+  int scale(int x, double v) { return mul(x, fill(v, g_.nodes[x].dtype, shape(x))); }
+  int exp(int x) { return g_.unary(Op::Exp2, scale(x, std::numbers::log2e)); }
+
+  // x [S, in] times the weight [out, in] (Hugging Face's layout) plus the
+  // optional bias, -> [S, out]. One row is a GEMV that reads the weight
+  // along its rows; more rows are a matmul against its transposed view.
+  int linear(int x, const std::string& w_name, const std::string& b_name = "") {
+    int w = weight(w_name);
+    Dim rows = shape(x)[0];
+    Dim in = shape(x)[1], out = shape(w)[0];
+    int y = rows.is_one() ? g_.reshape(g_.contract(w, g_.reshape(x, {in, 1})), {1, out})
+                          : g_.contract(x, g_.permute(w, {1, 0}));
+    if (!b_name.empty()) y = add(y, bcast(g_.reshape(weight(b_name), {1, out}), shape(y)));
+    return y;
+  }
+
+  // x [S, D] -> [S, D] in the model's dtype; statistics in f32.
+  int rmsnorm(int x, const std::string& w_name) {
+    Shape s = shape(x);
+    int xf = f32_of(x);
+    int ms = scale(g_.reduce(Op::ReduceSum, mul(xf, xf), {1}), 1.0 / double(c_.dim));
+    int r = g_.unary(Op::Recip, g_.unary(Op::Sqrt, add(ms, fill(c_.norm_eps, f32, shape(ms)))));
+    int y = mul(xf, bcast(r, s));
+    return mul(to_dt(y), bcast(g_.reshape(weight(w_name), {1, c_.dim}), s));
+  }
+
+  int layernorm(int x, const std::string& prefix) {
+    Shape s = shape(x);
+    int xf = f32_of(x);
+    int mean = scale(g_.reduce(Op::ReduceSum, xf, {1}), 1.0 / double(c_.dim));
+    int xc = sub(xf, bcast(mean, s));
+    int var = scale(g_.reduce(Op::ReduceSum, mul(xc, xc), {1}), 1.0 / double(c_.dim));
+    int r = g_.unary(Op::Recip, g_.unary(Op::Sqrt, add(var, fill(c_.norm_eps, f32, shape(var)))));
+    int y = mul(xc, bcast(r, s));
+    y = mul(y, bcast(g_.reshape(f32_of(weight(prefix + ".weight")), {1, c_.dim}), s));
+    y = add(y, bcast(g_.reshape(f32_of(weight(prefix + ".bias")), {1, c_.dim}), s));
+    return to_dt(y);
+  }
+
+  // Rotates x [S, n, hd] by the angles of `positions` (Hugging Face's
+  // rotate_half convention: the first half of each head pairs with the second).
+  int rope(int x, int positions) {
+    Dim seq = shape(x)[0], n = shape(x)[1];
+    int64_t half = c_.head_dim() / 2;
+    Shape hs{seq, n, Dim(half)};
+    auto table = [&](const char* name) {
+      int rows = g_.gather(rope_table(name), positions, 0);  // [S, half]
+      return bcast(g_.reshape(rows, {seq, 1, half}), hs);
+    };
+    int cos = table("rope_cos"), sin = table("rope_sin");
+    int xf = f32_of(x);
+    int x1 = g_.slice(xf, {0, 0, 0}, {kSliceEnd, kSliceEnd, half}, {1, 1, 1});
+    int x2 = g_.slice(xf, {0, 0, half}, {kSliceEnd, kSliceEnd, kSliceEnd}, {1, 1, 1});
+    int a = sub(mul(x1, cos), mul(x2, sin));
+    int b = add(mul(x2, cos), mul(x1, sin));
+    int out = add(g_.pad(a, {0, 0, 0}, {0, 0, half}), g_.pad(b, {0, 0, half}, {0, 0, 0}));
+    return to_dt(out);
+  }
+
+  // Softmax's numerator and denominator pieces are built by the callers;
+  // this is the tanh-approximated GELU of GPT-2, in f32.
+  int gelu(int x) {
+    int xf = f32_of(x);
+    Shape s = shape(xf);
+    int inner = scale(add(xf, scale(mul(mul(xf, xf), xf), 0.044715)), std::sqrt(2.0 / std::numbers::pi));
+    // tanh(u) = 1 - 2 / (exp(2u) + 1)
+    int t = sub(fill(1, f32, s), div(fill(2, f32, s), add(exp(scale(inner, 2)), fill(1, f32, s))));
+    return to_dt(mul(scale(xf, 0.5), add(t, fill(1, f32, s))));
+  }
+
+  int silu(int x) {
+    int xf = f32_of(x);
+    Shape s = shape(xf);
+    return div(xf, add(fill(1, f32, s), exp(g_.unary(Op::Neg, xf))));
+  }
+
+  int mlp(int x, const std::string& p) {
+    if (c_.arch == "gpt2") {
+      int h = gelu(linear(x, p + "mlp.c_fc.weight", p + "mlp.c_fc.bias"));
+      return linear(h, p + "mlp.c_proj.weight", p + "mlp.c_proj.bias");
+    }
+    int gate = silu(linear(x, p + "mlp.gate_proj.weight"));
+    int up = f32_of(linear(x, p + "mlp.up_proj.weight"));
+    return linear(to_dt(mul(gate, up)), p + "mlp.down_proj.weight");
+  }
+
+  struct Qkv {
+    int q, k, v;  // q [S, H*hd]; k, v [S, KVH, hd] (k rotated)
+  };
+
+  Qkv qkv(int x, const std::string& p, int positions) {
+    Dim seq = shape(x)[0];
+    int64_t hd = c_.head_dim();
+    int q, k, v;
+    if (c_.arch == "gpt2") {
+      int all = linear(x, p + "attn.c_attn.weight", p + "attn.c_attn.bias");  // [S, 3D]
+      auto part = [&](int64_t i) {
+        return g_.slice(all, {0, i * c_.dim}, {kSliceEnd, (i + 1) * c_.dim}, {1, 1});
+      };
+      q = part(0);
+      k = g_.reshape(part(1), {seq, c_.kv_heads, hd});
+      v = g_.reshape(part(2), {seq, c_.kv_heads, hd});
+      return {q, k, v};
+    }
+    auto bias = [&](const char* n) { return c_.qkv_bias ? p + "self_attn." + n + ".bias" : std::string(); };
+    q = linear(x, p + "self_attn.q_proj.weight", bias("q_proj"));
+    k = linear(x, p + "self_attn.k_proj.weight", bias("k_proj"));
+    v = linear(x, p + "self_attn.v_proj.weight", bias("v_proj"));
+    q = g_.reshape(rope(g_.reshape(q, {seq, c_.heads, hd}), positions), {seq, c_.dim});
+    k = rope(g_.reshape(k, {seq, c_.kv_heads, hd}), positions);
+    v = g_.reshape(v, {seq, c_.kv_heads, hd});
+    return {q, k, v};
+  }
+
+  int attn_out(int o, const std::string& p) {
+    if (c_.arch == "gpt2") return linear(o, p + "attn.c_proj.weight", p + "attn.c_proj.bias");
+    return linear(o, p + "self_attn.o_proj.weight");
+  }
+
+  int norm1(int x, const std::string& p) {
+    return c_.arch == "gpt2" ? layernorm(x, p + "ln_1") : rmsnorm(x, p + "input_layernorm.weight");
+  }
+  int norm2(int x, const std::string& p) {
+    return c_.arch == "gpt2" ? layernorm(x, p + "ln_2") : rmsnorm(x, p + "post_attention_layernorm.weight");
+  }
+
+  // Token (and, for GPT-2, position) embeddings of tokens i32[S] -> [S, D].
+  int embed(int tokens, int positions) {
+    if (c_.arch == "gpt2")
+      return add(g_.gather(weight("transformer.wte.weight"), tokens, 0),
+                 g_.gather(weight("transformer.wpe.weight"), positions, 0));
+    return g_.gather(weight("model.embed_tokens.weight"), tokens, 0);
+  }
+
+  // Final norm and the output head for one row x [1, D] -> f32 [1, vocab].
+  int logits(int x) {
+    int h = c_.arch == "gpt2" ? layernorm(x, "transformer.ln_f") : rmsnorm(x, "model.norm.weight");
+    std::string head = c_.tied_embeddings
+                           ? (c_.arch == "gpt2" ? "transformer.wte.weight" : "model.embed_tokens.weight")
+                           : "lm_head.weight";
+    return f32_of(linear(h, head));
+  }
+
+ private:
+  Graph& g_;
+  const LlmConfig& c_;
+  DType dt_;
+  std::map<std::string, std::vector<int64_t>> shapes_;
+  std::map<std::string, int> weights_;
+};
+
+}  // namespace
+
+void LlmConfig::validate() const {
+  auto fail = [&](const std::string& why) { throw Error("llm config '" + name + "': " + why); };
+  if (arch != "llama" && arch != "gpt2") fail("unknown arch '" + arch + "' (llama, gpt2)");
+  if (dim < 1 || layers < 1 || heads < 1 || kv_heads < 1 || hidden < 1 || vocab < 1 || max_seq < 2)
+    fail("sizes must be positive (max_seq at least 2)");
+  if (dim % heads) fail("dim " + std::to_string(dim) + " is not a multiple of heads " + std::to_string(heads));
+  if (heads % kv_heads) fail("heads is not a multiple of kv_heads");
+  if (head_dim() % 2) fail("head_dim must be even for RoPE");
+  if (arch == "gpt2" && kv_heads != heads) fail("gpt2 has as many kv_heads as heads");
+  if (!(rope_theta > 0) || !(norm_eps > 0)) fail("rope_theta and norm_eps must be positive");
+}
+
+LlmConfig llm_config(const std::string& name) {
+  std::string known;
+  for (const LlmConfig& c : builtin_configs()) {
+    if (c.name == name) return c;
+    known += (known.empty() ? "" : ", ") + c.name;
+  }
+  throw Error("unknown model config '" + name + "' (built in: " + known + ")");
+}
+
+std::vector<std::string> llm_config_names() {
+  std::vector<std::string> out;
+  for (const LlmConfig& c : builtin_configs()) out.push_back(c.name);
+  return out;
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> llm_weight_shapes(const LlmConfig& c) {
+  c.validate();
+  std::vector<std::pair<std::string, std::vector<int64_t>>> w;
+  int64_t d = c.dim, hd = c.head_dim(), kv = c.kv_heads * hd;
+  if (c.arch == "gpt2") {
+    w.push_back({"transformer.wte.weight", {c.vocab, d}});
+    w.push_back({"transformer.wpe.weight", {c.max_seq, d}});
+    for (int64_t l = 0; l < c.layers; ++l) {
+      std::string p = layer_prefix(c, l);
+      for (const char* ln : {"ln_1", "ln_2"}) {
+        w.push_back({p + ln + ".weight", {d}});
+        w.push_back({p + ln + ".bias", {d}});
+      }
+      w.push_back({p + "attn.c_attn.weight", {3 * d, d}});
+      w.push_back({p + "attn.c_attn.bias", {3 * d}});
+      w.push_back({p + "attn.c_proj.weight", {d, d}});
+      w.push_back({p + "attn.c_proj.bias", {d}});
+      w.push_back({p + "mlp.c_fc.weight", {c.hidden, d}});
+      w.push_back({p + "mlp.c_fc.bias", {c.hidden}});
+      w.push_back({p + "mlp.c_proj.weight", {d, c.hidden}});
+      w.push_back({p + "mlp.c_proj.bias", {d}});
+    }
+    w.push_back({"transformer.ln_f.weight", {d}});
+    w.push_back({"transformer.ln_f.bias", {d}});
+    return w;
+  }
+  w.push_back({"model.embed_tokens.weight", {c.vocab, d}});
+  for (int64_t l = 0; l < c.layers; ++l) {
+    std::string p = layer_prefix(c, l);
+    w.push_back({p + "input_layernorm.weight", {d}});
+    w.push_back({p + "self_attn.q_proj.weight", {d, d}});
+    w.push_back({p + "self_attn.k_proj.weight", {kv, d}});
+    w.push_back({p + "self_attn.v_proj.weight", {kv, d}});
+    if (c.qkv_bias) {
+      w.push_back({p + "self_attn.q_proj.bias", {d}});
+      w.push_back({p + "self_attn.k_proj.bias", {kv}});
+      w.push_back({p + "self_attn.v_proj.bias", {kv}});
+    }
+    w.push_back({p + "self_attn.o_proj.weight", {d, d}});
+    w.push_back({p + "post_attention_layernorm.weight", {d}});
+    w.push_back({p + "mlp.gate_proj.weight", {c.hidden, d}});
+    w.push_back({p + "mlp.up_proj.weight", {c.hidden, d}});
+    w.push_back({p + "mlp.down_proj.weight", {d, c.hidden}});
+  }
+  w.push_back({"model.norm.weight", {d}});
+  if (!c.tied_embeddings) w.push_back({"lm_head.weight", {c.vocab, d}});
+  return w;
+}
+
+int64_t llm_param_count(const LlmConfig& c) {
+  int64_t n = 0;
+  for (auto& [name, s] : llm_weight_shapes(c)) {
+    int64_t k = 1;
+    for (int64_t v : s) k *= v;
+    n += k;
+  }
+  return n;
+}
+
+std::map<std::string, HostTensor> random_llm_weights(const LlmConfig& c, DType dtype, uint64_t seed) {
+  if (!is_float(dtype)) throw Error("random_llm_weights: weights must be f32, f16 or bf16");
+  std::map<std::string, HostTensor> out;
+  uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
+  auto next = [&] {  // splitmix64 -> uniform [-1, 1)
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return float(double(z >> 11) * 0x1.0p-52 - 1.0);
+  };
+  for (auto& [name, sizes] : llm_weight_shapes(c)) {
+    HostTensor t(dtype, sizes);
+    bool gain = sizes.size() == 1 && name.find("weight") != std::string::npos;  // a norm's gain
+    bool bias = sizes.size() == 1 && !gain;
+    // Embeddings are read as activations (scale 1); a linear layer's weights
+    // keep their output near the input's size (1/sqrt(fan_in)).
+    bool embedding = name.find("embed") != std::string::npos || name.find("wte") != std::string::npos ||
+                     name.find("wpe") != std::string::npos;
+    float amp = embedding ? 1.0f : 1.0f / std::sqrt(float(sizes.back()));
+    int64_t n = t.numel();
+    for (int64_t i = 0; i < n; ++i) {
+      float v = gain ? 1.0f + 0.1f * next() : bias ? 0.1f * next() : amp * next();
+      switch (dtype) {
+        case DType::f32: t.ptr<float>()[i] = v; break;
+        case DType::f16: t.ptr<uint16_t>()[i] = f32_to_f16_bits(v); break;
+        default: t.ptr<uint16_t>()[i] = f32_to_bf16_bits(v); break;
+      }
+    }
+    out.emplace(name, std::move(t));
+  }
+  return out;
+}
+
+std::map<std::string, HostTensor> llm_rope_tables(const LlmConfig& c) {
+  int64_t half = c.head_dim() / 2;
+  HostTensor cos(f32, {c.max_seq, half}), sin(f32, {c.max_seq, half});
+  for (int64_t p = 0; p < c.max_seq; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      double freq = std::pow(c.rope_theta, -2.0 * double(i) / double(c.head_dim()));
+      cos.ptr<float>()[p * half + i] = float(std::cos(double(p) * freq));
+      sin.ptr<float>()[p * half + i] = float(std::sin(double(p) * freq));
+    }
+  std::map<std::string, HostTensor> out;
+  out.emplace("rope_cos", std::move(cos));
+  out.emplace("rope_sin", std::move(sin));
+  return out;
+}
+
+Graph llm_prefill_graph(const LlmConfig& c, DType dt, int64_t seq) {
+  c.validate();
+  if (seq < 1 || seq > c.max_seq)
+    throw Error("llm prefill of " + std::to_string(seq) + " tokens: the model takes 1 to " +
+                std::to_string(c.max_seq));
+  Graph g;
+  g.name = c.name + "_prefill";
+  Builder b(g, c, dt);
+  int tokens = g.input("tokens", i32, {seq});
+  int positions = g.input("positions", i32, {seq});
+  int mask = g.input("mask", f32, {seq, seq});
+  int last = g.input("last", i32, {1});
+  int64_t hd = c.head_dim(), group = c.heads / c.kv_heads;
+  double scale = 1.0 / std::sqrt(double(hd));
+  std::vector<int> kv_out;
+  int x = b.embed(tokens, positions);
+  for (int64_t l = 0; l < c.layers; ++l) {
+    std::string p = layer_prefix(c, l);
+    auto [q, k, v] = b.qkv(b.norm1(x, p), p, positions);
+    kv_out.push_back(k);
+    kv_out.push_back(v);
+    // Heads of a group share their kv head: q as [KVH, G*S, hd].
+    int qg = g.reshape(g.permute(g.reshape(q, {seq, c.kv_heads, group, hd}), {1, 2, 0, 3}),
+                       {c.kv_heads, group * seq, hd});
+    int s = b.scale(b.f32_of(g.contract(qg, g.permute(k, {1, 2, 0}))), scale);  // [KVH, G*S, S]
+    s = g.reshape(s, {c.kv_heads, group, seq, seq});
+    s = b.add(s, b.bcast(g.reshape(mask, {1, 1, seq, seq}), b.shape(s)));
+    int e = b.exp(b.sub(s, b.bcast(g.reduce(Op::ReduceMax, s, {3}), b.shape(s))));
+    int pr = b.div(e, b.bcast(g.reduce(Op::ReduceSum, e, {3}), b.shape(e)));
+    pr = g.reshape(b.to_dt(pr), {c.kv_heads, group * seq, seq});
+    int o = g.contract(pr, g.permute(v, {1, 0, 2}));  // [KVH, G*S, hd]
+    o = g.reshape(g.permute(g.reshape(o, {c.kv_heads, group, seq, hd}), {2, 0, 1, 3}), {seq, c.dim});
+    x = b.add(x, b.attn_out(o, p));
+    x = b.add(x, b.mlp(b.norm2(x, p), p));
+  }
+  g.outputs = {b.logits(g.gather(x, last, 0))};
+  for (int n : kv_out) g.outputs.push_back(n);
+  return g;
+}
+
+Graph llm_decode_graph(const LlmConfig& c, DType dt) {
+  c.validate();
+  Graph g;
+  g.name = c.name + "_decode";
+  Builder b(g, c, dt);
+  int token = g.input("token", i32, {1});
+  int position = g.input("position", i32, {1});
+  Dim past = Dim::symbol("past", 1, c.max_seq - 1);
+  int64_t hd = c.head_dim(), group = c.heads / c.kv_heads;
+  double scale = 1.0 / std::sqrt(double(hd));
+  std::vector<int> kv_out;
+  int x = b.embed(token, position);
+  for (int64_t l = 0; l < c.layers; ++l) {
+    std::string p = layer_prefix(c, l);
+    auto [q, k, v] = b.qkv(b.norm1(x, p), p, position);
+    kv_out.push_back(k);
+    kv_out.push_back(v);
+    int kc = g.input("k_cache." + std::to_string(l), dt, {past, c.kv_heads, hd});
+    int vc = g.input("v_cache." + std::to_string(l), dt, {past, c.kv_heads, hd});
+    int qg = g.reshape(q, {c.kv_heads, group, hd});
+    // Scores against the cache and against the new token, softmax over both.
+    int s_past = b.scale(b.f32_of(g.contract(qg, g.permute(kc, {1, 2, 0}))), scale);      // [KVH, G, P]
+    int s_new = b.scale(b.f32_of(g.contract(qg, g.reshape(k, {c.kv_heads, hd, 1}))), scale);  // [KVH, G, 1]
+    int m = g.binary(Op::Max, g.reduce(Op::ReduceMax, s_past, {2}), s_new);
+    int e_past = b.exp(b.sub(s_past, b.bcast(m, b.shape(s_past))));
+    int e_new = b.exp(b.sub(s_new, m));
+    int den = b.add(g.reduce(Op::ReduceSum, e_past, {2}), e_new);
+    Shape os{c.kv_heads, group, hd};
+    int o = b.f32_of(g.contract(b.to_dt(e_past), g.permute(vc, {1, 0, 2})));  // [KVH, G, hd]
+    o = b.add(o, b.mul(b.bcast(e_new, os), b.bcast(g.reshape(b.f32_of(v), {c.kv_heads, 1, hd}), os)));
+    o = g.reshape(b.to_dt(b.div(o, b.bcast(den, os))), {1, c.dim});
+    x = b.add(x, b.attn_out(o, p));
+    x = b.add(x, b.mlp(b.norm2(x, p), p));
+  }
+  g.outputs = {b.logits(x)};
+  for (int n : kv_out) g.outputs.push_back(n);
+  return g;
+}
+
+}  // namespace kiln

@@ -1,0 +1,75 @@
+// Decoder-only language models built from kiln's primitive ops: the llama
+// family (RMSNorm, RoPE, grouped-query attention, SwiGLU) and GPT-2 (LayerNorm,
+// learned positions, GELU). One config describes a model's shape; the graphs
+// are built from it, so any config runs with random weights and no download.
+//
+// Weights use Hugging Face's names and layouts (a linear layer's weight is
+// [out, in]), so a safetensors checkpoint maps onto them one to one.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kiln/graph.h"
+#include "kiln/host_tensor.h"
+
+namespace kiln {
+
+struct LlmConfig {
+  std::string name;
+  std::string arch = "llama";  // "llama" or "gpt2"
+  int64_t dim = 0;             // hidden size
+  int64_t layers = 0;
+  int64_t heads = 0;
+  int64_t kv_heads = 0;  // < heads: grouped-query attention
+  int64_t hidden = 0;    // MLP width
+  int64_t vocab = 0;
+  int64_t max_seq = 0;  // the KV cache's capacity
+  double rope_theta = 10000;
+  double norm_eps = 1e-5;
+  bool tied_embeddings = false;  // the output head reuses the token embedding
+  bool qkv_bias = false;         // Qwen2: biases on q, k and v
+
+  int64_t head_dim() const { return dim / heads; }
+  // Throws kiln::Error naming what is inconsistent.
+  void validate() const;
+};
+
+// Built-in shapes: stories15m, stories110m, gpt2, tinyllama-1.1b,
+// llama-3.2-1b, qwen2.5-0.5b, and "tiny" (a few KB, for tests).
+LlmConfig llm_config(const std::string& name);
+std::vector<std::string> llm_config_names();
+
+// Every weight's name and shape, in a fixed order.
+std::vector<std::pair<std::string, std::vector<int64_t>>> llm_weight_shapes(const LlmConfig& c);
+int64_t llm_param_count(const LlmConfig& c);
+// Seeded random weights of `dtype`, scaled so that activations stay of order 1
+// through every layer (uniform in +-1/sqrt(fan_in); norm gains near 1).
+std::map<std::string, HostTensor> random_llm_weights(const LlmConfig& c, DType dtype, uint64_t seed);
+
+// The prefill graph for `seq` tokens (a constant: prompts are padded up to a
+// bucket, so kernels tile on constant extents).
+//   inputs:  tokens i32[seq], positions i32[seq], mask f32[seq, seq] (0 or -inf:
+//            causal, and padding), last i32[1] (which position's logits), and
+//            the weights (names of llm_weight_shapes)
+//   outputs: logits f32[1, vocab] at position `last`, then for each layer l
+//            its keys and values [seq, kv_heads, head_dim] (in `dtype`).
+Graph llm_prefill_graph(const LlmConfig& c, DType dtype, int64_t seq);
+
+// The decode graph: one token at position P, with P earlier keys and values
+// in the cache. P is the symbolic dim "past" in [1, max_seq - 1], so the graph
+// compiles once for every length.
+//   inputs:  token i32[1], position i32[1], k_cache.l / v_cache.l
+//            [past, kv_heads, head_dim] for each layer l, and the weights
+//   outputs: logits f32[1, vocab], then the new token's key and value
+//            [1, kv_heads, head_dim] for each layer.
+Graph llm_decode_graph(const LlmConfig& c, DType dtype);
+
+// RoPE tables: the graphs gather rows of these by position.
+//   cos/sin f32[max_seq, head_dim / 2]; inputs "rope_cos", "rope_sin".
+std::map<std::string, HostTensor> llm_rope_tables(const LlmConfig& c);
+
+}  // namespace kiln

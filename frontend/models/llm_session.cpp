@@ -1,0 +1,245 @@
+#include "frontend/models/llm_session.h"
+
+#include <algorithm>
+#include <bit>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include "kiln/error.h"
+
+namespace kiln {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+float load_float(const HostTensor& t, int64_t i) {
+  switch (t.dtype) {
+    case DType::f32: return t.ptr<float>()[i];
+    case DType::f16: return f16_bits_to_f32(t.ptr<uint16_t>()[i]);
+    default: return bf16_bits_to_f32(t.ptr<uint16_t>()[i]);
+  }
+}
+
+// `t` as `to`; the bytes of t itself when it already is.
+std::vector<uint8_t> converted(const HostTensor& t, DType to, const std::string& name) {
+  if (!is_float(t.dtype)) throw Error("weight '" + name + "' is " + describe(t) + "; a float dtype is needed");
+  if (t.dtype == to) return t.data;
+  HostTensor out(to, t.sizes);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    float v = load_float(t, i);
+    switch (to) {
+      case DType::f32: out.ptr<float>()[i] = v; break;
+      case DType::f16: out.ptr<uint16_t>()[i] = f32_to_f16_bits(v); break;
+      default: out.ptr<uint16_t>()[i] = f32_to_bf16_bits(v); break;
+    }
+  }
+  return std::move(out.data);
+}
+
+HostTensor i32_tensor(std::vector<int32_t> v) {
+  HostTensor t(i32, {int64_t(v.size())});
+  std::copy(v.begin(), v.end(), t.ptr<int32_t>());
+  return t;
+}
+
+std::vector<float> logits_of(const HostTensor& t) {
+  return std::vector<float>(t.ptr<float>(), t.ptr<float>() + t.numel());
+}
+
+}  // namespace
+
+LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> dev,
+                       const std::map<std::string, HostTensor>& weights)
+    : c_(c), dtype_(dtype), dev_(std::move(dev)) {
+  if (!is_float(dtype)) throw Error("llm: the model dtype must be f32, f16 or bf16");
+  for (auto& [name, sizes] : llm_weight_shapes(c_)) {
+    auto it = weights.find(name);
+    if (it == weights.end()) throw Error("llm '" + c_.name + "': weight '" + name + "' is missing");
+    if (it->second.sizes != sizes) {
+      HostTensor want(dtype, sizes);
+      throw Error("llm '" + c_.name + "': weight '" + name + "' is " + describe(it->second) + ", expected " +
+                  describe(want));
+    }
+    std::vector<uint8_t> bytes = converted(it->second, dtype, name);
+    auto buf = dev_->allocate(int64_t(bytes.size()));
+    dev_->write(*buf, bytes.data(), int64_t(bytes.size()));
+    weight_bytes_ += int64_t(bytes.size());
+    weights_[name] = std::move(buf);
+  }
+  for (auto& [name, t] : llm_rope_tables(c_)) {
+    auto buf = dev_->allocate(int64_t(t.data.size()));
+    dev_->write(*buf, t.data.data(), int64_t(t.data.size()));
+    weights_[name] = std::move(buf);
+  }
+  int64_t cache = c_.max_seq * c_.kv_heads * c_.head_dim() * dtype_size(dtype_);
+  for (int64_t l = 0; l < c_.layers; ++l) {
+    k_cache_.push_back(dev_->allocate(cache));
+    v_cache_.push_back(dev_->allocate(cache));
+  }
+}
+
+int64_t LlmSession::cache_bytes() const {
+  return 2 * c_.layers * c_.max_seq * c_.kv_heads * c_.head_dim() * dtype_size(dtype_);
+}
+
+int64_t LlmSession::bucket(int64_t n) const {
+  int64_t b = std::max<int64_t>(8, std::bit_ceil(uint64_t(std::max<int64_t>(n, 1))));
+  return std::min(b, c_.max_seq);
+}
+
+void LlmSession::bind_weights(CompiledGraph& cg) {
+  for (int id : cg.program().graph.input_nodes()) {
+    const std::string& name = cg.program().graph.nodes[id].name;
+    auto it = weights_.find(name);
+    if (it != weights_.end()) cg.bind_input(name, it->second);
+  }
+}
+
+CompiledGraph& LlmSession::prefill_graph(int64_t b) {
+  auto& slot = prefill_[b];
+  if (!slot) {
+    auto t0 = std::chrono::steady_clock::now();
+    slot = std::make_unique<CompiledGraph>(llm_prefill_graph(c_, dtype_, b), dev_);
+    bind_weights(*slot);
+    compile_seconds_ += seconds_since(t0);
+  }
+  return *slot;
+}
+
+CompiledGraph& LlmSession::decode_graph() {
+  if (!decode_) {
+    auto t0 = std::chrono::steady_clock::now();
+    decode_ = std::make_unique<CompiledGraph>(llm_decode_graph(c_, dtype_), dev_);
+    bind_weights(*decode_);
+    for (int64_t l = 0; l < c_.layers; ++l) {
+      decode_->bind_input("k_cache." + std::to_string(l), k_cache_[l]);
+      decode_->bind_input("v_cache." + std::to_string(l), v_cache_[l]);
+    }
+    compile_seconds_ += seconds_since(t0);
+  }
+  return *decode_;
+}
+
+void LlmSession::warm_up(int64_t prompt_tokens) {
+  prefill_graph(bucket(prompt_tokens));
+  decode_graph();
+}
+
+int32_t LlmSession::check_token(int32_t t) const {
+  if (t < 0 || t >= c_.vocab)
+    throw Error("token id " + std::to_string(t) + " is out of the vocabulary [0, " + std::to_string(c_.vocab) + ")");
+  return t;
+}
+
+std::vector<float> LlmSession::prefill(std::span<const int32_t> tokens) {
+  int64_t n = int64_t(tokens.size());
+  if (n < 1 || n > c_.max_seq)
+    throw Error("a prompt of " + std::to_string(n) + " tokens: " + c_.name + " takes 1 to " +
+                std::to_string(c_.max_seq));
+  int64_t b = bucket(n);
+  std::vector<int32_t> ids(b, 0), pos(b);
+  for (int64_t i = 0; i < n; ++i) ids[i] = check_token(tokens[i]);
+  std::iota(pos.begin(), pos.end(), 0);
+  // Causal; the padding after the prompt sees the prompt, and nothing reads it.
+  HostTensor mask(f32, {b, b});
+  for (int64_t i = 0; i < b; ++i)
+    for (int64_t j = 0; j < b; ++j) mask.ptr<float>()[i * b + j] = j <= i ? 0.0f : -1e30f;
+  CompiledGraph& cg = prefill_graph(b);
+  cg.set_inputs({{"tokens", i32_tensor(ids)},
+                 {"positions", i32_tensor(pos)},
+                 {"mask", std::move(mask)},
+                 {"last", i32_tensor({int32_t(n - 1)})}});
+  cg.execute({.replay = replay_, .timing = false});
+  int64_t row = c_.kv_heads * c_.head_dim() * dtype_size(dtype_);
+  for (int64_t l = 0; l < c_.layers; ++l) {
+    dev_->copy(*cg.output_buffer(1 + 2 * l), 0, *k_cache_[l], 0, n * row);
+    dev_->copy(*cg.output_buffer(2 + 2 * l), 0, *v_cache_[l], 0, n * row);
+  }
+  length_ = n;
+  return logits_of(cg.output(0));
+}
+
+std::vector<float> LlmSession::decode(int32_t token) {
+  if (length_ < 1) throw Error("decode() before prefill()");
+  if (length_ >= c_.max_seq)
+    throw Error("the KV cache is full (" + std::to_string(c_.max_seq) + " tokens of " + c_.name + ")");
+  CompiledGraph& cg = decode_graph();
+  cg.set_inputs({{"token", i32_tensor({check_token(token)})}, {"position", i32_tensor({int32_t(length_)})}},
+                {{"past", length_}});
+  cg.execute({.replay = replay_, .timing = false});
+  int64_t row = c_.kv_heads * c_.head_dim() * dtype_size(dtype_);
+  for (int64_t l = 0; l < c_.layers; ++l) {
+    dev_->copy(*cg.output_buffer(1 + 2 * l), 0, *k_cache_[l], length_ * row, row);
+    dev_->copy(*cg.output_buffer(2 + 2 * l), 0, *v_cache_[l], length_ * row, row);
+  }
+  ++length_;
+  return logits_of(cg.output(0));
+}
+
+Sampler::Sampler(SamplingOptions o) : o_(o), state_(o.seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull) {
+  if (!(o_.temperature >= 0)) throw Error("temperature must be >= 0");
+  if (o_.top_k < 0) throw Error("top_k must be >= 0");
+  if (!(o_.top_p > 0 && o_.top_p <= 1)) throw Error("top_p must be in (0, 1]");
+}
+
+int32_t Sampler::sample(std::span<const float> logits) {
+  if (logits.empty()) throw Error("sample: no logits");
+  if (o_.temperature == 0)
+    return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  std::vector<int32_t> ids(logits.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  size_t keep = o_.top_k > 0 ? std::min(ids.size(), size_t(o_.top_k)) : ids.size();
+  std::vector<double> p(keep);
+  double top = logits[ids[0]], sum = 0;
+  for (size_t i = 0; i < keep; ++i) sum += p[i] = std::exp((logits[ids[i]] - top) / o_.temperature);
+  // Nucleus: the shortest prefix of the sorted tokens holding top_p of the mass.
+  double cum = 0;
+  size_t n = 0;
+  while (n < keep) {
+    cum += p[n++] / sum;
+    if (cum >= o_.top_p) break;
+  }
+  double total = std::accumulate(p.begin(), p.begin() + n, 0.0);
+  state_ ^= state_ << 13;
+  state_ ^= state_ >> 7;
+  state_ ^= state_ << 17;
+  double r = double(state_ >> 11) * 0x1.0p-53 * total;
+  for (size_t i = 0; i < n; ++i) {
+    r -= p[i];
+    if (r < 0) return ids[i];
+  }
+  return ids[n - 1];
+}
+
+GenerateStats generate(LlmSession& s, std::span<const int32_t> prompt, const GenerateOptions& opt,
+                       const std::function<void(int32_t)>& on_token) {
+  if (opt.max_tokens < 1) throw Error("max_tokens must be >= 1");
+  GenerateStats st;
+  st.prompt_tokens = int64_t(prompt.size());
+  Sampler sampler(opt.sampling);
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<float> logits = s.prefill(prompt);
+  st.prefill_s = seconds_since(t0);
+  int32_t tok = sampler.sample(logits);
+  st.ttft_s = seconds_since(t0);
+  auto t1 = std::chrono::steady_clock::now();
+  for (;;) {
+    on_token(tok);
+    ++st.generated;
+    bool stop = std::find(opt.stop_tokens.begin(), opt.stop_tokens.end(), tok) != opt.stop_tokens.end();
+    if (stop || st.generated >= opt.max_tokens || s.length() >= s.config().max_seq) break;
+    logits = s.decode(tok);
+    tok = sampler.sample(logits);
+  }
+  st.decode_s = seconds_since(t1);
+  return st;
+}
+
+}  // namespace kiln

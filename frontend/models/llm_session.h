@@ -1,0 +1,109 @@
+// Running a language model on a device: weights uploaded once, a KV cache
+// that grows in place, prefill and decode graphs compiled once each (prefill
+// once per prompt-length bucket), sampling and the generation loop.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "frontend/models/llm.h"
+#include "kiln/compiled_graph.h"
+#include "kiln/runtime.h"
+
+namespace kiln {
+
+class LlmSession {
+ public:
+  // Uploads `weights` (every name of llm_weight_shapes(c), any float dtype:
+  // converted to `dtype`) and allocates the KV cache for c.max_seq tokens.
+  // The host copies may be dropped afterwards.
+  LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> dev,
+             const std::map<std::string, HostTensor>& weights);
+
+  // Empties the cache and runs the prompt (1 to max_seq tokens). Returns the
+  // logits for the token after it.
+  std::vector<float> prefill(std::span<const int32_t> tokens);
+  // Appends one token; returns the logits for the token after it.
+  std::vector<float> decode(int32_t token);
+
+  const LlmConfig& config() const { return c_; }
+  Device& device() { return *dev_; }
+  int64_t length() const { return length_; }  // tokens in the cache
+  int64_t weight_bytes() const { return weight_bytes_; }
+  int64_t cache_bytes() const;
+  // Time spent compiling so far (decode graph, prefill buckets).
+  double compile_seconds() const { return compile_seconds_; }
+  // The prompt length a prefill of n tokens is padded to.
+  int64_t bucket(int64_t n) const;
+  // Devices that can capture replay each decode step's launches (recorded
+  // anew each step, since the cache length is a kernel parameter).
+  void set_replay(bool on) { replay_ = on; }
+
+  // Compiles the decode graph and the bucket of an n-token prompt now, so that
+  // a timed first request does not include it.
+  void warm_up(int64_t prompt_tokens);
+
+ private:
+  CompiledGraph& prefill_graph(int64_t bucket);
+  CompiledGraph& decode_graph();
+  void bind_weights(CompiledGraph& cg);
+  int32_t check_token(int32_t t) const;
+
+  LlmConfig c_;
+  DType dtype_;
+  std::shared_ptr<Device> dev_;
+  std::map<std::string, std::shared_ptr<Buffer>> weights_;  // and the rope tables
+  std::vector<std::shared_ptr<Buffer>> k_cache_, v_cache_;  // [max_seq, kv_heads, head_dim] each
+  std::map<int64_t, std::unique_ptr<CompiledGraph>> prefill_;
+  std::unique_ptr<CompiledGraph> decode_;
+  int64_t length_ = 0;
+  int64_t weight_bytes_ = 0;
+  double compile_seconds_ = 0;
+  bool replay_ = false;
+};
+
+struct SamplingOptions {
+  double temperature = 0;  // 0: greedy
+  int top_k = 0;           // 0: no limit
+  double top_p = 1.0;      // nucleus: the smallest set of tokens with this much probability
+  uint64_t seed = 0;
+};
+
+// Picks tokens from logits; the same seed gives the same choices.
+class Sampler {
+ public:
+  explicit Sampler(SamplingOptions o);
+  int32_t sample(std::span<const float> logits);
+
+ private:
+  SamplingOptions o_;
+  uint64_t state_;
+};
+
+struct GenerateOptions {
+  int64_t max_tokens = 64;
+  SamplingOptions sampling;
+  std::vector<int32_t> stop_tokens;
+};
+
+struct GenerateStats {
+  int64_t prompt_tokens = 0;
+  int64_t generated = 0;
+  double ttft_s = 0;     // prompt in to first token out (prefill + first sample)
+  double prefill_s = 0;  // the prefill alone
+  double decode_s = 0;   // every decode step after the first token
+  double prefill_tok_s() const { return prefill_s > 0 ? double(prompt_tokens) / prefill_s : 0; }
+  double decode_tok_s() const { return decode_s > 0 ? double(generated - 1) / decode_s : 0; }
+};
+
+// Prefills `prompt`, then samples up to max_tokens tokens (fewer at a stop
+// token or a full cache), calling on_token with each as it comes.
+GenerateStats generate(LlmSession& s, std::span<const int32_t> prompt, const GenerateOptions& opt,
+                       const std::function<void(int32_t)>& on_token);
+
+}  // namespace kiln

@@ -1,0 +1,195 @@
+// The model graphs against the reference interpreter, and the session's KV
+// cache against a prefill of the whole sequence.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+
+#include "frontend/compare.h"
+#include "frontend/models/llm.h"
+#include "frontend/models/llm_session.h"
+#include "kiln/kiln.h"
+
+namespace kiln {
+namespace {
+
+HostTensor ints(std::vector<int32_t> v) {
+  HostTensor t(i32, {int64_t(v.size())});
+  std::copy(v.begin(), v.end(), t.ptr<int32_t>());
+  return t;
+}
+
+std::vector<int32_t> some_tokens(const LlmConfig& c, int64_t n, uint64_t seed) {
+  std::vector<int32_t> t(n);
+  for (int64_t i = 0; i < n; ++i) t[i] = int32_t((seed * 7919 + uint64_t(i) * 104729) % uint64_t(c.vocab));
+  return t;
+}
+
+std::map<std::string, HostTensor> model_inputs(const LlmConfig& c, DType dt) {
+  auto in = random_llm_weights(c, dt, 3);
+  for (auto& [k, v] : llm_rope_tables(c)) in[k] = v;
+  return in;
+}
+
+void expect_close(const std::vector<HostTensor>& want, const std::vector<HostTensor>& got, Tolerance tol) {
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t o = 0; o < want.size(); ++o) {
+    std::string diff = compare(want[o], got[o], tol);
+    EXPECT_TRUE(diff.empty()) << "output " << o << ": " << diff;
+  }
+}
+
+// Prefill of a padded prompt on the CPU equals the interpreter's.
+TEST(Llm, PrefillGraphMatchesInterpreter) {
+  LlmConfig llama = llm_config("tiny");
+  LlmConfig gpt2 = llama;
+  gpt2.arch = "gpt2";
+  gpt2.kv_heads = gpt2.heads;
+  gpt2.tied_embeddings = true;
+  LlmConfig qwen = llama;  // biases on q, k, v and a tied head
+  qwen.qkv_bias = true;
+  qwen.tied_embeddings = true;
+  for (const LlmConfig& c : {llama, gpt2, qwen}) {
+    SCOPED_TRACE(c.arch + (c.qkv_bias ? " qkv_bias" : ""));
+    int64_t seq = 8, n = 6;
+    Graph g = llm_prefill_graph(c, f32, seq);
+    auto in = model_inputs(c, f32);
+    std::vector<int32_t> pos(seq);
+    std::iota(pos.begin(), pos.end(), 0);
+    in["tokens"] = ints(some_tokens(c, seq, 1));
+    in["positions"] = ints(pos);
+    in["last"] = ints({int32_t(n - 1)});
+    HostTensor mask(f32, {seq, seq});
+    for (int64_t i = 0; i < seq; ++i)
+      for (int64_t j = 0; j < seq; ++j) mask.ptr<float>()[i * seq + j] = j <= i ? 0.0f : -1e30f;
+    in["mask"] = mask;
+    if (c.arch == "gpt2") {  // learned positions instead of RoPE
+      in.erase("rope_cos");
+      in.erase("rope_sin");
+    }
+    auto want = interpret(g, in);
+    CompiledGraph cg(g, device("cpu"));
+    expect_close(want, cg.run(in), {1e-4, 1e-4});
+  }
+}
+
+// A decode step with a random cache of 5 tokens equals the interpreter's.
+TEST(Llm, DecodeGraphMatchesInterpreter) {
+  LlmConfig c = llm_config("tiny");
+  for (DType dt : {f32, f16}) {
+    SCOPED_TRACE(std::string(dtype_name(dt)));
+    Graph g = llm_decode_graph(c, dt);
+    auto in = model_inputs(c, dt);
+    int64_t past = 5;
+    in["token"] = ints({17});
+    in["position"] = ints({int32_t(past)});
+    for (int64_t l = 0; l < c.layers; ++l)
+      for (const char* kv : {"k_cache.", "v_cache."})
+        in[kv + std::to_string(l)] = HostTensor::random(dt, {past, c.kv_heads, c.head_dim()}, 40 + l);
+    auto want = interpret(g, in, {{"past", past}});
+    CompiledGraph cg(g, device("cpu"));
+    double tol = dt == f32 ? 1e-4 : 2e-2;
+    expect_close(want, cg.run(in, {{"past", past}}), {tol, tol});
+  }
+}
+
+// Prefill of n tokens, then decode of one more, gives the logits that a
+// prefill of all n + 1 tokens gives: the cache holds what it should.
+TEST(Llm, DecodeContinuesPrefill) {
+  LlmConfig llama = llm_config("tiny");
+  LlmConfig gpt2 = llama;
+  gpt2.arch = "gpt2";
+  gpt2.kv_heads = gpt2.heads;
+  for (const LlmConfig& c : {llama, gpt2}) {
+    SCOPED_TRACE(c.arch);
+    LlmSession s(c, f32, device("cpu"), random_llm_weights(c, f32, 5));
+    std::vector<int32_t> toks = some_tokens(c, 12, 2);
+    std::vector<float> full = s.prefill(toks);
+    s.prefill(std::span(toks).first(9));
+    std::vector<float> step;
+    for (int i = 9; i < 12; ++i) step = s.decode(toks[i]);
+    EXPECT_EQ(s.length(), 12);
+    ASSERT_EQ(full.size(), step.size());
+    float scale = 0, err = 0;
+    for (size_t i = 0; i < full.size(); ++i) {
+      scale = std::max(scale, std::fabs(full[i]));
+      err = std::max(err, std::fabs(full[i] - step[i]));
+    }
+    EXPECT_LT(err, 1e-4f * scale) << "scale " << scale;
+  }
+}
+
+TEST(Llm, GreedyIsDeterministicAndSeedsRepeat) {
+  LlmConfig c = llm_config("tiny");
+  LlmSession s(c, f32, device("cpu"), random_llm_weights(c, f32, 5));
+  std::vector<int32_t> prompt = some_tokens(c, 5, 3);
+  auto run = [&](SamplingOptions so) {
+    std::vector<int32_t> out;
+    GenerateOptions o;
+    o.max_tokens = 10;
+    o.sampling = so;
+    GenerateStats st = generate(s, prompt, o, [&](int32_t t) { out.push_back(t); });
+    EXPECT_EQ(st.generated, 10);
+    return out;
+  };
+  EXPECT_EQ(run({}), run({}));
+  SamplingOptions hot{.temperature = 1.5, .top_k = 0, .top_p = 0.95, .seed = 9};
+  std::vector<int32_t> a = run(hot), b = run(hot);
+  EXPECT_EQ(a, b);
+  hot.seed = 10;
+  EXPECT_NE(a, run(hot));  // 10 tokens from 256 at temperature 1.5: equal by chance ~never
+  SamplingOptions top1{.temperature = 1.0, .top_k = 1, .top_p = 1.0, .seed = 4};
+  EXPECT_EQ(run(top1), run({}));
+}
+
+TEST(Llm, StopTokensAndFullCache) {
+  LlmConfig c = llm_config("tiny");
+  LlmSession s(c, f32, device("cpu"), random_llm_weights(c, f32, 5));
+  std::vector<int32_t> prompt = some_tokens(c, 4, 1), out;
+  GenerateOptions o;
+  o.max_tokens = 1000;
+  generate(s, prompt, o, [&](int32_t t) { out.push_back(t); });
+  EXPECT_EQ(s.length(), c.max_seq);  // stopped at a full cache, not an error
+  GenerateOptions stop;
+  stop.max_tokens = 1000;
+  stop.stop_tokens = {out[2]};
+  std::vector<int32_t> out2;
+  generate(s, prompt, stop, [&](int32_t t) { out2.push_back(t); });
+  ASSERT_LE(out2.size(), 3u);
+  EXPECT_EQ(out2.back(), out[2]);
+}
+
+TEST(Llm, BadInputsAreErrors) {
+  LlmConfig c = llm_config("tiny");
+  EXPECT_THROW(llm_config("no-such-model"), Error);
+  auto w = random_llm_weights(c, f32, 1);
+  LlmSession s(c, f32, device("cpu"), w);
+  EXPECT_THROW(s.decode(1), Error);  // nothing prefilled
+  std::vector<int32_t> bad = {1, int32_t(c.vocab)};
+  EXPECT_THROW(s.prefill(bad), Error);
+  std::vector<int32_t> too_long(c.max_seq + 1, 1);
+  EXPECT_THROW(s.prefill(too_long), Error);
+  EXPECT_THROW(s.prefill({}), Error);
+  auto missing = w;
+  missing.erase("model.norm.weight");
+  EXPECT_THROW(LlmSession(c, f32, device("cpu"), missing), Error);
+  auto wrong = w;
+  wrong["model.norm.weight"] = HostTensor(f32, {3});
+  EXPECT_THROW(LlmSession(c, f32, device("cpu"), wrong), Error);
+  LlmConfig odd = c;
+  odd.heads = 3;
+  EXPECT_THROW(llm_prefill_graph(odd, f32, 4), Error);
+  EXPECT_THROW(Sampler({.temperature = -1}), Error);
+}
+
+TEST(Llm, BuiltinConfigsHaveTheirPublishedSizes) {
+  // Parameter counts of the real checkpoints (embeddings included).
+  EXPECT_NEAR(double(llm_param_count(llm_config("tinyllama-1.1b"))), 1.100e9, 0.01e9);
+  EXPECT_NEAR(double(llm_param_count(llm_config("gpt2"))), 124.4e6, 0.5e6);
+  EXPECT_NEAR(double(llm_param_count(llm_config("stories110m"))), 110e6, 1.5e6);
+  EXPECT_NEAR(double(llm_param_count(llm_config("qwen2.5-0.5b"))), 494e6, 2e6);
+  EXPECT_NEAR(double(llm_param_count(llm_config("llama-3.2-1b"))), 1.236e9, 0.01e9);
+}
+
+}  // namespace
+}  // namespace kiln
