@@ -340,10 +340,12 @@ void GgufFile::parse() {
   const uint64_t size = data_.size();
   for (GgufTensor& t : tensors_) {
     bool inside = data_offset_ <= size && t.offset <= size - data_offset_ && t.nbytes <= size - data_offset_ - t.offset;
-    if (!inside)
-      fail("tensor " + in_quotes(t.name) + " data [offset " + std::to_string(data_offset_) + " + " +
-           std::to_string(t.offset) + ", " + std::to_string(t.nbytes) + " bytes] runs past the end of the file (size " +
-           std::to_string(size) + ")");
+    if (!inside) {
+      std::string at = t.offset <= size ? std::to_string(data_offset_ + t.offset)
+                                        : std::to_string(data_offset_) + " + " + std::to_string(t.offset);
+      fail("tensor " + in_quotes(t.name) + " data [offset " + at + ", " + std::to_string(t.nbytes) +
+           " bytes] runs past the end of the file (size " + std::to_string(size) + ")");
+    }
     t.offset += data_offset_;
   }
   std::vector<const GgufTensor*> by_offset;
