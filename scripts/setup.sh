@@ -4,9 +4,10 @@ set -euo pipefail
 
 packages=(
   cmake ninja-build g++ make pkg-config
+  clang-16 libclang-rt-16-dev
   llvm-16-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas-dev libcli11-dev nlohmann-json3-dev
+  libopenblas-dev libcli11-dev nlohmann-json3-dev libpcre2-dev
   glslang-dev glslang-tools libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers spirv-tools
 )
 

@@ -477,7 +477,7 @@ HostTensor GgufFile::load(std::string_view name, DType to) const {
   };
   auto plain = [&](DType stored) {
     if (stored == to) {
-      std::memcpy(out.data.data(), src.data(), src.size());
+      if (!src.empty()) std::memcpy(out.data.data(), src.data(), src.size());  // data() may be null when empty
       return;
     }
     const int64_t size = dtype_size(stored);

@@ -207,7 +207,7 @@ HostTensor SafetensorsFile::load(std::string_view name) const {
   const int64_t n = t.numel();
   switch (info.convert) {
     case Convert::native:
-      std::memcpy(out.data.data(), src.data(), src.size());
+      if (!src.empty()) std::memcpy(out.data.data(), src.data(), src.size());  // data() may be null when empty
       if (info.dtype == boolean)
         for (uint8_t& b : out.data) b = b != 0;
       break;
