@@ -122,7 +122,13 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t) {
   if (outer_pair) s.serial(io).reorder({jo, io, ii, ji}).parallel(jo);
   else s.reorder({io, jo, ii, ji});
   s.hoist(r, ii);
-  if (outer_pair) {
+  // A packed panel needs a reduction of fixed depth.
+  bool packable = false;
+  visit(k.body, [&](const Stmt& st) {
+    int64_t depth = 0;
+    if (st->kind == StmtKind::For && st->var == r) packable = outer_pair && const_extent(st, &depth);
+  });
+  if (packable) {
     // The operand whose index moves with the columns is the one to pack.
     for (const BufferDecl& b : k.buffers)
       if (b.scope == MemScope::Global && !b.output && packs_with(k, b.name, cols->var)) {

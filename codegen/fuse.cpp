@@ -83,6 +83,11 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
     if (node.op == Op::Input) continue;
     std::set<int> users;
     for (int c : consumers[i]) users.insert(evaluated_by[c].begin(), evaluated_by[c].end());
+    // An elementwise value computed from stored results and read by several
+    // kernels is stored once rather than recomputed in each (a model's
+    // residual stream would otherwise be re-added in every later kernel).
+    if (!plan.materialized[i] && opt.enabled && is_elementwise(node.op) && reads_computed[i] && users.size() > 1)
+      plan.materialized[i] = true;
     if (!plan.materialized[i]) {
       evaluated_by[i] = users;
       continue;

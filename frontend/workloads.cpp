@@ -3,13 +3,16 @@
 #include <charconv>
 #include <sstream>
 
+#include "frontend/models/llm.h"
 #include "kiln/error.h"
 
 namespace kiln {
 
 namespace {
 
-const char* kKnown = "add:N, chain:N, matmul:MxKxN, gemv:MxK, softmax:RxC, mlp:BATCH, deps:N";
+const char* kKnown =
+    "add:N, chain:N, matmul:MxKxN, gemv:MxK, softmax:RxC, mlp:BATCH, deps:N, llm-prefill:CONFIG:SEQ, "
+    "llm-decode:CONFIG:PAST";
 
 std::vector<int64_t> parse_dims(const std::string& spec, const std::string& text, size_t want) {
   std::vector<int64_t> dims;
@@ -131,6 +134,16 @@ Workload make_workload(const std::string& spec, DType dt, uint64_t seed) {
     build_mlp(w, parse_dims(spec, args, 1)[0], dt);
   } else if (kind == "deps") {
     build_deps(w, parse_dims(spec, args, 1)[0], dt);
+  } else if (kind == "llm-prefill") {  // one model's graphs, to dump or run on random data
+    size_t c2 = args.find(':');
+    if (c2 == std::string::npos) throw Error("workload '" + spec + "' needs llm-prefill:CONFIG:SEQ");
+    g = llm_prefill_graph(llm_config(args.substr(0, c2)), dt, parse_dims(spec, args.substr(c2 + 1), 1)[0]);
+  } else if (kind == "llm-decode") {  // inputs for a cache of PAST tokens
+    size_t c2 = args.find(':');
+    if (c2 == std::string::npos) throw Error("workload '" + spec + "' needs llm-decode:CONFIG:PAST");
+    g = llm_decode_graph(llm_config(args.substr(0, c2)), dt);
+    w.inputs = random_inputs(g, {{"past", parse_dims(spec, args.substr(c2 + 1), 1)[0]}}, seed);
+    return w;
   } else {
     throw Error("unknown workload '" + spec + "' (known: " + kKnown + ")");
   }

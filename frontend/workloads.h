@@ -18,7 +18,8 @@ struct Workload {
   double bytes = 0;  // bytes a run must read and write at least
 };
 
-// add:N, chain:N, matmul:MxKxN, gemv:MxK, softmax:RxC, mlp:BATCH, and deps:N:
+// add:N, chain:N, matmul:MxKxN, gemv:MxK, softmax:RxC, mlp:BATCH, a language
+// model's graphs (llm-prefill:CONFIG:SEQ, llm-decode:CONFIG:PAST), and deps:N:
 // N tiny steps x <- x + (x @ w[i]) / 16 on x [1, 16], each needing the one
 // before, which lower to exactly N kernels (launch overhead dominates them;
 // graph replay is measured on it). Throws kiln::Error listing the known

@@ -11,6 +11,7 @@
 #ifdef KILN_WITH_VULKAN
 #include "backends/vulkan/vulkan_device.h"
 #endif
+#include "backends/systolic/systolic_device.h"
 #include "kiln/error.h"
 #include "kiln/runtime.h"
 
@@ -50,6 +51,8 @@ std::vector<std::shared_ptr<Device>> devices() {
 #ifdef KILN_WITH_VULKAN
     for (auto& d : make_vulkan_devices()) found.push_back(d);
 #endif
+    // Simulated, so always there; last, so never a default.
+    found.push_back(systolic::make_systolic_device());
   });
   return found;
 }

@@ -8,8 +8,22 @@ KernelCache& KernelCache::global() {
   return cache;
 }
 
+namespace {
+
+// The kernel's text with its name and buffer names left out: kernels that
+// differ only in those (one per layer of a model) compile to the same code,
+// since buffers are passed by position.
+std::string structural_text(const Kernel& k) {
+  Kernel c = k;
+  c.name = "kernel";
+  for (size_t i = 0; i < c.buffers.size(); ++i) c.buffers[i].name = "b" + std::to_string(i);
+  return print(c);
+}
+
+}  // namespace
+
 std::shared_ptr<Executable> KernelCache::get_or_compile(Device& dev, const Kernel& k) {
-  std::string key = dev.info().backend + "\n" + dev.info().name + "\n" + print(k);
+  std::string key = dev.info().backend + "\n" + dev.info().name + "\n" + structural_text(k);
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = entries_.find(key);

@@ -1,5 +1,6 @@
 // In-memory cache of compiled kernels, keyed by the device and the kernel's
-// text form, so a graph compiled twice (or two graphs sharing a kernel) compiles
+// text form (its name and buffer names aside), so a graph compiled twice, or
+// two graphs (or layers) sharing a kernel, compiles
 // each kernel once. The on-disk cache is issue 8's.
 #pragma once
 

@@ -13,6 +13,7 @@
 #include "frontend/workloads.h"
 #include "kiln/compiled_graph.h"
 #include "kiln/error.h"
+#include "tools/llm.h"
 
 #ifdef KILN_HAVE_BLAS
 #include <cblas.h>
@@ -91,6 +92,7 @@ Peer sgemv_peer(const Workload& w, const HostTensor& kiln_out, const BenchOption
 }  // namespace
 
 std::string bench_workload(const std::string& spec, const BenchOptions& opt) {
+  if (spec.rfind("llm:", 0) == 0) return bench_llm(spec, opt);
   Workload w = make_workload(spec, opt.dtype);
   CompiledGraph cg(w.graph, device(opt.device));
   cg.set_inputs(w.inputs);

@@ -13,6 +13,7 @@
 #include "kiln/kiln.h"
 #include "tools/bench.h"
 #include "tools/fuzz.h"
+#include "tools/llm.h"
 
 namespace kiln {
 namespace {
@@ -176,7 +177,7 @@ int main_impl(int argc, char** argv) {
   auto* bench = app.add_subcommand("bench", "time workloads against a peer");
   std::vector<std::string> workloads;
   BenchOptions bo;
-  bench->add_option("workloads", workloads, "workloads (add:67108864, matmul:1024x1024x1024, ...)")->required();
+  bench->add_option("workloads", workloads, "workloads (add:67108864, matmul:1024x1024x1024, llm:stories110m, ...)")->required();
   bench->add_option("--device", dev, "device");
   bench->add_option("--dtype", dtype_s, "element type");
   bench->add_option("--reps", bo.reps, "timed runs (median reported)")->check(CLI::Range(1, 100000));
@@ -195,6 +196,25 @@ int main_impl(int argc, char** argv) {
   fuzz_cmd->add_option("--out", fo.out_dir, "folder for reduced failing cases");
   fuzz_cmd->add_option("--skip", fo.skip, "seeds of known failures not to run (repeatable)");
 
+  auto* gen = app.add_subcommand("generate", "generate text with a language model, then print its speed");
+  GenerateArgs ga;
+  auto* gen_src = gen->add_option_group("model");
+  gen_src->add_option("--config", ga.config, "a built-in model shape with random weights: " + [] {
+    std::string s;
+    for (const std::string& n : llm_config_names()) s += (s.empty() ? "" : ", ") + n;
+    return s;
+  }());
+  gen_src->add_option("--model", ga.model, "a checkpoint (safetensors folder or GGUF file)");
+  gen_src->require_option(1);
+  gen->add_option("--prompt", ga.prompt, "the prompt");
+  gen->add_option("--max-tokens", ga.max_tokens, "tokens to generate")->check(CLI::Range(1, 1000000));
+  gen->add_option("--device", ga.device, "device");
+  gen->add_option("--dtype", ga.dtype, "f32, f16 or bf16");
+  gen->add_option("--temperature", ga.sampling.temperature, "0: greedy")->check(CLI::Range(0.0, 100.0));
+  gen->add_option("--top-k", ga.sampling.top_k, "keep the k likeliest tokens (0: all)")->check(CLI::Range(0, 1 << 30));
+  gen->add_option("--top-p", ga.sampling.top_p, "nucleus sampling mass")->check(CLI::Range(1e-9, 1.0));
+  gen->add_option("--seed", ga.sampling.seed, "sampling seed");
+
   CLI11_PARSE(app, argc, argv);
   DType dtype = parse_dtype(dtype_s);
   if (app.got_subcommand("devices")) return cmd_devices();
@@ -202,6 +222,7 @@ int main_impl(int argc, char** argv) {
   if (app.got_subcommand(run)) return cmd_run(what, dtype, dev, parse_bindings(syms));
   if (app.got_subcommand(demo)) return cmd_demo(dev);
   if (app.got_subcommand(fuzz_cmd)) return fuzz(fo);
+  if (app.got_subcommand(gen)) return cmd_generate(ga);
   bo.device = dev;
   bo.dtype = dtype;
   for (const std::string& w : workloads) bench_workload(w, bo);

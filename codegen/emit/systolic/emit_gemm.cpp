@@ -210,4 +210,27 @@ Program emit_gemm(const std::vector<GemmJob>& jobs, const SystolicConfig& c, con
   return e.take();
 }
 
+Program emit_vector(int64_t in_bytes, int64_t ops, int64_t out_bytes, const SystolicConfig& c) {
+  Program p;
+  int64_t chunk = std::max<int64_t>(1, c.input_buffer / 2);
+  int64_t chunks = std::max<int64_t>(1, (in_bytes + chunk - 1) / chunk);
+  int last_vector[2] = {-1, -1};
+  for (int64_t j = 0; j < chunks; ++j) {
+    auto part = [&](int64_t total) { return total / chunks + (j < total % chunks); };
+    Instr in{.op = OpCode::DmaIn, .buffer = BufferId::Input, .slot = int(j % 2), .bytes = part(in_bytes), .deps = {}};
+    if (last_vector[j % 2] >= 0) in.deps.push_back({last_vector[j % 2], Cause::Sram});
+    int load = in.bytes > 0 ? p.add(in) : -1;
+    int64_t chunk_ops = part(ops);
+    Instr v{.op = OpCode::Vector, .vector_cycles = (chunk_ops + c.vector_lanes - 1) / c.vector_lanes,
+            .vector_elements = chunk_ops, .deps = {}};
+    if (load >= 0) v.deps.push_back({load, Cause::Dram});
+    int vec = p.add(v);
+    last_vector[j % 2] = vec;
+    Instr out{.op = OpCode::DmaOut, .buffer = BufferId::Acc, .slot = int(j % 2), .bytes = part(out_bytes), .deps = {}};
+    out.deps.push_back({vec, Cause::Dependency});
+    if (out.bytes > 0) p.add(out);
+  }
+  return p;
+}
+
 }  // namespace kiln::systolic

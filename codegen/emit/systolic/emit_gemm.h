@@ -32,4 +32,9 @@ Tiling resolve_tiling(const SystolicConfig& c, const GemmJob& job, Tiling t = {}
 Program emit_gemm(const std::vector<GemmJob>& jobs, const SystolicConfig& c, const Tiling& tiling = {},
                   int64_t epilogue_ops = 0);
 
+// Work for the vector unit alone: `in_bytes` read, `ops` element operations,
+// `out_bytes` written, in chunks of half the input buffer so that DMA
+// overlaps the vector unit.
+Program emit_vector(int64_t in_bytes, int64_t ops, int64_t out_bytes, const SystolicConfig& c);
+
 }  // namespace kiln::systolic

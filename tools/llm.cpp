@@ -1,0 +1,176 @@
+#include "tools/llm.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <numeric>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "frontend/models/llm.h"
+#include "kiln/error.h"
+#include "runtime/kernel_cache.h"
+#include "runtime/thread_pool.h"
+
+namespace kiln {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Without a tokenizer (random weights), the prompt's bytes are its tokens.
+std::vector<int32_t> byte_tokens(const std::string& text, int64_t vocab) {
+  std::vector<int32_t> ids;
+  for (unsigned char ch : text) ids.push_back(int32_t(ch % vocab));
+  if (ids.empty()) ids.push_back(0);
+  return ids;
+}
+
+// The bandwidth that bounds decode on `dev`, in bytes per second, measured
+// now: on the CPU, every thread summing its share of a 512 MiB buffer (bytes
+// read); on a GPU, a device-to-device copy of 1 GiB (bytes read + written,
+// as ../shared/GPU.md measures). 0 where there is no such measurement.
+double measured_bandwidth(Device& dev) {
+  const std::string& backend = dev.info().backend;
+  if (backend == "cpu") {
+    std::vector<uint64_t> buf(size_t(64) << 20, 1);
+    std::vector<double> t;
+    for (int rep = 0; rep < 7; ++rep) {
+      std::atomic<uint64_t> total{0};
+      auto t0 = std::chrono::steady_clock::now();
+      ThreadPool::global().parallel_for(0, int64_t(buf.size()), [&](int64_t b, int64_t e) {
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int64_t i = b;
+        for (; i + 4 <= e; i += 4) s0 += buf[i], s1 += buf[i + 1], s2 += buf[i + 2], s3 += buf[i + 3];
+        for (; i < e; ++i) s0 += buf[i];
+        total += s0 + s1 + s2 + s3;
+      });
+      t.push_back(seconds_since(t0));
+      if (total != buf.size()) throw Error("bandwidth probe: wrong sum");
+    }
+    return double(buf.size() * sizeof(uint64_t)) / median(t);
+  }
+  if (backend == "cuda") {
+    int64_t bytes = int64_t(1) << 30;
+    auto a = dev.allocate(bytes), b = dev.allocate(bytes);
+    std::vector<double> t;
+    for (int rep = 0; rep < 7; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      dev.copy(*a, 0, *b, 0, bytes);
+      dev.stream().synchronize();
+      t.push_back(seconds_since(t0));
+    }
+    return 2.0 * double(bytes) / median(t);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int cmd_generate(const GenerateArgs& a) {
+  if (a.config.empty() == a.model.empty()) throw Error("generate: give one of --config NAME or --model PATH");
+  if (!a.model.empty()) throw Error("generate --model: checkpoint loading is not built yet; use --config NAME");
+  DType dt = parse_dtype(a.dtype);
+  LlmConfig c = llm_config(a.config);
+  auto t0 = std::chrono::steady_clock::now();
+  std::shared_ptr<Device> dev = device(a.device);
+  LlmSession s(c, dt, dev, random_llm_weights(c, dt, 1));
+  double load_s = seconds_since(t0);
+  std::vector<int32_t> prompt = byte_tokens(a.prompt, c.vocab);
+  if (int64_t(prompt.size()) >= c.max_seq) throw Error("the prompt is longer than the model's context");
+  t0 = std::chrono::steady_clock::now();
+  int64_t compiled = KernelCache::global().misses();
+  s.warm_up(int64_t(prompt.size()));
+  double compile_s = seconds_since(t0);
+  compiled = KernelCache::global().misses() - compiled;
+  std::fprintf(stderr,
+               "%s (%s, random weights, %.1f M parameters) on %s; loaded in %.2f s, compiled in %.2f s "
+               "(%lld distinct kernels)\n",
+               c.name.c_str(), a.dtype.c_str(), double(llm_param_count(c)) * 1e-6, dev->info().name.c_str(), load_s,
+               compile_s, (long long)compiled);
+  std::fprintf(stderr, "prompt: %zu tokens (bytes: no tokenizer for random weights)\n", prompt.size());
+  GenerateOptions opt;
+  opt.max_tokens = a.max_tokens;
+  opt.sampling = a.sampling;
+  GenerateStats st = generate(s, prompt, opt, [](int32_t t) {
+    std::printf("[%d]", t);
+    std::fflush(stdout);
+  });
+  std::printf("\n");
+  std::fprintf(stderr,
+               "time to first token %.1f ms; prefill %.1f tok/s (%lld tokens); decode %.1f tok/s (%lld tokens)\n"
+               "memory: weights %.1f MB, KV cache %.1f MB\n",
+               st.ttft_s * 1e3, st.prefill_tok_s(), (long long)st.prompt_tokens, st.decode_tok_s(),
+               (long long)st.generated, double(s.weight_bytes()) * 1e-6, double(s.cache_bytes()) * 1e-6);
+  return 0;
+}
+
+std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
+  LlmConfig c = llm_config(spec.substr(spec.find(':') + 1));
+  std::shared_ptr<Device> dev = device(opt.device);
+  // 512 prompt tokens and 128 decoded, as far as the context allows.
+  int64_t decode_n = std::min<int64_t>(128, c.max_seq / 4);
+  int64_t prompt_n = std::min<int64_t>(512, c.max_seq - decode_n);
+  LlmSession s(c, opt.dtype, dev, random_llm_weights(c, opt.dtype, 1));
+  auto t0 = std::chrono::steady_clock::now();
+  s.warm_up(prompt_n);
+  double compile_s = seconds_since(t0);
+  std::vector<int32_t> prompt(prompt_n);
+  for (int64_t i = 0; i < prompt_n; ++i) prompt[i] = int32_t((i * 7919 + 13) % c.vocab);
+  // Warm-up: a prefill and a few decode steps.
+  s.prefill(prompt);
+  for (int i = 0; i < 4; ++i) s.decode(int32_t(i));
+  int reps = std::max(1, std::min(opt.reps, 5));
+  std::vector<double> ttft, prefill, decode;
+  Sampler greedy({});
+  for (int r = 0; r < reps; ++r) {
+    auto p0 = std::chrono::steady_clock::now();
+    std::vector<float> logits = s.prefill(prompt);
+    prefill.push_back(seconds_since(p0));
+    int32_t tok = greedy.sample(logits);
+    ttft.push_back(seconds_since(p0));
+    auto d0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < decode_n; ++i) tok = greedy.sample(s.decode(tok));
+    decode.push_back(seconds_since(d0));
+  }
+  double bw = measured_bandwidth(*dev);
+  double decode_tok_s = double(decode_n) / median(decode);
+  double floor_tok_s = bw > 0 ? bw / double(s.weight_bytes()) : 0;
+
+  nlohmann::json j;
+  j["workload"] = spec;
+  j["device"] = dev->info().backend;
+  j["device_name"] = dev->info().name;
+  j["dtype"] = std::string(dtype_name(opt.dtype));
+  j["params"] = llm_param_count(c);
+  j["weight_bytes"] = s.weight_bytes();
+  j["compile_s"] = compile_s;
+  j["reps"] = reps;
+  j["prefill_tokens"] = prompt_n;
+  j["decode_tokens"] = decode_n;
+  j["prefill_tok_s"] = double(prompt_n) / median(prefill);
+  j["decode_tok_s"] = decode_tok_s;
+  j["ttft_s"] = median(ttft);
+  if (bw > 0) {
+    j["bandwidth_gbps"] = bw * 1e-9;
+    j["floor_tok_s"] = floor_tok_s;
+    j["floor_fraction"] = decode_tok_s / floor_tok_s;
+  } else {
+    j["floor_fraction"] = nullptr;
+  }
+  std::string line = opt.json ? j.dump() : j.dump(2);
+  std::cout << line << std::endl;
+  return line;
+}
+
+}  // namespace kiln
