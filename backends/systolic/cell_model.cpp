@@ -131,7 +131,7 @@ class CellSim {
         int ch = i.op == OpCode::DmaOut;
         dma_[ch] = int(j);
         dma_left_[ch] = double(i.dram_bytes(c_));
-        if (ch) dma_out_data_ = read_slot(i);
+        if (ch && i.region >= 0) dma_out_data_ = read_slot(i);
         break;
       }
       case OpCode::LoadWeights:
@@ -199,7 +199,8 @@ class CellSim {
     // The last byte leaves in this cycle; it lands dram_latency cycles later.
     finish(size_t(dma_[ch]), t_ + 1 + c_.dram_latency);
     dma_[ch] = -1;
-    if (i.region < 0 || size_t(i.region) >= dram_.size()) throw Error("systolic cell model: no region in '" + print(i) + "'");
+    if (i.region < 0) return;  // timing only
+    if ( size_t(i.region) >= dram_.size()) throw Error("systolic cell model: no region in '" + print(i) + "'");
     Matrix& m = dram_[i.region];
     if (i.row0 < 0 || i.col0 < 0 || i.row0 + i.rows > m.rows || i.col0 + i.cols > m.cols)
       throw Error("systolic cell model: '" + print(i) + "' is outside its region");

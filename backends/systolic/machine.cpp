@@ -105,6 +105,7 @@ Unit unit_of(OpCode op) {
 }
 
 int64_t Instr::dram_bytes(const SystolicConfig& c) const {
+  if (region < 0) return op == OpCode::DmaIn || op == OpCode::DmaOut ? bytes : 0;
   if (op == OpCode::DmaIn) return rows * cols * c.input_bytes();
   if (op == OpCode::DmaOut) return rows * cols * c.acc_bytes();
   return 0;
@@ -115,10 +116,18 @@ std::string print(const Instr& i) {
   os << opcode_name(i.op);
   switch (i.op) {
     case OpCode::DmaIn:
+      if (i.region < 0) {
+        os << " " << i.bytes << " B -> " << buffer_name(i.buffer) << "." << i.slot;
+        break;
+      }
       os << " dram" << i.region << "[" << i.row0 << "+" << i.rows << ", " << i.col0 << "+" << i.cols << "] -> "
          << buffer_name(i.buffer) << "." << i.slot;
       break;
     case OpCode::DmaOut:
+      if (i.region < 0) {
+        os << " " << buffer_name(i.buffer) << "." << i.slot << " -> " << i.bytes << " B";
+        break;
+      }
       os << " " << buffer_name(i.buffer) << "." << i.slot << " -> dram" << i.region << "[" << i.row0 << "+" << i.rows
          << ", " << i.col0 << "+" << i.cols << "]";
       break;

@@ -81,6 +81,7 @@ struct Instr {
   int weight_slot = 0;  // OS: the weight slot the matmul streams
   int acc_slot = 0;
   bool accumulate = false;
+  int64_t bytes = 0;          // a DMA with no region (timing only): bytes moved
   int64_t vector_cycles = 0;  // Vector: cycles on the vector unit
   int64_t vector_elements = 0;
   std::vector<Dep> deps;

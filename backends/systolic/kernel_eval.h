@@ -1,0 +1,67 @@
+// The vector unit's functional model: evaluates a Kernel's loop nest on host
+// buffers, counting the element operations it does (its cycle cost). A
+// contraction found in the kernel (find_contraction) can be handed to the
+// array instead: the evaluator then takes each of its sums from a table.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/kernel.h"
+
+namespace kiln::systolic {
+
+// A contraction stage `acc[0] = 0; for r in K { acc[0] = add(acc[0], mul(a, b)) }`
+// inside a perfect nest of loops, with f32 accumulation.
+struct Contraction {
+  std::vector<std::string> loops;  // the nest around it, outermost first
+  std::string reduction;           // r
+  Expr extent_k;
+  Expr a, b;                       // the two factors
+  std::vector<int> a_loops, b_loops;  // which of `loops` each factor reads
+  int64_t epilogue_ops = 0;        // element operations after the sum, per output
+};
+
+// The kernel's contraction, or nullptr if it has none the array can take.
+std::unique_ptr<Contraction> find_contraction(const Kernel& k);
+
+struct HostBuf {
+  void* data = nullptr;
+  int64_t bytes = 0;
+};
+
+class KernelEval {
+ public:
+  explicit KernelEval(const Kernel& k);
+  ~KernelEval();
+  KernelEval(const KernelEval&) = delete;
+  KernelEval& operator=(const KernelEval&) = delete;
+
+  // Runs the kernel; `sums` (if not null) holds the contraction's value at
+  // every point of its loop nest, in nest order. Returns the element
+  // operations done (index arithmetic not counted). Throws kiln::Error on an
+  // out-of-bounds access.
+  int64_t run(const std::vector<HostBuf>& globals, const std::vector<int64_t>& params,
+              const std::vector<float>* sums = nullptr);
+
+  // Evaluates an f32 expression of the kernel (a contraction factor) with the
+  // named loop variables set; for gathering operands.
+  class Probe;
+  std::unique_ptr<Probe> probe(const Expr& e, const std::vector<std::string>& vars,
+                               const std::vector<HostBuf>& globals, const std::vector<int64_t>& params);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+class KernelEval::Probe {
+ public:
+  virtual ~Probe() = default;
+  virtual float at(const int64_t* values) = 0;  // one value per var
+};
+
+}  // namespace kiln::systolic
