@@ -23,9 +23,10 @@ Tokens byte_level(const Tokens& tokens) {
   for (const std::string& t : tokens) {
     std::string mapped;
     bool all_mapped = true;
-    for (size_t i = 0; i < t.size() && all_mapped; i += utf8::char_length(t, i)) {
-      int b = byte_from_unicode(utf8::decode(t, i));
-      if (b < 0) all_mapped = false;
+    for (size_t i = 0, n; i < t.size() && all_mapped; i += n) {
+      n = utf8::valid_length(t, i);  // a GGUF vocabulary's tokens need not be UTF-8
+      int b = n ? byte_from_unicode(utf8::decode(t, i)) : -1;
+      all_mapped = b >= 0;
       mapped += char(b);
     }
     bytes += all_mapped ? mapped : t;
@@ -97,6 +98,10 @@ Tokens strip(const Tokens& tokens, const DecoderStep& step) {
 Tokens replace(const Tokens& tokens, const DecoderStep& step) {
   Tokens out;
   for (const std::string& t : tokens) {
+    if (!step.pattern->is_literal() && !utf8::is_valid(t)) {  // a regex needs UTF-8
+      out.push_back(t);
+      continue;
+    }
     std::string r;
     size_t last = 0;
     for (auto [b, e] : step.pattern->find_all(t)) {

@@ -9,14 +9,7 @@ namespace kiln {
 
 namespace {
 
-[[noreturn]] void fail(const std::string& message) { throw Error("GGUF vocabulary: " + message); }
-
-constexpr std::string_view kGpt2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-constexpr std::string_view kLlama3Pattern =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-constexpr std::string_view kQwen2Pattern =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+[[noreturn]] void vocab_error(const std::string& message) { throw Error("GGUF vocabulary: " + message); }
 
 enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
 
@@ -30,7 +23,7 @@ void read_gpt2(VocabSpec& spec, Tokenizer::Impl& impl) {
   } else if (spec.pre == "qwen2") {
     pattern = kQwen2Pattern;
   } else {
-    fail("unsupported tokenizer.ggml.pre \"" + spec.pre + "\" (kiln supports default, gpt-2, llama-bpe, qwen2)");
+    vocab_error("unsupported tokenizer.ggml.pre \"" + spec.pre + "\" (kiln supports default, gpt-2, llama-bpe, qwen2)");
   }
   impl.pre_tokenizers.push_back({.kind = PreTokenizerStep::Split, .pattern = Regex::compile(pattern),
                                  .behavior = SplitBehavior::Isolated});
@@ -43,10 +36,10 @@ void read_gpt2(VocabSpec& spec, Tokenizer::Impl& impl) {
     size_t space = m.find(' ');
     std::string where = "merge " + std::to_string(rank) + " \"" + m + "\"";
     if (space == std::string::npos || m.find(' ', space + 1) != std::string::npos)
-      fail(where + " is not two tokens separated by one space");
+      vocab_error(where + " is not two tokens separated by one space");
     auto id = [&](const std::string& token) {
       auto it = impl.model.vocab.find(token);
-      if (it == impl.model.vocab.end()) fail(where + ": '" + token + "' is not a token");
+      if (it == impl.model.vocab.end()) vocab_error(where + ": '" + token + "' is not a token");
       return it->second;
     };
     std::string a = m.substr(0, space), b = m.substr(space + 1);
@@ -57,7 +50,7 @@ void read_gpt2(VocabSpec& spec, Tokenizer::Impl& impl) {
 
 void read_llama(VocabSpec& spec, Tokenizer::Impl& impl) {
   if (spec.scores.size() != spec.tokens.size())
-    fail("llama vocabulary has " + std::to_string(spec.tokens.size()) + " tokens but " +
+    vocab_error("llama vocabulary has " + std::to_string(spec.tokens.size()) + " tokens but " +
          std::to_string(spec.scores.size()) + " scores");
   const std::string space = "\xE2\x96\x81";  // ▁
   if (spec.add_space_prefix) impl.normalizers.push_back({.kind = NormalizerStep::Prepend, .prepend = space});
@@ -74,10 +67,10 @@ void read_llama(VocabSpec& spec, Tokenizer::Impl& impl) {
 }  // namespace
 
 Tokenizer Tokenizer::from_vocab(VocabSpec spec) {
-  if (spec.tokens.empty()) fail("no tokens");
-  if (spec.tokens.size() > size_t(INT32_MAX)) fail("too many tokens");
+  if (spec.tokens.empty()) vocab_error("no tokens");
+  if (spec.tokens.size() > size_t(INT32_MAX)) vocab_error("too many tokens");
   if (!spec.token_types.empty() && spec.token_types.size() != spec.tokens.size())
-    fail(std::to_string(spec.tokens.size()) + " tokens but " + std::to_string(spec.token_types.size()) + " token types");
+    vocab_error(std::to_string(spec.tokens.size()) + " tokens but " + std::to_string(spec.token_types.size()) + " token types");
   auto impl = std::make_shared<Impl>();
   int32_t n = int32_t(spec.tokens.size());
   impl->id_to_token = spec.tokens;
@@ -85,7 +78,7 @@ Tokenizer Tokenizer::from_vocab(VocabSpec spec) {
   impl->model.vocab.reserve(n);
   for (int32_t id = 0; id < n; ++id) {
     int32_t type = spec.token_types.empty() ? kNormal : spec.token_types[id];
-    if (type < kNormal || type > kByte) fail("token " + std::to_string(id) + " has unknown type " + std::to_string(type));
+    if (type < kNormal || type > kByte) vocab_error("token " + std::to_string(id) + " has unknown type " + std::to_string(type));
     if (type == kUnknown || type == kControl || type == kUserDefined) {
       if (spec.tokens[id].empty()) continue;  // llama.cpp leaves empty control tokens unmatched too
       impl->added.push_back({.content = spec.tokens[id], .id = id, .special = type != kUserDefined});
@@ -93,7 +86,7 @@ Tokenizer Tokenizer::from_vocab(VocabSpec spec) {
     impl->model.vocab.insert_or_assign(spec.tokens[id], id);
   }
   for (int32_t id : {spec.bos_id, spec.eos_id, spec.unk_id})
-    if (id < -1 || id >= n) fail("BOS/EOS/UNK id " + std::to_string(id) + " is out of range");
+    if (id < -1 || id >= n) vocab_error("BOS/EOS/UNK id " + std::to_string(id) + " is out of range");
   impl->bos_id = spec.bos_id;
   impl->eos_id = spec.eos_id;
   impl->model.unk_id = spec.unk_id;
@@ -103,7 +96,7 @@ Tokenizer Tokenizer::from_vocab(VocabSpec spec) {
   else if (spec.model == "llama")
     read_llama(spec, *impl);
   else
-    fail("unsupported tokenizer.ggml.model \"" + spec.model + "\" (kiln supports gpt2 and llama)");
+    vocab_error("unsupported tokenizer.ggml.model \"" + spec.model + "\" (kiln supports gpt2 and llama)");
   impl->finish("GGUF vocabulary");
   return Tokenizer(std::move(impl));
 }

@@ -36,7 +36,13 @@ pcre2_match_data* thread_match_data() {
 }  // namespace
 
 std::shared_ptr<const Regex> Regex::compile(std::string_view pattern, bool literal) {
-  uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
+  auto regex = std::shared_ptr<Regex>(new Regex());
+  if (literal) {
+    regex->literal_ = true;
+    regex->text_ = pattern;
+    return regex;
+  }
+  uint32_t options = PCRE2_UTF | PCRE2_UCP;
   int error = 0;
   PCRE2_SIZE offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &error,
@@ -46,7 +52,6 @@ std::shared_ptr<const Regex> Regex::compile(std::string_view pattern, bool liter
                 pcre2_message(error) + " (pattern: " + std::string(pattern) + ")");
   // JIT is an optimization: without it (not built in, no executable memory) matching still works.
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
-  auto regex = std::shared_ptr<Regex>(new Regex());
   regex->code_ = new Code{code};
   return regex;
 }
@@ -59,6 +64,12 @@ Regex::~Regex() {
 
 std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view text) const {
   std::vector<std::pair<size_t, size_t>> matches;
+  if (literal_) {
+    if (text_.empty()) return matches;
+    for (size_t pos = text.find(text_); pos != std::string_view::npos; pos = text.find(text_, pos + text_.size()))
+      matches.emplace_back(pos, pos + text_.size());
+    return matches;
+  }
   pcre2_match_data* data = thread_match_data();
   auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0;

@@ -126,6 +126,15 @@ struct Tokenizer::Impl {
   void finish(std::string_view source);
 };
 
+// Pre-tokenizer patterns: GPT-2's (also ByteLevel's built-in one), and the
+// Split patterns of Llama-3's and Qwen2's tokenizer.json.
+inline constexpr std::string_view kGpt2Pattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+inline constexpr std::string_view kLlama3Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+inline constexpr std::string_view kQwen2Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
 // GPT-2's byte <-> printable character mapping.
 const std::string& byte_to_unicode(uint8_t b);
 int byte_from_unicode(char32_t c);  // -1 when `c` is not a mapped character
