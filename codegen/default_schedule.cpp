@@ -110,11 +110,15 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t) {
   for (const BufferDecl& b : k.buffers)
     if (b.scope == MemScope::Local && b.dtype != f32) return s;
   const Stmt &rows = chain[chain.size() - 2], &cols = chain.back();
-  int64_t m = 0, n = 0;
-  if (!const_extent(rows, &m) || !const_extent(cols, &n)) return s;
-  int64_t nr = largest_divisor(n, {2 * lanes, lanes});
-  int64_t mr = largest_divisor(m, {lanes >= 16 ? 12 : 6, 8, 6, 4, 3, 2});
-  if (!nr || !mr) return s;
+  int64_t m = 0, n = 0, nr = 0, mr = 0;
+  if (const_extent(rows, &m) && const_extent(cols, &n)) {
+    nr = largest_divisor(n, {2 * lanes, lanes});
+    mr = largest_divisor(m, {lanes >= 16 ? 12 : 6, 8, 6, 4, 3, 2, 1});
+  }
+  if (!nr || !mr) {  // no register tile fits: vectorize the reduction alone
+    vectorize_reductions(k, lanes, &s);
+    return s;
+  }
   std::string io = fresh(k, rows->var + "o"), ii = fresh(k, rows->var + "i");
   std::string jo = fresh(k, cols->var + "o"), ji = fresh(k, cols->var + "i");
   s.split(rows->var, mr, io, ii).split(cols->var, nr, jo, ji);

@@ -187,9 +187,29 @@ Expr round_to(DType storage, Expr a) {
   return e;
 }
 
+namespace {
+
+// (x / c) * c + x % c == x for truncating division, whatever the sign of x:
+// what a reshape of a reshape leaves behind in an index.
+bool is_div_mod_pair(const Expr& a, const Expr& b, Expr* x) {
+  auto is = [](const Expr& e, BinOp op) { return e->kind == ExprKind::Binary && e->binop == op; };
+  if (!is(a, BinOp::Mul) || !is(b, BinOp::Mod) || !is(a->args[0], BinOp::Div)) return false;
+  int64_t c1, c2, c3;
+  const Expr& div = a->args[0];
+  if (!is_int_const(div->args[1], &c1) || !is_int_const(a->args[1], &c2) || !is_int_const(b->args[1], &c3))
+    return false;
+  if (c1 != c2 || c1 != c3 || c1 == 0 || !equal(div->args[0], b->args[0])) return false;
+  *x = b->args[0];
+  return true;
+}
+
+}  // namespace
+
 Expr operator+(const Expr& a, const Expr& b) {
   int64_t x, y;
   if (is_int_const(a, &x) && is_int_const(b, &y)) return const_int(a->type, x + y);
+  Expr whole;
+  if (is_div_mod_pair(a, b, &whole) || is_div_mod_pair(b, a, &whole)) return whole;
   if (is_int_const(a, &x) && x == 0) return b;
   if (is_int_const(b, &y) && y == 0) return a;
   return binary(BinOp::Add, a, b);

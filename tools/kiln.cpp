@@ -14,6 +14,7 @@
 #include "tools/bench.h"
 #include "tools/fuzz.h"
 #include "tools/llm.h"
+#include "tools/sim.h"
 
 namespace kiln {
 namespace {
@@ -111,11 +112,42 @@ double check_against_interpreter(const Graph& g, const std::map<std::string, Hos
   return worst;
 }
 
-int cmd_run(const std::string& what, DType dtype, const std::string& dev, const Bindings& symbols) {
+// Symbols not given take their values from the inputs' sizes, as CompiledGraph does.
+Bindings with_input_symbols(const Graph& g, const std::map<std::string, HostTensor>& inputs, Bindings b) {
+  for (int id : g.input_nodes()) {
+    const Node& n = g.nodes[id];
+    auto it = inputs.find(n.name);
+    if (it == inputs.end() || it->second.sizes.size() != n.shape.size()) continue;
+    for (size_t i = 0; i < n.shape.size(); ++i)
+      if (!n.shape[i].is_const()) b.emplace(n.shape[i].sym, it->second.sizes[i]);
+  }
+  return b;
+}
+
+// The slowest kernels of a warm run, launched one by one and timed.
+void print_profile(CompiledGraph& cg) {
+  cg.execute();
+  const std::vector<double>& t = cg.kernel_seconds();
+  std::vector<size_t> order(t.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return t[a] > t[b]; });
+  double total = 0;
+  for (double v : t) total += v;
+  std::printf("\n%zu launches, %.3f ms in all; the slowest:\n", t.size(), total * 1e3);
+  for (size_t i = 0; i < std::min<size_t>(order.size(), 15); ++i) {
+    const Launch& l = cg.program().launches[order[i]];
+    std::printf("  %9.1f us  %5.1f%%  %s\n", t[order[i]] * 1e6, 100 * t[order[i]] / total,
+                cg.program().kernels[l.kernel].name.c_str());
+  }
+}
+
+int cmd_run(const std::string& what, DType dtype, const std::string& dev, Bindings symbols, bool profile) {
   std::map<std::string, HostTensor> inputs;
   Graph g = load_graph(what, dtype, &inputs, symbols);
+  symbols = with_input_symbols(g, inputs, symbols);
   CompiledGraph cg(g, device(dev));
   std::vector<HostTensor> out = cg.run(inputs, symbols);
+  if (profile) print_profile(cg);
   for (size_t o = 0; o < out.size(); ++o) {
     std::printf("output %zu: %s [", o, describe(out[o]).c_str());
     for (int64_t i = 0; i < std::min<int64_t>(out[o].numel(), 8); ++i) std::printf("%s%.6g", i ? ", " : "", out[o].get(i));
@@ -173,6 +205,8 @@ int main_impl(int argc, char** argv) {
   run->add_option("--device", dev, "device");
   run->add_option("--dtype", dtype_s, "element type of a workload");
   run->add_option("--sym", syms, "symbolic dim values, NAME=VALUE");
+  bool profile = false;
+  run->add_flag("--profile", profile, "time each kernel of a warm run and list the slowest");
 
   auto* bench = app.add_subcommand("bench", "time workloads against a peer");
   std::vector<std::string> workloads;
@@ -215,14 +249,16 @@ int main_impl(int argc, char** argv) {
   gen->add_option("--top-p", ga.sampling.top_p, "nucleus sampling mass")->check(CLI::Range(1e-9, 1.0));
   gen->add_option("--seed", ga.sampling.seed, "sampling seed");
 
+  CLI::App* sim = add_sim_command(app);
   CLI11_PARSE(app, argc, argv);
   DType dtype = parse_dtype(dtype_s);
   if (app.got_subcommand("devices")) return cmd_devices();
   if (app.got_subcommand(dump)) return cmd_dump(what, stage, dtype, dev);
-  if (app.got_subcommand(run)) return cmd_run(what, dtype, dev, parse_bindings(syms));
+  if (app.got_subcommand(run)) return cmd_run(what, dtype, dev, parse_bindings(syms), profile);
   if (app.got_subcommand(demo)) return cmd_demo(dev);
   if (app.got_subcommand(fuzz_cmd)) return fuzz(fo);
   if (app.got_subcommand(gen)) return cmd_generate(ga);
+  if (app.got_subcommand(sim)) return run_sim();
   bo.device = dev;
   bo.dtype = dtype;
   for (const std::string& w : workloads) bench_workload(w, bo);

@@ -36,8 +36,8 @@ std::vector<int32_t> byte_tokens(const std::string& text, int64_t vocab) {
   return ids;
 }
 
-// The bandwidth that bounds decode on `dev`, in bytes per second, measured
-// now: on the CPU, every thread summing its share of a 512 MiB buffer (bytes
+// The bandwidth that bounds decode on `dev`, in bytes per second: the best
+// of 7 runs (so the floor is never flattered by a slow probe), measured now: on the CPU, every thread summing its share of a 512 MiB buffer (bytes
 // read); on a GPU, a device-to-device copy of 1 GiB (bytes read + written,
 // as ../shared/GPU.md measures). 0 where there is no such measurement.
 double measured_bandwidth(Device& dev) {
@@ -58,7 +58,7 @@ double measured_bandwidth(Device& dev) {
       t.push_back(seconds_since(t0));
       if (total != buf.size()) throw Error("bandwidth probe: wrong sum");
     }
-    return double(buf.size() * sizeof(uint64_t)) / median(t);
+    return double(buf.size() * sizeof(uint64_t)) / *std::min_element(t.begin(), t.end());
   }
   if (backend == "cuda") {
     int64_t bytes = int64_t(1) << 30;
@@ -70,7 +70,7 @@ double measured_bandwidth(Device& dev) {
       dev.stream().synchronize();
       t.push_back(seconds_since(t0));
     }
-    return 2.0 * double(bytes) / median(t);
+    return 2.0 * double(bytes) / *std::min_element(t.begin(), t.end());
   }
   return 0;
 }

@@ -1,9 +1,11 @@
 #include "frontend/models/llm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
 #include "kiln/error.h"
+#include "runtime/thread_pool.h"
 
 namespace kiln {
 
@@ -255,7 +257,8 @@ void LlmConfig::validate() const {
   if (dim % heads) fail("dim " + std::to_string(dim) + " is not a multiple of heads " + std::to_string(heads));
   if (heads % kv_heads) fail("heads is not a multiple of kv_heads");
   if (head_dim() % 2) fail("head_dim must be even for RoPE");
-  if (arch == "gpt2" && kv_heads != heads) fail("gpt2 has as many kv_heads as heads");
+  if (arch == "gpt2" && (kv_heads != heads || !tied_embeddings || qkv_bias))
+    fail("gpt2 has as many kv_heads as heads, a tied output head and its own biases");
   if (!(rope_theta > 0) || !(norm_eps > 0)) fail("rope_theta and norm_eps must be positive");
 }
 
@@ -336,14 +339,7 @@ int64_t llm_param_count(const LlmConfig& c) {
 std::map<std::string, HostTensor> random_llm_weights(const LlmConfig& c, DType dtype, uint64_t seed) {
   if (!is_float(dtype)) throw Error("random_llm_weights: weights must be f32, f16 or bf16");
   std::map<std::string, HostTensor> out;
-  uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
-  auto next = [&] {  // splitmix64 -> uniform [-1, 1)
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return float(double(z >> 11) * 0x1.0p-52 - 1.0);
-  };
+  uint64_t tensor_seed = seed;
   for (auto& [name, sizes] : llm_weight_shapes(c)) {
     HostTensor t(dtype, sizes);
     bool gain = sizes.size() == 1 && name.find("weight") != std::string::npos;  // a norm's gain
@@ -353,15 +349,28 @@ std::map<std::string, HostTensor> random_llm_weights(const LlmConfig& c, DType d
     bool embedding = name.find("embed") != std::string::npos || name.find("wte") != std::string::npos ||
                      name.find("wpe") != std::string::npos;
     float amp = embedding ? 1.0f : 1.0f / std::sqrt(float(sizes.back()));
-    int64_t n = t.numel();
-    for (int64_t i = 0; i < n; ++i) {
-      float v = gain ? 1.0f + 0.1f * next() : bias ? 0.1f * next() : amp * next();
-      switch (dtype) {
-        case DType::f32: t.ptr<float>()[i] = v; break;
-        case DType::f16: t.ptr<uint16_t>()[i] = f32_to_f16_bits(v); break;
-        default: t.ptr<uint16_t>()[i] = f32_to_bf16_bits(v); break;
+    // Chunks of 64K elements, each from its own stream: the same weights on
+    // any number of threads.
+    const int64_t chunk = 1 << 16, n = t.numel();
+    uint64_t base = ++tensor_seed * 0x9E3779B97F4A7C15ull;
+    ThreadPool::global().parallel_for(0, (n + chunk - 1) / chunk, [&](int64_t cb, int64_t ce) {
+      for (int64_t ci = cb; ci < ce; ++ci) {
+        uint64_t state = base ^ (uint64_t(ci) * 0xD1B54A32D192ED03ull);
+        for (int64_t i = ci * chunk; i < std::min(n, (ci + 1) * chunk); ++i) {
+          uint64_t z = (state += 0x9E3779B97F4A7C15ull);  // splitmix64 -> uniform [-1, 1)
+          z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+          z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+          z ^= z >> 31;
+          float u = float(double(z >> 11) * 0x1.0p-52 - 1.0);
+          float v = gain ? 1.0f + 0.1f * u : bias ? 0.1f * u : amp * u;
+          switch (dtype) {
+            case DType::f32: t.ptr<float>()[i] = v; break;
+            case DType::f16: t.ptr<uint16_t>()[i] = f32_to_f16_bits(v); break;
+            default: t.ptr<uint16_t>()[i] = f32_to_bf16_bits(v); break;
+          }
+        }
       }
-    }
+    });
     out.emplace(name, std::move(t));
   }
   return out;

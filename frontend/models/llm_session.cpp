@@ -24,10 +24,8 @@ float load_float(const HostTensor& t, int64_t i) {
   }
 }
 
-// `t` as `to`; the bytes of t itself when it already is.
-std::vector<uint8_t> converted(const HostTensor& t, DType to, const std::string& name) {
-  if (!is_float(t.dtype)) throw Error("weight '" + name + "' is " + describe(t) + "; a float dtype is needed");
-  if (t.dtype == to) return t.data;
+// `t` converted to `to` (a float dtype other than its own).
+HostTensor converted(const HostTensor& t, DType to) {
   HostTensor out(to, t.sizes);
   for (int64_t i = 0; i < t.numel(); ++i) {
     float v = load_float(t, i);
@@ -37,7 +35,7 @@ std::vector<uint8_t> converted(const HostTensor& t, DType to, const std::string&
       default: out.ptr<uint16_t>()[i] = f32_to_bf16_bits(v); break;
     }
   }
-  return std::move(out.data);
+  return out;
 }
 
 HostTensor i32_tensor(std::vector<int32_t> v) {
@@ -64,7 +62,11 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
       throw Error("llm '" + c_.name + "': weight '" + name + "' is " + describe(it->second) + ", expected " +
                   describe(want));
     }
-    std::vector<uint8_t> bytes = converted(it->second, dtype, name);
+    const HostTensor& t = it->second;
+    if (!is_float(t.dtype)) throw Error("weight '" + name + "' is " + describe(t) + "; a float dtype is needed");
+    HostTensor conv;
+    if (t.dtype != dtype) conv = converted(t, dtype);
+    const std::vector<uint8_t>& bytes = t.dtype == dtype ? t.data : conv.data;
     auto buf = dev_->allocate(int64_t(bytes.size()));
     dev_->write(*buf, bytes.data(), int64_t(bytes.size()));
     weight_bytes_ += int64_t(bytes.size());

@@ -100,6 +100,7 @@ TEST(Llm, DecodeContinuesPrefill) {
   LlmConfig gpt2 = llama;
   gpt2.arch = "gpt2";
   gpt2.kv_heads = gpt2.heads;
+  gpt2.tied_embeddings = true;
   for (const LlmConfig& c : {llama, gpt2}) {
     SCOPED_TRACE(c.arch);
     LlmSession s(c, f32, device("cpu"), random_llm_weights(c, f32, 5));
