@@ -159,15 +159,13 @@ Tokenizer::Stream::Stream(const Tokenizer& tokenizer, bool skip_special)
 // a run of <0xXX> tokens is held until it ends, because ByteFallback turns the
 // whole run into U+FFFDs when any byte in it is invalid.
 std::string Tokenizer::Stream::push(int32_t id) {
-  window_.push_back(id);
-  std::string text;
-  try {
-    text = tokenizer_->decode(window_, skip_special_);
-  } catch (...) {
-    window_.pop_back();
-    throw;
+  const Impl& impl = *tokenizer_->impl_;
+  if (id < 0 || id >= int32_t(impl.id_to_token.size()) || !impl.used[id]) {
+    tokenizer_->decode({&id, 1});  // throws the message decode() gives
   }
-  if (tokenizer_->impl_->in_byte_run(id)) return "";
+  window_.push_back(id);
+  if (impl.in_byte_run(id)) return "";  // decoding now would be wasted work
+  std::string text = tokenizer_->decode(window_, skip_special_);
   if (text.size() <= prefix_.size() || text.ends_with(utf8::kReplacement) || !text.starts_with(prefix_)) return "";
   std::string fresh = text.substr(prefix_.size());
   size_t keep = window_.size() - prefix_count_;
