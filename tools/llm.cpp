@@ -85,6 +85,7 @@ int cmd_generate(const GenerateArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   std::shared_ptr<Device> dev = device(a.device);
   LlmSession s(c, dt, dev, random_llm_weights(c, dt, 1));
+  s.set_replay(dev->stream().can_capture());
   double load_s = seconds_since(t0);
   std::vector<int32_t> prompt = byte_tokens(a.prompt, c.vocab);
   if (int64_t(prompt.size()) >= c.max_seq) throw Error("the prompt is longer than the model's context");
@@ -131,17 +132,30 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
   s.prefill(prompt);
   for (int i = 0; i < 4; ++i) s.decode(int32_t(i));
   int reps = std::max(1, std::min(opt.reps, 5));
-  std::vector<double> ttft, prefill, decode;
+  // Where the device can replay recorded launches, decode_tok_s is with
+  // replay and decode_launch_tok_s launched one by one.
+  bool replays = dev->stream().can_capture();
+  std::vector<double> ttft, prefill, decode, decode_launch;
   Sampler greedy({});
   for (int r = 0; r < reps; ++r) {
-    auto p0 = std::chrono::steady_clock::now();
-    std::vector<float> logits = s.prefill(prompt);
-    prefill.push_back(seconds_since(p0));
-    int32_t tok = greedy.sample(logits);
-    ttft.push_back(seconds_since(p0));
-    auto d0 = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < decode_n; ++i) tok = greedy.sample(s.decode(tok));
-    decode.push_back(seconds_since(d0));
+    for (bool replay : {false, true}) {
+      if (replay && !replays) continue;
+      s.set_replay(replay);
+      auto p0 = std::chrono::steady_clock::now();
+      std::vector<float> logits = s.prefill(prompt);
+      double p_s = seconds_since(p0);
+      int32_t tok = greedy.sample(logits);
+      double t_s = seconds_since(p0);
+      auto d0 = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < decode_n; ++i) tok = greedy.sample(s.decode(tok));
+      double d_s = seconds_since(d0);
+      if (!replay) decode_launch.push_back(d_s);
+      if (replay == replays) {
+        prefill.push_back(p_s);
+        ttft.push_back(t_s);
+        decode.push_back(d_s);
+      }
+    }
   }
   double bw = measured_bandwidth(*dev);
   double decode_tok_s = double(decode_n) / median(decode);
@@ -161,6 +175,7 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
   j["prefill_tok_s"] = double(prompt_n) / median(prefill);
   j["decode_tok_s"] = decode_tok_s;
   j["ttft_s"] = median(ttft);
+  if (replays) j["decode_launch_tok_s"] = double(decode_n) / median(decode_launch);
   if (bw > 0) {
     j["bandwidth_gbps"] = bw * 1e-9;
     j["floor_tok_s"] = floor_tok_s;

@@ -439,6 +439,7 @@ Graph llm_decode_graph(const LlmConfig& c, DType dt) {
   int token = g.input("token", i32, {1});
   int position = g.input("position", i32, {1});
   Dim past = Dim::symbol("past", 1, c.max_seq - 1);
+  int cache_mask = g.input("cache_mask", f32, {past});
   int64_t hd = c.head_dim(), group = c.heads / c.kv_heads;
   double scale = 1.0 / std::sqrt(double(hd));
   std::vector<int> kv_out;
@@ -452,7 +453,8 @@ Graph llm_decode_graph(const LlmConfig& c, DType dt) {
     int vc = g.input("v_cache." + std::to_string(l), dt, {past, c.kv_heads, hd});
     int qg = g.reshape(q, {c.kv_heads, group, hd});
     // Scores against the cache and against the new token, softmax over both.
-    int s_past = b.scale(b.f32_of(g.contract(qg, g.permute(kc, {1, 2, 0}))), scale);      // [KVH, G, P]
+    int s_past = b.scale(b.f32_of(g.contract(qg, g.permute(kc, {1, 2, 0}))), scale);  // [KVH, G, P]
+    s_past = b.add(s_past, b.bcast(g.reshape(cache_mask, {1, 1, past}), b.shape(s_past)));
     int s_new = b.scale(b.f32_of(g.contract(qg, g.reshape(k, {c.kv_heads, hd, 1}))), scale);  // [KVH, G, 1]
     int m = g.binary(Op::Max, g.reduce(Op::ReduceMax, s_past, {2}), s_new);
     int e_past = b.exp(b.sub(s_past, b.bcast(m, b.shape(s_past))));

@@ -59,11 +59,13 @@ std::map<std::string, HostTensor> random_llm_weights(const LlmConfig& c, DType d
 //            its keys and values [seq, kv_heads, head_dim] (in `dtype`).
 Graph llm_prefill_graph(const LlmConfig& c, DType dtype, int64_t seq);
 
-// The decode graph: one token at position P, with P earlier keys and values
-// in the cache. P is the symbolic dim "past" in [1, max_seq - 1], so the graph
-// compiles once for every length.
-//   inputs:  token i32[1], position i32[1], k_cache.l / v_cache.l
-//            [past, kv_heads, head_dim] for each layer l, and the weights
+// The decode graph: one token, attending to the first `past` rows of the
+// cache. `past` is a symbolic dim in [1, max_seq - 1], so the graph compiles
+// once for every length; rows past the filled part are masked out by
+// cache_mask (0 or -1e30), so a session can round `past` up and run the same
+// launches (and replay them) for many steps.
+//   inputs:  token i32[1], position i32[1], cache_mask f32[past], k_cache.l /
+//            v_cache.l [past, kv_heads, head_dim] for each layer l, the weights
 //   outputs: logits f32[1, vocab], then the new token's key and value
 //            [1, kv_heads, head_dim] for each layer.
 Graph llm_decode_graph(const LlmConfig& c, DType dtype);

@@ -77,11 +77,14 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
     dev_->write(*buf, t.data.data(), int64_t(t.data.size()));
     weights_[name] = std::move(buf);
   }
-  int64_t cache = c_.max_seq * c_.kv_heads * c_.head_dim() * dtype_size(dtype_);
-  for (int64_t l = 0; l < c_.layers; ++l) {
-    k_cache_.push_back(dev_->allocate(cache));
-    v_cache_.push_back(dev_->allocate(cache));
-  }
+  // Zeroed: rows beyond the filled part are read (and masked), so they must
+  // hold finite values.
+  std::vector<uint8_t> zeros(size_t(c_.max_seq * c_.kv_heads * c_.head_dim() * dtype_size(dtype_)), 0);
+  for (int64_t l = 0; l < c_.layers; ++l)
+    for (auto* cache : {&k_cache_, &v_cache_}) {
+      cache->push_back(dev_->allocate(int64_t(zeros.size())));
+      dev_->write(*cache->back(), zeros.data(), int64_t(zeros.size()));
+    }
 }
 
 int64_t LlmSession::cache_bytes() const {
@@ -170,8 +173,16 @@ std::vector<float> LlmSession::decode(int32_t token) {
   if (length_ >= c_.max_seq)
     throw Error("the KV cache is full (" + std::to_string(c_.max_seq) + " tokens of " + c_.name + ")");
   CompiledGraph& cg = decode_graph();
-  cg.set_inputs({{"token", i32_tensor({check_token(token)})}, {"position", i32_tensor({int32_t(length_)})}},
-                {{"past", length_}});
+  // The cache length the kernels see is rounded up to a multiple of 64, so
+  // that it (a kernel parameter) changes, and a replay is recorded anew, once
+  // every 64 tokens; the rows beyond length_ are masked out.
+  int64_t past = std::min((length_ + 63) / 64 * 64, c_.max_seq - 1);
+  HostTensor mask(f32, {past});
+  for (int64_t j = length_; j < past; ++j) mask.ptr<float>()[j] = -1e30f;
+  cg.set_inputs({{"token", i32_tensor({check_token(token)})},
+                 {"position", i32_tensor({int32_t(length_)})},
+                 {"cache_mask", std::move(mask)}},
+                {{"past", past}});
   cg.execute({.replay = replay_, .timing = false});
   int64_t row = c_.kv_heads * c_.head_dim() * dtype_size(dtype_);
   for (int64_t l = 0; l < c_.layers; ++l) {

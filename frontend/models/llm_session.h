@@ -40,8 +40,9 @@ class LlmSession {
   double compile_seconds() const { return compile_seconds_; }
   // The prompt length a prefill of n tokens is padded to.
   int64_t bucket(int64_t n) const;
-  // Devices that can capture replay each decode step's launches (recorded
-  // anew each step, since the cache length is a kernel parameter).
+  // On devices that can capture, replay recorded launches (ExecuteOptions::
+  // replay): a decode step's are recorded anew when the cache length the
+  // kernels see changes, once every 64 tokens.
   void set_replay(bool on) { replay_ = on; }
 
   // Compiles the decode graph and the bucket of an n-token prompt now, so that
