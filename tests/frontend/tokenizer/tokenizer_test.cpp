@@ -191,6 +191,49 @@ TEST(Tokenizer, TinyJson) {
   EXPECT_EQ(Tokenizer::from_json(pairs.dump()).encode("ab"), std::vector<int32_t>{2});
 }
 
+// Expected ids from `tokenizers` 0.23 on the same JSON.
+TEST(Tokenizer, AddedTokenStrip) {
+  auto encode = [](bool lstrip, bool rstrip) {
+    json j = tiny_json();
+    j["model"]["vocab"]["Ġ"] = 4;
+    j["added_tokens"][0]["lstrip"] = lstrip;
+    j["added_tokens"][0]["rstrip"] = rstrip;
+    return Tokenizer::from_json(j.dump()).encode("a  <eos>  b");
+  };
+  EXPECT_EQ(encode(false, false), (std::vector<int32_t>{0, 4, 4, 3, 4, 4, 1}));
+  EXPECT_EQ(encode(true, false), (std::vector<int32_t>{0, 3, 4, 4, 1}));
+  EXPECT_EQ(encode(false, true), (std::vector<int32_t>{0, 4, 4, 3, 1}));
+  EXPECT_EQ(encode(true, true), (std::vector<int32_t>{0, 3, 1}));
+}
+
+TEST(Tokenizer, MetaspaceSplitAndDecoder) {
+  json j = json::parse(R"({
+    "added_tokens": [], "normalizer": null,
+    "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true},
+    "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true},
+    "model": {"type": "BPE", "vocab": {"▁": 0, "h": 1, "i": 2, "▁h": 3, "▁hi": 4, "x": 5},
+              "merges": [["▁", "h"], ["▁h", "i"]]}
+  })");
+  Tokenizer tok = Tokenizer::from_json(j.dump());
+  std::vector<int32_t> ids = tok.encode("hi  hix");
+  EXPECT_EQ(ids, (std::vector<int32_t>{4, 0, 4, 5}));
+  EXPECT_EQ(tok.decode(ids), "hi  hix");
+  std::vector<int32_t> leading = {0, 4, 0, 0, 4};
+  EXPECT_EQ(tok.decode(leading), " hi   hi");
+  EXPECT_EQ(stream_decode(tok, leading), " hi   hi");
+}
+
+TEST(Tokenizer, StreamsLongByteRunsInLinearTime) {
+  Tokenizer tok = Tokenizer::from_json_file((kData / "spm.json").string());
+  std::string text;
+  for (int i = 0; i < 20000; ++i) text += "ᚠ";  // three byte tokens each
+  std::vector<int32_t> ids = tok.encode(text);
+  ASSERT_GT(ids.size(), 60000u);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(stream_decode(tok, ids), text);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 2.0);
+}
+
 void expect_error(const json& j, const std::string& fragment) {
   SCOPED_TRACE(j.dump());
   try {
