@@ -9,6 +9,8 @@ Files (under tests/frontend/tokenizer/data/ by default):
   gpt2.json       byte-level BPE, ByteLevel pre-tokenizer (GPT-2 regex)
   llama3.json     the same model behind Split(Llama-3 regex) + ByteLevel,
                   merges as [a, b] pairs, ignore_merges
+  qwen2.json      the same model behind an NFC normalizer and Split(Qwen2
+                  regex: single digits) + ByteLevel
   spm.json        SentencePiece-like BPE (Llama-2): Prepend + Replace
                   normalizer, byte_fallback, <0xXX> byte tokens
   metaspace.json  the same model behind a Metaspace pre-tokenizer (as
@@ -23,6 +25,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                   r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 TRAINING_TEXT = """\
 The quick brown fox jumps over the lazy dog. It's the dog's toy, we'll see, they've gone.
@@ -78,6 +83,7 @@ CASES = [
 SPECIAL_CASES = {
     "gpt2": ["Hello<|endoftext|>world", "<|endoftext|>", "a <|endoftext|> b<|endoftext|><|endoftext|>"],
     "llama3": ["Hello<|endoftext|>world", "<|endoftext|>", "a <|endoftext|> b<|endoftext|><|endoftext|>"],
+    "qwen2": ["Hello<|endoftext|>world", "x<|endoftext|>\n"],
     "spm": ["<s>Hello</s>", "Hello <s> world", "x</s></s>y"],
     "metaspace": ["<s>Hello</s>", "Hello <s> world", "x</s></s>y"],
 }
@@ -109,6 +115,19 @@ def llama3_from(gpt2):
     }
     d["model"]["ignore_merges"] = True
     d["model"]["merges"] = [m.split(" ") if isinstance(m, str) else m for m in d["model"]["merges"]]
+    return Tokenizer.from_str(json.dumps(d))
+
+
+def qwen2_from(gpt2):
+    d = json.loads(gpt2.to_str())
+    d["normalizer"] = {"type": "NFC"}
+    d["pre_tokenizer"] = {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_PATTERN}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+        ],
+    }
     return Tokenizer.from_str(json.dumps(d))
 
 
@@ -173,7 +192,8 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     gpt2 = train_byte_level()
     spm = train_spm()
-    toks = {"gpt2": gpt2, "llama3": llama3_from(gpt2), "spm": spm, "metaspace": metaspace_from(spm)}
+    toks = {"gpt2": gpt2, "llama3": llama3_from(gpt2), "qwen2": qwen2_from(gpt2), "spm": spm,
+            "metaspace": metaspace_from(spm)}
     cases = {}
     for name, tok in toks.items():
         with open(os.path.join(out_dir, name + ".json"), "w", encoding="utf-8") as f:

@@ -84,7 +84,7 @@ TEST_P(HuggingFace, RoundTrips) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Tokenizers, HuggingFace, ::testing::Values("gpt2", "llama3", "spm", "metaspace"));
+INSTANTIATE_TEST_SUITE_P(Tokenizers, HuggingFace, ::testing::Values("gpt2", "llama3", "qwen2", "spm", "metaspace"));
 
 TEST(Tokenizer, ByteFallbackForUnseenCharacters) {
   Tokenizer tok = Tokenizer::from_json_file((kData / "spm.json").string());
@@ -357,6 +357,10 @@ TEST(Tokenizer, FromVocabGpt2MatchesJson) {
   Tokenizer llama3 = Tokenizer::from_vocab(spec);
   for (const json& c : cases()["llama3"])
     EXPECT_EQ(llama3.encode(c["text"].get<std::string>()), c["ids"].get<std::vector<int32_t>>()) << c["text"].dump();
+  spec.pre = "qwen2";
+  Tokenizer qwen2 = Tokenizer::from_vocab(spec);
+  for (const json& c : cases()["qwen2"])
+    EXPECT_EQ(qwen2.encode(c["text"].get<std::string>()), c["ids"].get<std::vector<int32_t>>()) << c["text"].dump();
 }
 
 // A hand-made SentencePiece vocabulary, as GGUF "llama" stores it.
