@@ -15,7 +15,10 @@ Files (under tests/frontend/tokenizer/data/ by default):
                   normalizer, byte_fallback, <0xXX> byte tokens
   metaspace.json  the same model behind a Metaspace pre-tokenizer (as
                   transformers converts Llama-2 with legacy=False)
-  cases.json      {name: [{text, ids, ids_special, decoded, decoded_skip}]}
+  cases.json      {name: [{text, ids, ids_special, decoded, decoded_skip}],
+                   "variants": [{name, base, override, model_override, cases}]}
+                  where a variant is a base tokenizer with some top-level
+                  and model keys replaced (other pre-tokenizers, decoders...)
 """
 import json
 import os
@@ -172,6 +175,55 @@ def metaspace_from(spm):
     return Tokenizer.from_str(json.dumps(d))
 
 
+BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+SPACE = "\u2581"
+
+VARIANTS = [
+    ("prefix_space", "gpt2", {"pre_tokenizer": dict(BYTE_LEVEL, add_prefix_space=True, use_regex=True)}, {}),
+    ("split_removed", "gpt2", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "\\s+"}, "behavior": "Removed", "invert": False}, BYTE_LEVEL]}}, {}),
+    ("split_next", "gpt2", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithNext", "invert": False}, BYTE_LEVEL]}}, {}),
+    ("split_previous_inverted", "gpt2", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "\\p{L}+"}, "behavior": "MergedWithPrevious", "invert": True},
+        BYTE_LEVEL]}}, {}),
+    ("split_contiguous", "gpt2", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "\\p{P}"}, "behavior": "Contiguous", "invert": False},
+        BYTE_LEVEL]}}, {}),
+    ("digits", "gpt2", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, dict(BYTE_LEVEL, use_regex=True)]}}, {}),
+    ("metaspace_always_split", "spm", {"normalizer": None,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "always", "split": True},
+        "decoder": {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "always", "split": True}}, {}),
+    ("metaspace_never", "spm", {"normalizer": None,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "never", "split": False}}, {}),
+    ("unk_no_byte_fallback", "spm", {}, {"byte_fallback": False}),
+    ("unk_not_fused", "spm", {}, {"byte_fallback": False, "fuse_unk": False}),
+]
+
+VARIANT_CASES = [
+    "Hello world", "  two leading spaces", "It's the dog's toy; I'M SURE", "Größe Übermaß schön",
+    "敏捷的棕色狐狸", "Emoji 😀🎉👍🏽", "def f(x):\n    return x * 2  # twice\n", "1234567890 3.14159",
+    "a\tb\n\nc   d    \n  \n", "punctuation!!! ??? ... ((()))", "Never seen: ᚠᛇᚻ 🦀",
+]
+
+
+def variants(toks):
+    out = []
+    for name, base, override, model_override in VARIANTS:
+        d = json.loads(toks[base].to_str())
+        d.update(override)
+        d["model"].update(model_override)
+        tok = Tokenizer.from_str(json.dumps(d))
+        cases = []
+        for text in VARIANT_CASES:
+            ids = tok.encode(text, add_special_tokens=False).ids
+            cases.append({"text": text, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False)})
+        out.append({"name": name, "base": base, "override": override, "model_override": model_override,
+                    "cases": cases})
+    return out
+
+
 def cases_for(name, tok):
     out = []
     for text in CASES + SPECIAL_CASES[name]:
@@ -199,6 +251,7 @@ def main():
         with open(os.path.join(out_dir, name + ".json"), "w", encoding="utf-8") as f:
             f.write(tok.to_str(pretty=False))
         cases[name] = cases_for(name, tok)
+    cases["variants"] = variants(toks)
     with open(os.path.join(out_dir, "cases.json"), "w", encoding="utf-8") as f:
         json.dump(cases, f, ensure_ascii=False, indent=0)
     for name in toks:

@@ -84,6 +84,27 @@ TEST_P(HuggingFace, RoundTrips) {
   }
 }
 
+// Other pre-tokenizers, decoders and unk handling on the same models.
+TEST(Tokenizer, VariantsMatchTokenizers) {
+  int checked = 0;
+  for (const json& v : cases()["variants"]) {
+    SCOPED_TRACE("variant " + v["name"].get<std::string>());
+    json j = json::parse(read_file(kData / (v["base"].get<std::string>() + ".json")));
+    for (const auto& [key, value] : v["override"].items()) j[key] = value;
+    for (const auto& [key, value] : v["model_override"].items()) j["model"][key] = value;
+    Tokenizer tok = Tokenizer::from_json(j.dump());
+    for (const json& c : v["cases"]) {
+      SCOPED_TRACE("text: " + c["text"].dump());
+      auto want = c["ids"].get<std::vector<int32_t>>();
+      EXPECT_EQ(tok.encode(c["text"].get<std::string>()), want);
+      EXPECT_EQ(tok.decode(want), c["decoded"].get<std::string>());
+      EXPECT_EQ(stream_decode(tok, want), c["decoded"].get<std::string>());
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 100);
+}
+
 INSTANTIATE_TEST_SUITE_P(Tokenizers, HuggingFace, ::testing::Values("gpt2", "llama3", "qwen2", "spm", "metaspace"));
 
 TEST(Tokenizer, ByteFallbackForUnseenCharacters) {
