@@ -384,6 +384,39 @@ TEST(Tokenizer, FromVocabGpt2MatchesJson) {
     EXPECT_EQ(qwen2.encode(c["text"].get<std::string>()), c["ids"].get<std::vector<int32_t>>()) << c["text"].dump();
 }
 
+// GGUF "llama": spm.json as tokens with scores (a merge's result scores minus
+// its rank, as SentencePiece's BPE scores do) gives the ids `tokenizers` gives.
+TEST(Tokenizer, FromVocabLlamaMatchesJson) {
+  json j = json::parse(read_file(kData / "spm.json"));
+  VocabSpec spec;
+  spec.model = "llama";
+  size_t n = j["model"]["vocab"].size();
+  spec.tokens.resize(n);
+  spec.token_types.assign(n, 1);
+  spec.scores.assign(n, -1e9f);
+  for (const auto& [token, id] : j["model"]["vocab"].items()) {
+    spec.tokens[id.get<int>()] = token;
+    if (token.size() == 6 && token.starts_with("<0x")) spec.token_types[id.get<int>()] = 6;
+  }
+  for (const json& t : j["added_tokens"]) spec.token_types[t["id"].get<int>()] = t["content"] == "<unk>" ? 2 : 3;
+  const json& merges = j["model"]["merges"];
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    std::string merged = merges[rank][0].get<std::string>() + merges[rank][1].get<std::string>();
+    for (size_t id = 0; id < n; ++id)
+      if (spec.tokens[id] == merged) spec.scores[id] = -float(rank);
+  }
+  spec.unk_id = 0;
+  spec.bos_id = 1;
+  spec.eos_id = 2;
+  Tokenizer tok = Tokenizer::from_vocab(spec);
+  for (const json& c : cases()["spm"]) {
+    SCOPED_TRACE(c["text"].dump());
+    EXPECT_EQ(tok.encode(c["text"].get<std::string>()), c["ids"].get<std::vector<int32_t>>());
+    EXPECT_EQ(tok.encode(c["text"].get<std::string>(), true), c["ids_special"].get<std::vector<int32_t>>());
+    EXPECT_EQ(tok.decode(c["ids"].get<std::vector<int32_t>>()), c["decoded"].get<std::string>());
+  }
+}
+
 // A hand-made SentencePiece vocabulary, as GGUF "llama" stores it.
 VocabSpec tiny_llama() {
   VocabSpec spec;
