@@ -22,7 +22,7 @@ struct Symbol {
 struct Candidate {
   double priority;  // lower merges first
   int32_t left, right;
-  uint32_t len;     // left.len + right.len when pushed; stale if either changed
+  uint32_t len;  // left.len + right.len when pushed; stale if either changed
   int32_t id;
 
   bool operator<(const Candidate& o) const {  // for std::priority_queue (a max-heap)

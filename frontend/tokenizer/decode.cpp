@@ -123,10 +123,10 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
   tokens.reserve(ids.size());
   for (int32_t id : ids) {
     if (id < 0 || id >= int32_t(impl.id_to_token.size()) || !impl.used[id])
-      throw Error("tokenizer: cannot decode id " + std::to_string(id) + ": the vocabulary has " +
-                  std::to_string(impl.id_to_token.size()) + " ids" +
-                  (id >= 0 && id < int32_t(impl.id_to_token.size()) ? " and none of them is " + std::to_string(id)
-                                                                      : ""));
+      throw Error(
+          "tokenizer: cannot decode id " + std::to_string(id) + ": the vocabulary has " +
+          std::to_string(impl.id_to_token.size()) + " ids" +
+          (id >= 0 && id < int32_t(impl.id_to_token.size()) ? " and none of them is " + std::to_string(id) : ""));
     if (skip_special && impl.special[id]) continue;
     tokens.push_back(impl.id_to_token[id]);
   }
@@ -137,12 +137,24 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
   }
   for (const DecoderStep& step : impl.decoders) {
     switch (step.kind) {
-      case DecoderStep::ByteLevel: tokens = byte_level(tokens); break;
-      case DecoderStep::Metaspace: tokens = metaspace(tokens, step); break;
-      case DecoderStep::Replace: tokens = replace(tokens, step); break;
-      case DecoderStep::ByteFallback: tokens = byte_fallback(tokens); break;
-      case DecoderStep::Fuse: tokens = {join(tokens)}; break;
-      case DecoderStep::Strip: tokens = strip(tokens, step); break;
+      case DecoderStep::ByteLevel:
+        tokens = byte_level(tokens);
+        break;
+      case DecoderStep::Metaspace:
+        tokens = metaspace(tokens, step);
+        break;
+      case DecoderStep::Replace:
+        tokens = replace(tokens, step);
+        break;
+      case DecoderStep::ByteFallback:
+        tokens = byte_fallback(tokens);
+        break;
+      case DecoderStep::Fuse:
+        tokens = {join(tokens)};
+        break;
+      case DecoderStep::Strip:
+        tokens = strip(tokens, step);
+        break;
     }
   }
   return utf8::lossy(join(tokens));

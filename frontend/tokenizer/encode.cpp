@@ -170,8 +170,7 @@ void pre_tokenize_step(const PreTokenizerStep& step, std::vector<TextPiece>& pie
           out.push_back({text.substr(begin, pos - begin), piece.at_start && begin == 0});
           begin = pos;
         }
-        if (begin < text.size())
-          out.push_back({text.substr(begin), piece.at_start && begin == 0});
+        if (begin < text.size()) out.push_back({text.substr(begin), piece.at_start && begin == 0});
         break;
       }
     }

@@ -79,11 +79,13 @@ void read_normalizer(int depth, const json& n, const std::string& where, std::ve
   if (type == "Sequence") {
     const json& list = field(n, "normalizers", where);
     if (!list.is_array()) json_error(where + ".normalizers is not a list");
-    for (size_t i = 0; i < list.size(); ++i) read_normalizer(depth + 1, list[i], where + ".normalizers[" + std::to_string(i) + "]", out);
+    for (size_t i = 0; i < list.size(); ++i)
+      read_normalizer(depth + 1, list[i], where + ".normalizers[" + std::to_string(i) + "]", out);
   } else if (type == "Prepend") {
     out.push_back({.kind = NormalizerStep::Prepend, .prepend = string_field(n, "prepend", where)});
   } else if (type == "Replace") {
-    out.push_back({.kind = NormalizerStep::Replace, .pattern = pattern_field(n, where),
+    out.push_back({.kind = NormalizerStep::Replace,
+                   .pattern = pattern_field(n, where),
                    .content = string_field(n, "content", where)});
   } else if (type == "NFC") {
     out.push_back({.kind = NormalizerStep::NFC});
@@ -117,18 +119,23 @@ void read_pre_tokenizer(int depth, const json& p, const std::string& where, std:
     if (bool_field(p, "use_regex", true, where)) step.pattern = Regex::compile(kGpt2Pattern);
     out.push_back(step);
   } else if (type == "Split") {
-    out.push_back({.kind = PreTokenizerStep::Split, .pattern = pattern_field(p, where),
-                   .behavior = behavior_field(p, where), .invert = bool_field(p, "invert", false, where)});
+    out.push_back({.kind = PreTokenizerStep::Split,
+                   .pattern = pattern_field(p, where),
+                   .behavior = behavior_field(p, where),
+                   .invert = bool_field(p, "invert", false, where)});
   } else if (type == "Digits") {
     bool individual = bool_field(p, "individual_digits", false, where);
-    out.push_back({.kind = PreTokenizerStep::Split, .pattern = Regex::compile(individual ? R"(\p{N})" : R"(\p{N}+)"),
+    out.push_back({.kind = PreTokenizerStep::Split,
+                   .pattern = Regex::compile(individual ? R"(\p{N})" : R"(\p{N}+)"),
                    .behavior = SplitBehavior::Isolated});
   } else if (type == "Metaspace") {
-    out.push_back({.kind = PreTokenizerStep::Metaspace, .replacement = replacement_field(p, where),
-                   .prepend_scheme = prepend_scheme(p, where), .split = bool_field(p, "split", true, where)});
+    out.push_back({.kind = PreTokenizerStep::Metaspace,
+                   .replacement = replacement_field(p, where),
+                   .prepend_scheme = prepend_scheme(p, where),
+                   .split = bool_field(p, "split", true, where)});
   } else {
     json_error(where + ": unsupported pre-tokenizer \"" + type +
-         "\" (kiln supports Sequence, ByteLevel, Split, Digits, Metaspace)");
+               "\" (kiln supports Sequence, ByteLevel, Split, Digits, Metaspace)");
   }
 }
 
@@ -139,14 +146,17 @@ void read_decoder(int depth, const json& d, const std::string& where, std::vecto
   if (type == "Sequence") {
     const json& list = field(d, "decoders", where);
     if (!list.is_array()) json_error(where + ".decoders is not a list");
-    for (size_t i = 0; i < list.size(); ++i) read_decoder(depth + 1, list[i], where + ".decoders[" + std::to_string(i) + "]", out);
+    for (size_t i = 0; i < list.size(); ++i)
+      read_decoder(depth + 1, list[i], where + ".decoders[" + std::to_string(i) + "]", out);
   } else if (type == "ByteLevel") {
     out.push_back({.kind = DecoderStep::ByteLevel});
   } else if (type == "Metaspace") {
-    out.push_back({.kind = DecoderStep::Metaspace, .content = replacement_field(d, where),
+    out.push_back({.kind = DecoderStep::Metaspace,
+                   .content = replacement_field(d, where),
                    .prepend_scheme = prepend_scheme(d, where)});
   } else if (type == "Replace") {
-    out.push_back({.kind = DecoderStep::Replace, .pattern = pattern_field(d, where),
+    out.push_back({.kind = DecoderStep::Replace,
+                   .pattern = pattern_field(d, where),
                    .content = string_field(d, "content", where)});
   } else if (type == "ByteFallback") {
     out.push_back({.kind = DecoderStep::ByteFallback});
@@ -160,7 +170,7 @@ void read_decoder(int depth, const json& d, const std::string& where, std::vecto
     out.push_back({.kind = DecoderStep::Strip, .content = content, .start = int(start), .stop = int(stop)});
   } else {
     json_error(where + ": unsupported decoder \"" + type +
-         "\" (kiln supports Sequence, ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip)");
+               "\" (kiln supports Sequence, ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip)");
   }
 }
 
@@ -178,7 +188,8 @@ void read_model(const json& m, BpeModel& model) {
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (m.contains(key) && !m[key].is_null() && !(m[key].is_string() && m[key].get<std::string>().empty()))
       json_error(std::string("model.") + key + " is not supported");
-  if (m.contains("dropout") && !m["dropout"].is_null() && !(m["dropout"].is_number() && m["dropout"].get<double>() == 0))
+  if (m.contains("dropout") && !m["dropout"].is_null() &&
+      !(m["dropout"].is_number() && m["dropout"].get<double>() == 0))
     json_error("model.dropout is not supported");
 
   const json& vocab = field(m, "vocab", where);
@@ -235,8 +246,10 @@ void read_added_tokens(const json& root, std::vector<AddedToken>& out) {
     if (!t.is_object()) json_error(where + " is not an object");
     int64_t id = int_field(t, "id", where);
     if (id < 0 || id > INT32_MAX) json_error(where + ".id is out of range");
-    out.push_back({.content = string_field(t, "content", where), .id = int32_t(id),
-                   .special = bool_field(t, "special", false, where), .lstrip = bool_field(t, "lstrip", false, where),
+    out.push_back({.content = string_field(t, "content", where),
+                   .id = int32_t(id),
+                   .special = bool_field(t, "special", false, where),
+                   .lstrip = bool_field(t, "lstrip", false, where),
                    .rstrip = bool_field(t, "rstrip", false, where)});
   }
 }
@@ -257,7 +270,8 @@ int32_t template_bos(const json& p) {
   const json& name = first["SpecialToken"].value("id", json());
   if (!name.is_string() || !p.contains("special_tokens")) return -1;
   const json& ids = p["special_tokens"].value(name.get<std::string>(), json::object()).value("ids", json::array());
-  if (!ids.is_array() || ids.empty() || !ids[0].is_number_integer()) json_error("post_processor: bad ids for " + name.dump());
+  if (!ids.is_array() || ids.empty() || !ids[0].is_number_integer())
+    json_error("post_processor: bad ids for " + name.dump());
   return int32_t(std::clamp<int64_t>(ids[0].get<int64_t>(), -2, INT32_MAX));
 }
 

@@ -25,8 +25,8 @@ void read_gpt2(VocabSpec& spec, Tokenizer::Impl& impl) {
   } else {
     vocab_error("unsupported tokenizer.ggml.pre \"" + spec.pre + "\" (kiln supports default, gpt-2, llama-bpe, qwen2)");
   }
-  impl.pre_tokenizers.push_back({.kind = PreTokenizerStep::Split, .pattern = Regex::compile(pattern),
-                                 .behavior = SplitBehavior::Isolated});
+  impl.pre_tokenizers.push_back(
+      {.kind = PreTokenizerStep::Split, .pattern = Regex::compile(pattern), .behavior = SplitBehavior::Isolated});
   impl.pre_tokenizers.push_back({.kind = PreTokenizerStep::ByteLevel});
   impl.decoders.push_back({.kind = DecoderStep::ByteLevel});
 
@@ -51,7 +51,7 @@ void read_gpt2(VocabSpec& spec, Tokenizer::Impl& impl) {
 void read_llama(VocabSpec& spec, Tokenizer::Impl& impl) {
   if (spec.scores.size() != spec.tokens.size())
     vocab_error("llama vocabulary has " + std::to_string(spec.tokens.size()) + " tokens but " +
-         std::to_string(spec.scores.size()) + " scores");
+                std::to_string(spec.scores.size()) + " scores");
   const std::string space = "\xE2\x96\x81";  // ▁
   if (spec.add_space_prefix) impl.normalizers.push_back({.kind = NormalizerStep::Prepend, .prepend = space});
   impl.normalizers.push_back({.kind = NormalizerStep::Replace, .pattern = Regex::compile(" ", true), .content = space});
@@ -70,7 +70,8 @@ Tokenizer Tokenizer::from_vocab(VocabSpec spec) {
   if (spec.tokens.empty()) vocab_error("no tokens");
   if (spec.tokens.size() > size_t(INT32_MAX)) vocab_error("too many tokens");
   if (!spec.token_types.empty() && spec.token_types.size() != spec.tokens.size())
-    vocab_error(std::to_string(spec.tokens.size()) + " tokens but " + std::to_string(spec.token_types.size()) + " token types");
+    vocab_error(std::to_string(spec.tokens.size()) + " tokens but " + std::to_string(spec.token_types.size()) +
+                " token types");
   auto impl = std::make_shared<Impl>();
   int32_t n = int32_t(spec.tokens.size());
   impl->id_to_token = spec.tokens;
@@ -78,7 +79,8 @@ Tokenizer Tokenizer::from_vocab(VocabSpec spec) {
   impl->model.vocab.reserve(n);
   for (int32_t id = 0; id < n; ++id) {
     int32_t type = spec.token_types.empty() ? kNormal : spec.token_types[id];
-    if (type < kNormal || type > kByte) vocab_error("token " + std::to_string(id) + " has unknown type " + std::to_string(type));
+    if (type < kNormal || type > kByte)
+      vocab_error("token " + std::to_string(id) + " has unknown type " + std::to_string(type));
     if (type == kUnknown || type == kControl || type == kUserDefined) {
       if (spec.tokens[id].empty()) continue;  // llama.cpp leaves empty control tokens unmatched too
       impl->added.push_back({.content = spec.tokens[id], .id = id, .special = type != kUserDefined});

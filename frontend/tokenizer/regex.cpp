@@ -45,11 +45,11 @@ std::shared_ptr<const Regex> Regex::compile(std::string_view pattern, bool liter
   uint32_t options = PCRE2_UTF | PCRE2_UCP;
   int error = 0;
   PCRE2_SIZE offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &error,
-                                   &offset, nullptr);
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &error, &offset, nullptr);
   if (!code)
-    throw Error("tokenizer: regex does not compile at offset " + std::to_string(offset) + ": " +
-                pcre2_message(error) + " (pattern: " + std::string(pattern) + ")");
+    throw Error("tokenizer: regex does not compile at offset " + std::to_string(offset) + ": " + pcre2_message(error) +
+                " (pattern: " + std::string(pattern) + ")");
   // JIT is an optimization: without it (not built in, no executable memory) matching still works.
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
   regex->code_ = new Code{code};

@@ -125,8 +125,6 @@ int32_t Tokenizer::token_id(std::string_view token_text) const {
   return it == impl_->model.vocab.end() ? -1 : it->second;
 }
 
-bool Tokenizer::is_special(int32_t id) const {
-  return id >= 0 && id < vocab_size() && impl_->special[id];
-}
+bool Tokenizer::is_special(int32_t id) const { return id >= 0 && id < vocab_size() && impl_->special[id]; }
 
 }  // namespace kiln

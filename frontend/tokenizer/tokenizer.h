@@ -30,14 +30,16 @@ namespace kiln {
 
 // A vocabulary as GGUF stores it (the tokenizer.ggml.* keys).
 struct VocabSpec {
-  std::string model;                 // tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece BPE)
-  std::string pre = "default";       // tokenizer.ggml.pre (gpt2): "default"/"gpt-2", "llama-bpe"/"llama3", "qwen2"
-  std::vector<std::string> tokens{}; // by id
-  std::vector<float> scores{};       // llama: merge priority (higher merges first); one per token
-  std::vector<int32_t> token_types{}; // 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte; empty: all normal
-  std::vector<std::string> merges{}; // gpt2: "a b", by rank
+  std::string model;                  // tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece BPE)
+  std::string pre = "default";        // tokenizer.ggml.pre (gpt2): "default"/"gpt-2", "llama-bpe"/"llama3", "qwen2"
+  std::vector<std::string> tokens{};  // by id
+  std::vector<float> scores{};        // llama: merge priority (higher merges first); one per token
+  // GGUF token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte; empty: all
+  // normal. 2, 3 and 4 are matched in the text before pre-tokenization; 2 and 3 are special.
+  std::vector<int32_t> token_types{};
+  std::vector<std::string> merges{};  // gpt2: "a b", by rank
   int32_t bos_id = -1, eos_id = -1, unk_id = -1;
-  bool add_space_prefix = true;      // llama: prepend "▁" to text at the start and after special tokens
+  bool add_space_prefix = true;  // llama: prepend "▁" to text at the start and after special tokens
 };
 
 class Tokenizer {

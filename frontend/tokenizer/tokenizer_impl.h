@@ -3,10 +3,10 @@
 // step names follow Hugging Face `tokenizers`.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <algorithm>
 #include <unordered_map>
 #include <vector>
 
@@ -31,7 +31,7 @@ struct TextPiece {
 
 struct NormalizerStep {
   enum Kind { Prepend, Replace, NFC } kind = Prepend;
-  std::string prepend{};  // Prepend
+  std::string prepend{};                   // Prepend
   std::shared_ptr<const Regex> pattern{};  // Replace
   std::string content{};                   // Replace
 };
@@ -45,15 +45,15 @@ struct PreTokenizerStep {
   SplitBehavior behavior = SplitBehavior::Isolated;
   bool invert = false;
   bool add_prefix_space = false;  // ByteLevel
-  std::string replacement{};        // Metaspace ("▁")
+  std::string replacement{};      // Metaspace ("▁")
   PrependScheme prepend_scheme = PrependScheme::Always;
-  bool split = true;              // Metaspace
+  bool split = true;  // Metaspace
 };
 
 struct DecoderStep {
   enum Kind { ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip } kind = ByteLevel;
-  std::shared_ptr<const Regex> pattern{};  // Replace
-  std::string content{};                   // Replace; Strip (one character); Metaspace replacement
+  std::shared_ptr<const Regex> pattern{};                // Replace
+  std::string content{};                                 // Replace; Strip (one character); Metaspace replacement
   PrependScheme prepend_scheme = PrependScheme::Always;  // Metaspace
   int start = 0, stop = 0;                               // Strip
 };
@@ -90,7 +90,10 @@ struct AddedToken {
 // The byte a "<0xXX>" token stands for, or -1.
 inline int byte_token_value(std::string_view t) {
   auto hex = [](char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                  : -1;
   };
   if (t.size() != 6 || !t.starts_with("<0x") || !t.ends_with('>') || hex(t[3]) < 0 || hex(t[4]) < 0) return -1;
   return hex(t[3]) * 16 + hex(t[4]);

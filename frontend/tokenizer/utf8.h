@@ -14,7 +14,9 @@ inline size_t valid_length(std::string_view s, size_t i) {
   auto byte = [&](size_t k) { return i + k < s.size() ? uint8_t(s[i + k]) : uint8_t(0); };
   uint8_t b0 = byte(0);
   if (b0 < 0x80) return 1;
-  auto cont = [&](size_t k, uint8_t lo = 0x80, uint8_t hi = 0xBF) { return i + k < s.size() && byte(k) >= lo && byte(k) <= hi; };
+  auto cont = [&](size_t k, uint8_t lo = 0x80, uint8_t hi = 0xBF) {
+    return i + k < s.size() && byte(k) >= lo && byte(k) <= hi;
+  };
   if (b0 >= 0xC2 && b0 <= 0xDF) return cont(1) ? 2 : 0;
   if (b0 >= 0xE0 && b0 <= 0xEF) {
     uint8_t lo = b0 == 0xE0 ? 0xA0 : 0x80, hi = b0 == 0xED ? 0x9F : 0xBF;

@@ -1,5 +1,7 @@
 // kiln's tokenizer against Hugging Face `tokenizers`: the tokenizers and the
 // expected ids and text in data/ come from scripts/make_tokenizer_test_files.py.
+#include "frontend/tokenizer/tokenizer.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -9,7 +11,6 @@
 #include <random>
 #include <sstream>
 
-#include "frontend/tokenizer/tokenizer.h"
 #include "kiln/error.h"
 
 namespace kiln {
@@ -171,9 +172,9 @@ TEST(Tokenizer, EncodesOneMegabyteFast) {
 TEST(Tokenizer, RejectsBadText) {
   Tokenizer tok = Tokenizer::from_json_file((kData / "gpt2.json").string());
   EXPECT_THROW(tok.encode("\xFF"), Error);
-  EXPECT_THROW(tok.encode("ab\xC3"), Error);          // truncated
-  EXPECT_THROW(tok.encode("\xED\xA0\x80"), Error);    // surrogate
-  EXPECT_THROW(tok.encode("\xC0\xAF"), Error);        // overlong
+  EXPECT_THROW(tok.encode("ab\xC3"), Error);        // truncated
+  EXPECT_THROW(tok.encode("\xED\xA0\x80"), Error);  // surrogate
+  EXPECT_THROW(tok.encode("\xC0\xAF"), Error);      // overlong
   EXPECT_EQ(tok.encode(""), std::vector<int32_t>{});
 }
 
@@ -337,13 +338,16 @@ TEST(Tokenizer, RejectsMalformedJson) {
 TEST(Tokenizer, SplitBehaviors) {
   auto pieces = [](const char* behavior, bool invert) {
     json j = tiny_json();
-    j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"String", "-"}}}, {"behavior", behavior}, {"invert", invert}};
+    j["pre_tokenizer"] = {
+        {"type", "Split"}, {"pattern", {{"String", "-"}}}, {"behavior", behavior}, {"invert", invert}};
     j["decoder"] = nullptr;
     j["model"]["vocab"] = json::object();
-    for (const char* t : {"x", "-", "x-", "-x", "--", "x--", "--x", "x-x"}) j["model"]["vocab"][t] = j["model"]["vocab"].size();
+    for (const char* t : {"x", "-", "x-", "-x", "--", "x--", "--x", "x-x"})
+      j["model"]["vocab"][t] = j["model"]["vocab"].size();
     j["model"]["vocab"]["<eos>"] = j["model"]["vocab"].size();
     j["added_tokens"][0]["id"] = j["model"]["vocab"].size() - 1;
-    j["model"]["merges"] = json::parse(R"([["x", "-"], ["-", "x"], ["-", "-"], ["x", "--"], ["--", "x"], ["x-", "x"]])");
+    j["model"]["merges"] =
+        json::parse(R"([["x", "-"], ["-", "x"], ["-", "-"], ["x", "--"], ["--", "x"], ["x-", "x"]])");
     Tokenizer tok = Tokenizer::from_json(j.dump());
     return tok.decode(tok.encode("x--x-x"));  // no decoder: tokens joined by spaces
   };
@@ -365,7 +369,8 @@ TEST(Tokenizer, FromVocabGpt2MatchesJson) {
   spec.token_types.assign(spec.tokens.size(), 1);
   for (const json& t : j["added_tokens"]) spec.token_types[t["id"].get<int>()] = 3;
   for (const json& m : j["model"]["merges"])
-    spec.merges.push_back(m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>());
+    spec.merges.push_back(m.is_string() ? m.get<std::string>()
+                                        : m[0].get<std::string>() + " " + m[1].get<std::string>());
   spec.eos_id = 0;
   Tokenizer tok = Tokenizer::from_vocab(spec);
   for (const json& c : cases()["gpt2"]) {
@@ -437,12 +442,12 @@ VocabSpec tiny_llama() {
     return int32_t(spec.tokens.size() - 1);
   };
   for (const char* c : {"▁", "h", "e", "l", "o", "w", "r", "d"}) add(c, -100);
-  add("▁h", -1);    // 267
-  add("ll", -2);    // 268
-  add("▁he", -3);   // 269
-  add("▁hell", -4); // 270
-  add("▁hello", -5);// 271
-  add("lo", -0.5);  // 272: scores higher than "ll", so "hello" would split as hel|lo without ▁hell
+  add("▁h", -1);      // 267
+  add("ll", -2);      // 268
+  add("▁he", -3);     // 269
+  add("▁hell", -4);   // 270
+  add("▁hello", -5);  // 271
+  add("lo", -0.5);    // 272: scores higher than "ll", so "hello" would split as hel|lo without ▁hell
   spec.unk_id = 0;
   spec.bos_id = 1;
   spec.eos_id = 2;
