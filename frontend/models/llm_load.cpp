@@ -110,11 +110,14 @@ LlmConfig llama_from_hf(const ConfigReader& r, LlmConfig c, bool qwen2) {
   c.qkv_bias = qwen2;
   std::string act = r.get_string("hidden_act", "silu");
   if (act != "silu") r.fail("hidden_act '" + act + "' is not supported (silu)");
-  if (c.heads > 0 && r.has("head_dim") && r.get_int("head_dim") != c.dim / c.heads)
+  if (c.heads > 0 && c.dim % c.heads == 0 && r.has("head_dim") && r.get_int("head_dim") != c.dim / c.heads)
     r.fail("head_dim " + std::to_string(r.get_int("head_dim")) + " differs from hidden_size / num_attention_heads = " +
            std::to_string(c.dim / c.heads) + ", which kiln assumes");
   if (qwen2) {
     r.require_bool("use_sliding_window", false, false, "kiln attends to the whole context");
+    if (r.has("layer_types"))
+      for (const json& t : r.at("layer_types"))
+        if (t != "full_attention") r.fail("layer type " + t.dump() + " is not supported (full_attention)");
   } else {
     r.require_bool("attention_bias", false, false, "kiln's llama has no attention biases");
     r.require_bool("mlp_bias", false, false, "kiln's llama has no MLP biases");
