@@ -129,7 +129,11 @@ Timeline time_program(const Program& p, const SystolicConfig& c) {
     for (const Dep& d : i.deps) {
       if (d.on < 0 || size_t(d.on) >= j) throw Error("systolic program: instruction " + std::to_string(j) +
                                                      " depends on " + std::to_string(d.on));
-      if (t.instrs[d.on].done > ready) ready = t.instrs[d.on].done, it.cause = d.cause;
+      if (t.instrs[d.on].done <= ready) continue;
+      ready = t.instrs[d.on].done;
+      // A weight load only passes data on: its own wait is the cause.
+      const InstrTiming& dt = t.instrs[d.on];
+      it.cause = p.instrs[d.on].op == OpCode::LoadWeights && dt.stalled ? dt.cause : d.cause;
     }
     Unit u = unit_of(i.op);
     if (i.op == OpCode::Sync) ready = std::max(ready, all_done);

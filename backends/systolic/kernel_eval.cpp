@@ -53,46 +53,54 @@ std::unique_ptr<Contraction> find_contraction(const Kernel& k) {
     if (s->body.size() != 1) return nullptr;
     s = only_child(s->body[0].get());
   }
-  if (!s || s->kind != StmtKind::Block || s->body.size() < 3) return nullptr;
-  const StmtNode* init = s->body[0].get();
-  const StmtNode* loop = s->body[1].get();
-  if (init->kind != StmtKind::Store || loop->kind != StmtKind::For || loop->body.size() != 1) return nullptr;
-  int acc = init->buffer;
-  const BufferDecl& decl = k.buffers[size_t(acc)];
-  if (decl.scope != MemScope::Local || decl.dtype != f32 || decl.size != 1) return nullptr;
-  if (init->value->kind != ExprKind::Const || init->value->fval != 0) return nullptr;
-  const StmtNode* update = only_child(loop->body[0].get());
-  if (!update || update->kind != StmtKind::Store || update->buffer != acc) return nullptr;
-  const Expr& v = update->value;
-  if (v->kind != ExprKind::Binary || v->binop != BinOp::Add) return nullptr;
-  Expr product = is_acc_load(v->args[0], acc) ? v->args[1] : is_acc_load(v->args[1], acc) ? v->args[0] : nullptr;
-  if (!product || product->kind != ExprKind::Binary || product->binop != BinOp::Mul) return nullptr;
-  c->reduction = loop->var;
-  c->extent_k = loop->extent;
-  c->a = product->args[0];
-  c->b = product->args[1];
-  if (reads_local(c->a, k) || reads_local(c->b, k)) return nullptr;
-  std::set<std::string> va, vb;
-  vars_of(c->a, &va);
-  vars_of(c->b, &vb);
-  for (size_t l = 0; l < c->loops.size(); ++l) {
-    if (va.count(c->loops[l])) c->a_loops.push_back(int(l));
-    if (vb.count(c->loops[l])) c->b_loops.push_back(int(l));
+  if (!s || s->kind != StmtKind::Block) return nullptr;
+  size_t j = 0;
+  for (; j + 1 < s->body.size(); j += 2) {
+    const StmtNode* init = s->body[j].get();
+    const StmtNode* loop = s->body[j + 1].get();
+    if (init->kind != StmtKind::Store || loop->kind != StmtKind::For || loop->body.size() != 1) break;
+    ContractionStage st;
+    st.acc = init->buffer;
+    const BufferDecl& decl = k.buffers[size_t(st.acc)];
+    if (decl.scope != MemScope::Local || decl.dtype != f32 || decl.size != 1) break;
+    if (init->value->kind != ExprKind::Const || init->value->fval != 0) break;
+    const StmtNode* update = only_child(loop->body[0].get());
+    if (!update || update->kind != StmtKind::Store || update->buffer != st.acc) break;
+    const Expr& v = update->value;
+    if (v->kind != ExprKind::Binary || v->binop != BinOp::Add) break;
+    Expr product = is_acc_load(v->args[0], st.acc) ? v->args[1] : is_acc_load(v->args[1], st.acc) ? v->args[0] : nullptr;
+    if (!product || product->kind != ExprKind::Binary || product->binop != BinOp::Mul) break;
+    st.reduction = loop->var;
+    st.extent_k = loop->extent;
+    st.a = product->args[0];
+    st.b = product->args[1];
+    if (reads_local(st.a, k) || reads_local(st.b, k)) return nullptr;
+    std::set<std::string> va, vb;
+    vars_of(st.a, &va);
+    vars_of(st.b, &vb);
+    for (size_t l = 0; l < c->loops.size(); ++l) {
+      if (va.count(c->loops[l])) st.a_loops.push_back(int(l));
+      if (vb.count(c->loops[l])) st.b_loops.push_back(int(l));
+    }
+    c->stages.push_back(std::move(st));
   }
+  if (c->stages.empty()) return nullptr;
   // Loop extents must not depend on other loops (the nest is a box).
   std::set<std::string> loop_names(c->loops.begin(), c->loops.end());
-  loop_names.insert(c->reduction);
+  for (const ContractionStage& st : c->stages) loop_names.insert(st.reduction);
   for (const StmtNode* f = only_child(k.body.get()); f && f->kind == StmtKind::For; f = only_child(f->body[0].get())) {
     std::set<std::string> ve;
     vars_of(f->extent, &ve);
     for (const std::string& n : ve)
       if (loop_names.count(n)) return nullptr;
   }
-  std::set<std::string> vk;
-  vars_of(c->extent_k, &vk);
-  for (const std::string& n : vk)
-    if (loop_names.count(n)) return nullptr;
-  for (size_t j = 2; j < s->body.size(); ++j) {
+  for (const ContractionStage& st : c->stages) {
+    std::set<std::string> vk;
+    vars_of(st.extent_k, &vk);
+    for (const std::string& n : vk)
+      if (loop_names.count(n)) return nullptr;
+  }
+  for (; j < s->body.size(); ++j) {
     const StmtNode* e = s->body[j].get();
     if (e->kind != StmtKind::Store) return nullptr;
     c->epilogue_ops += count_ops(e->value);
@@ -142,7 +150,7 @@ struct KernelEval::Impl {
   std::vector<int64_t> buf_elems;
   std::vector<std::vector<std::byte>> locals;
   int64_t ops = 0;
-  const std::vector<float>* sums = nullptr;
+  const std::vector<std::vector<float>>* sums = nullptr;
   std::vector<int64_t> nest_extent;
 
   explicit Impl(const Kernel& kernel) : k(kernel) {
@@ -207,8 +215,8 @@ struct KernelEval::Impl {
   }
 
   bool is_contraction_block(const Stmt& s) const {
-    if (s->body.size() < 3 || s->body[1]->kind != StmtKind::For) return false;
-    return s->body[1]->var == contraction->reduction && s->body[0]->kind == StmtKind::Store;
+    if (s->body.size() < 2 || s->body[1]->kind != StmtKind::For) return false;
+    return s->body[1]->var == contraction->stages[0].reduction && s->body[0]->kind == StmtKind::Store;
   }
 
   [[noreturn]] void out_of_bounds(int buf, int64_t i) const {
@@ -411,10 +419,14 @@ struct KernelEval::Impl {
       case StmtKind::Block:
         if (s.contraction && sums) {
           // The sum comes from the array: store it where the loop would have.
-          Val v{};
-          v.f = (*sums)[size_t(nest_index())];
-          store(s.body[0].buf, 0, v, ValType::f32);
-          for (size_t j = 2; j < s.body.size(); ++j) exec(s.body[j]);
+          int64_t at = nest_index();
+          size_t n = contraction->stages.size();
+          for (size_t st = 0; st < n; ++st) {
+            Val v{};
+            v.f = (*sums)[st][size_t(at)];
+            store(s.body[2 * st].buf, 0, v, ValType::f32);
+          }
+          for (size_t j = 2 * n; j < s.body.size(); ++j) exec(s.body[j]);
           return;
         }
         for (const CStmt& b : s.body) exec(b);
@@ -450,7 +462,7 @@ KernelEval::KernelEval(const Kernel& k) : impl_(std::make_unique<Impl>(k)) {}
 KernelEval::~KernelEval() = default;
 
 int64_t KernelEval::run(const std::vector<HostBuf>& globals, const std::vector<int64_t>& params,
-                        const std::vector<float>* sums) {
+                        const std::vector<std::vector<float>>* sums) {
   Impl& m = *impl_;
   m.bind(globals, params);
   m.ops = 0;

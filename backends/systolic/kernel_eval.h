@@ -13,15 +13,20 @@
 
 namespace kiln::systolic {
 
-// A contraction stage `acc[0] = 0; for r in K { acc[0] = add(acc[0], mul(a, b)) }`
-// inside a perfect nest of loops, with f32 accumulation.
-struct Contraction {
-  std::vector<std::string> loops;  // the nest around it, outermost first
-  std::string reduction;           // r
+// Contraction stages `acc[0] = 0; for r in K { acc[0] = add(acc[0], mul(a, b)) }`
+// (one or more in a row, f32 accumulators) inside a perfect nest of loops.
+struct ContractionStage {
+  int acc = -1;           // the local accumulator
+  std::string reduction;  // r
   Expr extent_k;
-  Expr a, b;                       // the two factors
-  std::vector<int> a_loops, b_loops;  // which of `loops` each factor reads
-  int64_t epilogue_ops = 0;        // element operations after the sum, per output
+  Expr a, b;                          // the two factors
+  std::vector<int> a_loops, b_loops;  // which of the nest's loops each factor reads
+};
+
+struct Contraction {
+  std::vector<std::string> loops;  // the nest, outermost first
+  std::vector<ContractionStage> stages;
+  int64_t epilogue_ops = 0;  // element operations after the sums, per output
 };
 
 // The kernel's contraction, or nullptr if it has none the array can take.
@@ -39,12 +44,12 @@ class KernelEval {
   KernelEval(const KernelEval&) = delete;
   KernelEval& operator=(const KernelEval&) = delete;
 
-  // Runs the kernel; `sums` (if not null) holds the contraction's value at
-  // every point of its loop nest, in nest order. Returns the element
+  // Runs the kernel; `sums` (if not null) holds each contraction stage's
+  // value at every point of its loop nest, in nest order. Returns the element
   // operations done (index arithmetic not counted). Throws kiln::Error on an
   // out-of-bounds access.
   int64_t run(const std::vector<HostBuf>& globals, const std::vector<int64_t>& params,
-              const std::vector<float>* sums = nullptr);
+              const std::vector<std::vector<float>>* sums = nullptr);
 
   // Evaluates an f32 expression of the kernel (a contraction factor) with the
   // named loop variables set; for gathering operands.

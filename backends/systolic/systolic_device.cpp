@@ -158,8 +158,16 @@ class SystolicExecutable : public Executable {
   }
 
  private:
+  // Each stage's GEMMs, one after the other, then the kernel with their sums.
   void run_on_array(const std::vector<HostBuf>& globals, const std::vector<int64_t>& params, LaunchRecord* r) {
-    const Contraction& c = *contraction_;
+    std::vector<std::vector<float>> sums(contraction_->stages.size());
+    for (size_t st = 0; st < sums.size(); ++st) run_stage(contraction_->stages[st], globals, params, r, &sums[st]);
+    eval_.run(globals, params, &sums);
+  }
+
+  void run_stage(const ContractionStage& c, const std::vector<HostBuf>& globals, const std::vector<int64_t>& params,
+                 LaunchRecord* r, std::vector<float>* sums_out) {
+    const Contraction& whole = *contraction_;
     std::map<std::string, int64_t> pv;
     for (size_t j = 0; j < params.size(); ++j) pv[kernel_.params[j]] = params[j];
     std::vector<int64_t> ext;
@@ -168,7 +176,7 @@ class SystolicExecutable : public Executable {
     std::function<void(const StmtNode*)> walk = [&](const StmtNode* n) {
       if (!n) return;
       if (n->kind == StmtKind::Block && n->body.size() == 1) return walk(n->body[0].get());
-      if (n->kind != StmtKind::For || extents.size() == c.loops.size()) return;
+      if (n->kind != StmtKind::For || extents.size() == whole.loops.size()) return;
       extents.push_back(n->extent);
       walk(n->body[0].get());
     };
@@ -176,7 +184,7 @@ class SystolicExecutable : public Executable {
     for (const Expr& e : extents) ext.push_back(evaluate_index(e, pv));
     int64_t K = evaluate_index(c.extent_k, pv);
     std::vector<int> batch, mloops, nloops;
-    for (size_t l = 0; l < c.loops.size(); ++l) {
+    for (size_t l = 0; l < whole.loops.size(); ++l) {
       bool in_a = std::count(c.a_loops.begin(), c.a_loops.end(), int(l)) > 0;
       bool in_b = std::count(c.b_loops.begin(), c.b_loops.end(), int(l)) > 0;
       (in_a && !in_b ? mloops : !in_a && in_b ? nloops : batch).push_back(int(l));
@@ -184,9 +192,10 @@ class SystolicExecutable : public Executable {
     int64_t B = product(ext, batch), M = product(ext, mloops), N = product(ext, nloops);
     r->on_array = true;
     r->m = M, r->k = K, r->n = N, r->batch = B;
-    std::vector<float> sums(size_t(B * M * N), 0.0f);
+    std::vector<float>& sums = *sums_out;
+    sums.assign(size_t(B * M * N), 0.0f);
     if (B * M * N > 0 && K > 0) {
-      std::vector<std::string> names = c.loops;
+      std::vector<std::string> names = whole.loops;
       names.push_back(c.reduction);
       auto pa = eval_.probe(c.a, names, globals, params);
       auto pb = eval_.probe(c.b, names, globals, params);
@@ -240,15 +249,15 @@ class SystolicExecutable : public Executable {
         dram.push_back(Matrix::of(config_, M, N));
         jobs.push_back(job);
       }
-      Program p = emit_gemm(jobs, config_, tiling_, c.epilogue_ops);
-      r->timeline = time_program(p, config_);
+      Program p = emit_gemm(jobs, config_, tiling_, &c == &whole.stages.back() ? whole.epilogue_ops : 0);
+      Timeline t = time_program(p, config_);
       execute(p, config_, dram);
-      r->program = std::move(p);
+      append(r, std::move(p), std::move(t));
       // The sums in nest order.
-      std::vector<int64_t> idx(c.loops.size());
+      std::vector<int64_t> idx(whole.loops.size());
       for (int64_t flat = 0; flat < B * M * N; ++flat) {
         int64_t rest = flat;
-        for (size_t l = c.loops.size(); l-- > 0;) idx[l] = rest % ext[l], rest /= ext[l];
+        for (size_t l = whole.loops.size(); l-- > 0;) idx[l] = rest % ext[l], rest /= ext[l];
         int64_t bi = 0, mi = 0, ni = 0;
         for (int l : batch) bi = bi * ext[size_t(l)] + idx[size_t(l)];
         for (int l : mloops) mi = mi * ext[size_t(l)] + idx[size_t(l)];
@@ -261,10 +270,24 @@ class SystolicExecutable : public Executable {
           sums[size_t(flat)] = out.f[size_t(mi * N + ni)];
         }
       }
-    } else {
-      r->timeline = time_program(Program{}, config_);
     }
-    eval_.run(globals, params, &sums);
+  }
+
+  // Stages run one after the other: their programs and timelines join end to end.
+  static void append(LaunchRecord* r, Program p, Timeline t) {
+    int64_t offset = r->timeline.stats.total_cycles;
+    int base = int(r->program.instrs.size());
+    for (Instr& i : p.instrs) {
+      for (Dep& d : i.deps) d.on += base;
+      r->program.instrs.push_back(std::move(i));
+    }
+    for (InstrTiming& it : t.instrs) {
+      it.start += offset;
+      it.done += offset;
+      r->timeline.instrs.push_back(it);
+    }
+    if (base == 0) r->timeline.stats = t.stats;
+    else r->timeline.stats.append(t.stats);
   }
 
   Kernel kernel_;
@@ -317,7 +340,9 @@ std::string SystolicDevice::target_source(const Kernel& k) {
     os << "// " << k.name << ": vector unit (no contraction)\n";
     return os.str();
   }
-  os << "// " << k.name << ": contraction over " << c->reduction << " on the array; nest";
+  os << "// " << k.name << ": " << c->stages.size() << " contraction stage(s) on the array, over";
+  for (const ContractionStage& st : c->stages) os << " " << st.reduction;
+  os << "; nest";
   for (const std::string& l : c->loops) os << " " << l;
   os << "; epilogue " << c->epilogue_ops << " vector ops per output\n";
   return os.str();
