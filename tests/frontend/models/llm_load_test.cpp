@@ -34,8 +34,10 @@ json read_json(const fs::path& p) {
   return json::parse(f);
 }
 
-// f32 through a few layers: a thousandth of the largest logit.
-constexpr double kF32Tolerance = 1e-3;
+// Errors relative to the largest logit. kiln and transformers both compute in
+// f32: the small models agree to ~3e-7; the big ones get the usual f32 slack.
+constexpr double kF32Tolerance = 1e-5;
+constexpr double kF32LargeTolerance = 1e-3;
 
 // How far kiln's logits are from the reference, relative to its largest logit.
 struct Comparison {
@@ -331,6 +333,7 @@ TEST(LlmLoad, GgufQ8_0MatchesTransformers) {
   expect_matches(g, variants["llama-q8_0.gguf"], kF32Tolerance);
   // Against the unquantized model: within Q8_0's error.
   Comparison c = compare_with(g, read_json(data_dir() / "llama" / "reference.json"));
+  std::printf("Q8_0 against the f32 model: %.2g (%s)\n", c.worst, c.where.c_str());
   EXPECT_LE(c.worst, 0.05) << c.where;
 }
 
@@ -393,7 +396,7 @@ TEST(LlmLoad, ExternalReferences) {
     SCOPED_TRACE(e.path().string());
     Comparison c = compare_with(load_llm(e.path().string()), read_json(e.path() / "reference.json"), dev ? dev : "cpu");
     std::printf("%s: max relative error %.3g (%s)\n", e.path().filename().c_str(), c.worst, c.where.c_str());
-    EXPECT_LE(c.worst, kF32Tolerance) << c.where;
+    EXPECT_LE(c.worst, kF32LargeTolerance) << c.where;
     EXPECT_TRUE(c.token_mismatches.empty()) << "greedy tokens differ, first at " << c.token_mismatches[0];
     ++compared;
   }
