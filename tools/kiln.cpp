@@ -15,7 +15,6 @@
 #include "tools/fuzz.h"
 #include "tools/llm.h"
 #include "tools/sim.h"
-#include "tools/sim.h"
 
 namespace kiln {
 namespace {
@@ -251,7 +250,6 @@ int main_impl(int argc, char** argv) {
   gen->add_option("--seed", ga.sampling.seed, "sampling seed");
 
   CLI::App* sim = add_sim_command(app);
-  CLI::App* sim = add_sim_command(app);
   CLI11_PARSE(app, argc, argv);
   DType dtype = parse_dtype(dtype_s);
   if (app.got_subcommand("devices")) return cmd_devices();
@@ -260,7 +258,6 @@ int main_impl(int argc, char** argv) {
   if (app.got_subcommand(demo)) return cmd_demo(dev);
   if (app.got_subcommand(fuzz_cmd)) return fuzz(fo);
   if (app.got_subcommand(gen)) return cmd_generate(ga);
-  if (app.got_subcommand(sim)) return run_sim();
   if (app.got_subcommand(sim)) return run_sim();
   bo.device = dev;
   bo.dtype = dtype;
