@@ -88,9 +88,10 @@ void read_rope(const ConfigReader& r, LlmConfig& c) {
     if (p.contains("rope_theta") && p.at("rope_theta").is_number()) c.rope_theta = p.at("rope_theta").get<double>();
   }
   if (r.has("rope_scaling")) type = scaling_type(r.at("rope_scaling"), "rope_scaling");
-  // Llama 3's scaling only stretches the wavelengths beyond its original
-  // context; it is accepted, and the model runs with unscaled frequencies
-  // (LlmConfig has no field for it yet).
+  // Llama 3's scaling is accepted so that Llama 3.x checkpoints load, but
+  // LlmConfig has no field for it yet: kiln runs unscaled frequencies, whose
+  // logits differ from transformers' (the low frequencies are divided by
+  // `factor` at every position; LlmLoad.Llama3RopeScaling measures it).
   if (type != "default" && type != "llama3")
     r.fail("rope scaling of type '" + type + "' is not supported (kiln runs plain RoPE)");
 }
