@@ -55,7 +55,8 @@ class Tokenizer {
 
   // Decodes one id at a time; push() returns the text that is complete so far
   // (it holds back bytes of a partial UTF-8 character). The concatenation of
-  // every push() and the final flush() equals decode() of all ids.
+  // every push() and the final flush() equals decode() of all ids. A Stream
+  // keeps a pointer to `tokenizer`, which must outlive it.
   class Stream {
    public:
     explicit Stream(const Tokenizer& tokenizer, bool skip_special = false);
