@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <span>
 
 #include <nlohmann/json.hpp>
@@ -365,6 +366,25 @@ TEST(LlmLoad, BadGgufIsRefused) {
   EXPECT_NE(e.find("architecture 'gemma'"), std::string::npos) << e;
   testing::write_bytes(scratch / "c.gguf", std::vector<uint8_t>(bytes.begin(), bytes.begin() + 100));
   EXPECT_NE(load_error(scratch / "c.gguf"), "");
+}
+
+// Random byte edits of a GGUF file and of config.json: each loads or is a
+// kiln::Error, never another exception or a crash.
+TEST(LlmLoad, MutatedFilesLoadOrThrowKilnError) {
+  ScratchDir scratch;
+  std::mt19937 rng(9);
+  std::vector<uint8_t> gguf = testing::read_bytes(data_dir() / "llama-q8_0.gguf");
+  std::vector<uint8_t> config = testing::read_bytes(data_dir() / "gpt2" / "config.json");
+  fs::path dir = edited_copy(scratch, "gpt2", [](json&) {});
+  int loaded = 0;
+  for (int i = 0; i < 300; ++i) {
+    bool is_gguf = i % 2 == 0;
+    std::vector<uint8_t> bytes = testing::mutate_bytes(is_gguf ? gguf : config, rng);
+    fs::path p = is_gguf ? scratch / "m.gguf" : dir / "config.json";
+    testing::write_bytes(p, bytes);
+    loaded += testing::parses_or_throws_kiln_error(bytes, [&](auto&) { load_llm(is_gguf ? p.string() : dir.string()); });
+  }
+  std::printf("%d of 300 mutated files loaded\n", loaded);
 }
 
 // Llama 3's rope scaling divides the low frequencies (wavelengths beyond
