@@ -6,7 +6,7 @@ folder (config.json + model.safetensors), and writes reference.json with the
 logits transformers computes (float32, eager attention) for a fixed prompt:
 the prefill logits at every position, then 8 greedy decode steps with the KV
 cache (use_cache=True). The small models also go out as llama.cpp GGUF files
-(F32 and Q8_0, with llama.cpp's q/k row permutation), each with the logits of
+(F32, Q8_0 and Q4_0, with llama.cpp's q/k row permutation), each with the logits of
 the weights it holds.
 
     pip install torch transformers safetensors gguf numpy
@@ -223,7 +223,8 @@ def llama_variants(model, config, device):
 
     out = {}
     for qtype, fname in ((gguf.GGMLQuantizationType.F32, "llama-f32.gguf"),
-                         (gguf.GGMLQuantizationType.Q8_0, "llama-q8_0.gguf")):
+                         (gguf.GGMLQuantizationType.Q8_0, "llama-q8_0.gguf"),
+                         (gguf.GGMLQuantizationType.Q4_0, "llama-q4_0.gguf")):
         held = write_gguf(model, config, DATA / fname, qtype)
         twin = build(config, SEED)
         twin.load_state_dict(held, strict=False)

@@ -338,6 +338,35 @@ TEST(LlmLoad, GgufQ8_0MatchesTransformers) {
   EXPECT_LE(c.worst, 0.05) << c.where;
 }
 
+TEST(LlmLoad, GgufQ4_0MatchesTransformers) {
+  json variants = read_json(data_dir() / "llama" / "reference.json")["variants"];
+  LoadedLlm g = load_llm((data_dir() / "llama-q4_0.gguf").string());
+  expect_matches(g, variants["llama-q4_0.gguf"], kF32Tolerance);
+  Comparison c = compare_with(g, read_json(data_dir() / "llama" / "reference.json"));
+  std::printf("Q4_0 against the f32 model: %.2g (%s)\n", c.worst, c.where.c_str());
+  EXPECT_LE(c.worst, 0.3) << c.where;
+}
+
+// Without output.weight the head is tied to token_embd, as llama.cpp writes
+// Llama 3.2 and Qwen 2.5.
+TEST(LlmLoad, GgufWithoutOutputIsTied) {
+  std::vector<uint8_t> bytes = testing::read_bytes(data_dir() / "llama-f32.gguf");
+  std::string name = "output.weight";
+  std::vector<uint8_t> entry;  // the tensor info's name: u64 length, then the bytes
+  testing::put<uint64_t>(entry, name.size());
+  entry.insert(entry.end(), name.begin(), name.end());
+  auto at = std::search(bytes.begin(), bytes.end(), entry.begin(), entry.end());
+  ASSERT_NE(at, bytes.end());
+  std::copy_n("outpux", 6, at + 8);
+  ScratchDir scratch;
+  testing::write_bytes(scratch / "tied.gguf", bytes);
+  LoadedLlm g = load_llm((scratch / "tied.gguf").string());
+  EXPECT_TRUE(g.config.tied_embeddings);
+  EXPECT_EQ(g.weights.count("lm_head.weight"), 0u);
+  LlmSession s(g.config, f32, device("cpu"), g.weights);
+  EXPECT_EQ(s.prefill(std::vector<int32_t>{1, 2, 3}).size(), 256u);
+}
+
 // Byte edits of a GGUF file: a renamed tensor, another architecture.
 TEST(LlmLoad, BadGgufIsRefused) {
   std::vector<uint8_t> bytes = testing::read_bytes(data_dir() / "llama-f32.gguf");
