@@ -188,10 +188,11 @@ HostTensor unpermute_rope_rows(const HostTensor& t, int64_t n_head) {
   return out;
 }
 
-std::string file_stem_name(const std::string& path) {
+// "models/TinyLlama-1.1B-Chat-v1.0/" -> "TinyLlama-1.1B-Chat-v1.0"; "x/llama.gguf" -> "llama".
+std::string model_name(const std::string& path, bool is_file) {
   fs::path p(path);
   if (p.filename().empty()) p = p.parent_path();
-  std::string n = p.stem().string();
+  std::string n = (is_file ? p.stem() : p.filename()).string();
   return n.empty() ? path : n;
 }
 
@@ -210,7 +211,7 @@ std::string stored_name(const HfCheckpoint& ck, const std::string& name) {
 LoadedLlm load_hf(const std::string& dir) {
   HfCheckpoint ck(dir);
   LoadedLlm out;
-  out.config = llm_config_from_hf(ck.config(), file_stem_name(dir));
+  out.config = llm_config_from_hf(ck.config(), model_name(dir, false));
   const LlmConfig& c = out.config;
   for (auto& [name, want] : llm_weight_shapes(c)) {
     std::string file_name = stored_name(ck, name);
@@ -260,7 +261,7 @@ std::string gguf_name(const std::string& name) {
 LoadedLlm load_gguf(const std::string& path) {
   GgufFile f(path);
   LoadedLlm out;
-  out.config = llm_config_from_gguf(f, file_stem_name(path));
+  out.config = llm_config_from_gguf(f, model_name(path, true));
   const LlmConfig& c = out.config;
   for (auto& [name, want] : llm_weight_shapes(c)) {
     std::string gname = gguf_name(name);

@@ -189,6 +189,9 @@ TEST(LlmLoad, TokenizerJsonBesideConfig) {
   fs::path dir = edited_copy(scratch, "qwen2", [](json&) {});
   testing::write_text(dir / "tokenizer.json", "{}");
   EXPECT_EQ(load_llm(dir.string()).tokenizer_json_path, (dir / "tokenizer.json").string());
+  // The folder's name is the model's, dots and all.
+  fs::rename(dir, scratch / "Qwen2.5-0.5B");
+  EXPECT_EQ(load_llm((scratch / "Qwen2.5-0.5B/").string()).config.name, "Qwen2.5-0.5B");
 }
 
 // transformers 4 writes rope_theta at the top level and no rope_parameters.
