@@ -92,8 +92,14 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
       evaluated_by[i] = users;
       continue;
     }
+    // One contraction a kernel: a schedule tiles a kernel around its one
+    // contraction (two, like a gated MLP's gate and up, would not tile).
+    auto is_contract = [&](int n) { return g.nodes[n].op == Op::Contract; };
+    auto holds_contract = [&](const FusedKernel& k) {
+      return is_contract(k.anchor) || std::any_of(k.stages.begin(), k.stages.end(), is_contract);
+    };
     if (opt.enabled && is_stage_op(node.op) && !outputs.count(i) && !opt.never_stage.count(i) &&
-        users.size() == 1) {
+        users.size() == 1 && !(is_contract(i) && holds_contract(kernels[kernel_of[*users.begin()]]))) {
       FusedKernel& k = kernels[kernel_of[*users.begin()]];
       const Shape& shape = g.nodes[k.anchor].shape;
       int p = k.stages.empty() && !is_stage_op(g.nodes[k.anchor].op) ? stage_prefix(node.shape, shape) : k.outer;

@@ -86,7 +86,13 @@ class KernelBuilder {
                                body.empty()));
     }
     Shape outer_shape(a.shape.begin(), a.shape.begin() + fk.outer);
-    k_.body = block({loop_nest(outer_shape, outer_, body, true)});
+    Stmt nest = loop_nest(outer_shape, outer_, body, true);
+    // Reductions at a single outer point (a decode step's norms, a sum to a
+    // scalar) still get a loop around them, of extent 1: it is what a GPU
+    // schedule spreads over a block's threads.
+    bool reduces = !fk.stages.empty() || op_class(a.op) == OpClass::Reduce || a.op == Op::Contract;
+    if (reduces && nest->kind != StmtKind::For) nest = for_loop(loop_var("i"), idx(1), LoopKind::Parallel, {nest});
+    k_.body = block({nest});
     *args = args_;
     return k_;
   }

@@ -134,11 +134,26 @@ void print_profile(CompiledGraph& cg) {
   double total = 0;
   for (double v : t) total += v;
   std::printf("\n%zu launches, %.3f ms in all; the slowest:\n", t.size(), total * 1e3);
-  for (size_t i = 0; i < std::min<size_t>(order.size(), 15); ++i) {
+  for (size_t i = 0; i < std::min<size_t>(order.size(), 10); ++i) {
     const Launch& l = cg.program().launches[order[i]];
     std::printf("  %9.1f us  %5.1f%%  %s\n", t[order[i]] * 1e6, 100 * t[order[i]] / total,
                 cg.program().kernels[l.kernel].name.c_str());
   }
+  // Kernels of one kind (the name without its number: one per model layer).
+  std::map<std::string, std::pair<double, int>> kinds;
+  for (size_t i = 0; i < t.size(); ++i) {
+    const std::string& name = cg.program().kernels[cg.program().launches[i].kernel].name;
+    auto& [sum, count] = kinds[name.substr(name.find('_') + 1)];
+    sum += t[i];
+    ++count;
+  }
+  std::vector<std::pair<double, std::string>> by_kind;
+  for (auto& [name, v] : kinds) by_kind.push_back({v.first, name + " x" + std::to_string(v.second)});
+  std::sort(by_kind.rbegin(), by_kind.rend());
+  std::printf("by kind:\n");
+  for (size_t i = 0; i < std::min<size_t>(by_kind.size(), 12); ++i)
+    std::printf("  %9.1f us  %5.1f%%  %s\n", by_kind[i].first * 1e6, 100 * by_kind[i].first / total,
+                by_kind[i].second.c_str());
 }
 
 int cmd_run(const std::string& what, DType dtype, const std::string& dev, Bindings symbols, bool profile,
