@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: run test build setup clean
+.PHONY: run test test-asan test-tsan build setup clean
 
 setup:
 	bash scripts/setup.sh
@@ -17,6 +17,32 @@ run: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	bash fuzz/run.sh 60
+	$(MAKE) test-asan
+
+# The suite again under AddressSanitizer and UndefinedBehaviorSanitizer
+# (docs/testing.md), without the 2000-graph fuzz runs (200 graphs instead) and
+# the every-op sweeps on lavapipe and the systolic simulator (10 minutes under
+# ASan; their backends' own tests still run). Suppressions, each with its
+# reason, are in scripts/sanitizers/.
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1 \
+  LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/sanitizers/lsan.supp:print_suppressions=0 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  TSAN_OPTIONS=suppressions=$(CURDIR)/scripts/sanitizers/tsan.supp:halt_on_error=1:second_deadlock_stack=1
+SAN_FLAGS = -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g"
+
+test-asan: setup
+	cmake -S . -B build-asan $(SAN_FLAGS) -DKILN_SANITIZE=address,undefined
+	$(SAN_ENV) cmake --build build-asan -j $(JOBS)
+	cd build-asan && $(SAN_ENV) ctest --output-on-failure -j $(JOBS) -LE fuzz -E '^EveryOp/(Vulkan|Systolic)Ops'
+	$(SAN_ENV) ./build-asan/bin/kiln fuzz --graphs 200 --seed 1 --device cpu --device vulkan --out build-asan/fuzz-failures
+
+# The runtime's concurrent parts (thread pool, kernel cache) under
+# ThreadSanitizer; not part of `make test`.
+test-tsan: setup
+	cmake -S . -B build-tsan $(SAN_FLAGS) -DKILN_SANITIZE=thread
+	$(SAN_ENV) cmake --build build-tsan -j $(JOBS) --target test_runtime
+	$(SAN_ENV) ./build-tsan/bin/test_runtime
 
 clean:
 	rm -rf $(BUILD)

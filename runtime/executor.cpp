@@ -77,6 +77,9 @@ Buffer& CompiledGraph::buffer(int node) {
 
 void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, const Bindings& symbols) {
   const Graph& g = program_.graph;
+  // Not ready until every input is written: after a failed allocation some
+  // buffers would still have the old sizes that the new symbols overrun.
+  ready_ = false;
   Bindings bound = bind_symbols(g, inputs, symbols);
   if (bound != bound_) replay_.reset();  // it launches with the old values as params
   bound_ = std::move(bound);

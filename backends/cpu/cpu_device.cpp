@@ -27,6 +27,7 @@
 
 #include "codegen/emit/llvm/emit_llvm.h"
 #include "kiln/error.h"
+#include "runtime/fault.h"
 #include "runtime/thread_pool.h"
 
 namespace kiln {
@@ -191,6 +192,8 @@ class CpuExecutable : public Executable {
       throw Error("cpu backend: kernel '" + name_ + "' takes " + std::to_string(num_buffers_) +
                   " buffers and " + std::to_string(params_.size()) + " params, got " +
                   std::to_string(args.size()) + " and " + std::to_string(params.size()));
+    if (fault::fires(fault::Site::launch))
+      throw Error("cpu backend: kernel '" + name_ + "' timed out (injected fault)");
     std::vector<void*> ptrs;
     for (Buffer* b : args) {
       if (!b) throw Error("cpu backend: kernel '" + name_ + "' was given a null buffer");
@@ -228,13 +231,24 @@ std::shared_ptr<Executable> CpuJit::compile(const Kernel& k) {
   llvm::orc::ResourceTrackerSP tracker = jit_->getMainJITDylib().createResourceTracker();
   std::string what = "cannot compile kernel '" + k.name + "'";
   check(jit_->addIRModule(tracker, llvm::orc::ThreadSafeModule(std::move(m), std::move(ctx))), what);
-  llvm::orc::ExecutorAddr addr = unwrap(jit_->lookup(symbol), what);
-  return std::make_shared<CpuExecutable>(k, addr.toPtr<KernelFn>(), shared_from_this(), tracker);
+  // The module is compiled here, at its first lookup. If that fails, drop the
+  // module so that the JIT does not keep it.
+  auto addr = fault::fires(fault::Site::jit_compile)
+                  ? llvm::Expected<llvm::orc::ExecutorAddr>(llvm::make_error<llvm::StringError>(
+                        "injected fault (jit_compile)", llvm::inconvertibleErrorCode()))
+                  : jit_->lookup(symbol);
+  if (!addr) {
+    std::string message = llvm::toString(addr.takeError());
+    remove(tracker);
+    throw Error("cpu backend: " + what + ": " + message);
+  }
+  return std::make_shared<CpuExecutable>(k, addr->toPtr<KernelFn>(), shared_from_this(), tracker);
 }
 
 CpuBuffer::CpuBuffer(int64_t bytes) : bytes_(bytes) {
   if (bytes < 0) throw Error("cpu backend: cannot allocate " + std::to_string(bytes) + " bytes");
   try {
+    if (fault::fires(fault::Site::alloc)) throw std::bad_alloc();
     // operator new returns a unique pointer even for 0 bytes.
     data_ = ::operator new(static_cast<size_t>(bytes), std::align_val_t{64});
   } catch (const std::bad_alloc&) {

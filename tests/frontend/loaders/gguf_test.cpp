@@ -124,7 +124,9 @@ void expect_matches_reference(const nlohmann::json& want) {
 }
 
 TEST(Gguf, ReadsTheReferenceFiles) {
-  for (const auto& want : testing::expected_values()["gguf"]) {
+  // A named copy: a range-for over a temporary's member frees it first (C++20).
+  const nlohmann::json expected = testing::expected_values();
+  for (const auto& want : expected["gguf"]) {
     SCOPED_TRACE(want["file"].get<std::string>());
     expect_matches_reference(want);
   }
