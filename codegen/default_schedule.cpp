@@ -180,6 +180,12 @@ bool reduces_rows(const Kernel& k, const Stmt& body, const std::string& v) {
   return any && !columns;
 }
 
+bool has_reduction(const Kernel& k, const Stmt& body) {
+  bool any = false;
+  visit(body, [&](const Stmt& s) { any = any || bool(reduction_of(k, s)); });
+  return any;
+}
+
 // Row reductions: a block per output point, its threads sharing the row.
 // Everything else: one thread per output point, the top loops fused and split
 // into blocks.
@@ -220,7 +226,12 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t) {
   int64_t points = 1, e = 0;
   for (size_t i = 0; i < n; ++i) points = const_extent(chain[i], &e) ? points * e : 0;
   // Vulkan guarantees 65535 workgroups along x.
-  if (points <= 65535 && reduces_rows(k, block(chain[n - 1]->body), chain[n - 1]->var)) {
+  // Few output points (a decode step's attention over its cache): a thread
+  // each would leave most of the GPU idle, so a block shares each point's
+  // reduction even where its loads do not coalesce.
+  Stmt body = block(chain[n - 1]->body);
+  bool few = points > 0 && points <= 4096 && has_reduction(k, body);
+  if (points <= 65535 && (few || reduces_rows(k, body, chain[n - 1]->var))) {
     Schedule rows = s;
     std::string th = fresh(k, "thr");
     rows.spread(cur, threads, th).bind(cur, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);

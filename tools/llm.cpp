@@ -5,11 +5,14 @@
 #include <cstdio>
 #include <iostream>
 #include <numeric>
+#include <optional>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "frontend/models/llm.h"
+#include "frontend/models/llm_load.h"
+#include "frontend/tokenizer/tokenizer.h"
 #include "kiln/error.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/thread_pool.h"
@@ -80,34 +83,47 @@ double measured_bandwidth(Device& dev) {
 
 int cmd_generate(const GenerateArgs& a) {
   if (a.config.empty() == a.model.empty()) throw Error("generate: give one of --config NAME or --model PATH");
-  if (!a.model.empty()) throw Error("generate --model: checkpoint loading is not built yet; use --config NAME");
   DType dt = parse_dtype(a.dtype);
-  LlmConfig c = llm_config(a.config);
   auto t0 = std::chrono::steady_clock::now();
+  LoadedLlm m;
+  if (!a.model.empty()) {
+    m = load_llm(a.model);
+  } else {
+    m.config = llm_config(a.config);
+    m.weights = random_llm_weights(m.config, dt, 1);
+  }
+  const LlmConfig& c = m.config;
+  std::optional<Tokenizer> tok;
+  if (!m.tokenizer_json_path.empty()) tok = Tokenizer::from_json_file(m.tokenizer_json_path);
   std::shared_ptr<Device> dev = device(a.device);
-  LlmSession s(c, dt, dev, random_llm_weights(c, dt, 1));
+  LlmSession s(c, dt, dev, m.weights);
+  m.weights.clear();  // on the device now
   s.set_replay(dev->stream().can_capture());
   double load_s = seconds_since(t0);
-  std::vector<int32_t> prompt = byte_tokens(a.prompt, c.vocab);
+  std::vector<int32_t> prompt = tok ? tok->encode(a.prompt, tok->bos_id() >= 0) : byte_tokens(a.prompt, c.vocab);
+  if (prompt.empty()) throw Error("the prompt has no tokens");
   if (int64_t(prompt.size()) >= c.max_seq) throw Error("the prompt is longer than the model's context");
   t0 = std::chrono::steady_clock::now();
   int64_t compiled = KernelCache::global().misses();
   s.warm_up(int64_t(prompt.size()));
   double compile_s = seconds_since(t0);
   compiled = KernelCache::global().misses() - compiled;
-  std::fprintf(stderr,
-               "%s (%s, random weights, %.1f M parameters) on %s; loaded in %.2f s, compiled in %.2f s "
-               "(%lld distinct kernels)\n",
-               c.name.c_str(), a.dtype.c_str(), double(llm_param_count(c)) * 1e-6, dev->info().name.c_str(), load_s,
-               compile_s, (long long)compiled);
-  std::fprintf(stderr, "prompt: %zu tokens (bytes: no tokenizer for random weights)\n", prompt.size());
+  std::fprintf(stderr, "%s (%s, %s, %.1f M parameters) on %s; loaded in %.2f s, compiled in %.2f s (%lld distinct kernels)\n",
+               c.name.c_str(), a.dtype.c_str(), a.model.empty() ? "random weights" : a.model.c_str(),
+               double(llm_param_count(c)) * 1e-6, dev->info().name.c_str(), load_s, compile_s, (long long)compiled);
+  std::fprintf(stderr, "prompt: %zu tokens%s\n", prompt.size(), tok ? "" : " (its bytes: no tokenizer)");
   GenerateOptions opt;
   opt.max_tokens = a.max_tokens;
   opt.sampling = a.sampling;
-  GenerateStats st = generate(s, prompt, opt, [](int32_t t) {
-    std::printf("[%d]", t);
+  if (tok && tok->eos_id() >= 0) opt.stop_tokens = {tok->eos_id()};
+  std::optional<Tokenizer::Stream> text;
+  if (tok) text.emplace(*tok, /*skip_special=*/true);
+  GenerateStats st = generate(s, prompt, opt, [&](int32_t t) {
+    if (text) std::fputs(text->push(t).c_str(), stdout);
+    else std::printf("[%d]", t);
     std::fflush(stdout);
   });
+  if (text) std::fputs(text->flush().c_str(), stdout);
   std::printf("\n");
   std::fprintf(stderr,
                "time to first token %.1f ms; prefill %.1f tok/s (%lld tokens); decode %.1f tok/s (%lld tokens)\n"
