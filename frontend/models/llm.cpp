@@ -42,10 +42,10 @@ std::vector<LlmConfig> builtin_configs() {
   out.push_back(gpt2);
   out.push_back(llama("tinyllama-1.1b", 2048, 22, 32, 4, 5632, 32000, 2048));
   // The KV cache capacity of the two long-context models is capped at 4096
-  // tokens (their trained contexts are 128k and 32k). Llama 3.2's rope
-  // scaling for long contexts is not applied: it changes nothing below 8192.
+  // tokens (their trained contexts are 128k and 32k).
   LlmConfig l32 = llama("llama-3.2-1b", 2048, 16, 32, 8, 8192, 128256, 4096);
   l32.rope_theta = 500000;
+  l32.rope_factor = 32;
   l32.tied_embeddings = true;
   out.push_back(l32);
   LlmConfig qwen = llama("qwen2.5-0.5b", 896, 24, 14, 2, 4864, 151936, 4096);
@@ -260,6 +260,9 @@ void LlmConfig::validate() const {
   if (arch == "gpt2" && (kv_heads != heads || !tied_embeddings || qkv_bias))
     fail("gpt2 has as many kv_heads as heads, a tied output head and its own biases");
   if (!(rope_theta > 0) || !(norm_eps > 0)) fail("rope_theta and norm_eps must be positive");
+  if (rope_factor != 0 && !(rope_factor > 0 && rope_low_freq > 0 && rope_high_freq > rope_low_freq &&
+                            rope_original_max > 0))
+    fail("rope scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor and original_max_position > 0");
 }
 
 LlmConfig llm_config(const std::string& name) {
@@ -379,9 +382,23 @@ std::map<std::string, HostTensor> random_llm_weights(const LlmConfig& c, DType d
 std::map<std::string, HostTensor> llm_rope_tables(const LlmConfig& c) {
   int64_t half = c.head_dim() / 2;
   HostTensor cos(f32, {c.max_seq, half}), sin(f32, {c.max_seq, half});
+  std::vector<double> freqs(half);
+  for (int64_t i = 0; i < half; ++i) {
+    double f = std::pow(c.rope_theta, -2.0 * double(i) / double(c.head_dim()));
+    if (c.rope_factor > 0) {
+      double wavelen = 2 * std::numbers::pi / f, orig = double(c.rope_original_max);
+      if (wavelen > orig / c.rope_low_freq) {
+        f /= c.rope_factor;
+      } else if (wavelen >= orig / c.rope_high_freq) {
+        double smooth = (orig / wavelen - c.rope_low_freq) / (c.rope_high_freq - c.rope_low_freq);
+        f = (1 - smooth) * f / c.rope_factor + smooth * f;
+      }
+    }
+    freqs[i] = f;
+  }
   for (int64_t p = 0; p < c.max_seq; ++p)
     for (int64_t i = 0; i < half; ++i) {
-      double freq = std::pow(c.rope_theta, -2.0 * double(i) / double(c.head_dim()));
+      double freq = freqs[i];
       cos.ptr<float>()[p * half + i] = float(std::cos(double(p) * freq));
       sin.ptr<float>()[p * half + i] = float(std::sin(double(p) * freq));
     }

@@ -29,6 +29,12 @@ struct LlmConfig {
   int64_t vocab = 0;
   int64_t max_seq = 0;  // the KV cache's capacity
   double rope_theta = 10000;
+  // Llama 3's rope scaling (off while rope_factor is 0): frequencies whose
+  // wavelength exceeds rope_original_max / rope_low_freq are divided by
+  // rope_factor, those under rope_original_max / rope_high_freq are kept, and
+  // the band between is blended, as transformers does.
+  double rope_factor = 0, rope_low_freq = 1, rope_high_freq = 4;
+  int64_t rope_original_max = 8192;
   double norm_eps = 1e-5;
   bool tied_embeddings = false;  // the output head reuses the token embedding
   bool qkv_bias = false;         // Qwen2: biases on q, k and v

@@ -76,8 +76,10 @@ class ConfigReader {
 void read_rope(const ConfigReader& r, LlmConfig& c) {
   c.rope_theta = r.get_float("rope_theta", 10000);
   std::string type = "default";
+  const json* scaling = nullptr;
   auto scaling_type = [&](const json& s, const char* key) {
     if (!s.is_object()) r.fail("'" + std::string(key) + "' is " + s.dump() + ", not an object");
+    scaling = &s;
     for (const char* k : {"rope_type", "type"})
       if (s.contains(k) && s.at(k).is_string()) return s.at(k).get<std::string>();
     return std::string("default");
@@ -87,13 +89,20 @@ void read_rope(const ConfigReader& r, LlmConfig& c) {
     type = scaling_type(p, "rope_parameters");
     if (p.contains("rope_theta") && p.at("rope_theta").is_number()) c.rope_theta = p.at("rope_theta").get<double>();
   }
-  if (r.has("rope_scaling")) type = scaling_type(r.at("rope_scaling"), "rope_scaling");
-  // Llama 3's scaling is accepted so that Llama 3.x checkpoints load, but
-  // LlmConfig has no field for it yet: kiln runs unscaled frequencies, whose
-  // logits differ from transformers' (the low frequencies are divided by
-  // `factor` at every position; LlmLoad.Llama3RopeScaling measures it).
+  if (r.has("rope_scaling") && !r.at("rope_scaling").is_null())
+    type = scaling_type(r.at("rope_scaling"), "rope_scaling");
   if (type != "default" && type != "llama3")
-    r.fail("rope scaling of type '" + type + "' is not supported (kiln runs plain RoPE)");
+    r.fail("rope scaling of type '" + type + "' is not supported (kiln runs plain and Llama 3 RoPE)");
+  if (type != "llama3") return;
+  auto number = [&](const char* key) {
+    if (!scaling->contains(key) || !scaling->at(key).is_number())
+      r.fail("llama3 rope scaling needs a number '" + std::string(key) + "'");
+    return scaling->at(key).get<double>();
+  };
+  c.rope_factor = number("factor");
+  c.rope_low_freq = number("low_freq_factor");
+  c.rope_high_freq = number("high_freq_factor");
+  c.rope_original_max = int64_t(number("original_max_position_embeddings"));
 }
 
 LlmConfig llama_from_hf(const ConfigReader& r, LlmConfig c, bool qwen2) {
