@@ -14,6 +14,7 @@ namespace kiln {
 struct BenchOptions {
   std::string device = "cpu";
   DType dtype = f32;
+  bool q8 = false;  // `--dtype q8`: language models with int8 matrices (llm:CONFIG only)
   int reps = 10;
   int warmup = 2;
   bool json = false;

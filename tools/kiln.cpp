@@ -262,7 +262,7 @@ int main_impl(int argc, char** argv) {
   gen->add_option("--prompt", ga.prompt, "the prompt");
   gen->add_option("--max-tokens", ga.max_tokens, "tokens to generate")->check(CLI::Range(1, 1000000));
   gen->add_option("--device", ga.device, "device");
-  gen->add_option("--dtype", ga.dtype, "f32, f16 or bf16");
+  gen->add_option("--dtype", ga.dtype, "f32, f16, bf16, or q8 (int8 matrices; f32 activations on the CPU, f16 elsewhere)");
   gen->add_option("--temperature", ga.sampling.temperature, "0: greedy")->check(CLI::Range(0.0, 100.0));
   gen->add_option("--top-k", ga.sampling.top_k, "keep the k likeliest tokens (0: all)")->check(CLI::Range(0, 1 << 30));
   gen->add_option("--top-p", ga.sampling.top_p, "nucleus sampling mass")->check(CLI::Range(1e-9, 1.0));
@@ -270,7 +270,8 @@ int main_impl(int argc, char** argv) {
 
   CLI::App* sim = add_sim_command(app);
   CLI11_PARSE(app, argc, argv);
-  DType dtype = parse_dtype(dtype_s);
+  bo.q8 = dtype_s == "q8";
+  DType dtype = bo.q8 ? f32 : parse_dtype(dtype_s);
   if (app.got_subcommand("devices")) return cmd_devices();
   if (app.got_subcommand(dump)) return cmd_dump(what, stage, dtype, dev);
   if (app.got_subcommand(run)) return cmd_run(what, dtype, dev, parse_bindings(syms), profile, !no_check);

@@ -79,11 +79,18 @@ double measured_bandwidth(Device& dev) {
   return 0;
 }
 
+// "q8": int8 matrices, with activations in f32 on the CPU and f16 on GPUs.
+std::pair<DType, WeightFormat> model_dtype(const std::string& name, const Device& dev) {
+  if (name != "q8") return {parse_dtype(name), WeightFormat::dense};
+  return {dev.info().backend == "cpu" ? f32 : f16, WeightFormat::q8};
+}
+
 }  // namespace
 
 int cmd_generate(const GenerateArgs& a) {
   if (a.config.empty() == a.model.empty()) throw Error("generate: give one of --config NAME or --model PATH");
-  DType dt = parse_dtype(a.dtype);
+  std::shared_ptr<Device> dev = device(a.device);
+  auto [dt, wf] = model_dtype(a.dtype, *dev);
   auto t0 = std::chrono::steady_clock::now();
   LoadedLlm m;
   if (!a.model.empty()) {
@@ -95,8 +102,7 @@ int cmd_generate(const GenerateArgs& a) {
   const LlmConfig& c = m.config;
   std::optional<Tokenizer> tok;
   if (!m.tokenizer_json_path.empty()) tok = Tokenizer::from_json_file(m.tokenizer_json_path);
-  std::shared_ptr<Device> dev = device(a.device);
-  LlmSession s(c, dt, dev, m.weights);
+  LlmSession s(c, dt, dev, m.weights, wf);
   m.weights.clear();  // on the device now
   s.set_replay(dev->stream().can_capture());
   double load_s = seconds_since(t0);
@@ -139,7 +145,8 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
   // 512 prompt tokens and 128 decoded, as far as the context allows.
   int64_t decode_n = std::min<int64_t>(128, c.max_seq / 4);
   int64_t prompt_n = std::min<int64_t>(512, c.max_seq - decode_n);
-  LlmSession s(c, opt.dtype, dev, random_llm_weights(c, opt.dtype, 1));
+  auto [dt, wf] = model_dtype(opt.q8 ? "q8" : std::string(dtype_name(opt.dtype)), *dev);
+  LlmSession s(c, dt, dev, random_llm_weights(c, dt, 1), wf);
   auto t0 = std::chrono::steady_clock::now();
   s.warm_up(prompt_n);
   double compile_s = seconds_since(t0);
@@ -182,7 +189,8 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
   j["workload"] = spec;
   j["device"] = dev->info().backend;
   j["device_name"] = dev->info().name;
-  j["dtype"] = std::string(dtype_name(opt.dtype));
+  j["dtype"] = opt.q8 ? "q8" : std::string(dtype_name(opt.dtype));
+  j["activations"] = std::string(dtype_name(dt));
   j["params"] = llm_param_count(c);
   j["weight_bytes"] = s.weight_bytes();
   j["compile_s"] = compile_s;

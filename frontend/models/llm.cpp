@@ -65,17 +65,22 @@ std::string layer_prefix(const LlmConfig& c, int64_t l) {
 // operands' shapes in comments as [rows, cols].
 class Builder {
  public:
-  Builder(Graph& g, const LlmConfig& c, DType dt) : g_(g), c_(c), dt_(dt) {
+  Builder(Graph& g, const LlmConfig& c, DType dt, WeightFormat wf) : g_(g), c_(c), dt_(dt), wf_(wf) {
     for (auto& [name, shape] : llm_weight_shapes(c)) shapes_[name] = shape;
   }
 
+  // The weight's value in the model's dtype; a q8 matrix is dequantized here
+  // (inlined by fusion into whatever reads it).
   int weight(const std::string& name) {
     auto it = weights_.find(name);
     if (it != weights_.end()) return it->second;
     auto s = shapes_.find(name);
     if (s == shapes_.end()) throw Error("llm: no weight named '" + name + "' in config " + c_.name);
     Shape shape(s->second.begin(), s->second.end());
-    return weights_[name] = g_.input(name, dt_, shape);
+    if (wf_ != WeightFormat::q8 || shape.size() != 2) return weights_[name] = g_.input(name, dt_, shape);
+    int q = g_.cast(g_.input(name, i8, shape), f32);
+    int scale = g_.reshape(g_.input(name + ".scale", f32, {shape[0]}), {shape[0], 1});
+    return weights_[name] = to_dt(mul(q, bcast(scale, shape)));
   }
 
   int rope_table(const std::string& name) {
@@ -243,6 +248,7 @@ class Builder {
   Graph& g_;
   const LlmConfig& c_;
   DType dt_;
+  WeightFormat wf_;
   std::map<std::string, std::vector<int64_t>> shapes_;
   std::map<std::string, int> weights_;
 };
@@ -379,6 +385,33 @@ std::map<std::string, HostTensor> random_llm_weights(const LlmConfig& c, DType d
   return out;
 }
 
+std::map<std::string, HostTensor> quantize_q8(const std::map<std::string, HostTensor>& weights) {
+  std::map<std::string, HostTensor> out;
+  for (const auto& [name, w] : weights) {
+    if (w.sizes.size() != 2) {
+      out.emplace(name, w);
+      continue;
+    }
+    if (!is_float(w.dtype)) throw Error("quantize_q8: weight '" + name + "' is " + describe(w) + ", not float");
+    int64_t rows = w.sizes[0], cols = w.sizes[1];
+    HostTensor q(i8, w.sizes), scale(f32, {rows});
+    ThreadPool::global().parallel_for(0, rows, [&](int64_t rb, int64_t re) {
+      std::vector<float> row(cols);
+      for (int64_t r = rb; r < re; ++r) {
+        float amax = 0;
+        for (int64_t j = 0; j < cols; ++j) amax = std::max(amax, std::fabs(row[j] = float(w.get(r * cols + j))));
+        float s = amax > 0 ? amax / 127.0f : 1.0f;
+        scale.ptr<float>()[r] = s;
+        for (int64_t j = 0; j < cols; ++j)
+          q.ptr<int8_t>()[r * cols + j] = int8_t(std::clamp(std::nearbyint(row[j] / s), -127.0f, 127.0f));
+      }
+    });
+    out.emplace(name, std::move(q));
+    out.emplace(name + ".scale", std::move(scale));
+  }
+  return out;
+}
+
 std::map<std::string, HostTensor> llm_rope_tables(const LlmConfig& c) {
   int64_t half = c.head_dim() / 2;
   HostTensor cos(f32, {c.max_seq, half}), sin(f32, {c.max_seq, half});
@@ -408,14 +441,14 @@ std::map<std::string, HostTensor> llm_rope_tables(const LlmConfig& c) {
   return out;
 }
 
-Graph llm_prefill_graph(const LlmConfig& c, DType dt, int64_t seq) {
+Graph llm_prefill_graph(const LlmConfig& c, DType dt, int64_t seq, WeightFormat wf) {
   c.validate();
   if (seq < 1 || seq > c.max_seq)
     throw Error("llm prefill of " + std::to_string(seq) + " tokens: the model takes 1 to " +
                 std::to_string(c.max_seq));
   Graph g;
   g.name = c.name + "_prefill";
-  Builder b(g, c, dt);
+  Builder b(g, c, dt, wf);
   int tokens = g.input("tokens", i32, {seq});
   int positions = g.input("positions", i32, {seq});
   int mask = g.input("mask", f32, {seq, seq});
@@ -448,11 +481,11 @@ Graph llm_prefill_graph(const LlmConfig& c, DType dt, int64_t seq) {
   return g;
 }
 
-Graph llm_decode_graph(const LlmConfig& c, DType dt) {
+Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf) {
   c.validate();
   Graph g;
   g.name = c.name + "_decode";
-  Builder b(g, c, dt);
+  Builder b(g, c, dt, wf);
   int token = g.input("token", i32, {1});
   int position = g.input("position", i32, {1});
   Dim past = Dim::symbol("past", 1, c.max_seq - 1);

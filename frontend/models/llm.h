@@ -44,6 +44,13 @@ struct LlmConfig {
   void validate() const;
 };
 
+// How a model's matrices (every 2-d weight) are stored. q8: int8 with an f32
+// scale per output row (weight "W" becomes "W" i8[out, in] and "W.scale"
+// f32[out]); the graphs dequantize with ordinary IR ops (cast, mul), which
+// fusion inlines into the consuming contraction, so no dequantized copy of a
+// weight is ever stored.
+enum class WeightFormat { dense, q8 };
+
 // Built-in shapes: stories15m, stories110m, gpt2, tinyllama-1.1b,
 // llama-3.2-1b, qwen2.5-0.5b, and "tiny" (a few KB, for tests).
 LlmConfig llm_config(const std::string& name);
@@ -56,6 +63,10 @@ int64_t llm_param_count(const LlmConfig& c);
 // through every layer (uniform in +-1/sqrt(fan_in); norm gains near 1).
 std::map<std::string, HostTensor> random_llm_weights(const LlmConfig& c, DType dtype, uint64_t seed);
 
+// Every 2-d weight of `weights` (float) as q8: per output row, scale =
+// max |w| / 127 and q = round(w / scale). 1-d weights are kept as they are.
+std::map<std::string, HostTensor> quantize_q8(const std::map<std::string, HostTensor>& weights);
+
 // The prefill graph for `seq` tokens (a constant: prompts are padded up to a
 // bucket, so kernels tile on constant extents).
 //   inputs:  tokens i32[seq], positions i32[seq], mask f32[seq, seq] (0 or -inf:
@@ -63,7 +74,7 @@ std::map<std::string, HostTensor> random_llm_weights(const LlmConfig& c, DType d
 //            the weights (names of llm_weight_shapes)
 //   outputs: logits f32[1, vocab] at position `last`, then for each layer l
 //            its keys and values [seq, kv_heads, head_dim] (in `dtype`).
-Graph llm_prefill_graph(const LlmConfig& c, DType dtype, int64_t seq);
+Graph llm_prefill_graph(const LlmConfig& c, DType dtype, int64_t seq, WeightFormat wf = WeightFormat::dense);
 
 // The decode graph: one token, attending to the first `past` rows of the
 // cache. `past` is a symbolic dim in [1, max_seq - 1], so the graph compiles
@@ -74,7 +85,7 @@ Graph llm_prefill_graph(const LlmConfig& c, DType dtype, int64_t seq);
 //            v_cache.l [past, kv_heads, head_dim] for each layer l, the weights
 //   outputs: logits f32[1, vocab], then the new token's key and value
 //            [1, kv_heads, head_dim] for each layer.
-Graph llm_decode_graph(const LlmConfig& c, DType dtype);
+Graph llm_decode_graph(const LlmConfig& c, DType dtype, WeightFormat wf = WeightFormat::dense);
 
 // RoPE tables: the graphs gather rows of these by position.
 //   cos/sin f32[max_seq, head_dim / 2]; inputs "rope_cos", "rope_sin".

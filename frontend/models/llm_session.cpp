@@ -51,32 +51,48 @@ std::vector<float> logits_of(const HostTensor& t) {
 }  // namespace
 
 LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> dev,
-                       const std::map<std::string, HostTensor>& weights)
-    : c_(c), dtype_(dtype), dev_(std::move(dev)) {
+                       const std::map<std::string, HostTensor>& weights, WeightFormat wf)
+    : c_(c), dtype_(dtype), wf_(wf), dev_(std::move(dev)) {
   if (!is_float(dtype)) throw Error("llm: the model dtype must be f32, f16 or bf16");
-  for (auto& [name, sizes] : llm_weight_shapes(c_)) {
-    auto it = weights.find(name);
-    if (it == weights.end()) throw Error("llm '" + c_.name + "': weight '" + name + "' is missing");
-    if (it->second.sizes != sizes) {
-      HostTensor want(dtype, sizes);
-      throw Error("llm '" + c_.name + "': weight '" + name + "' is " + describe(it->second) + ", expected " +
-                  describe(want));
-    }
-    const HostTensor& t = it->second;
-    if (!is_float(t.dtype)) throw Error("weight '" + name + "' is " + describe(t) + "; a float dtype is needed");
-    HostTensor conv;
-    if (t.dtype != dtype) conv = converted(t, dtype);
-    const std::vector<uint8_t>& bytes = t.dtype == dtype ? t.data : conv.data;
-    auto buf = dev_->allocate(int64_t(bytes.size()));
-    dev_->write(*buf, bytes.data(), int64_t(bytes.size()));
-    weight_bytes_ += int64_t(bytes.size());
-    weights_[name] = std::move(buf);
-  }
-  for (auto& [name, t] : llm_rope_tables(c_)) {
+  auto upload = [&](const std::string& name, const HostTensor& t, bool is_weight = true) {
     auto buf = dev_->allocate(int64_t(t.data.size()));
     dev_->write(*buf, t.data.data(), int64_t(t.data.size()));
+    if (is_weight) weight_bytes_ += int64_t(t.data.size());
     weights_[name] = std::move(buf);
+  };
+  auto find = [&](const std::map<std::string, HostTensor>& from, const std::string& name, DType want_dtype,
+                  const std::vector<int64_t>& sizes) -> const HostTensor& {
+    auto it = from.find(name);
+    if (it == from.end()) throw Error("llm '" + c_.name + "': weight '" + name + "' is missing");
+    if (it->second.sizes != sizes)
+      throw Error("llm '" + c_.name + "': weight '" + name + "' is " + describe(it->second) + ", expected " +
+                  describe(HostTensor(want_dtype, sizes)));
+    return it->second;
+  };
+  // Float matrices given for a q8 model are quantized here.
+  std::map<std::string, HostTensor> quantized;
+  bool quantize_here = false;
+  for (auto& [name, sizes] : llm_weight_shapes(c_)) {
+    auto it = weights.find(name);
+    quantize_here |= wf_ == WeightFormat::q8 && sizes.size() == 2 && it != weights.end() && is_float(it->second.dtype);
   }
+  if (quantize_here) quantized = quantize_q8(weights);
+  const auto& src = quantize_here ? quantized : weights;
+  for (auto& [name, sizes] : llm_weight_shapes(c_)) {
+    if (wf_ == WeightFormat::q8 && sizes.size() == 2) {
+      const HostTensor& q = find(src, name, i8, sizes);
+      const HostTensor& scale = find(src, name + ".scale", f32, {sizes[0]});
+      if (q.dtype != i8 || scale.dtype != f32)
+        throw Error("llm: q8 weight '" + name + "' must be i8 with an f32 scale per row");
+      upload(name, q);
+      upload(name + ".scale", scale);
+      continue;
+    }
+    const HostTensor& t = find(src, name, dtype, sizes);
+    if (!is_float(t.dtype)) throw Error("weight '" + name + "' is " + describe(t) + "; a float dtype is needed");
+    upload(name, t.dtype == dtype ? t : converted(t, dtype));
+  }
+  for (auto& [name, t] : llm_rope_tables(c_)) upload(name, t, /*is_weight=*/false);
   // Zeroed: rows beyond the filled part are read (and masked), so they must
   // hold finite values.
   std::vector<uint8_t> zeros(size_t(c_.max_seq * c_.kv_heads * c_.head_dim() * dtype_size(dtype_)), 0);
@@ -108,7 +124,7 @@ CompiledGraph& LlmSession::prefill_graph(int64_t b) {
   auto& slot = prefill_[b];
   if (!slot) {
     auto t0 = std::chrono::steady_clock::now();
-    slot = std::make_unique<CompiledGraph>(llm_prefill_graph(c_, dtype_, b), dev_);
+    slot = std::make_unique<CompiledGraph>(llm_prefill_graph(c_, dtype_, b, wf_), dev_);
     bind_weights(*slot);
     compile_seconds_ += seconds_since(t0);
   }
@@ -118,7 +134,7 @@ CompiledGraph& LlmSession::prefill_graph(int64_t b) {
 CompiledGraph& LlmSession::decode_graph() {
   if (!decode_) {
     auto t0 = std::chrono::steady_clock::now();
-    decode_ = std::make_unique<CompiledGraph>(llm_decode_graph(c_, dtype_), dev_);
+    decode_ = std::make_unique<CompiledGraph>(llm_decode_graph(c_, dtype_, wf_), dev_);
     bind_weights(*decode_);
     for (int64_t l = 0; l < c_.layers; ++l) {
       decode_->bind_input("k_cache." + std::to_string(l), k_cache_[l]);

@@ -20,10 +20,11 @@ namespace kiln {
 class LlmSession {
  public:
   // Uploads `weights` (every name of llm_weight_shapes(c), any float dtype:
-  // converted to `dtype`) and allocates the KV cache for c.max_seq tokens.
-  // The host copies may be dropped afterwards.
+  // converted to `dtype`; for q8, matrices already quantized by quantize_q8
+  // or float ones, quantized here) and allocates the KV cache for c.max_seq
+  // tokens. The host copies may be dropped afterwards.
   LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> dev,
-             const std::map<std::string, HostTensor>& weights);
+             const std::map<std::string, HostTensor>& weights, WeightFormat wf = WeightFormat::dense);
 
   // Empties the cache and runs the prompt (1 to max_seq tokens). Returns the
   // logits for the token after it.
@@ -57,6 +58,7 @@ class LlmSession {
 
   LlmConfig c_;
   DType dtype_;
+  WeightFormat wf_;
   std::shared_ptr<Device> dev_;
   std::map<std::string, std::shared_ptr<Buffer>> weights_;  // and the rope tables
   std::vector<std::shared_ptr<Buffer>> k_cache_, v_cache_;  // [max_seq, kv_heads, head_dim] each

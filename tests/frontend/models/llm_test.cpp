@@ -197,3 +197,43 @@ TEST(Llm, BuiltinConfigsHaveTheirPublishedSizes) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// q8 matrices: the graph (dequantizing prologues inlined into contractions)
+// matches the interpreter, and its logits stay near the f32 model's.
+TEST(Llm, Q8MatchesInterpreterAndStaysNearF32) {
+  LlmConfig c = llm_config("tiny");
+  auto w = random_llm_weights(c, f32, 5);
+  auto q = quantize_q8(w);
+  ASSERT_EQ(q.at("model.layers.0.mlp.up_proj.weight").dtype, i8);
+  ASSERT_EQ(q.at("model.layers.0.mlp.up_proj.weight.scale").sizes, std::vector<int64_t>{c.hidden});
+  Graph g = llm_decode_graph(c, f32, WeightFormat::q8);
+  auto in = q;
+  for (auto& [k, v] : llm_rope_tables(c)) in[k] = v;
+  int64_t past = 3;
+  in["token"] = ints({9});
+  in["position"] = ints({int32_t(past)});
+  in["cache_mask"] = HostTensor(f32, {past});
+  for (int64_t l = 0; l < c.layers; ++l)
+    for (const char* kv : {"k_cache.", "v_cache."})
+      in[kv + std::to_string(l)] = HostTensor::random(f32, {past, c.kv_heads, c.head_dim()}, 60 + l);
+  CompiledGraph cg(g, device("cpu"));
+  expect_close(interpret(g, in, {{"past", past}}), cg.run(in, {{"past", past}}), {1e-4, 1e-4});
+
+  LlmSession dense(c, f32, device("cpu"), w), q8(c, f32, device("cpu"), w, WeightFormat::q8);
+  EXPECT_LT(q8.weight_bytes() * 3, dense.weight_bytes());
+  std::vector<int32_t> toks = some_tokens(c, 7, 4);
+  std::vector<float> a = dense.prefill(toks), b = q8.prefill(toks);
+  float scale = 0, err = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, std::fabs(a[i]));
+    err = std::max(err, std::fabs(a[i] - b[i]));
+  }
+  EXPECT_LT(err, 0.05f * scale);  // int8 rounding of every matrix, through two layers
+  EXPECT_GT(err, 0.0f);           // and it did run quantized
+}
+
+}  // namespace
+}  // namespace kiln
