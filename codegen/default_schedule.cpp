@@ -167,14 +167,17 @@ bool unit_stride(const Expr& e, const std::string& v, const Kernel& k) {
 // matrix products, whose neighbouring outputs already read neighbouring data).
 bool reduces_rows(const Kernel& k, const Stmt& body, const std::string& v) {
   bool any = false, columns = false;
+  std::string r;  // the reduction loop's variable: loads that do not move with it (a row's scale) are read once
   std::function<void(const Expr&)> expr = [&](const Expr& e) {
     if (!e) return;
-    if (e->kind == ExprKind::Load && k.buffers[e->buffer].scope == MemScope::Global) columns |= unit_stride(e->args[0], v, k);
+    if (e->kind == ExprKind::Load && k.buffers[e->buffer].scope == MemScope::Global && uses_var(e->args[0], r))
+      columns |= unit_stride(e->args[0], v, k);
     for (const Expr& a : e->args) expr(a);
   };
   visit(body, [&](const Stmt& s) {
     if (!reduction_of(k, s)) return;
     any = true;
+    r = s->var;
     visit(s, [&](const Stmt& x) { expr(x->value); });
   });
   return any && !columns;
