@@ -78,8 +78,8 @@ class Builder {
     if (s == shapes_.end()) throw Error("llm: no weight named '" + name + "' in config " + c_.name);
     Shape shape(s->second.begin(), s->second.end());
     if (wf_ != WeightFormat::q8 || shape.size() != 2) return weights_[name] = g_.input(name, dt_, shape);
-    int q = g_.cast(g_.input(name, i8, shape), f32);
-    int scale = g_.reshape(g_.input(name + ".scale", f32, {shape[0]}), {shape[0], 1});
+    int q = g_.cast(quantized(name), f32);
+    int scale = g_.reshape(scale_of(name), {shape[0], 1});
     return weights_[name] = to_dt(mul(q, bcast(scale, shape)));
   }
 
@@ -94,7 +94,7 @@ class Builder {
     return g_.expand(g_.reshape(g_.constant(v, t), Shape(shape.size(), Dim(1))), shape);
   }
   int bcast(int x, const Shape& shape) { return g_.expand(x, shape); }
-  const Shape& shape(int x) const { return g_.nodes[x].shape; }
+  Shape shape(int x) const { return g_.nodes[x].shape; }  // a copy: adding nodes moves them
   int f32_of(int x) { return g_.nodes[x].dtype == f32 ? x : g_.cast(x, f32); }
   int to_dt(int x) { return g_.nodes[x].dtype == dt_ ? x : g_.cast(x, dt_); }
   int add(int a, int b) { return g_.binary(Op::Add, a, b); }
@@ -107,14 +107,30 @@ class Builder {
   // x [S, in] times the weight [out, in] (Hugging Face's layout) plus the
   // optional bias, -> [S, out]. One row is a GEMV that reads the weight
   // along its rows; more rows are a matmul against its transposed view.
+  // A q8 matrix's row scales multiply the result (once per output) rather
+  // than every weight: sum_j q[o, j] s[o] x[j] = s[o] sum_j q[o, j] x[j].
   int linear(int x, const std::string& w_name, const std::string& b_name = "") {
-    int w = weight(w_name);
+    bool q8 = wf_ == WeightFormat::q8;
+    int w = q8 ? g_.cast(quantized(w_name), dt_) : weight(w_name);
     Dim rows = shape(x)[0];
     Dim in = shape(x)[1], out = shape(w)[0];
     int y = rows.is_one() ? g_.reshape(g_.contract(w, g_.reshape(x, {in, 1})), {1, out})
                           : g_.contract(x, g_.permute(w, {1, 0}));
+    if (q8) y = to_dt(mul(f32_of(y), bcast(g_.reshape(scale_of(w_name), {1, out}), shape(y))));
     if (!b_name.empty()) y = add(y, bcast(g_.reshape(weight(b_name), {1, out}), shape(y)));
     return y;
+  }
+
+  int quantized(const std::string& name) {
+    auto it = weights_.find(name + "#q");
+    if (it != weights_.end()) return it->second;
+    const std::vector<int64_t>& s = shapes_.at(name);
+    return weights_[name + "#q"] = g_.input(name, i8, Shape(s.begin(), s.end()));
+  }
+  int scale_of(const std::string& name) {
+    auto it = weights_.find(name + ".scale");
+    if (it != weights_.end()) return it->second;
+    return weights_[name + ".scale"] = g_.input(name + ".scale", f32, {shapes_.at(name)[0]});
   }
 
   // x [S, D] -> [S, D] in the model's dtype; statistics in f32.
