@@ -89,8 +89,8 @@ class VulkanExecutable : public Executable {
       keep.push_back(program_->acquire_set(&set));
       write_descriptors(set, infos);
     }
-    stream->submit([&](VkCommandBuffer cmd) { record(cmd, set, params, groups); }, std::move(keep),
-                   "kernel '" + name_ + "'", false);
+    stream->launch([&](VkCommandBuffer cmd) { record(cmd, set, params, groups); }, std::move(keep),
+                   "kernel '" + name_ + "'");
   }
 
  private:

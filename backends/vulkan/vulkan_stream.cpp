@@ -2,6 +2,8 @@
 
 #include <cstdint>
 
+#include "backends/vulkan/vulkan_replay.h"
+
 namespace kiln::vk {
 
 void barrier(const DeviceCore& core, VkCommandBuffer cmd, VkPipelineStageFlags src_stages,
@@ -30,7 +32,37 @@ VulkanStream::~VulkanStream() {
 
 void VulkanStream::synchronize() {
   std::lock_guard<std::mutex> lock(mutex_);
+  check_not_capturing("synchronize()");
   retire(true);
+}
+
+void VulkanStream::check_not_capturing(const std::string& what) {
+  if (recording_ && capturing_ == std::this_thread::get_id())
+    throw Error("vulkan backend: " + what + " while the stream captures launches");
+}
+
+std::unique_ptr<Replay> VulkanStream::capture(const std::function<void()>& record) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (recording_) throw Error("vulkan backend: the stream is capturing already");
+    recording_ = std::make_shared<Recording>(core_);
+    capturing_ = std::this_thread::get_id();
+  }
+  auto stop = [this] {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::shared_ptr<Recording> r = std::move(recording_);
+    capturing_ = {};
+    return r;
+  };
+  try {
+    record();
+  } catch (...) {
+    stop();
+    throw;
+  }
+  std::shared_ptr<Recording> recording = stop();
+  recording->end();
+  return std::make_unique<VulkanReplay>(*this, std::move(recording));
 }
 
 void VulkanStream::check_wait(VkResult r) { check(r, "vkWaitForFences", "after " + last_); }
@@ -49,11 +81,34 @@ void VulkanStream::retire(bool wait) {
     if (status == VK_NOT_READY) break;
     check_wait(status);
     check(fn.vkResetFences(dev, 1, &f.fence), "vkResetFences", "");
-    check(fn.vkResetCommandBuffer(f.cmd, 0), "vkResetCommandBuffer", "");
     free_fences_.push_back(f.fence);
-    free_cmds_.push_back(f.cmd);
+    if (f.cmd) {
+      check(fn.vkResetCommandBuffer(f.cmd, 0), "vkResetCommandBuffer", "");
+      free_cmds_.push_back(f.cmd);
+    }
     in_flight_.pop_front();
   }
+}
+
+VkFence VulkanStream::take_fence(const std::string& what) {
+  if (free_fences_.empty()) {
+    auto info = vk::init<VkFenceCreateInfo>(VK_STRUCTURE_TYPE_FENCE_CREATE_INFO);
+    VkFence fence;
+    check(core_->fn.vkCreateFence(core_->device, &info, nullptr, &fence), "vkCreateFence", what);
+    free_fences_.push_back(fence);
+  }
+  VkFence fence = free_fences_.back();
+  free_fences_.pop_back();
+  return fence;
+}
+
+VkResult VulkanStream::queue(VkCommandBuffer cmd, VkFence fence) {
+  auto info = vk::init<VkSubmitInfo>(VK_STRUCTURE_TYPE_SUBMIT_INFO);
+  info.commandBufferCount = 1;
+  info.pCommandBuffers = &cmd;
+  VkResult r = core_->fn.vkQueueSubmit(core_->queue, 1, &info, fence);
+  if (r != VK_SUCCESS) free_fences_.push_back(fence);
+  return r;
 }
 
 void VulkanStream::submit(const std::function<void(VkCommandBuffer)>& record, Keep keep, const std::string& what,
@@ -61,6 +116,7 @@ void VulkanStream::submit(const std::function<void(VkCommandBuffer)>& record, Ke
   const DeviceFns& fn = core_->fn;
   VkDevice dev = core_->device;
   std::lock_guard<std::mutex> lock(mutex_);
+  check_not_capturing(what);
   retire(false);
 
   if (free_cmds_.empty()) {
@@ -72,34 +128,51 @@ void VulkanStream::submit(const std::function<void(VkCommandBuffer)>& record, Ke
     check(fn.vkAllocateCommandBuffers(dev, &info, &cmd), "vkAllocateCommandBuffers", what);
     free_cmds_.push_back(cmd);
   }
-  if (free_fences_.empty()) {
-    auto info = vk::init<VkFenceCreateInfo>(VK_STRUCTURE_TYPE_FENCE_CREATE_INFO);
-    VkFence fence;
-    check(fn.vkCreateFence(dev, &info, nullptr, &fence), "vkCreateFence", what);
-    free_fences_.push_back(fence);
-  }
+  VkFence fence = take_fence(what);
   VkCommandBuffer cmd = free_cmds_.back();
-  VkFence fence = free_fences_.back();
 
   auto begin = vk::init<VkCommandBufferBeginInfo>(VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO);
   begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
-  check(fn.vkBeginCommandBuffer(cmd, &begin), "vkBeginCommandBuffer", what);
-  record(cmd);
-  check(fn.vkEndCommandBuffer(cmd), "vkEndCommandBuffer", what);
-  auto info = vk::init<VkSubmitInfo>(VK_STRUCTURE_TYPE_SUBMIT_INFO);
-  info.commandBufferCount = 1;
-  info.pCommandBuffers = &cmd;
-  VkResult r = fn.vkQueueSubmit(core_->queue, 1, &info, fence);
+  const char* call = "vkBeginCommandBuffer";
+  VkResult r = fn.vkBeginCommandBuffer(cmd, &begin);
+  if (r == VK_SUCCESS) {
+    record(cmd);
+    call = "vkEndCommandBuffer";
+    r = fn.vkEndCommandBuffer(cmd);
+  }
+  if (r != VK_SUCCESS) free_fences_.push_back(fence);
+  if (r == VK_SUCCESS) {
+    call = "vkQueueSubmit";
+    r = queue(cmd, fence);
+  }
   if (r != VK_SUCCESS) fn.vkResetCommandBuffer(cmd, 0);
-  check(r, "vkQueueSubmit", what);
-
-  free_cmds_.pop_back();
-  free_fences_.pop_back();
-  in_flight_.push_back({cmd, fence, std::move(keep)});
+  check(r, call, what);
   last_ = what;
+  free_cmds_.pop_back();
+  in_flight_.push_back({cmd, fence, std::move(keep)});
   if (!wait) return;
   check_wait(fn.vkWaitForFences(dev, 1, &fence, VK_TRUE, UINT64_MAX));
   retire(false);
+}
+
+void VulkanStream::launch(const std::function<void(VkCommandBuffer)>& record, Keep keep, const std::string& what) {
+  std::shared_ptr<Recording> recording;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (recording_ && capturing_ == std::this_thread::get_id()) recording = recording_;
+  }
+  if (!recording) return submit(record, std::move(keep), what, false);
+  recording->add(record, std::move(keep), what);  // its own pool: no lock needed
+}
+
+void VulkanStream::submit_recording(const std::shared_ptr<Recording>& recording) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  check_not_capturing("replay()");
+  retire(false);
+  VkFence fence = take_fence(recording->what());
+  check(queue(recording->cmd(), fence), "vkQueueSubmit", recording->what());
+  last_ = recording->what();
+  in_flight_.push_back({VK_NULL_HANDLE, fence, {recording}});
 }
 
 }  // namespace kiln::vk

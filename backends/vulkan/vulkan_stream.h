@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backends/vulkan/vulkan_core.h"
@@ -13,11 +14,17 @@
 
 namespace kiln::vk {
 
+class Recording;
+
 // Each submission is one command buffer with a fence. Commands run in
 // submission order: every submission starts with a barrier on all earlier
 // work. What a submission uses (buffers, pipelines, descriptor sets) is kept
 // alive until its fence signals, so a Buffer may be dropped right after a
 // launch that reads it.
+//
+// Capture is per thread (like CUDA's thread-local mode): while `record` runs,
+// the capturing thread's launches go into one command buffer of a Replay, and
+// other threads' work is submitted as usual.
 class VulkanStream : public Stream {
  public:
   using Keep = std::vector<std::shared_ptr<const void>>;
@@ -31,22 +38,34 @@ class VulkanStream : public Stream {
   // last work submitted (device lost, ...).
   void synchronize() override;
 
+  bool can_capture() const override { return true; }
+  std::unique_ptr<Replay> capture(const std::function<void()>& record) override;
+
   // Records commands with `record` (which must not throw) and submits them.
   // With `wait`, returns once they have finished. `what` names the work in
-  // errors ("kernel 'k0_add'").
+  // errors ("kernel 'k0_add'"). Copies and waits are errors while this thread
+  // captures.
   void submit(const std::function<void(VkCommandBuffer)>& record, Keep keep, const std::string& what,
               bool wait);
+  // A kernel launch: recorded into this thread's capture, or else submitted
+  // without waiting.
+  void launch(const std::function<void(VkCommandBuffer)>& record, Keep keep, const std::string& what);
+  // Queues a captured command buffer; what it uses stays alive until it finishes.
+  void submit_recording(const std::shared_ptr<Recording>& recording);
 
   const DeviceCore* core() const { return core_.get(); }
 
  private:
   struct InFlight {
-    VkCommandBuffer cmd;
+    VkCommandBuffer cmd;  // null for a Recording's, which is not ours to reuse
     VkFence fence;
     Keep keep;
   };
 
   void retire(bool wait);  // needs mutex_
+  VkFence take_fence(const std::string& what);  // needs mutex_
+  VkResult queue(VkCommandBuffer cmd, VkFence fence);  // needs mutex_; gives `fence` back on failure
+  void check_not_capturing(const std::string& what);  // needs mutex_
   void check_wait(VkResult r);
 
   std::shared_ptr<DeviceCore> core_;
@@ -56,6 +75,8 @@ class VulkanStream : public Stream {
   std::vector<VkCommandBuffer> free_cmds_;
   std::vector<VkFence> free_fences_;
   std::string last_;  // what the newest submission was
+  std::thread::id capturing_;  // the thread that captures, if any
+  std::shared_ptr<Recording> recording_;
 };
 
 // A memory barrier from all earlier work in `src` stages to `dst`.
