@@ -171,17 +171,23 @@ TEST(Schedule, SpreadRefusesWhatThreadsCannotShare) {
   refused("    serial for r in 9 {\n      tmp[0] = x[r]\n    }\n    y[i] = tmp[0]\n", "carries values out");
 }
 
-TEST(Schedule, GpuDefaultSpreadsRowReductionsOnly) {
+// Row reductions, and reductions with at most 4096 output points (too few
+// for a thread each), are shared by a block's threads; other kernels get a
+// thread per output point.
+TEST(Schedule, GpuDefaultSpreadsRowReductionsAndFewPoints) {
   DeviceInfo gpu;
   gpu.backend = "vulkan";
   gpu.max_threads = 128;
   auto first = [&](const Graph& g) { return print(default_schedule(lower(g).kernels[0], gpu)); };
   EXPECT_EQ(first(make_workload("softmax:64x128").graph), "spread i0 over 128 -> thr\nbind i0 gpu_block\nbind thr gpu_thread\n");
   EXPECT_NE(first(make_workload("gemv:64x128").graph).find("spread"), std::string::npos);
-  Graph mm, cols, chain = make_workload("chain:1024").graph;
+  Graph mm, cols, big_mm, big_cols, chain = make_workload("chain:1024").graph;
   mm.outputs = {mm.contract(mm.input("a", f32, {33, 47}), mm.input("b", f32, {47, 19}))};
   cols.outputs = {cols.reduce(Op::ReduceSum, cols.input("x", f32, {5, 33, 7}), {1})};
-  for (const Graph* g : {&mm, &cols, &chain})
+  for (const Graph* g : {&mm, &cols}) EXPECT_NE(first(*g).find("spread"), std::string::npos) << first(*g);
+  big_mm.outputs = {big_mm.contract(big_mm.input("a", f32, {130, 47}), big_mm.input("b", f32, {47, 70}))};
+  big_cols.outputs = {big_cols.reduce(Op::ReduceSum, big_cols.input("x", f32, {100, 33, 70}), {1})};
+  for (const Graph* g : {&big_mm, &big_cols, &chain})
     EXPECT_EQ(first(*g).find("spread"), std::string::npos) << first(*g);
 }
 
