@@ -20,7 +20,8 @@ std::string sizes_str(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
-// Binds each unbound symbolic dim from the first input that has it.
+}  // namespace
+
 Bindings bind_symbols(const Graph& g, const std::map<std::string, HostTensor>& inputs, Bindings b) {
   for (int id : g.input_nodes()) {
     const Node& n = g.nodes[id];
@@ -31,8 +32,6 @@ Bindings bind_symbols(const Graph& g, const std::map<std::string, HostTensor>& i
   }
   return b;
 }
-
-}  // namespace
 
 CompiledGraph::CompiledGraph(const Graph& g, std::shared_ptr<Device> dev, const std::vector<Schedule>& schedules)
     : dev_(std::move(dev)) {

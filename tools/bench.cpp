@@ -23,11 +23,6 @@ namespace kiln {
 
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 double time_median(const std::function<void()>& fn, const BenchOptions& opt) {
   for (int i = 0; i < opt.warmup; ++i) fn();
@@ -90,6 +85,12 @@ Peer sgemv_peer(const Workload& w, const HostTensor& kiln_out, const BenchOption
 #endif
 
 }  // namespace
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 
 std::string bench_workload(const std::string& spec, const BenchOptions& opt) {
   if (spec.rfind("llm:", 0) == 0) return bench_llm(spec, opt);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "kiln/dtype.h"
 
@@ -19,6 +20,8 @@ struct BenchOptions {
   int warmup = 2;
   bool json = false;
 };
+
+double median(std::vector<double> v);
 
 // Prints one line (JSON object or text) for the workload; returns it too.
 std::string bench_workload(const std::string& spec, const BenchOptions& opt);

@@ -112,18 +112,6 @@ double check_against_interpreter(const Graph& g, const std::map<std::string, Hos
   return worst;
 }
 
-// Symbols not given take their values from the inputs' sizes, as CompiledGraph does.
-Bindings with_input_symbols(const Graph& g, const std::map<std::string, HostTensor>& inputs, Bindings b) {
-  for (int id : g.input_nodes()) {
-    const Node& n = g.nodes[id];
-    auto it = inputs.find(n.name);
-    if (it == inputs.end() || it->second.sizes.size() != n.shape.size()) continue;
-    for (size_t i = 0; i < n.shape.size(); ++i)
-      if (!n.shape[i].is_const()) b.emplace(n.shape[i].sym, it->second.sizes[i]);
-  }
-  return b;
-}
-
 // The slowest kernels of a warm run, launched one by one and timed.
 void print_profile(CompiledGraph& cg) {
   cg.execute();
@@ -160,7 +148,7 @@ int cmd_run(const std::string& what, DType dtype, const std::string& dev, Bindin
             bool check) {
   std::map<std::string, HostTensor> inputs;
   Graph g = load_graph(what, dtype, &inputs, symbols);
-  symbols = with_input_symbols(g, inputs, symbols);
+  symbols = bind_symbols(g, inputs, symbols);
   CompiledGraph cg(g, device(dev));
   std::vector<HostTensor> out = cg.run(inputs, symbols);
   if (profile) print_profile(cg);

@@ -25,12 +25,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 // Without a tokenizer (random weights), the prompt's bytes are its tokens.
 std::vector<int32_t> byte_tokens(const std::string& text, int64_t vocab) {
   std::vector<int32_t> ids;

@@ -29,6 +29,9 @@ struct ExecuteOptions {
   bool timing = true;
 };
 
+// `b` with each symbolic dim it lacks bound from the first input that has it.
+Bindings bind_symbols(const Graph& g, const std::map<std::string, HostTensor>& inputs, Bindings b);
+
 class CompiledGraph {
  public:
   // Lowers the graph, schedules each kernel for the device (the default
