@@ -3,23 +3,12 @@
 #include <algorithm>
 #include <array>
 
+#include "backends/systolic/arith.h"
 #include "kiln/error.h"
 
 namespace kiln::systolic {
 
 namespace {
-
-template <typename T>
-std::vector<T>& data(Matrix& m);
-template <>
-std::vector<float>& data<float>(Matrix& m) { return m.f; }
-template <>
-std::vector<int32_t>& data<int32_t>(Matrix& m) { return m.i; }
-
-inline int32_t mac(int32_t acc, int32_t a, int32_t b) { return int32_t(uint32_t(acc) + uint32_t(a) * uint32_t(b)); }
-inline float mac(float acc, float a, float b) { return acc + a * b; }
-inline int32_t plus(int32_t a, int32_t b) { return int32_t(uint32_t(a) + uint32_t(b)); }
-inline float plus(float a, float b) { return a + b; }
 
 // A value in a cell's register, tagged with the instruction it belongs to and
 // its position (the row m of a WS input; the step k of an OS operand; the

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "backends/systolic/arith.h"
 #include "kiln/error.h"
 
 namespace kiln::systolic {
@@ -163,19 +164,6 @@ Matrix Matrix::of(const SystolicConfig& c, int64_t rows, int64_t cols) {
 }
 
 namespace {
-
-template <typename T>
-std::vector<T>& data(Matrix& m);
-template <>
-std::vector<float>& data<float>(Matrix& m) { return m.f; }
-template <>
-std::vector<int32_t>& data<int32_t>(Matrix& m) { return m.i; }
-
-// Wrapping int32 arithmetic, plain float arithmetic.
-inline int32_t mac(int32_t acc, int32_t a, int32_t b) { return int32_t(uint32_t(acc) + uint32_t(a) * uint32_t(b)); }
-inline float mac(float acc, float a, float b) { return acc + a * b; }
-inline int32_t plus(int32_t a, int32_t b) { return int32_t(uint32_t(a) + uint32_t(b)); }
-inline float plus(float a, float b) { return a + b; }
 
 void check_block(const Instr& i, const std::vector<Matrix>& dram) {
   if (i.region < 0 || size_t(i.region) >= dram.size())
