@@ -14,6 +14,7 @@ build: setup
 run: build
 	./$(BUILD)/bin/kiln devices
 	./$(BUILD)/bin/kiln demo
+	./$(BUILD)/bin/kiln generate --config stories15m --max-tokens 32
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
