@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numbers>
 
 #include "kiln/error.h"
@@ -251,6 +252,22 @@ class Builder {
     return g_.gather(weight("model.embed_tokens.weight"), tokens, 0);
   }
 
+  // Every layer over the residual stream x [S, D]; `attention(l, q, k, v)`
+  // gives a layer's attention output [S, D] (prefill and decode differ only
+  // there). Each layer's keys and values go to *kv_out, for the cache.
+  int decoder(int x, int positions, const std::function<int(int64_t, int, int, int)>& attention,
+              std::vector<int>* kv_out) {
+    for (int64_t l = 0; l < c_.layers; ++l) {
+      std::string p = layer_prefix(c_, l);
+      auto [q, k, v] = qkv(norm1(x, p), p, positions);
+      kv_out->push_back(k);
+      kv_out->push_back(v);
+      x = add(x, attn_out(attention(l, q, k, v), p));
+      x = add(x, mlp(norm2(x, p), p));
+    }
+    return x;
+  }
+
   // Final norm and the output head for one row x [1, D] -> f32 [1, vocab].
   int logits(int x) {
     int h = c_.arch == "gpt2" ? layernorm(x, "transformer.ln_f") : rmsnorm(x, "model.norm.weight");
@@ -472,12 +489,7 @@ Graph llm_prefill_graph(const LlmConfig& c, DType dt, int64_t seq, WeightFormat 
   int64_t hd = c.head_dim(), group = c.heads / c.kv_heads;
   double scale = 1.0 / std::sqrt(double(hd));
   std::vector<int> kv_out;
-  int x = b.embed(tokens, positions);
-  for (int64_t l = 0; l < c.layers; ++l) {
-    std::string p = layer_prefix(c, l);
-    auto [q, k, v] = b.qkv(b.norm1(x, p), p, positions);
-    kv_out.push_back(k);
-    kv_out.push_back(v);
+  int x = b.decoder(b.embed(tokens, positions), positions, [&](int64_t, int q, int k, int v) {
     // Heads of a group share their kv head: q as [KVH, G*S, hd].
     int qg = g.reshape(g.permute(g.reshape(q, {seq, c.kv_heads, group, hd}), {1, 2, 0, 3}),
                        {c.kv_heads, group * seq, hd});
@@ -488,10 +500,8 @@ Graph llm_prefill_graph(const LlmConfig& c, DType dt, int64_t seq, WeightFormat 
     int pr = b.div(e, b.bcast(g.reduce(Op::ReduceSum, e, {3}), b.shape(e)));
     pr = g.reshape(b.to_dt(pr), {c.kv_heads, group * seq, seq});
     int o = g.contract(pr, g.permute(v, {1, 0, 2}));  // [KVH, G*S, hd]
-    o = g.reshape(g.permute(g.reshape(o, {c.kv_heads, group, seq, hd}), {2, 0, 1, 3}), {seq, c.dim});
-    x = b.add(x, b.attn_out(o, p));
-    x = b.add(x, b.mlp(b.norm2(x, p), p));
-  }
+    return g.reshape(g.permute(g.reshape(o, {c.kv_heads, group, seq, hd}), {2, 0, 1, 3}), {seq, c.dim});
+  }, &kv_out);
   g.outputs = {b.logits(g.gather(x, last, 0))};
   for (int n : kv_out) g.outputs.push_back(n);
   return g;
@@ -509,12 +519,7 @@ Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf) {
   int64_t hd = c.head_dim(), group = c.heads / c.kv_heads;
   double scale = 1.0 / std::sqrt(double(hd));
   std::vector<int> kv_out;
-  int x = b.embed(token, position);
-  for (int64_t l = 0; l < c.layers; ++l) {
-    std::string p = layer_prefix(c, l);
-    auto [q, k, v] = b.qkv(b.norm1(x, p), p, position);
-    kv_out.push_back(k);
-    kv_out.push_back(v);
+  int x = b.decoder(b.embed(token, position), position, [&](int64_t l, int q, int k, int v) {
     int kc = g.input("k_cache." + std::to_string(l), dt, {past, c.kv_heads, hd});
     int vc = g.input("v_cache." + std::to_string(l), dt, {past, c.kv_heads, hd});
     int qg = g.reshape(q, {c.kv_heads, group, hd});
@@ -529,10 +534,8 @@ Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf) {
     Shape os{c.kv_heads, group, hd};
     int o = b.f32_of(g.contract(b.to_dt(e_past), g.permute(vc, {1, 0, 2})));  // [KVH, G, hd]
     o = b.add(o, b.mul(b.bcast(e_new, os), b.bcast(g.reshape(b.f32_of(v), {c.kv_heads, 1, hd}), os)));
-    o = g.reshape(b.to_dt(b.div(o, b.bcast(den, os))), {1, c.dim});
-    x = b.add(x, b.attn_out(o, p));
-    x = b.add(x, b.mlp(b.norm2(x, p), p));
-  }
+    return g.reshape(b.to_dt(b.div(o, b.bcast(den, os))), {1, c.dim});
+  }, &kv_out);
   g.outputs = {b.logits(x)};
   for (int n : kv_out) g.outputs.push_back(n);
   return g;
