@@ -1,0 +1,74 @@
+// Inputs bound to device buffers (CompiledGraph::bind_input) and copies
+// between buffers (Device::copy): what the language models' weights and KV
+// cache rest on.
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "tests/testing.h"
+
+namespace kiln {
+namespace {
+
+std::shared_ptr<Buffer> buffer_of(Device& dev, const std::vector<float>& v) {
+  auto b = dev.allocate(int64_t(v.size() * sizeof(float)));
+  dev.write(*b, v.data(), b->bytes());
+  return b;
+}
+
+// y = rows of x (x's outermost dim symbolic) summed; x is a bound buffer
+// larger than the rows read.
+TEST(BindInput, ABoundBufferIsReadInPlaceAndMayBeLarger) {
+  std::shared_ptr<Device> dev = device("cpu");
+  Graph g;
+  int x = g.input("x", f32, {Dim::symbol("n", 1, 8), 4});
+  int w = g.input("w", f32, {4});
+  g.outputs = {g.binary(Op::Mul, g.reduce(Op::ReduceSum, x, {0}), g.reshape(w, {1, 4}))};
+  CompiledGraph cg(g, dev);
+  std::vector<float> rows(8 * 4);
+  std::iota(rows.begin(), rows.end(), 1.0f);
+  auto cache = buffer_of(*dev, rows);
+  cg.bind_input("x", cache);
+  HostTensor wt(f32, {4});
+  for (int i = 0; i < 4; ++i) wt.ptr<float>()[i] = float(i + 1);
+  for (int64_t n : {1, 3, 8}) {
+    cg.set_inputs({{"w", wt}}, {{"n", n}});
+    cg.execute();
+    HostTensor y = cg.output(0);
+    for (int j = 0; j < 4; ++j) {
+      float sum = 0;
+      for (int64_t r = 0; r < n; ++r) sum += rows[r * 4 + j];
+      EXPECT_EQ(y.ptr<float>()[j], sum * float(j + 1)) << "n " << n << " column " << j;
+    }
+  }
+  // Appending a row in place is seen by the next run.
+  auto row = buffer_of(*dev, {100, 100, 100, 100});
+  dev->copy(*row, 0, *cache, 16, 16);  // row 1 of x
+  cg.set_inputs({{"w", wt}}, {{"n", 2}});
+  cg.execute();
+  EXPECT_EQ(cg.output(0).ptr<float>()[0], 101.0f);
+}
+
+TEST(BindInput, MisuseIsAnError) {
+  std::shared_ptr<Device> dev = device("cpu");
+  Graph g;
+  int x = g.input("x", f32, {Dim::symbol("n", 1, 8), 4});
+  g.outputs = {g.reduce(Op::ReduceSum, x, {0})};
+  CompiledGraph cg(g, dev);
+  EXPECT_THROW(cg.bind_input("nope", dev->allocate(64)), Error);
+  EXPECT_THROW(cg.bind_input("x", nullptr), Error);
+  cg.bind_input("x", dev->allocate(3 * 4 * 4));                        // room for 3 rows
+  EXPECT_THROW(cg.set_inputs({}, {{"n", 4}}), Error);                   // 4 do not fit
+  EXPECT_THROW(cg.set_inputs({}), Error);                               // n has no value
+  EXPECT_THROW(cg.set_inputs({{"x", HostTensor(f32, {3, 4})}}, {{"n", 3}}), Error);  // bound: no host data
+  EXPECT_THROW(cg.output_buffer(0), Error);                             // not ready
+  cg.set_inputs({}, {{"n", 3}});
+  EXPECT_THROW(cg.output_buffer(1), Error);
+  auto a = dev->allocate(16), b = dev->allocate(16);
+  EXPECT_THROW(dev->copy(*a, 8, *b, 0, 16), Error);
+  EXPECT_THROW(dev->copy(*a, 0, *b, -1, 4), Error);
+  EXPECT_THROW(dev->copy(*a, 0, *b, 0, -1), Error);
+}
+
+}  // namespace
+}  // namespace kiln
