@@ -1,9 +1,12 @@
 // The default schedule per target: what kiln runs when nothing was tuned.
+// Each choice the heuristics make is a knob (codegen/schedule_space.h) that
+// the autotuner may turn; the defaults are the heuristics' own choices.
 #include <functional>
 #include <set>
 
 #include "codegen/ir_util.h"
 #include "codegen/schedule.h"
+#include "codegen/schedule_space.h"
 #include "kiln/error.h"
 
 namespace kiln {
@@ -66,6 +69,13 @@ int64_t largest_divisor(int64_t n, std::initializer_list<int64_t> options) {
   return 0;
 }
 
+std::vector<int64_t> divisors_among(int64_t n, std::initializer_list<int64_t> options) {
+  std::vector<int64_t> out;
+  for (int64_t o : options)
+    if (o > 0 && n % o == 0) out.push_back(o);
+  return out;
+}
+
 std::string fresh(const Kernel& k, const std::string& base) {
   std::set<std::string> names(k.params.begin(), k.params.end());
   for (const BufferDecl& b : k.buffers) names.insert(b.name);
@@ -80,6 +90,7 @@ std::string fresh(const Kernel& k, const std::string& base) {
 // Reductions over a constant extent keep one partial accumulator per vector
 // lane (rfactor), so that max and sum vectorize whatever LLVM's fast-math rules.
 void vectorize_reductions(const Kernel& k, int lanes, Schedule* s) {
+  if (lanes <= 0) return;
   std::set<std::string> done;
   visit(k.body, [&](const Stmt& loop) {
     if (loop->kind != StmtKind::For || done.count(loop->var) || loop->body.size() != 1) return;
@@ -94,19 +105,30 @@ void vectorize_reductions(const Kernel& k, int lanes, Schedule* s) {
   });
 }
 
+// Kernels without a register tile: reductions vectorized by partial
+// accumulators (knob: how many, 0 for none), and the top loop parallel as
+// lowering made it, or serial where a thread pool costs more than it gives.
+Schedule cpu_plain(const Kernel& k, int lanes, Knobs& kn, Schedule s = {}) {
+  vectorize_reductions(k, int(kn.pick("rlanes", {0, lanes / 2, lanes, 2 * lanes}, lanes)), &s);
+  if (k.body->body.size() == 1 && k.body->body[0]->kind == StmtKind::For &&
+      k.body->body[0]->loop == LoopKind::Parallel && kn.pick("serial", false))
+    s.serial(k.body->body[0]->var);
+  return s;
+}
+
 // Register tiles for contractions: an MR x NR tile of f32 accumulators kept in
 // vector registers across the reduction, NR a multiple of the vector width.
 // Threads take column panels; each packs its NR-wide panel of the right operand
 // (read with a row stride) into a contiguous local buffer first.
-Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t) {
+// Knobs: the tile (mr, nr), the loop order (column panels outermost, rows
+// outermost, or blocks of row_block tiles of rows outermost), packing, the
+// unrolling of the tile's rows and of the reduction (kunroll).
+Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   Schedule s;
   int lanes = std::max(4, t.vector_bits / 32);
   std::vector<Stmt> chain = top_chain(k);
   std::string r = chain.size() < 2 ? "" : reduction_loop(chain);
-  if (r.empty()) {
-    vectorize_reductions(k, lanes, &s);
-    return s;
-  }
+  if (r.empty()) return cpu_plain(k, lanes, kn);
   for (const BufferDecl& b : k.buffers)
     if (b.scope == MemScope::Local && b.dtype != f32) return s;
   const Stmt &rows = chain[chain.size() - 2], &cols = chain.back();
@@ -115,16 +137,28 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t) {
     nr = largest_divisor(n, {2 * lanes, lanes});
     mr = largest_divisor(m, {lanes >= 16 ? 12 : 6, 8, 6, 4, 3, 2, 1});
   }
-  if (!nr || !mr) {  // no register tile fits: vectorize the reduction alone
-    vectorize_reductions(k, lanes, &s);
-    return s;
-  }
+  if (!nr || !mr) return cpu_plain(k, lanes, kn);  // no register tile fits: vectorize the reduction alone
+  nr = kn.pick("nr", divisors_among(n, {lanes, 2 * lanes, 3 * lanes, 4 * lanes}), nr);
+  mr = kn.pick("mr", divisors_among(m, {1, 2, 3, 4, 6, 8, 12, 16}), mr);
+  bool outer_pair = chain.size() == 2;  // no batch loops: panels can be the parallel loop
+  enum { kPanels, kRows, kRowBlocks };
+  int64_t order = outer_pair ? kn.pick("order", {kPanels, kRows, kRowBlocks}, kPanels) : kRows;
+  int64_t row_block = outer_pair ? kn.pick("row_block", {4, 8, 16, 32}, 8) : 0;
+  if (order == kRowBlocks && (m / mr) % row_block) order = kRows;
   std::string io = fresh(k, rows->var + "o"), ii = fresh(k, rows->var + "i");
   std::string jo = fresh(k, cols->var + "o"), ji = fresh(k, cols->var + "i");
   s.split(rows->var, mr, io, ii).split(cols->var, nr, jo, ji);
-  bool outer_pair = chain.size() == 2;  // no batch loops: panels can be the parallel loop
-  if (outer_pair) s.serial(io).reorder({jo, io, ii, ji}).parallel(jo);
-  else s.reorder({io, jo, ii, ji});
+  std::string top = outer_pair ? io : chain[0]->var;
+  if (order == kPanels) {
+    s.serial(io).reorder({jo, io, ii, ji}).parallel(jo);
+    top = jo;
+  } else if (order == kRows) {
+    s.reorder({io, jo, ii, ji});
+  } else {
+    std::string ib = fresh(k, rows->var + "b"), iw = fresh(k, rows->var + "w");
+    s.split(io, row_block, ib, iw).reorder({ib, jo, iw, ii, ji});
+    top = ib;
+  }
   s.hoist(r, ii);
   // A packed panel needs a reduction of fixed depth.
   bool packable = false;
@@ -132,7 +166,7 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t) {
     int64_t depth = 0;
     if (st->kind == StmtKind::For && st->var == r) packable = outer_pair && const_extent(st, &depth);
   });
-  if (packable) {
+  if (packable && kn.pick("pack", true)) {
     // The operand whose index moves with the columns is the one to pack.
     for (const BufferDecl& b : k.buffers)
       if (b.scope == MemScope::Global && !b.output && packs_with(k, b.name, cols->var)) {
@@ -141,7 +175,14 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t) {
         break;
       }
   }
-  s.unroll(ii).vectorize(ji);
+  int64_t ku = kn.pick("kunroll", {1, 2, 4}, 1);
+  if (ku > 1) {
+    std::string ro = fresh(k, r + "o"), ri = fresh(k, r + "i");
+    s.split(r, ku, ro, ri).unroll(ri);
+  }
+  if (kn.pick("unroll", true)) s.unroll(ii);
+  s.vectorize(ji);
+  if (kn.pick("serial", false)) s.serial(top);
   return s;
 }
 
@@ -195,26 +236,34 @@ bool has_reduction(const Kernel& k, const Stmt& body) {
 // A contraction with 64 x 64 output tiles per block of 16 x 16 threads, each
 // thread keeping a 4 x 4 tile of accumulators in registers. Neighbouring
 // threads take neighbouring columns, so loads of the right operand coalesce.
-Schedule gpu_contraction_tiles(const Kernel& k, const std::vector<Stmt>& chain) {
+// Knobs: the threads along each side of a block (tile_threads) and the
+// accumulators along each side of a thread (tile_regs).
+Schedule gpu_contraction_tiles(const Kernel& k, const std::vector<Stmt>& chain, Knobs& kn) {
   Schedule s;
   std::string r = chain.size() == 2 ? reduction_loop(chain) : "";
   int64_t m = 0, n = 0;
   if (r.empty() || !const_extent(chain[0], &m) || !const_extent(chain[1], &n) || m % 64 || n % 64) return s;
+  if (!kn.pick("tiles", true)) return s;
+  int64_t th = kn.pick("tile_threads", {8, 16}, 16);
+  int64_t rg = kn.pick("tile_regs", {2, 4, 8}, 4);
+  if (m % (th * rg) || n % (th * rg)) return s;
   const std::string &i = chain[0]->var, &j = chain[1]->var;
   auto name = [&](const std::string& v, const char* suffix) { return fresh(k, v + suffix); };
   std::string ia = name(i, "a"), it = name(i, "t"), ib = name(i, "b"), ir = name(i, "r");
   std::string ja = name(j, "a"), jt = name(j, "t"), jb = name(j, "b"), jr = name(j, "r");
-  s.split(i, 16, ia, it).split(ia, 4, ib, ir).split(j, 16, ja, jt).split(ja, 4, jb, jr);
+  s.split(i, th, ia, it).split(ia, rg, ib, ir).split(j, th, ja, jt).split(ja, rg, jb, jr);
   s.reorder({ib, jb, it, jt, ir, jr}).hoist(r, ir).unroll(ir).unroll(jr);
   s.bind(ib, LoopKind::GpuBlock).bind(jb, LoopKind::GpuBlock).bind(it, LoopKind::GpuThread).bind(jt, LoopKind::GpuThread);
   return s;
 }
 
-Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t) {
+// Knobs: the threads per block, and whether a block shares each output
+// point's reduction (spread) where the heuristic would.
+Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   Schedule s;
   std::vector<Stmt> chain = top_chain(k);
   if (chain.empty()) return s;
-  Schedule tiles = gpu_contraction_tiles(k, chain);
+  Schedule tiles = gpu_contraction_tiles(k, chain, kn);
   if (!tiles.steps.empty()) return tiles;
   // Only the output loops: a reduction's loops stay serial inside each thread.
   size_t n = 1;
@@ -225,7 +274,12 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t) {
     s.fuse(cur, chain[i]->var, f);
     cur = f;
   }
-  int64_t threads = std::min<int64_t>(256, t.max_threads > 0 ? t.max_threads : 256);
+  int64_t max_threads = t.max_threads > 0 ? t.max_threads : 256;
+  int64_t threads = std::min<int64_t>(256, max_threads);
+  std::vector<int64_t> counts;
+  for (int64_t c : {32, 64, 128, 256, 512, 1024})
+    if (c <= max_threads) counts.push_back(c);
+  threads = kn.pick("threads", counts, threads);
   int64_t points = 1, e = 0;
   for (size_t i = 0; i < n; ++i) points = const_extent(chain[i], &e) ? points * e : 0;
   // Vulkan guarantees 65535 workgroups along x.
@@ -234,7 +288,7 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t) {
   // reduction even where its loads do not coalesce.
   Stmt body = block(chain[n - 1]->body);
   bool few = points > 0 && points <= 4096 && has_reduction(k, body);
-  if (points <= 65535 && (few || reduces_rows(k, body, chain[n - 1]->var))) {
+  if (points <= 65535 && (few || reduces_rows(k, body, chain[n - 1]->var)) && kn.pick("spread", true)) {
     Schedule rows = s;
     std::string th = fresh(k, "thr");
     rows.spread(cur, threads, th).bind(cur, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
@@ -252,10 +306,15 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t) {
 
 }  // namespace
 
-Schedule default_schedule(const Kernel& k, const DeviceInfo& target) {
-  if (target.backend == "cpu") return cpu_schedule(k, target);
-  if (target.backend == "cuda" || target.backend == "vulkan") return gpu_schedule(k, target);
+Schedule schedule_with(const Kernel& k, const DeviceInfo& target, Knobs& knobs) {
+  if (target.backend == "cpu") return cpu_schedule(k, target, knobs);
+  if (target.backend == "cuda" || target.backend == "vulkan") return gpu_schedule(k, target, knobs);
   return {};
+}
+
+Schedule default_schedule(const Kernel& k, const DeviceInfo& target) {
+  Knobs defaults;
+  return schedule_with(k, target, defaults);
 }
 
 }  // namespace kiln
