@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Checks that kiln runs a model folder written by scripts/train_model.py the
+way PyTorch does: for each prompt, `kiln generate --temperature 0` must print
+the same greedy continuation as the PyTorch model (scripts/train_model.py's
+Llama, float32, the shipped f16 weights widened), after the same number of
+prompt tokens (kiln's tokenizer against Hugging Face `tokenizers`). Where
+transformers is installed, its LlamaForCausalLM must also agree with the
+PyTorch model (logits and greedy tokens), which checks the HF layout.
+
+  python3 scripts/check_model.py models/support-teacher models/support-student \\
+      [--kiln build/bin/kiln] [--max-tokens 40] [--dtype f32]
+
+Prints one line per prompt and exits 1 on any mismatch.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_model import BOS, EOS, load_hf, greedy  # noqa: E402
+
+PROMPTS = [
+    "Customer: Hi, my order hasn't arrived yet.\nAgent:",
+    "Customer: Hello, I forgot my password.\nAgent:",
+    "Customer: I was charged twice for order 48213577.\nAgent:",
+    "Customer: Good morning! Is the Nova espresso machine easy to clean?\nAgent:",
+    "Customer: what's your return policy for jeans bought on March 3?\nAgent:",
+    "Customer: Hi, this is Ingrid. My drone arrived broken.\nAgent: I'm so sorry about that.",
+]
+
+
+def default_kiln():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for p in ("build-loaders/bin/kiln", "build/bin/kiln"):
+        if os.path.exists(os.path.join(root, p)):
+            return os.path.join(root, p)
+    return "kiln"
+
+
+def run_kiln(kiln, folder, prompt, max_tokens, dtype):
+    cmd = [kiln, "generate", "--model", folder, "--prompt", prompt, "--max-tokens", str(max_tokens),
+           "--temperature", "0", "--device", "cpu", "--dtype", dtype]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"kiln failed ({r.returncode}): {r.stderr.strip()}")
+    text = r.stdout[:-1] if r.stdout.endswith("\n") else r.stdout
+    m = re.search(r"prompt: (\d+) tokens", r.stderr)
+    d = re.search(r"decode ([\d.]+) tok/s", r.stderr)
+    return text, int(m.group(1)) if m else -1, float(d.group(1)) if d else float("nan")
+
+
+def check_transformers(folder, model, prompt_ids, max_tokens):
+    """max |logit difference| on the prompt, and whether greedy tokens agree; None without transformers."""
+    try:
+        from transformers import LlamaForCausalLM
+    except ImportError:
+        return None
+    hf = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    x = torch.tensor([prompt_ids])
+    with torch.no_grad():
+        diff = (hf(x).logits[0] - model(x)[0]).abs().max().item()
+        out = hf.generate(x, max_new_tokens=max_tokens, do_sample=False, eos_token_id=model_eos[folder],
+                          pad_token_id=model_eos[folder])[0, len(prompt_ids):].tolist()
+    if out and out[-1] == model_eos[folder]:
+        out = out[:-1]
+    return diff, out
+
+
+model_eos = {}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+", help="model folders")
+    ap.add_argument("--kiln", default=default_kiln())
+    ap.add_argument("--max-tokens", type=int, default=40)
+    ap.add_argument("--dtype", default="f32", help="kiln's --dtype")
+    ap.add_argument("--prompt", action="append", help="prompts (default: a built-in list)")
+    ap.add_argument("--no-transformers", action="store_true")
+    a = ap.parse_args()
+    from tokenizers import Tokenizer
+    failures = 0
+    for folder in a.models:
+        tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+        eos = tok.token_to_id(EOS)
+        model_eos[folder] = eos
+        model = load_hf(folder)
+        print(f"{folder}: {model.param_count() / 1e6:.2f} M parameters; kiln {a.kiln}")
+        for p in a.prompt or PROMPTS:
+            ids = tok.encode(p).ids
+            assert ids[0] == tok.token_to_id(BOS)
+            want_ids = greedy(model, ids, a.max_tokens, eos)
+            want = tok.decode(want_ids)
+            got, got_n, tok_s = run_kiln(a.kiln, folder, p, a.max_tokens, a.dtype)
+            ok = got == want and got_n == len(ids)
+            line = (f"  {'MATCH' if ok else 'MISMATCH'}  prompt {len(ids)} tokens (kiln {got_n}), "
+                    f"{len(want_ids)} generated, kiln decode {tok_s:.1f} tok/s: {want!r}")
+            if not ok:
+                failures += 1
+                n = next((i for i in range(min(len(got), len(want))) if got[i] != want[i]), min(len(got), len(want)))
+                line += f"\n    kiln:    {got!r}\n    differs from character {n}"
+            if not a.no_transformers:
+                hf = check_transformers(folder, model, ids, a.max_tokens)
+                if hf is not None:
+                    diff, hf_ids = hf
+                    same = hf_ids == want_ids
+                    failures += not same
+                    line += f"\n    transformers: max |logit diff| {diff:.2e}, greedy tokens {'agree' if same else 'DIFFER'}"
+            print(line, flush=True)
+    print("all match" if failures == 0 else f"{failures} mismatches")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
