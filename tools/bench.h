@@ -15,7 +15,9 @@ namespace kiln {
 struct BenchOptions {
   std::string device = "cpu";
   DType dtype = f32;
-  bool q8 = false;  // `--dtype q8`: language models with int8 matrices (llm:CONFIG only)
+  // `--dtype q8|q4|q4z`: language models with quantized matrices (llm:CONFIG
+  // only); empty: dense.
+  std::string format;
   int reps = 10;
   int warmup = 2;
   bool json = false;

@@ -1,4 +1,4 @@
-// The `kiln` command: devices, dump, run, bench, demo and fuzz.
+// The `kiln` command: devices, dump, run, bench, demo, fuzz, generate, quantize and prune.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include "tools/bench.h"
 #include "tools/fuzz.h"
 #include "tools/llm.h"
+#include "tools/quantize.h"
 #include "tools/sim.h"
 
 namespace kiln {
@@ -250,16 +251,30 @@ int main_impl(int argc, char** argv) {
   gen->add_option("--prompt", ga.prompt, "the prompt");
   gen->add_option("--max-tokens", ga.max_tokens, "tokens to generate")->check(CLI::Range(1, 1000000));
   gen->add_option("--device", ga.device, "device");
-  gen->add_option("--dtype", ga.dtype, "f32, f16, bf16, or q8 (int8 matrices; f32 activations on the CPU, f16 elsewhere)");
+  gen->add_option("--dtype", ga.dtype, "f32, f16, bf16, or q8, q4, q4z (quantized matrices; f32 activations on the CPU, f16 elsewhere)");
   gen->add_option("--temperature", ga.sampling.temperature, "0: greedy")->check(CLI::Range(0.0, 100.0));
   gen->add_option("--top-k", ga.sampling.top_k, "keep the k likeliest tokens (0: all)")->check(CLI::Range(0, 1 << 30));
   gen->add_option("--top-p", ga.sampling.top_p, "nucleus sampling mass")->check(CLI::Range(1e-9, 1.0));
   gen->add_option("--seed", ga.sampling.seed, "sampling seed");
 
+  auto* quant = app.add_subcommand("quantize", "write a language model with quantized matrices (q8, q4, q4z)");
+  std::string model_in, model_out, scheme;
+  quant->add_option("in", model_in, "a checkpoint folder or GGUF file")->required();
+  quant->add_option("out", model_out, "the folder to write")->required();
+  quant->add_option("--scheme", scheme, "q8, q4 or q4z")->required();
+
+  auto* prune = app.add_subcommand("prune", "write a language model with its smallest weights zeroed");
+  double sparsity = -1;
+  std::string pattern;
+  prune->add_option("in", model_in, "a checkpoint folder or GGUF file")->required();
+  prune->add_option("out", model_out, "the folder to write")->required();
+  prune->add_option("--sparsity", sparsity, "share of each output row's weights to zero")->check(CLI::Range(0.0, 0.999));
+  prune->add_option("--pattern", pattern, "2:4: in each group of 4 inputs keep the 2 largest");
+
   CLI::App* sim = add_sim_command(app);
   CLI11_PARSE(app, argc, argv);
-  bo.q8 = dtype_s == "q8";
-  DType dtype = bo.q8 ? f32 : parse_dtype(dtype_s);
+  if (dtype_s == "q8" || dtype_s == "q4" || dtype_s == "q4z") bo.format = dtype_s;
+  DType dtype = bo.format.empty() ? parse_dtype(dtype_s) : f32;
   if (app.got_subcommand("devices")) return cmd_devices();
   if (app.got_subcommand(dump)) return cmd_dump(what, stage, dtype, dev);
   if (app.got_subcommand(run)) return cmd_run(what, dtype, dev, parse_bindings(syms), profile, !no_check);
@@ -267,6 +282,8 @@ int main_impl(int argc, char** argv) {
   if (app.got_subcommand(fuzz_cmd)) return fuzz(fo);
   if (app.got_subcommand(gen)) return cmd_generate(ga);
   if (app.got_subcommand(sim)) return run_sim();
+  if (app.got_subcommand(quant)) return cmd_quantize(model_in, model_out, scheme);
+  if (app.got_subcommand(prune)) return cmd_prune(model_in, model_out, sparsity, pattern);
   bo.device = dev;
   bo.dtype = dtype;
   for (const std::string& w : workloads) bench_workload(w, bo);

@@ -73,10 +73,11 @@ double measured_bandwidth(Device& dev) {
   return 0;
 }
 
-// "q8": int8 matrices, with activations in f32 on the CPU and f16 on GPUs.
+// "q8", "q4", "q4z": quantized matrices, with activations in f32 on the CPU
+// and f16 on GPUs.
 std::pair<DType, WeightFormat> model_dtype(const std::string& name, const Device& dev) {
-  if (name != "q8") return {parse_dtype(name), WeightFormat::dense};
-  return {dev.info().backend == "cpu" ? f32 : f16, WeightFormat::q8};
+  if (name != "q8" && name != "q4" && name != "q4z") return {parse_dtype(name), WeightFormat::dense};
+  return {dev.info().backend == "cpu" ? f32 : f16, parse_weight_format(name)};
 }
 
 }  // namespace
@@ -88,7 +89,7 @@ int cmd_generate(const GenerateArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   LoadedLlm m;
   if (!a.model.empty()) {
-    m = load_llm(a.model);
+    m = load_llm(a.model, wf);
   } else {
     m.config = llm_config(a.config);
     m.weights = random_llm_weights(m.config, dt, 1);
@@ -139,7 +140,8 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
   // 512 prompt tokens and 128 decoded, as far as the context allows.
   int64_t decode_n = std::min<int64_t>(128, c.max_seq / 4);
   int64_t prompt_n = std::min<int64_t>(512, c.max_seq - decode_n);
-  auto [dt, wf] = model_dtype(opt.q8 ? "q8" : std::string(dtype_name(opt.dtype)), *dev);
+  std::string dtype = opt.format.empty() ? std::string(dtype_name(opt.dtype)) : opt.format;
+  auto [dt, wf] = model_dtype(dtype, *dev);
   LlmSession s(c, dt, dev, random_llm_weights(c, dt, 1), wf);
   auto t0 = std::chrono::steady_clock::now();
   s.warm_up(prompt_n);
@@ -183,7 +185,7 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
   j["workload"] = spec;
   j["device"] = dev->info().backend;
   j["device_name"] = dev->info().name;
-  j["dtype"] = opt.q8 ? "q8" : std::string(dtype_name(opt.dtype));
+  j["dtype"] = dtype;
   j["activations"] = std::string(dtype_name(dt));
   j["params"] = llm_param_count(c);
   j["weight_bytes"] = s.weight_bytes();

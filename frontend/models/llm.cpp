@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 #include <numbers>
+#include <numeric>
 
 #include "kiln/error.h"
 #include "runtime/thread_pool.h"
@@ -78,10 +79,36 @@ class Builder {
     auto s = shapes_.find(name);
     if (s == shapes_.end()) throw Error("llm: no weight named '" + name + "' in config " + c_.name);
     Shape shape(s->second.begin(), s->second.end());
-    if (wf_ != WeightFormat::q8 || shape.size() != 2) return weights_[name] = g_.input(name, dt_, shape);
+    if (wf_ == WeightFormat::dense || shape.size() != 2) return weights_[name] = g_.input(name, dt_, shape);
+    if (wf_ != WeightFormat::q8) return weights_[name] = dequantize_q4(name, shape);
     int q = g_.cast(quantized(name), f32);
     int scale = g_.reshape(scale_of(name), {shape[0], 1});
     return weights_[name] = to_dt(mul(q, bcast(scale, shape)));
+  }
+
+  // A q4 / q4z matrix [out, in] from its bytes "W" u8[out, in/2] and its
+  // group scales (and minima). The IR has no bit ops: a byte's nibbles are
+  // b / 16 and b - 16 * (b / 16) (unsigned, so division is floor), and a
+  // where() on the half of the group (a [lo, hi] mask made by padding a
+  // constant) picks the one each element holds.
+  int dequantize_q4(const std::string& name, const Shape& dims) {
+    int64_t out = dims[0].value, in = dims[1].value, groups = in / kQ4Group, half = kQ4Group / 2;
+    if (in % kQ4Group)
+      throw Error("llm: matrix '" + name + "' has " + std::to_string(in) + " inputs; " +
+                  weight_format_name(wf_) + " needs a multiple of 32");
+    int b = g_.reshape(g_.input(name, u8, {out, in / 2}), {out, groups, 1, half});
+    int hi = div(b, fill(16, u8, shape(b)));
+    int lo = sub(b, mul(hi, fill(16, u8, shape(b))));
+    Shape s4{out, groups, 2, half};
+    int upper = bcast(g_.pad(g_.constant(1, boolean, {1, 1, 1, 1}), {0, 0, 1, 0}, {0, 0, 0, 0}), s4);
+    int v = g_.cast(g_.where(upper, bcast(hi, s4), bcast(lo, s4)), f32);
+    auto group_param = [&](const std::string& suffix) {
+      int p = g_.cast(g_.input(name + suffix, f16, {out, groups}), f32);
+      return bcast(g_.reshape(p, {out, groups, 1, 1}), s4);
+    };
+    int scale = group_param(".scale");
+    v = wf_ == WeightFormat::q4 ? mul(sub(v, fill(8, f32, s4)), scale) : add(mul(v, scale), group_param(".min"));
+    return to_dt(g_.reshape(v, dims));
   }
 
   int rope_table(const std::string& name) {
@@ -443,6 +470,237 @@ std::map<std::string, HostTensor> quantize_q8(const std::map<std::string, HostTe
     out.emplace(name + ".scale", std::move(scale));
   }
   return out;
+}
+
+namespace {
+
+// The nearest f16 at or above (below) v.
+uint16_t f16_up(float v) {
+  uint16_t h = f32_to_f16_bits(v);
+  float r = f16_bits_to_f32(h);
+  if (r >= v) return h;
+  return (h & 0x8000) ? (h == 0x8000 ? uint16_t(0x0001) : uint16_t(h - 1)) : uint16_t(h + 1);
+}
+uint16_t f16_down(float v) { return f16_up(-v) ^ 0x8000; }
+
+bool is_aux_name(const std::string& name) { return name.ends_with(".scale") || name.ends_with(".min"); }
+
+// Quantizes every float matrix of `weights` to q4 (zero_point false) or q4z.
+std::map<std::string, HostTensor> quantize_4bit(const std::map<std::string, HostTensor>& weights, bool zero_point) {
+  const char* what = zero_point ? "quantize_q4z" : "quantize_q4";
+  std::map<std::string, HostTensor> out;
+  for (const auto& [name, w] : weights) {
+    if (w.sizes.size() != 2 || is_aux_name(name)) {
+      out.emplace(name, w);
+      continue;
+    }
+    if (!is_float(w.dtype)) throw Error(std::string(what) + ": weight '" + name + "' is " + describe(w) + ", not float");
+    int64_t rows = w.sizes[0], cols = w.sizes[1], groups = cols / kQ4Group;
+    if (cols % kQ4Group)
+      throw Error(std::string(what) + ": matrix '" + name + "' is " + describe(w) +
+                  "; 4-bit groups need the input dim to be a multiple of 32");
+    HostTensor q(u8, {rows, cols / 2}), scale(f16, {rows, groups}), min(f16, {rows, groups});
+    ThreadPool::global().parallel_for(0, rows, [&](int64_t rb, int64_t re) {
+      float x[kQ4Group];
+      for (int64_t r = rb; r < re; ++r)
+        for (int64_t g = 0; g < groups; ++g) {
+          float lo = INFINITY, hi = -INFINITY, amax = 0;
+          for (int64_t j = 0; j < kQ4Group; ++j) {
+            x[j] = float(w.get(r * cols + g * kQ4Group + j));
+            lo = std::min(lo, x[j]), hi = std::max(hi, x[j]), amax = std::max(amax, std::fabs(x[j]));
+          }
+          uint16_t s16, m16 = 0;
+          float s, m = 0;
+          if (zero_point) {
+            m16 = f16_down(lo);
+            m = f16_bits_to_f32(m16);
+            s16 = f16_up((hi - m) / 15.0f);
+          } else {
+            s16 = f16_up(amax / 7.5f);
+          }
+          s = f16_bits_to_f32(s16);
+          if (!(s > 0)) s16 = f32_to_f16_bits(1.0f), s = 1;  // a group of zeros
+          scale.ptr<uint16_t>()[r * groups + g] = s16;
+          min.ptr<uint16_t>()[r * groups + g] = m16;
+          uint8_t* bytes = q.ptr<uint8_t>() + r * (cols / 2) + g * (kQ4Group / 2);
+          for (int64_t j = 0; j < kQ4Group; ++j) {
+            float n = zero_point ? std::nearbyint((x[j] - m) / s) : std::nearbyint(x[j] / s) + 8;
+            uint8_t nib = uint8_t(std::clamp(n, 0.0f, 15.0f));
+            if (j < kQ4Group / 2) bytes[j] = nib;
+            else bytes[j - kQ4Group / 2] |= uint8_t(nib << 4);
+          }
+        }
+    });
+    out.emplace(name, std::move(q));
+    out.emplace(name + ".scale", std::move(scale));
+    if (zero_point) out.emplace(name + ".min", std::move(min));
+  }
+  return out;
+}
+
+const HostTensor& aux(const std::map<std::string, HostTensor>& weights, const std::string& name, DType dt,
+                      const std::vector<int64_t>& sizes) {
+  auto it = weights.find(name);
+  if (it == weights.end()) throw Error("weights: '" + name + "' is missing");
+  if (it->second.dtype != dt || it->second.sizes != sizes)
+    throw Error("weights: '" + name + "' is " + describe(it->second) + ", expected " +
+                describe(HostTensor(dt, sizes)));
+  return it->second;
+}
+
+// Matrix `name` of `weights`, stored as `f`, dequantized to f32 [out, in].
+HostTensor dequantized(const std::map<std::string, HostTensor>& weights, const std::string& name, WeightFormat f) {
+  const HostTensor& q = weights.at(name);
+  if (q.sizes.size() != 2) throw Error("weights: '" + name + "' is " + describe(q) + ", not a matrix");
+  int64_t rows = q.sizes[0];
+  if (f == WeightFormat::q8) {
+    int64_t cols = q.sizes[1];
+    const float* s = aux(weights, name + ".scale", f32, {rows}).ptr<float>();
+    HostTensor out(f32, {rows, cols});
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < cols; ++j) out.ptr<float>()[r * cols + j] = float(q.ptr<int8_t>()[r * cols + j]) * s[r];
+    return out;
+  }
+  int64_t cols = q.sizes[1] * 2, groups = cols / kQ4Group;
+  if (cols % kQ4Group)
+    throw Error("weights: 4-bit matrix '" + name + "' is " + describe(q) + "; its rows must hold whole groups of 16 bytes");
+  const uint16_t* s = aux(weights, name + ".scale", f16, {rows, groups}).ptr<uint16_t>();
+  const uint16_t* m = f == WeightFormat::q4z ? aux(weights, name + ".min", f16, {rows, groups}).ptr<uint16_t>() : nullptr;
+  HostTensor out(f32, {rows, cols});
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < groups; ++g) {
+      float sc = f16_bits_to_f32(s[r * groups + g]);
+      float mn = m ? f16_bits_to_f32(m[r * groups + g]) : -8 * sc;
+      const uint8_t* bytes = q.ptr<uint8_t>() + r * (cols / 2) + g * (kQ4Group / 2);
+      for (int64_t j = 0; j < kQ4Group; ++j) {
+        int nib = j < kQ4Group / 2 ? bytes[j] & 15 : bytes[j - kQ4Group / 2] >> 4;
+        out.ptr<float>()[r * cols + g * kQ4Group + j] = m ? float(nib) * sc + mn : float(nib - 8) * sc;
+      }
+    }
+  return out;
+}
+
+// Each prunable matrix of `weights` with `zero(row, cols)` applied to each row.
+std::map<std::string, HostTensor> prune_each_row(const std::map<std::string, HostTensor>& weights, const char* what,
+                                                 const std::function<void(float*, int64_t)>& zero) {
+  std::map<std::string, HostTensor> out;
+  for (const auto& [name, w] : weights) {
+    if (w.sizes.size() != 2 || is_embedding_table(name) || is_aux_name(name)) {
+      out.emplace(name, w);
+      continue;
+    }
+    if (!is_float(w.dtype)) throw Error(std::string(what) + ": matrix '" + name + "' is " + describe(w) + ", not float");
+    int64_t rows = w.sizes[0], cols = w.sizes[1];
+    HostTensor p = w;
+    ThreadPool::global().parallel_for(0, rows, [&](int64_t rb, int64_t re) {
+      std::vector<float> row(cols);
+      for (int64_t r = rb; r < re; ++r) {
+        for (int64_t j = 0; j < cols; ++j) row[j] = float(w.get(r * cols + j));
+        zero(row.data(), cols);
+        for (int64_t j = 0; j < cols; ++j)
+          if (row[j] == 0) p.set(r * cols + j, 0);
+      }
+    });
+    out.emplace(name, std::move(p));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string weight_format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::dense: return "dense";
+    case WeightFormat::q8: return "q8";
+    case WeightFormat::q4: return "q4";
+    case WeightFormat::q4z: return "q4z";
+  }
+  return "?";
+}
+
+WeightFormat parse_weight_format(const std::string& name) {
+  for (WeightFormat f : {WeightFormat::dense, WeightFormat::q8, WeightFormat::q4, WeightFormat::q4z})
+    if (weight_format_name(f) == name) return f;
+  throw Error("unknown weight format '" + name + "' (dense, q8, q4, q4z)");
+}
+
+std::map<std::string, HostTensor> quantize_q4(const std::map<std::string, HostTensor>& weights) {
+  return quantize_4bit(weights, false);
+}
+std::map<std::string, HostTensor> quantize_q4z(const std::map<std::string, HostTensor>& weights) {
+  return quantize_4bit(weights, true);
+}
+
+WeightFormat stored_format(const std::map<std::string, HostTensor>& weights, const std::string& name) {
+  auto it = weights.find(name);
+  if (it == weights.end()) throw Error("weights: '" + name + "' is missing");
+  switch (it->second.dtype) {
+    case DType::i8: return WeightFormat::q8;
+    case DType::u8: return weights.count(name + ".min") ? WeightFormat::q4z : WeightFormat::q4;
+    default:
+      if (is_float(it->second.dtype)) return WeightFormat::dense;
+      throw Error("weights: '" + name + "' is " + describe(it->second) + "; no weight format stores that");
+  }
+}
+
+std::map<std::string, HostTensor> convert_weights(const std::map<std::string, HostTensor>& weights, WeightFormat to) {
+  // Matrices to change, dequantized first where they are quantized.
+  std::map<std::string, HostTensor> floats, out;
+  for (const auto& [name, w] : weights) {
+    if (is_aux_name(name) && weights.count(name.substr(0, name.rfind('.')))) continue;
+    if (w.sizes.size() != 2 && is_float(w.dtype)) {
+      out.emplace(name, w);
+      continue;
+    }
+    WeightFormat f = stored_format(weights, name);
+    if (f == to) {
+      out.emplace(name, w);
+      for (const char* suffix : {".scale", ".min"})
+        if (auto a = weights.find(name + suffix); a != weights.end()) out.emplace(a->first, a->second);
+      continue;
+    }
+    floats.emplace(name, f == WeightFormat::dense ? w : dequantized(weights, name, f));
+  }
+  switch (to) {
+    case WeightFormat::dense: break;
+    case WeightFormat::q8: floats = quantize_q8(floats); break;
+    case WeightFormat::q4: floats = quantize_q4(floats); break;
+    case WeightFormat::q4z: floats = quantize_q4z(floats); break;
+  }
+  out.merge(floats);
+  return out;
+}
+
+bool is_embedding_table(const std::string& name) {
+  return name == "model.embed_tokens.weight" || name == "transformer.wte.weight" || name == "transformer.wpe.weight";
+}
+
+std::map<std::string, HostTensor> prune_rows(const std::map<std::string, HostTensor>& weights, double sparsity) {
+  if (!(sparsity >= 0 && sparsity < 1)) throw Error("prune: sparsity must be in [0, 1)");
+  return prune_each_row(weights, "prune", [&](float* row, int64_t n) {
+    int64_t k = int64_t(std::llround(sparsity * double(n)));
+    std::vector<int64_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::nth_element(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
+      return std::fabs(row[a]) < std::fabs(row[b]) || (std::fabs(row[a]) == std::fabs(row[b]) && a < b);
+    });
+    for (int64_t i = 0; i < k; ++i) row[order[i]] = 0;
+  });
+}
+
+std::map<std::string, HostTensor> prune_2_4(const std::map<std::string, HostTensor>& weights) {
+  for (const auto& [name, w] : weights)
+    if (w.sizes.size() == 2 && !is_embedding_table(name) && w.sizes[1] % 4)
+      throw Error("prune 2:4: matrix '" + name + "' is " + describe(w) + "; its input dim is not a multiple of 4");
+  return prune_each_row(weights, "prune 2:4", [](float* row, int64_t n) {
+    for (int64_t g = 0; g < n; g += 4) {
+      int64_t idx[4] = {g, g + 1, g + 2, g + 3};
+      std::sort(idx, idx + 4, [&](int64_t a, int64_t b) {
+        return std::fabs(row[a]) < std::fabs(row[b]) || (std::fabs(row[a]) == std::fabs(row[b]) && a < b);
+      });
+      row[idx[0]] = row[idx[1]] = 0;
+    }
+  });
 }
 
 std::map<std::string, HostTensor> llm_rope_tables(const LlmConfig& c) {

@@ -44,12 +44,22 @@ struct LlmConfig {
   void validate() const;
 };
 
-// How a model's matrices (every 2-d weight) are stored. q8: int8 with an f32
-// scale per output row (weight "W" becomes "W" i8[out, in] and "W.scale"
-// f32[out]); the graphs dequantize with ordinary IR ops (cast, mul), which
-// fusion inlines into the consuming contraction, so no dequantized copy of a
-// weight is ever stored.
-enum class WeightFormat { dense, q8 };
+// How a model's matrices (every 2-d weight) are stored. The graphs
+// dequantize with ordinary IR ops, which fusion inlines into the consuming
+// contraction (or gather), so no dequantized copy of a weight is ever stored.
+//   q8:  "W" i8[out, in], "W.scale" f32[out]: w = q * scale[row]
+//   q4:  GGUF Q4_0's block layout, split in two tensors: groups of 32 along
+//        the input dim; "W" u8[out, in/2] holds each group's 16 bytes (element
+//        j of a group in the low nibble of its byte j for j < 16, element j in
+//        the high nibble of byte j - 16 for j >= 16), "W.scale" f16[out, in/32]:
+//        w = (nibble - 8) * scale
+//   q4z: q4 with a minimum per group (GGUF Q4_1's arithmetic), "W.min"
+//        f16[out, in/32]: w = nibble * scale + min
+// q4 and q4z need in % 32 == 0 (a kiln::Error names the matrix otherwise).
+enum class WeightFormat { dense, q8, q4, q4z };
+inline constexpr int64_t kQ4Group = 32;
+std::string weight_format_name(WeightFormat f);  // "dense", "q8", "q4", "q4z"
+WeightFormat parse_weight_format(const std::string& name);  // throws kiln::Error
 
 // Built-in shapes: stories15m, stories110m, gpt2, tinyllama-1.1b,
 // llama-3.2-1b, qwen2.5-0.5b, and "tiny" (a few KB, for tests).
@@ -66,6 +76,35 @@ std::map<std::string, HostTensor> random_llm_weights(const LlmConfig& c, DType d
 // Every 2-d weight of `weights` (float) as q8: per output row, scale =
 // max |w| / 127 and q = round(w / scale). 1-d weights are kept as they are.
 std::map<std::string, HostTensor> quantize_q8(const std::map<std::string, HostTensor>& weights);
+
+// Every 2-d weight of `weights` (float) as q4: per group, scale = max |w| / 7.5
+// rounded up to f16, nibble = clamp(round(w / scale) + 8, 0, 15), so every
+// element is within scale / 2 of the original (GGUF's Q4_0 takes max / -8 and
+// may be off by a whole step at the other end).
+std::map<std::string, HostTensor> quantize_q4(const std::map<std::string, HostTensor>& weights);
+// As q4z: min = the group's smallest w rounded down to f16, scale = (max -
+// min) / 15 rounded up to f16, nibble = round((w - min) / scale): within
+// scale / 2 as well.
+std::map<std::string, HostTensor> quantize_q4z(const std::map<std::string, HostTensor>& weights);
+
+// The format a matrix "W" is stored in within `weights` (from its dtype, and
+// "W.min" for q4z).
+WeightFormat stored_format(const std::map<std::string, HostTensor>& weights, const std::string& name);
+// Every matrix of `weights` in `to`: kept if it is in `to` already, else
+// dequantized (to f32) and quantized again. `to` dense gives f32 (or the
+// stored float dtype) matrices. The shapes of quantized tensors are checked
+// against their matrix's (kiln::Error naming the tensor).
+std::map<std::string, HostTensor> convert_weights(const std::map<std::string, HostTensor>& weights,
+                                                  WeightFormat to);
+
+// Magnitude pruning of the matrices a linear layer reads (every 2-d weight but
+// the embedding tables; a tied output head is the embedding and is kept), in
+// the same dense format with zeros. prune_rows: in each output row, the
+// round(sparsity * in) weights of least |w| become 0. prune_2_4: in each group
+// of 4 consecutive input weights, the 2 of least |w| become 0 (in % 4 == 0).
+std::map<std::string, HostTensor> prune_rows(const std::map<std::string, HostTensor>& weights, double sparsity);
+std::map<std::string, HostTensor> prune_2_4(const std::map<std::string, HostTensor>& weights);
+bool is_embedding_table(const std::string& name);
 
 // The prefill graph for `seq` tokens (a constant: prompts are padded up to a
 // bucket, so kernels tile on constant extents).

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 
 #include "frontend/loaders/safetensors.h"
@@ -217,12 +218,57 @@ std::string stored_name(const HfCheckpoint& ck, const std::string& name) {
   throw Error("checkpoint '" + ck.dir() + "': tensor '" + name + "' is missing");
 }
 
+// The format of a folder written by save_llm() ("kiln_quantization"), or dense.
+WeightFormat stored_quantization(const json& config, const std::string& dir) {
+  if (!config.is_object() || !config.contains("kiln_quantization")) return WeightFormat::dense;
+  const json& q = config.at("kiln_quantization");
+  auto fail = [&](const std::string& why) { throw Error("config.json of '" + dir + "': kiln_quantization " + why); };
+  if (!q.is_object() || !q.contains("format") || !q.at("format").is_string()) fail("needs a string \"format\"");
+  WeightFormat f = parse_weight_format(q.at("format").get<std::string>());
+  if (f == WeightFormat::q4 || f == WeightFormat::q4z) {
+    if (!q.contains("group_size") || q.at("group_size") != kQ4Group) fail("needs \"group_size\": 32 for 4-bit formats");
+  }
+  return f;
+}
+
+// One stored tensor of a quantized matrix, which must be `dt`[sizes].
+HostTensor load_exact(const HfCheckpoint& ck, const std::string& name, DType dt, const std::vector<int64_t>& sizes) {
+  auto [file, entry] = ck.find(stored_name(ck, name));
+  HostTensor t = file->load(entry->name);
+  if (t.dtype != dt || t.sizes != sizes)
+    throw Error("checkpoint '" + ck.dir() + "': tensor '" + entry->name + "' is " + describe(t) + ", expected " +
+                std::string(dtype_name(dt)) + shape_str(sizes));
+  return t;
+}
+
+// The tensors of quantized matrix `name` [out, in] stored as `f`, into `out`.
+void load_quantized(const HfCheckpoint& ck, const std::string& name, const std::vector<int64_t>& want,
+                    WeightFormat f, std::map<std::string, HostTensor>& out) {
+  if (f == WeightFormat::q8) {
+    out.emplace(name, load_exact(ck, name, i8, want));
+    out.emplace(name + ".scale", load_exact(ck, name + ".scale", f32, {want[0]}));
+    return;
+  }
+  if (want[1] % kQ4Group)
+    throw Error("checkpoint '" + ck.dir() + "': matrix '" + name + "' has " + std::to_string(want[1]) +
+                " inputs, not a multiple of 32, so it cannot be " + weight_format_name(f));
+  std::vector<int64_t> groups{want[0], want[1] / kQ4Group};
+  out.emplace(name, load_exact(ck, name, u8, {want[0], want[1] / 2}));
+  out.emplace(name + ".scale", load_exact(ck, name + ".scale", f16, groups));
+  if (f == WeightFormat::q4z) out.emplace(name + ".min", load_exact(ck, name + ".min", f16, groups));
+}
+
 LoadedLlm load_hf(const std::string& dir) {
   HfCheckpoint ck(dir);
   LoadedLlm out;
   out.config = llm_config_from_hf(ck.config(), model_name(dir, false));
+  out.format = stored_quantization(ck.config(), dir);
   const LlmConfig& c = out.config;
   for (auto& [name, want] : llm_weight_shapes(c)) {
+    if (out.format != WeightFormat::dense && want.size() == 2) {
+      load_quantized(ck, name, want, out.format, out.weights);
+      continue;
+    }
     std::string file_name = stored_name(ck, name);
     auto [file, entry] = ck.find(file_name);
     bool conv1d = c.arch == "gpt2" && is_gpt2_conv1d(name);
@@ -267,11 +313,35 @@ std::string gguf_name(const std::string& name) {
   throw Error("gguf: no llama.cpp name for weight '" + name + "'");
 }
 
-LoadedLlm load_gguf(const std::string& path) {
+// A Q4_0 tensor [out, in]'s blocks (f16 scale, 16 bytes of nibbles) split
+// into q4's nibbles u8[out, in/2] and scales f16[out, in/32]: the same bytes.
+std::pair<HostTensor, HostTensor> split_q4_0(const GgufFile& f, const GgufTensor& t) {
+  int64_t rows = t.sizes[0], blocks = t.sizes[1] / kQ4Group;
+  std::span<const uint8_t> bytes = f.bytes(t);
+  if (int64_t(bytes.size()) != rows * blocks * kQ4_0BlockBytes)
+    throw Error("gguf '" + f.name() + "': tensor '" + t.name + "' has " + std::to_string(bytes.size()) +
+                " bytes, not whole Q4_0 blocks of its rows");
+  HostTensor q(u8, {rows, blocks * kQ4Group / 2}), scale(f16, {rows, blocks});
+  for (int64_t b = 0; b < rows * blocks; ++b) {
+    const uint8_t* block = bytes.data() + b * kQ4_0BlockBytes;
+    std::memcpy(scale.data.data() + 2 * b, block, 2);
+    std::memcpy(q.data.data() + b * (kQ4Group / 2), block + 2, kQ4Group / 2);
+  }
+  return {std::move(q), std::move(scale)};
+}
+
+LoadedLlm load_gguf(const std::string& path, WeightFormat keep) {
   GgufFile f(path);
   LoadedLlm out;
   out.config = llm_config_from_gguf(f, model_name(path, true));
   const LlmConfig& c = out.config;
+  // Matrices stay Q4_0's bytes when every one of them is Q4_0.
+  bool keep_q4 = keep == WeightFormat::q4;
+  for (auto& [name, want] : llm_weight_shapes(c)) {
+    const GgufTensor* t = f.find(gguf_name(name));
+    if (want.size() == 2 && (!t || t->type != GgmlType::q4_0 || t->sizes != want)) keep_q4 = false;
+  }
+  if (keep_q4) out.format = WeightFormat::q4;
   for (auto& [name, want] : llm_weight_shapes(c)) {
     std::string gname = gguf_name(name);
     const GgufTensor* t = f.find(gname);
@@ -279,6 +349,14 @@ LoadedLlm load_gguf(const std::string& path) {
     if (t->sizes != want)
       throw Error("gguf '" + path + "': tensor '" + gname + "' is " + shape_str(t->sizes) + ", expected " +
                   shape_str(want));
+    if (keep_q4 && want.size() == 2) {
+      auto [q, scale] = split_q4_0(f, *t);
+      int64_t heads = gname.ends_with("attn_q.weight") ? c.heads : gname.ends_with("attn_k.weight") ? c.kv_heads : 0;
+      if (heads) q = unpermute_rope_rows(q, heads), scale = unpermute_rope_rows(scale, heads);
+      out.weights.emplace(name, std::move(q));
+      out.weights.emplace(name + ".scale", std::move(scale));
+      continue;
+    }
     DType to = t->type == GgmlType::f16 ? f16 : t->type == GgmlType::bf16 ? bf16 : f32;
     HostTensor w = f.load(gname, to);
     if (gname.ends_with("attn_q.weight")) w = unpermute_rope_rows(w, c.heads);
@@ -338,10 +416,85 @@ LlmConfig llm_config_from_gguf(const GgufFile& f, const std::string& name) {
   return c;
 }
 
-LoadedLlm load_llm(const std::string& path) {
+LoadedLlm load_llm(const std::string& path, WeightFormat keep) {
   if (fs::is_directory(path)) return load_hf(path);
-  if (fs::is_regular_file(path)) return load_gguf(path);
+  if (fs::is_regular_file(path)) return load_gguf(path, keep);
   throw Error("load_llm: '" + path + "' is neither a checkpoint folder (config.json + safetensors) nor a .gguf file");
+}
+
+}  // namespace kiln
+
+namespace kiln {
+
+namespace {
+
+json hf_config(const LlmConfig& c) {
+  json j;
+  if (c.arch == "gpt2") {
+    j = {{"model_type", "gpt2"}, {"n_embd", c.dim}, {"n_layer", c.layers}, {"n_head", c.heads},
+         {"n_inner", c.hidden}, {"vocab_size", c.vocab}, {"n_positions", c.max_seq},
+         {"layer_norm_epsilon", c.norm_eps}, {"tie_word_embeddings", true}, {"activation_function", "gelu_new"}};
+    return j;
+  }
+  j = {{"model_type", c.qkv_bias ? "qwen2" : "llama"},
+       {"hidden_size", c.dim},
+       {"num_hidden_layers", c.layers},
+       {"num_attention_heads", c.heads},
+       {"num_key_value_heads", c.kv_heads},
+       {"intermediate_size", c.hidden},
+       {"vocab_size", c.vocab},
+       {"max_position_embeddings", c.max_seq},
+       {"rope_theta", c.rope_theta},
+       {"rms_norm_eps", c.norm_eps},
+       {"tie_word_embeddings", c.tied_embeddings},
+       {"hidden_act", "silu"}};
+  if (c.rope_factor > 0)
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", c.rope_factor},
+                         {"low_freq_factor", c.rope_low_freq},
+                         {"high_freq_factor", c.rope_high_freq},
+                         {"original_max_position_embeddings", c.rope_original_max}};
+  return j;
+}
+
+}  // namespace
+
+void save_llm(const LoadedLlm& m, const std::string& dir, const std::string& tokenizer_dir) {
+  const LlmConfig& c = m.config;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error("save_llm: cannot create folder '" + dir + "': " + ec.message());
+  json config = hf_config(c);
+  if (m.format != WeightFormat::dense)
+    config["kiln_quantization"] = {{"format", weight_format_name(m.format)}, {"group_size", kQ4Group}};
+  std::vector<std::pair<std::string, HostTensor>> tensors;
+  for (auto& [name, want] : llm_weight_shapes(c)) {
+    auto it = m.weights.find(name);
+    if (it == m.weights.end()) throw Error("save_llm: weight '" + name + "' is missing");
+    bool quantized = m.format != WeightFormat::dense && want.size() == 2;
+    if (quantized) {
+      if (stored_format(m.weights, name) != m.format)
+        throw Error("save_llm: matrix '" + name + "' is not stored as " + weight_format_name(m.format));
+      tensors.push_back(*it);
+      for (const char* suffix : {".scale", ".min"})
+        if (auto a = m.weights.find(name + suffix); a != m.weights.end()) tensors.push_back(*a);
+      continue;
+    }
+    if (!is_float(it->second.dtype)) throw Error("save_llm: weight '" + name + "' is " + describe(it->second));
+    // GPT-2's Conv1D layers are stored [in, out], as its checkpoints do.
+    tensors.push_back({name, c.arch == "gpt2" && is_gpt2_conv1d(name) ? transposed(it->second) : it->second});
+  }
+  write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors);
+  std::ofstream f(fs::path(dir) / "config.json");
+  f << config.dump(2) << "\n";
+  if (!f) throw Error("save_llm: cannot write '" + (fs::path(dir) / "config.json").string() + "'");
+  if (tokenizer_dir.empty()) return;
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
+    fs::path from = fs::path(tokenizer_dir) / file;
+    if (!fs::is_regular_file(from)) continue;
+    fs::copy_file(from, fs::path(dir) / file, fs::copy_options::overwrite_existing, ec);
+    if (ec) throw Error("save_llm: cannot copy '" + from.string() + "': " + ec.message());
+  }
 }
 
 }  // namespace kiln

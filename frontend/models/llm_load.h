@@ -25,8 +25,10 @@ namespace kiln {
 struct LoadedLlm {
   LlmConfig config;
   // Every name of llm_weight_shapes(config), in the dtype stored (f32, f16 or
-  // bf16; GGUF's quantized types dequantized to f32).
+  // bf16; GGUF's quantized types dequantized to f32), or, for quantized
+  // matrices (`format`), their tensors as convert_weights() takes them.
   std::map<std::string, HostTensor> weights;
+  WeightFormat format = WeightFormat::dense;  // of the matrices
   std::string tokenizer_json_path;  // tokenizer.json beside config.json; empty if none
 };
 
@@ -34,7 +36,22 @@ struct LoadedLlm {
 // model.safetensors or a sharded index, or a .gguf file (architecture llama).
 // Missing or mis-shaped tensors, unknown model types and config values kiln
 // cannot honour are kiln::Errors that name the file and the entry.
-LoadedLlm load_llm(const std::string& path);
+//
+// A folder written by save_llm() with a quantized format loads as that format.
+// With `keep` q4, a GGUF file whose matrices are all Q4_0 loads them as q4
+// (the same bytes, split into nibbles and scales), not dequantized; GGUF's
+// Q8_0 (a scale per 32 elements, not per row) is always dequantized.
+LoadedLlm load_llm(const std::string& path, WeightFormat keep = WeightFormat::dense);
+
+// Writes `m` as a checkpoint folder load_llm() reads back: config.json (the
+// config in Hugging Face's keys; for a quantized model, also
+// "kiln_quantization": {"format": "q4", "group_size": 32}) and
+// model.safetensors. Dense tensors are stored as Hugging Face stores them;
+// quantized matrices in kiln's layout [out, ...] under the weight's name,
+// with "<name>.scale" (and "<name>.min" for q4z) beside them (WeightFormat).
+// tokenizer.json, tokenizer_config.json, special_tokens_map.json and
+// tokenizer.model are copied from `tokenizer_dir` where present.
+void save_llm(const LoadedLlm& m, const std::string& dir, const std::string& tokenizer_dir = "");
 
 // The config alone, from a parsed config.json (`name` becomes config.name) or
 // from a GGUF file's metadata. The KV cache capacity (max_seq) is the trained

@@ -69,15 +69,13 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
                   describe(HostTensor(want_dtype, sizes)));
     return it->second;
   };
-  // Float matrices given for a q8 model are quantized here.
-  std::map<std::string, HostTensor> quantized;
-  bool quantize_here = false;
-  for (auto& [name, sizes] : llm_weight_shapes(c_)) {
-    auto it = weights.find(name);
-    quantize_here |= wf_ == WeightFormat::q8 && sizes.size() == 2 && it != weights.end() && is_float(it->second.dtype);
-  }
-  if (quantize_here) quantized = quantize_q8(weights);
-  const auto& src = quantize_here ? quantized : weights;
+  // Matrices stored in another format than wf_ are converted here.
+  std::map<std::string, HostTensor> converted_weights;
+  bool convert = false;
+  for (auto& [name, sizes] : llm_weight_shapes(c_))
+    convert |= sizes.size() == 2 && weights.count(name) && stored_format(weights, name) != wf_;
+  if (convert) converted_weights = convert_weights(weights, wf_);
+  const auto& src = convert ? converted_weights : weights;
   for (auto& [name, sizes] : llm_weight_shapes(c_)) {
     if (wf_ == WeightFormat::q8 && sizes.size() == 2) {
       const HostTensor& q = find(src, name, i8, sizes);
@@ -86,6 +84,22 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
         throw Error("llm: q8 weight '" + name + "' must be i8 with an f32 scale per row");
       upload(name, q);
       upload(name + ".scale", scale);
+      continue;
+    }
+    if (wf_ != WeightFormat::dense && sizes.size() == 2) {
+      if (sizes[1] % kQ4Group)
+        throw Error("llm '" + c_.name + "': matrix '" + name + "' has " + std::to_string(sizes[1]) + " inputs; " +
+                    weight_format_name(wf_) + " needs a multiple of 32");
+      std::vector<int64_t> groups{sizes[0], sizes[1] / kQ4Group};
+      const HostTensor& q = find(src, name, u8, {sizes[0], sizes[1] / 2});
+      if (q.dtype != u8) throw Error("llm: " + weight_format_name(wf_) + " weight '" + name + "' must be u8");
+      upload(name, q);
+      for (const char* suffix : {".scale", ".min"}) {
+        if (wf_ == WeightFormat::q4 && suffix == std::string(".min")) continue;
+        const HostTensor& p = find(src, name + suffix, f16, groups);
+        if (p.dtype != f16) throw Error("llm: '" + name + suffix + "' must be f16, one per group of 32");
+        upload(name + suffix, p);
+      }
       continue;
     }
     const HostTensor& t = find(src, name, dtype, sizes);

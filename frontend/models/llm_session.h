@@ -20,8 +20,9 @@ namespace kiln {
 class LlmSession {
  public:
   // Uploads `weights` (every name of llm_weight_shapes(c), any float dtype:
-  // converted to `dtype`; for q8, matrices already quantized by quantize_q8
-  // or float ones, quantized here) and allocates the KV cache for c.max_seq
+  // converted to `dtype`; matrices stored in another format than `wf` (float,
+  // or quantized by quantize_q8 / q4 / q4z) are converted here) and
+  // allocates the KV cache for c.max_seq
   // tokens. The host copies may be dropped afterwards.
   LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> dev,
              const std::map<std::string, HostTensor>& weights, WeightFormat wf = WeightFormat::dense);

@@ -1,0 +1,396 @@
+// Quantized (q4, q4z) and pruned weights: the formats' error bounds and their
+// GGUF block layout, the graphs against the reference interpreter, the
+// checkpoint round trip of `kiln quantize`, pruning's exact patterns, and GGUF
+// Q4_0 loaded as q4 without dequantizing.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include <nlohmann/json.hpp>
+
+#include "frontend/compare.h"
+#include "frontend/loaders/gguf.h"
+#include "frontend/loaders/safetensors.h"
+#include "frontend/models/llm.h"
+#include "frontend/models/llm_load.h"
+#include "frontend/models/llm_session.h"
+#include "kiln/kiln.h"
+#include "tests/frontend/loaders/loader_test_util.h"
+
+namespace kiln {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::ScratchDir;
+
+fs::path data_dir() { return fs::path(__FILE__).parent_path() / "data"; }
+
+std::shared_ptr<Device> device_or_null(const std::string& name) {
+  try {
+    return device(name);
+  } catch (const Error&) {
+    return nullptr;
+  }
+}
+
+HostTensor ints(std::vector<int32_t> v) {
+  HostTensor t(i32, {int64_t(v.size())});
+  std::copy(v.begin(), v.end(), t.ptr<int32_t>());
+  return t;
+}
+
+std::vector<int32_t> some_tokens(const LlmConfig& c, int64_t n, uint64_t seed) {
+  std::vector<int32_t> t(n);
+  for (int64_t i = 0; i < n; ++i) t[i] = int32_t((seed * 7919 + uint64_t(i) * 104729) % uint64_t(c.vocab));
+  return t;
+}
+
+// Largest |a - b| relative to the largest |a|.
+double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
+  double scale = 1e-30, err = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, double(std::fabs(a[i])));
+    err = std::max(err, double(std::fabs(a[i] - b[i])));
+  }
+  return err / scale;
+}
+
+void expect_close(const std::vector<HostTensor>& want, const std::vector<HostTensor>& got, Tolerance tol) {
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t o = 0; o < want.size(); ++o) {
+    std::string diff = compare(want[o], got[o], tol);
+    EXPECT_TRUE(diff.empty()) << "output " << o << ": " << diff;
+  }
+}
+
+const WeightFormat k4bit[] = {WeightFormat::q4, WeightFormat::q4z};
+
+// The IR has no bit ops: q4's nibbles come from integer division of u8 values,
+// which must be floor division on every backend (the interpreter's is C's,
+// which for the non-negative values of u8 is floor).
+TEST(Quant, UnsignedDivisionSplitsNibbles) {
+  Graph g;
+  int b = g.input("b", u8, {256});
+  int sixteen = g.expand(g.reshape(g.constant(16, u8), {1}), {256});
+  int hi = g.binary(Op::Div, b, sixteen);
+  int lo = g.binary(Op::Sub, b, g.binary(Op::Mul, hi, sixteen));
+  g.outputs = {hi, lo};
+  HostTensor in(u8, {256});
+  for (int i = 0; i < 256; ++i) in.ptr<uint8_t>()[i] = uint8_t((i * 37 + 11) % 256);  // every byte, shuffled
+  std::map<std::string, HostTensor> inputs{{"b", in}};
+  std::vector<HostTensor> want = interpret(g, inputs);
+  for (int i = 0; i < 256; ++i) {
+    int v = in.ptr<uint8_t>()[i];
+    ASSERT_EQ(want[0].get(i), v >> 4) << v;
+    ASSERT_EQ(want[1].get(i), v & 15) << v;
+  }
+  for (const char* name : {"cpu", "vulkan", "systolic"}) {
+    auto dev = device_or_null(name);
+    if (!dev) continue;
+    SCOPED_TRACE(name);
+    CompiledGraph cg(g, dev);
+    std::vector<HostTensor> got = cg.run(inputs);
+    EXPECT_EQ(got[0].data, want[0].data);
+    EXPECT_EQ(got[1].data, want[1].data);
+  }
+}
+
+// Every element within scale / 2 of the original, for random and for
+// awkward groups (all equal, all zero, one outlier).
+TEST(Quant, FourBitErrorIsWithinHalfAStep) {
+  std::map<std::string, HostTensor> w;
+  w["a.weight"] = HostTensor::random(f32, {8, 128}, 7);
+  HostTensor odd(f32, {3, 64});
+  for (int64_t i = 0; i < 32; ++i) odd.ptr<float>()[i] = 0.25f;                      // constant group
+  for (int64_t i = 64; i < 96; ++i) odd.ptr<float>()[i] = i == 70 ? 100.0f : 0.01f;  // one outlier
+  for (int64_t i = 128; i < 192; ++i) odd.ptr<float>()[i] = -float(i) * 1e-3f;        // all negative
+  w["b.weight"] = odd;
+  w["norm.weight"] = HostTensor::random(f32, {64}, 8);
+  for (WeightFormat f : k4bit) {
+    SCOPED_TRACE(weight_format_name(f));
+    auto q = f == WeightFormat::q4 ? quantize_q4(w) : quantize_q4z(w);
+    EXPECT_EQ(q.at("norm.weight").data, w.at("norm.weight").data);
+    EXPECT_EQ(q.count("a.weight.min"), f == WeightFormat::q4z ? 1u : 0u);
+    EXPECT_EQ(stored_format(q, "a.weight"), f);
+    auto back = convert_weights(q, WeightFormat::dense);
+    for (const char* name : {"a.weight", "b.weight"}) {
+      const HostTensor &orig = w.at(name), &deq = back.at(name), &scale = q.at(std::string(name) + ".scale");
+      ASSERT_EQ(q.at(name).dtype, u8);
+      ASSERT_EQ(q.at(name).sizes, (std::vector<int64_t>{orig.sizes[0], orig.sizes[1] / 2}));
+      ASSERT_EQ(scale.sizes, (std::vector<int64_t>{orig.sizes[0], orig.sizes[1] / 32}));
+      ASSERT_EQ(deq.sizes, orig.sizes);
+      int64_t cols = orig.sizes[1], bad = 0;
+      for (int64_t i = 0; i < orig.numel(); ++i) {
+        double s = scale.get(i / cols * (cols / 32) + i % cols / 32);
+        bad += std::fabs(deq.get(i) - orig.get(i)) > s / 2 * (1 + 1e-6) + 1e-12;
+      }
+      EXPECT_EQ(bad, 0) << name;
+    }
+  }
+}
+
+// q4 is GGUF Q4_0's block layout: blocks made of q4's scale and bytes
+// dequantize, with kiln's GGUF reader, to the values q4 stands for.
+TEST(Quant, Q4HasTheQ4_0BlockLayout) {
+  std::map<std::string, HostTensor> w{{"w", HostTensor::random(f32, {4, 96}, 9)}};
+  auto q = quantize_q4(w);
+  auto deq = convert_weights(q, WeightFormat::dense).at("w");
+  const HostTensor &bytes = q.at("w"), &scale = q.at("w.scale");
+  std::vector<uint8_t> blocks;
+  for (int64_t b = 0; b < 4 * 3; ++b) {
+    blocks.insert(blocks.end(), scale.data.begin() + 2 * b, scale.data.begin() + 2 * b + 2);
+    blocks.insert(blocks.end(), bytes.data.begin() + 16 * b, bytes.data.begin() + 16 * b + 16);
+  }
+  std::vector<float> gguf(4 * 96);
+  dequantize_q4_0(blocks, gguf.data());
+  EXPECT_EQ(std::vector<float>(deq.ptr<float>(), deq.ptr<float>() + deq.numel()), gguf);
+}
+
+std::map<std::string, HostTensor> decode_inputs(const LlmConfig& c, const std::map<std::string, HostTensor>& w,
+                                                int64_t past) {
+  auto in = w;
+  for (auto& [k, v] : llm_rope_tables(c)) in[k] = v;
+  in["token"] = ints({9});
+  in["position"] = ints({int32_t(past)});
+  HostTensor mask(f32, {past});
+  mask.ptr<float>()[past - 1] = -1e30f;
+  in["cache_mask"] = mask;
+  for (int64_t l = 0; l < c.layers; ++l)
+    for (const char* kv : {"k_cache.", "v_cache."})
+      in[kv + std::to_string(l)] = HostTensor::random(f32, {past, c.kv_heads, c.head_dim()}, 60 + l);
+  return in;
+}
+
+// The decode and prefill graphs with 4-bit matrices (the dequantization
+// inlined into each contraction and the embedding gather) match the
+// interpreter on the CPU, and the decode graph on Vulkan too where present.
+TEST(Quant, FourBitGraphsMatchInterpreter) {
+  LlmConfig c = llm_config("tiny");
+  auto w = random_llm_weights(c, f32, 5);
+  for (WeightFormat f : k4bit) {
+    SCOPED_TRACE(weight_format_name(f));
+    auto q = convert_weights(w, f);
+    int64_t past = 3;
+    Graph dg = llm_decode_graph(c, f32, f);
+    auto in = decode_inputs(c, q, past);
+    auto want = interpret(dg, in, {{"past", past}});
+    for (const char* name : {"cpu", "vulkan"}) {
+      auto dev = device_or_null(name);
+      if (!dev) continue;
+      SCOPED_TRACE(name);
+      CompiledGraph cg(dg, dev);
+      expect_close(want, cg.run(in, {{"past", past}}), {1e-4, 1e-4});
+    }
+    int64_t seq = 8;
+    Graph pg = llm_prefill_graph(c, f32, seq, f);
+    auto pin = q;
+    for (auto& [k, v] : llm_rope_tables(c)) pin[k] = v;
+    std::vector<int32_t> pos(seq);
+    std::iota(pos.begin(), pos.end(), 0);
+    pin["tokens"] = ints(some_tokens(c, seq, 1));
+    pin["positions"] = ints(pos);
+    pin["last"] = ints({5});
+    HostTensor mask(f32, {seq, seq});
+    for (int64_t i = 0; i < seq; ++i)
+      for (int64_t j = 0; j < seq; ++j) mask.ptr<float>()[i * seq + j] = j <= i ? 0.0f : -1e30f;
+    pin["mask"] = mask;
+    CompiledGraph cg(pg, device("cpu"));
+    expect_close(interpret(pg, pin), cg.run(pin), {1e-4, 1e-4});
+  }
+}
+
+// Fusion inlines the dequantization: a 4-bit graph has as many kernels as the
+// dense one (no kernel, and no buffer, holds a dequantized weight).
+TEST(Quant, DequantizationAddsNoKernels) {
+  LlmConfig c = llm_config("tiny");
+  size_t dense = lower(llm_decode_graph(c, f32)).kernels.size();
+  for (WeightFormat f : k4bit) EXPECT_EQ(lower(llm_decode_graph(c, f32, f)).kernels.size(), dense);
+}
+
+// Logits of the tiny model with q8, q4, q4z and pruned matrices against the
+// dense model's (random weights; printed for docs/quantization.md).
+TEST(Quant, LogitsStayNearDense) {
+  LlmConfig c = llm_config("tiny");
+  auto w = random_llm_weights(c, f32, 5);
+  std::vector<int32_t> toks = some_tokens(c, 7, 4);
+  LlmSession dense(c, f32, device("cpu"), w);
+  std::vector<float> want = dense.prefill(toks);
+  struct Case {
+    const char* name;
+    std::map<std::string, HostTensor> weights;
+    WeightFormat f;
+    double bound;
+  };
+  std::vector<Case> cases = {{"q8", w, WeightFormat::q8, 0.05},
+                             {"q4", w, WeightFormat::q4, 0.3},
+                             {"q4z", w, WeightFormat::q4z, 0.3},
+                             {"pruned 50%", prune_rows(w, 0.5), WeightFormat::dense, 1.5},
+                             {"pruned 2:4", prune_2_4(w), WeightFormat::dense, 1.5}};
+  for (const Case& k : cases) {
+    LlmSession s(c, f32, device("cpu"), k.weights, k.f);
+    double err = relative_error(want, s.prefill(toks));
+    std::printf("tiny, %s: logits within %.3g of dense (relative to the largest)\n", k.name, err);
+    EXPECT_LT(err, k.bound) << k.name;
+    EXPECT_GT(err, 0) << k.name;
+  }
+  LlmSession q8(c, f32, device("cpu"), w, WeightFormat::q8), q4(c, f32, device("cpu"), w, WeightFormat::q4);
+  EXPECT_LT(q4.weight_bytes(), q8.weight_bytes());
+}
+
+// quantize -> save_llm -> load_llm gives the same tensors and config back.
+TEST(Quant, SavedCheckpointsLoadBackUnchanged) {
+  ScratchDir scratch;
+  LoadedLlm src = load_llm((data_dir() / "llama").string());
+  for (WeightFormat f : {WeightFormat::q8, WeightFormat::q4, WeightFormat::q4z}) {
+    SCOPED_TRACE(weight_format_name(f));
+    LoadedLlm m = src;
+    m.weights = convert_weights(src.weights, f);
+    m.format = f;
+    fs::path dir = scratch / weight_format_name(f);
+    save_llm(m, dir.string(), (data_dir() / "llama").string());
+    LoadedLlm back = load_llm(dir.string());
+    EXPECT_EQ(back.format, f);
+    EXPECT_EQ(back.config.dim, m.config.dim);
+    EXPECT_EQ(back.config.kv_heads, m.config.kv_heads);
+    EXPECT_EQ(back.config.tied_embeddings, m.config.tied_embeddings);
+    ASSERT_EQ(back.weights.size(), m.weights.size());
+    for (auto& [name, t] : m.weights) {
+      ASSERT_TRUE(back.weights.count(name)) << name;
+      EXPECT_EQ(back.weights.at(name).dtype, t.dtype) << name;
+      EXPECT_EQ(back.weights.at(name).sizes, t.sizes) << name;
+      EXPECT_EQ(back.weights.at(name).data, t.data) << name;
+    }
+    EXPECT_TRUE(fs::exists(dir / "tokenizer.json") == fs::exists(data_dir() / "llama" / "tokenizer.json"));
+    // The loaded model runs, the same as the one it was saved from.
+    LlmSession a(m.config, f32, device("cpu"), m.weights, f), b(back.config, f32, device("cpu"), back.weights, f);
+    std::vector<int32_t> toks = some_tokens(m.config, 5, 2);
+    EXPECT_EQ(a.prefill(toks), b.prefill(toks));
+  }
+  // GPT-2's Conv1D matrices go back to [in, out] in a dense checkpoint.
+  LoadedLlm gpt2 = load_llm((data_dir() / "gpt2").string());
+  save_llm(gpt2, (scratch / "gpt2").string());
+  LoadedLlm back = load_llm((scratch / "gpt2").string());
+  for (auto& [name, t] : gpt2.weights) EXPECT_EQ(back.weights.at(name).data, t.data) << name;
+}
+
+// Pruning: exactly round(s * in) zeros in each row of each linear layer's
+// matrix, the smallest by magnitude; 2:4 keeps the 2 largest of each 4.
+TEST(Quant, PruningGivesTheExactPattern) {
+  LlmConfig c = llm_config("tiny");
+  auto w = random_llm_weights(c, f32, 11);
+  for (double s : {0.5, 0.3}) {
+    auto p = prune_rows(w, s);
+    for (auto& [name, t] : w) {
+      const HostTensor& got = p.at(name);
+      if (t.sizes.size() != 2 || is_embedding_table(name)) {
+        EXPECT_EQ(got.data, t.data) << name;
+        continue;
+      }
+      int64_t rows = t.sizes[0], cols = t.sizes[1], k = std::llround(s * double(cols));
+      for (int64_t r = 0; r < rows; ++r) {
+        int64_t zeros = 0;
+        float kept_min = INFINITY, dropped_max = 0;
+        for (int64_t j = 0; j < cols; ++j) {
+          float v = got.ptr<float>()[r * cols + j], o = t.ptr<float>()[r * cols + j];
+          if (v == 0) {
+            ++zeros;
+            dropped_max = std::max(dropped_max, std::fabs(o));
+          } else {
+            EXPECT_EQ(v, o);
+            kept_min = std::min(kept_min, std::fabs(o));
+          }
+        }
+        ASSERT_EQ(zeros, k) << name << " row " << r;
+        ASSERT_LE(dropped_max, kept_min) << name << " row " << r;
+      }
+    }
+  }
+  auto p = prune_2_4(w);
+  const HostTensor &t = w.at("model.layers.1.mlp.down_proj.weight"), &got = p.at("model.layers.1.mlp.down_proj.weight");
+  for (int64_t g = 0; g < t.numel(); g += 4) {
+    int zeros = 0;
+    float kept_min = INFINITY, dropped_max = 0;
+    for (int64_t j = g; j < g + 4; ++j) {
+      float o = std::fabs(t.ptr<float>()[j]);
+      if (got.ptr<float>()[j] == 0) ++zeros, dropped_max = std::max(dropped_max, o);
+      else kept_min = std::min(kept_min, o);
+    }
+    ASSERT_EQ(zeros, 2) << g;
+    ASSERT_LE(dropped_max, kept_min) << g;
+  }
+  EXPECT_EQ(p.at("model.embed_tokens.weight").data, w.at("model.embed_tokens.weight").data);
+  EXPECT_THROW(prune_rows(w, 1.0), Error);
+}
+
+// GGUF Q4_0 loaded as q4 keeps the file's bytes, and runs to the logits of
+// the same file dequantized at load.
+TEST(Quant, GgufQ4_0LoadsAsQ4) {
+  std::string path = (data_dir() / "llama-q4_0.gguf").string();
+  LoadedLlm q = load_llm(path, WeightFormat::q4), d = load_llm(path);
+  ASSERT_EQ(q.format, WeightFormat::q4);
+  EXPECT_EQ(d.format, WeightFormat::dense);
+  EXPECT_EQ(q.weights.at("model.layers.0.self_attn.q_proj.weight").dtype, u8);
+  auto deq = convert_weights(q.weights, WeightFormat::dense);
+  for (auto& [name, t] : d.weights) EXPECT_EQ(deq.at(name).data, t.data) << name;
+  LlmSession a(q.config, f32, device("cpu"), q.weights, WeightFormat::q4), b(d.config, f32, device("cpu"), d.weights);
+  std::vector<int32_t> toks = some_tokens(q.config, 6, 3);
+  EXPECT_LT(relative_error(b.prefill(toks), a.prefill(toks)), 1e-5);
+  EXPECT_LT(relative_error(b.decode(5), a.decode(5)), 1e-5);
+  // Q8_0 (a scale per 32 elements) is dequantized at load whatever is asked.
+  EXPECT_EQ(load_llm((data_dir() / "llama-q8_0.gguf").string(), WeightFormat::q4).format, WeightFormat::dense);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Matrices whose input dim is not a multiple of 32, tensors of the wrong
+// shape or dtype, and a bad "kiln_quantization" are errors that say so.
+TEST(Quant, MalformedInputsAreErrors) {
+  std::map<std::string, HostTensor> w{{"w", HostTensor::random(f32, {4, 48}, 1)}};
+  EXPECT_NE(error_of([&] { quantize_q4(w); }).find("multiple of 32"), std::string::npos);
+  EXPECT_NE(error_of([&] { quantize_q4z(w); }).find("multiple of 32"), std::string::npos);
+  LlmConfig odd = llm_config("tiny");
+  odd.dim = 48, odd.heads = 4, odd.kv_heads = 2;
+  EXPECT_NE(error_of([&] { llm_decode_graph(odd, f32, WeightFormat::q4); }).find("multiple of 32"), std::string::npos);
+
+  LlmConfig c = llm_config("tiny");
+  auto q = quantize_q4(random_llm_weights(c, f32, 2));
+  auto bad = q;
+  bad["model.layers.0.mlp.up_proj.weight.scale"] = HostTensor(f16, {c.hidden, 3});
+  EXPECT_NE(error_of([&] { LlmSession(c, f32, device("cpu"), bad, WeightFormat::q4); }).find("up_proj.weight.scale"),
+            std::string::npos);
+  bad = q;
+  bad["model.layers.0.mlp.up_proj.weight.scale"] = HostTensor(f32, {c.hidden, 2});
+  EXPECT_NE(error_of([&] { convert_weights(bad, WeightFormat::dense); }).find("up_proj.weight.scale"),
+            std::string::npos);
+
+  ScratchDir scratch;
+  LoadedLlm m{c, q, WeightFormat::q4, ""};
+  save_llm(m, (scratch / "m").string());
+  nlohmann::json config;
+  std::ifstream(scratch / "m" / "config.json") >> config;
+  config["kiln_quantization"]["group_size"] = 64;
+  std::ofstream(scratch / "m" / "config.json") << config.dump();
+  EXPECT_NE(error_of([&] { load_llm((scratch / "m").string()); }).find("group_size"), std::string::npos);
+  // A scale tensor of the wrong shape in the file.
+  config["kiln_quantization"]["group_size"] = 32;
+  std::ofstream(scratch / "m" / "config.json") << config.dump();
+  std::vector<std::pair<std::string, HostTensor>> tensors(bad.begin(), bad.end());
+  write_safetensors((scratch / "m" / "model.safetensors").string(), tensors);
+  std::string e = error_of([&] { load_llm((scratch / "m").string()); });
+  EXPECT_NE(e.find("up_proj.weight.scale"), std::string::npos) << e;
+}
+
+}  // namespace
+}  // namespace kiln
