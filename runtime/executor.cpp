@@ -5,6 +5,7 @@
 #include "kiln/error.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/thread_pool.h"
+#include "runtime/tuning_db.h"
 
 namespace kiln {
 
@@ -42,7 +43,13 @@ CompiledGraph::CompiledGraph(const Graph& g, std::shared_ptr<Device> dev, const 
                 " kernels");
   for (size_t i = 0; i < program_.kernels.size(); ++i) {
     const Kernel& k = program_.kernels[i];
-    schedules_.push_back(schedules.empty() ? default_schedule(k, dev_->info()) : schedules[i]);
+    if (!schedules.empty()) {
+      schedules_.push_back(schedules[i]);
+    } else if (std::optional<Schedule> tuned = tuned_schedule(k, dev_->info())) {
+      schedules_.push_back(*tuned);  // the tuning database's winner (runtime/tuning_db.h)
+    } else {
+      schedules_.push_back(default_schedule(k, dev_->info()));
+    }
     scheduled_.push_back(apply(k, schedules_.back()));
   }
   // Kernels compile in parallel (NVRTC and glslang are thread-safe; the CPU

@@ -7,7 +7,7 @@ packages=(
   clang-16 libclang-rt-16-dev
   llvm-16-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas-dev libcli11-dev nlohmann-json3-dev libpcre2-dev
+  libopenblas-dev libcli11-dev nlohmann-json3-dev libpcre2-dev libsqlite3-dev
   glslang-dev glslang-tools libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers spirv-tools
 )
 
