@@ -63,9 +63,22 @@ void disarm_all() {
   any_armed = false;
 }
 
-bool fires(Site site) {
+namespace {
+
+void read_environment_once() {
   static const bool environment_read = (arm_from_environment(), true);
   (void)environment_read;
+}
+
+}  // namespace
+
+bool armed(Site site) {
+  read_environment_once();
+  return any_armed.load(std::memory_order_relaxed) && remaining[int(site)].load() > 0;
+}
+
+bool fires(Site site) {
+  read_environment_once();
   if (!any_armed.load(std::memory_order_relaxed)) return false;
   std::atomic<int>& r = remaining[int(site)];
   for (int n = r.load(); n > 0;)

@@ -28,4 +28,9 @@ void disarm_all();
 // its first call.
 bool fires(Site site);
 
+// True if the next call at `site` would fail, without counting it. The kernel
+// cache skips its disk entries while jit_compile is armed, so that the armed
+// compile happens.
+bool armed(Site site);
+
 }  // namespace kiln::fault

@@ -1,6 +1,18 @@
 #include "runtime/kernel_cache.h"
 
+#include <link.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "runtime/fault.h"
+
 namespace kiln {
+
+KernelCache::KernelCache() : disk_(DiskCache::from_environment()) {}
+
+KernelCache::KernelCache(DiskCache disk) : disk_(std::move(disk)) {}
 
 KernelCache& KernelCache::global() {
   // Never destroyed, like the device list: executables must not outlive drivers.
@@ -8,22 +20,17 @@ KernelCache& KernelCache::global() {
   return cache;
 }
 
-namespace {
-
-// The kernel's text with its name and buffer names left out: kernels that
-// differ only in those (one per layer of a model) compile to the same code,
-// since buffers are passed by position.
-std::string structural_text(const Kernel& k) {
+std::string KernelCache::structural_text(const Kernel& k) {
+  // Buffers are passed by position, so their names do not matter either.
   Kernel c = k;
   c.name = "kernel";
   for (size_t i = 0; i < c.buffers.size(); ++i) c.buffers[i].name = "b" + std::to_string(i);
   return print(c);
 }
 
-}  // namespace
-
 std::shared_ptr<Executable> KernelCache::get_or_compile(Device& dev, const Kernel& k) {
-  std::string key = dev.info().backend + "\n" + dev.info().name + "\n" + structural_text(k);
+  std::string text = structural_text(k);
+  std::string key = dev.info().backend + "\n" + dev.info().name + "\n" + text;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = entries_.find(key);
@@ -34,10 +41,80 @@ std::shared_ptr<Executable> KernelCache::get_or_compile(Device& dev, const Kerne
   }
   // Compile outside the lock so kernels compile in parallel; if two threads
   // race on one kernel, the first to finish wins.
-  std::shared_ptr<Executable> exe = dev.compile(k);
+  std::shared_ptr<Executable> exe = compile_through_disk(dev, k, text);
   std::lock_guard<std::mutex> lock(mu_);
   ++misses_;
   return entries_.emplace(key, exe).first->second;
+}
+
+namespace {
+
+// Which build of kiln this is: the size and modification time of the binary
+// (program or shared library) that holds this code. Emitters change without
+// a change in kernel text, so artifacts of another build must not load.
+const std::string& build_identity() {
+  static const std::string id = [] {
+    struct Search {
+      uintptr_t address;
+      std::string path;
+    } search{reinterpret_cast<uintptr_t>(&build_identity), ""};
+    dl_iterate_phdr(
+        [](dl_phdr_info* info, size_t, void* data) {
+          auto* s = static_cast<Search*>(data);
+          for (int i = 0; i < info->dlpi_phnum; ++i) {
+            const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+            uintptr_t start = info->dlpi_addr + ph.p_vaddr;
+            if (ph.p_type != PT_LOAD || s->address < start || s->address >= start + ph.p_memsz) continue;
+            // The program itself has no name here.
+            s->path = info->dlpi_name && *info->dlpi_name ? info->dlpi_name : "/proc/self/exe";
+            return 1;
+          }
+          return 0;
+        },
+        &search);
+    struct stat st {};
+    if (search.path.empty() || stat(search.path.c_str(), &st) != 0) return std::string("unknown build");
+    return std::to_string(st.st_size) + " bytes, modified " + std::to_string(st.st_mtim.tv_sec) + "." +
+           std::to_string(st.st_mtim.tv_nsec);
+  }();
+  return id;
+}
+
+}  // namespace
+
+std::shared_ptr<Executable> KernelCache::compile_through_disk(Device& dev, const Kernel& k, const std::string& text) {
+  // An armed compile fault must meet a compile, not a disk entry.
+  if (!disk_.enabled() || fault::armed(fault::Site::jit_compile)) return dev.compile(k);
+  std::string identity = dev.artifact_identity();
+  if (identity.empty()) return dev.compile(k);
+  std::string key = DiskCache::key(dev.info(), identity + "; kiln " + build_identity(), text);
+  bool bad = false;
+  if (std::optional<std::string> bytes = disk_.load(key, &bad)) {
+    try {
+      std::shared_ptr<Executable> exe = dev.load_artifact(k, *bytes);
+      std::lock_guard<std::mutex> lock(mu_);
+      ++disk_hits_;
+      return exe;
+    } catch (const Error& e) {
+      // Whole and checksummed, yet the device rejects it: recompile.
+      if (const char* v = std::getenv("KILN_CACHE_DEBUG"); v && *v && std::string(v) != "0")
+        std::fprintf(stderr, "kiln: disk cache: entry %s does not load (%s): deleted\n", key.c_str(), e.what());
+      disk_.remove(key);
+      std::lock_guard<std::mutex> lock(mu_);
+      ++disk_bad_;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++disk_misses_;
+    if (bad) ++disk_bad_;
+  }
+  std::optional<std::string> artifact = dev.compile_artifact(k);
+  if (!artifact) return dev.compile(k);
+  // Stored only once it loads: a kernel that fails here is kept nowhere.
+  std::shared_ptr<Executable> exe = dev.load_artifact(k, *artifact);
+  disk_.store(key, *artifact);
+  return exe;
 }
 
 int64_t KernelCache::hits() const {
@@ -48,6 +125,26 @@ int64_t KernelCache::hits() const {
 int64_t KernelCache::misses() const {
   std::lock_guard<std::mutex> lock(mu_);
   return misses_;
+}
+
+int64_t KernelCache::disk_hits() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return disk_hits_;
+}
+
+int64_t KernelCache::disk_misses() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return disk_misses_;
+}
+
+int64_t KernelCache::disk_bad() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return disk_bad_;
+}
+
+void KernelCache::clear_memory() {
+  std::lock_guard<std::mutex> lock(mu_);
+  entries_.clear();
 }
 
 }  // namespace kiln

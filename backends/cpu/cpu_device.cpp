@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <cstring>
 #include <fstream>
@@ -10,16 +11,20 @@
 #include <new>
 #include <type_traits>
 
+#include <llvm/ADT/SmallVector.h>
 #include <llvm/ADT/StringMap.h>
+#include <llvm/Config/llvm-config.h>
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
 #include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
 #include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/LegacyPassManager.h>
 #include <llvm/IR/Module.h>
 #include <llvm/IR/Verifier.h>
 #include <llvm/MC/SubtargetFeature.h>
 #include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/MemoryBuffer.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
@@ -52,9 +57,9 @@ T unwrap(llvm::Expected<T> value, const std::string& what) {
   return std::move(*value);
 }
 
-void check(llvm::Error err, const std::string& what) {
-  if (err) throw Error("cpu backend: " + what + ": " + llvm::toString(std::move(err)));
-}
+// The function of a kernel's object file. Each object is linked into a
+// JITDylib of its own, so the name need not be unique.
+constexpr const char* kObjectSymbol = "kiln_kernel";
 
 // Kernel names are free text; symbols get only identifier characters.
 std::string symbol_name(const std::string& kernel, uint64_t serial) {
@@ -108,7 +113,15 @@ class CpuJit : public std::enable_shared_from_this<CpuJit> {
   const llvm::StringMap<bool>& host_features() const { return host_features_; }
   const std::string& cpu_name() const { return cpu_; }
 
-  std::shared_ptr<Executable> compile(const Kernel& k);
+  // The kernel as a relocatable object file for this host (the artifact of
+  // CpuDevice::compile_artifact), and its loading.
+  std::string compile_object(const Kernel& k);
+  std::shared_ptr<Executable> load_object(const Kernel& k, std::string_view object);
+
+  // LLVM's version and the exact target the code is made for.
+  std::string identity() const {
+    return "llvm " LLVM_VERSION_STRING "; " + jit_->getTargetTriple().str() + "; " + cpu_ + "; " + features_;
+  }
 
   std::string optimized_ir(const Kernel& k) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -120,8 +133,8 @@ class CpuJit : public std::enable_shared_from_this<CpuJit> {
     return os.str();
   }
 
-  void remove(const llvm::orc::ResourceTrackerSP& tracker) {
-    llvm::consumeError(tracker->remove());
+  void remove(llvm::orc::JITDylib& dylib) {
+    llvm::consumeError(jit_->getExecutionSession().removeJITDylib(dylib));
   }
 
  private:
@@ -169,21 +182,21 @@ class CpuJit : public std::enable_shared_from_this<CpuJit> {
   std::unique_ptr<llvm::TargetMachine> tm_;
   std::unique_ptr<llvm::orc::LLJIT> jit_;
   uint64_t serial_ = 0;  // kernel names repeat; symbols must not
+  std::atomic<uint64_t> dylibs_{0};  // names of the JITDylibs of loaded objects
 };
 
 namespace {
 
 class CpuExecutable : public Executable {
  public:
-  CpuExecutable(const Kernel& k, KernelFn fn, std::shared_ptr<CpuJit> jit,
-                llvm::orc::ResourceTrackerSP tracker)
+  CpuExecutable(const Kernel& k, KernelFn fn, std::shared_ptr<CpuJit> jit, llvm::orc::JITDylib& dylib)
       : name_(k.name), params_(k.params), num_buffers_(k.global_buffers().size()), fn_(fn),
-        jit_(std::move(jit)), tracker_(std::move(tracker)) {
+        jit_(std::move(jit)), dylib_(dylib) {
     if (const StmtNode* loop = top_level_parallel_loop(k)) parallel_extent_ = loop->extent;
   }
 
   // Frees the machine code.
-  ~CpuExecutable() override { jit_->remove(tracker_); }
+  ~CpuExecutable() override { jit_->remove(dylib_); }
 
   const std::string& name() const override { return name_; }
 
@@ -218,31 +231,44 @@ class CpuExecutable : public Executable {
   Expr parallel_extent_;  // null without a parallel loop
   KernelFn fn_;
   std::shared_ptr<CpuJit> jit_;  // owns the code behind fn_
-  llvm::orc::ResourceTrackerSP tracker_;
+  llvm::orc::JITDylib& dylib_;    // holds that code
 };
 
 }  // namespace
 
-std::shared_ptr<Executable> CpuJit::compile(const Kernel& k) {
+std::string CpuJit::compile_object(const Kernel& k) {
   std::lock_guard<std::mutex> lock(mutex_);
-  std::string symbol = symbol_name(k.name, serial_++);
-  auto ctx = std::make_unique<llvm::LLVMContext>();
-  std::unique_ptr<llvm::Module> m = build(k, symbol, *ctx);
-  llvm::orc::ResourceTrackerSP tracker = jit_->getMainJITDylib().createResourceTracker();
-  std::string what = "cannot compile kernel '" + k.name + "'";
-  check(jit_->addIRModule(tracker, llvm::orc::ThreadSafeModule(std::move(m), std::move(ctx))), what);
-  // The module is compiled here, at its first lookup. If that fails, drop the
-  // module so that the JIT does not keep it.
-  auto addr = fault::fires(fault::Site::jit_compile)
-                  ? llvm::Expected<llvm::orc::ExecutorAddr>(llvm::make_error<llvm::StringError>(
-                        "injected fault (jit_compile)", llvm::inconvertibleErrorCode()))
-                  : jit_->lookup(symbol);
+  llvm::LLVMContext ctx;
+  std::unique_ptr<llvm::Module> m = build(k, kObjectSymbol, ctx);
+  std::string what = "cpu backend: cannot compile kernel '" + k.name + "': ";
+  if (fault::fires(fault::Site::jit_compile)) throw Error(what + "injected fault (jit_compile)");
+  llvm::SmallVector<char, 0> object;
+  llvm::raw_svector_ostream os(object);
+  llvm::legacy::PassManager codegen;
+  if (tm_->addPassesToEmitFile(codegen, os, nullptr, llvm::CGFT_ObjectFile))
+    throw Error(what + "this target cannot emit object files");
+  codegen.run(*m);
+  return std::string(object.begin(), object.end());
+}
+
+std::shared_ptr<Executable> CpuJit::load_object(const Kernel& k, std::string_view object) {
+  std::string what = "cannot load kernel '" + k.name + "'";
+  llvm::Expected<llvm::orc::JITDylib&> created = jit_->createJITDylib("kiln_kernel_" + std::to_string(dylibs_++));
+  if (!created) throw Error("cpu backend: " + what + ": " + llvm::toString(created.takeError()));
+  llvm::orc::JITDylib& dylib = *created;
+  // libm and libc, through the main JITDylib's generator.
+  dylib.addToLinkOrder(jit_->getMainJITDylib());
+  auto buffer = llvm::MemoryBuffer::getMemBufferCopy(llvm::StringRef(object.data(), object.size()), k.name);
+  // The object is linked here, at its first lookup. If that fails, drop it.
+  llvm::Error added = jit_->addObjectFile(dylib, std::move(buffer));
+  llvm::Expected<llvm::orc::ExecutorAddr> addr =
+      added ? llvm::Expected<llvm::orc::ExecutorAddr>(std::move(added)) : jit_->lookup(dylib, kObjectSymbol);
   if (!addr) {
     std::string message = llvm::toString(addr.takeError());
-    remove(tracker);
+    remove(dylib);
     throw Error("cpu backend: " + what + ": " + message);
   }
-  return std::make_shared<CpuExecutable>(k, addr->toPtr<KernelFn>(), shared_from_this(), tracker);
+  return std::make_shared<CpuExecutable>(k, addr->toPtr<KernelFn>(), shared_from_this(), dylib);
 }
 
 CpuBuffer::CpuBuffer(int64_t bytes) : bytes_(bytes) {
@@ -317,7 +343,15 @@ void CpuDevice::copy(const Buffer& src, int64_t src_offset, Buffer& dst, int64_t
   if (bytes > 0) std::memmove(static_cast<char*>(d.data()) + dst_offset, static_cast<const char*>(s.data()) + src_offset, bytes);
 }
 
-std::shared_ptr<Executable> CpuDevice::compile(const Kernel& k) { return jit_->compile(k); }
+std::shared_ptr<Executable> CpuDevice::compile(const Kernel& k) { return jit_->load_object(k, jit_->compile_object(k)); }
+
+std::string CpuDevice::artifact_identity() const { return jit_->identity(); }
+
+std::optional<std::string> CpuDevice::compile_artifact(const Kernel& k) { return jit_->compile_object(k); }
+
+std::shared_ptr<Executable> CpuDevice::load_artifact(const Kernel& k, std::string_view bytes) {
+  return jit_->load_object(k, bytes);
+}
 
 std::string CpuDevice::target_source(const Kernel& k) { return jit_->optimized_ir(k); }
 

@@ -46,6 +46,10 @@ class CpuDevice : public Device {
   void copy(const Buffer& src, int64_t src_offset, Buffer& dst, int64_t dst_offset, int64_t bytes) override;
   // Thread-safe. Executables keep the JIT alive, so they may outlive the device.
   std::shared_ptr<Executable> compile(const Kernel& k) override;
+  // The artifact is the kernel's object file for this host CPU.
+  std::string artifact_identity() const override;
+  std::optional<std::string> compile_artifact(const Kernel& k) override;
+  std::shared_ptr<Executable> load_artifact(const Kernel& k, std::string_view bytes) override;
   // The kernel's LLVM IR after the O3 pipeline.
   std::string target_source(const Kernel& k) override;
   Stream& stream() override { return stream_; }

@@ -34,6 +34,7 @@ std::string dl_error() {
 std::string find_driver_symbols(void* lib, Driver& d) {
   std::string missing;
   KILN_FIND(lib, d, init, cuInit);
+  KILN_FIND(lib, d, driver_get_version, cuDriverGetVersion);
   KILN_FIND(lib, d, get_error_name, cuGetErrorName);
   KILN_FIND(lib, d, get_error_string, cuGetErrorString);
   KILN_FIND(lib, d, device_get_count, cuDeviceGetCount);
@@ -69,6 +70,7 @@ std::string find_driver_symbols(void* lib, Driver& d) {
 std::string find_nvrtc_symbols(void* lib, Nvrtc& n) {
   std::string missing;
   KILN_FIND(lib, n, get_error_string, nvrtcGetErrorString);
+  KILN_FIND(lib, n, version, nvrtcVersion);
   KILN_FIND(lib, n, get_num_supported_archs, nvrtcGetNumSupportedArchs);
   KILN_FIND(lib, n, get_supported_archs, nvrtcGetSupportedArchs);
   KILN_FIND(lib, n, create_program, nvrtcCreateProgram);

@@ -16,6 +16,7 @@ namespace kiln::cuda {
 // that cuda.h maps its plain name to (cuMemAlloc is cuMemAlloc_v2).
 struct Driver {
   decltype(&::cuInit) init = nullptr;
+  decltype(&::cuDriverGetVersion) driver_get_version = nullptr;
   decltype(&::cuGetErrorName) get_error_name = nullptr;
   decltype(&::cuGetErrorString) get_error_string = nullptr;
   decltype(&::cuDeviceGetCount) device_get_count = nullptr;
@@ -59,6 +60,7 @@ std::string error_text(const Driver& d, CUresult r);
 
 struct Nvrtc {
   decltype(&::nvrtcGetErrorString) get_error_string = nullptr;
+  decltype(&::nvrtcVersion) version = nullptr;
   decltype(&::nvrtcGetNumSupportedArchs) get_num_supported_archs = nullptr;
   decltype(&::nvrtcGetSupportedArchs) get_supported_archs = nullptr;
   decltype(&::nvrtcCreateProgram) create_program = nullptr;

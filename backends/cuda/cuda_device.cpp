@@ -439,11 +439,29 @@ class CudaDevice : public Device {
   }
 
   // Thread-safe: every step works on its own objects.
-  std::shared_ptr<Executable> compile(const Kernel& k) override {
-    auto exe = std::make_shared<CudaExecutable>(k, gpu_, pool_, limits_);  // checks the kernel's shape
-    std::string entry = cuda_entry_name(k);
-    NvrtcOutput code = nvrtc_compile(emit_cuda(k, entry), k.name, nvrtc_arch_for(info_.features));
-    exe->load(code.cubin.empty() ? code.ptx : code.cubin, entry);
+  std::shared_ptr<Executable> compile(const Kernel& k) override { return load_artifact(k, *compile_artifact(k)); }
+
+  // The artifact: the entry name and the cubin for this GPU (PTX when NVRTC
+  // does not know its architecture).
+  std::string artifact_identity() const override {
+    try {
+      int driver = 0;
+      gpu_->api().driver_get_version(&driver);
+      return nvrtc_version() + "; arch " + nvrtc_arch_for(info_.features) + "; driver " + std::to_string(driver);
+    } catch (const Error&) {
+      return "";  // no NVRTC: compile() says so
+    }
+  }
+
+  std::optional<std::string> compile_artifact(const Kernel& k) override {
+    gpu_grid(k, "cuda backend");  // checks the kernel's shape before NVRTC does
+    return cuda_artifact(k, nvrtc_arch_for(info_.features));
+  }
+
+  std::shared_ptr<Executable> load_artifact(const Kernel& k, std::string_view bytes) override {
+    auto exe = std::make_shared<CudaExecutable>(k, gpu_, pool_, limits_);
+    CudaImage image = parse_cuda_artifact(bytes);
+    exe->load(image.image, image.entry);
     return exe;
   }
 

@@ -79,6 +79,36 @@ NvrtcOutput nvrtc_compile(const std::string& source, const std::string& kernel_n
   return out;
 }
 
+std::string nvrtc_version() {
+  int major = 0, minor = 0;
+  if (cuda::nvrtc().version(&major, &minor) != NVRTC_SUCCESS) throw Error("cuda backend: nvrtcVersion failed");
+  return "nvrtc " + std::to_string(major) + "." + std::to_string(minor);
+}
+
+namespace {
+// cuda_artifact's layout: this tag, the entry name, NUL, then the image.
+constexpr std::string_view kArtifactTag("kiln-cuda\0", 10);
+}  // namespace
+
+std::string cuda_artifact(const Kernel& k, const std::string& arch) {
+  std::string entry = cuda_entry_name(k);
+  NvrtcOutput code = nvrtc_compile(emit_cuda(k, entry), k.name, arch);
+  std::string out(kArtifactTag);
+  out += entry;
+  out += '\0';
+  out += code.cubin.empty() ? code.ptx : code.cubin;
+  return out;
+}
+
+CudaImage parse_cuda_artifact(std::string_view bytes) {
+  size_t end = bytes.find('\0', kArtifactTag.size());
+  if (bytes.substr(0, kArtifactTag.size()) != kArtifactTag || end == std::string_view::npos ||
+      end == kArtifactTag.size() || end + 1 == bytes.size())
+    throw Error("cuda backend: the bytes to load are not a compiled kernel");
+  return {std::string(bytes.substr(kArtifactTag.size(), end - kArtifactTag.size())),
+          std::string(bytes.substr(end + 1))};
+}
+
 std::string compile_cuda_to_ptx(const Kernel& k, const std::string& arch) {
   return nvrtc_compile(emit_cuda(k, cuda_entry_name(k)), k.name, arch).ptx;
 }

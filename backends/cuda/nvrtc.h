@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kiln/kernel.h"
@@ -25,5 +26,18 @@ std::string compile_cuda_to_ptx(const Kernel& k, const std::string& arch);
 
 // The real architectures this NVRTC compiles for (90 for sm_90), ascending.
 std::vector<int> nvrtc_architectures();
+
+// "nvrtc 13.0"; throws kiln::Error if NVRTC cannot be loaded.
+std::string nvrtc_version();
+
+// The CUDA backend's compiled kernel as bytes (for the disk cache): the entry
+// point's name and NVRTC's cubin for `arch`, or its PTX for a virtual arch.
+struct CudaImage {
+  std::string entry;
+  std::string image;
+};
+std::string cuda_artifact(const Kernel& k, const std::string& arch);
+// The inverse; throws kiln::Error for bytes that cuda_artifact did not make.
+CudaImage parse_cuda_artifact(std::string_view bytes);
 
 }  // namespace kiln

@@ -7,6 +7,8 @@
 #include <map>
 #include <type_traits>
 
+#include <glslang/build_info.h>
+
 #include "backends/vulkan/glslang_compiler.h"
 #include "backends/vulkan/vulkan_memory.h"
 #include "backends/vulkan/vulkan_program.h"
@@ -210,10 +212,34 @@ class VulkanDevice : public Device {
     std::memcpy(dst, staging->mapped, size_t(bytes));
   }
 
-  std::shared_ptr<Executable> compile(const Kernel& k) override {
-    GpuGrid grid = gpu_grid(k, "vulkan backend");
+  std::shared_ptr<Executable> compile(const Kernel& k) override { return load_artifact(k, *compile_artifact(k)); }
+
+  // The artifact is the kernel's SPIR-V; the driver's own code for it stays
+  // in the driver's (in-memory) pipeline cache.
+  std::string artifact_identity() const override {
+    const VkPhysicalDeviceProperties& p = core_->props;
+    return "glslang " + std::to_string(GLSLANG_VERSION_MAJOR) + "." + std::to_string(GLSLANG_VERSION_MINOR) + "." +
+           std::to_string(GLSLANG_VERSION_PATCH) + GLSLANG_VERSION_FLAVOR + "; vulkan " +
+           std::to_string(p.apiVersion) + "; driver " + std::to_string(p.driverVersion) + "; ids " +
+           std::to_string(p.vendorID) + ":" + std::to_string(p.deviceID) + "; glsl " +
+           std::to_string(glsl_.storage8) + std::to_string(glsl_.storage16) + std::to_string(glsl_.denorm_preserve);
+  }
+
+  std::optional<std::string> compile_artifact(const Kernel& k) override {
+    gpu_grid(k, "vulkan backend");  // checks the kernel's shape
     check_limits(k, workgroup_size(k));
     std::vector<uint32_t> spirv = compile_glsl_to_spirv(emit_glsl(k, glsl_), "kernel '" + k.name + "'");
+    return std::string(reinterpret_cast<const char*>(spirv.data()), spirv.size() * sizeof(uint32_t));
+  }
+
+  std::shared_ptr<Executable> load_artifact(const Kernel& k, std::string_view bytes) override {
+    GpuGrid grid = gpu_grid(k, "vulkan backend");
+    check_limits(k, workgroup_size(k));
+    std::vector<uint32_t> spirv(bytes.size() / sizeof(uint32_t));
+    if (!bytes.empty()) std::memcpy(spirv.data(), bytes.data(), spirv.size() * sizeof(uint32_t));
+    constexpr uint32_t kSpirvMagic = 0x07230203;
+    if (bytes.size() % sizeof(uint32_t) != 0 || spirv.size() < 5 || spirv[0] != kSpirvMagic)
+      fail("kernel '" + k.name + "': the bytes to load are not SPIR-V");
     auto program = std::make_shared<vk::Program>(core_, cache_, spirv, int(k.global_buffers().size()),
                                                  int(k.params.size()), k.name);
     return std::make_shared<VulkanExecutable>(k, std::move(grid.blocks), std::move(program), core_);

@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kiln/error.h"
@@ -85,6 +87,25 @@ class Device {
   virtual void copy(const Buffer& src, int64_t src_offset, Buffer& dst, int64_t dst_offset, int64_t bytes);
   // Compiles one kernel; throws kiln::Error with the compiler's message on failure.
   virtual std::shared_ptr<Executable> compile(const Kernel& k) = 0;
+  // Compiled kernels as bytes, for the disk cache (runtime/disk_cache.h). A
+  // backend that can keep them overrides all three; compile(k) is then
+  // load_artifact(k, *compile_artifact(k)). The defaults keep nothing.
+  // What an artifact depends on besides the kernel and info(): compiler and
+  // driver versions. Empty: this device has no artifacts.
+  virtual std::string artifact_identity() const { return ""; }
+  // The compiled kernel (object file, cubin, SPIR-V, ...); throws kiln::Error
+  // as compile() does; nullopt if this device has no artifacts.
+  virtual std::optional<std::string> compile_artifact(const Kernel& k) {
+    (void)k;
+    return std::nullopt;
+  }
+  // An Executable from bytes that compile_artifact(k) made, here or in an
+  // earlier process; `k` gives the launch layout. Throws kiln::Error if the
+  // bytes do not load.
+  virtual std::shared_ptr<Executable> load_artifact(const Kernel& k, std::string_view bytes) {
+    (void)k, (void)bytes;
+    throw Error(info().backend + " backend: has no compiled artifacts to load");
+  }
   // The kernel in the target's own language (LLVM IR, CUDA C, GLSL, ...).
   virtual std::string target_source(const Kernel& k) = 0;
   virtual Stream& stream() = 0;
