@@ -12,6 +12,7 @@
 #include "frontend/workloads.h"
 #include "kiln/kiln.h"
 #include "tools/bench.h"
+#include "tools/cache.h"
 #include "tools/fuzz.h"
 #include "tools/llm.h"
 #include "tools/quantize.h"
@@ -272,6 +273,7 @@ int main_impl(int argc, char** argv) {
   prune->add_option("--pattern", pattern, "2:4: in each group of 4 inputs keep the 2 largest");
 
   CLI::App* sim = add_sim_command(app);
+  CLI::App* cache_cmd = add_cache_command(app);
   CLI11_PARSE(app, argc, argv);
   if (dtype_s == "q8" || dtype_s == "q4" || dtype_s == "q4z") bo.format = dtype_s;
   DType dtype = bo.format.empty() ? parse_dtype(dtype_s) : f32;
@@ -282,6 +284,7 @@ int main_impl(int argc, char** argv) {
   if (app.got_subcommand(fuzz_cmd)) return fuzz(fo);
   if (app.got_subcommand(gen)) return cmd_generate(ga);
   if (app.got_subcommand(sim)) return run_sim();
+  if (app.got_subcommand(cache_cmd)) return run_cache();
   if (app.got_subcommand(quant)) return cmd_quantize(model_in, model_out, scheme);
   if (app.got_subcommand(prune)) return cmd_prune(model_in, model_out, sparsity, pattern);
   bo.device = dev;

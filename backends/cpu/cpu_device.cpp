@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <type_traits>
 
 #include <llvm/ADT/SmallVector.h>
@@ -98,10 +99,10 @@ class CpuJit : public std::enable_shared_from_this<CpuJit> {
     for (const auto& f : host_features_) features.AddFeature(f.first(), f.second);
     features_ = features.getString();
 
-    auto builder = unwrap(llvm::orc::JITTargetMachineBuilder::detectHost(), "cannot detect the host");
-    builder.setCPU(cpu_).setFeatures(features_).setCodeGenOptLevel(llvm::CodeGenOpt::Aggressive);
-    tm_ = unwrap(builder.createTargetMachine(), "cannot create a target machine for the host");
-    jit_ = unwrap(llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(builder).create(),
+    builder_ = unwrap(llvm::orc::JITTargetMachineBuilder::detectHost(), "cannot detect the host");
+    builder_->setCPU(cpu_).setFeatures(features_).setCodeGenOptLevel(llvm::CodeGenOpt::Aggressive);
+    idle_.push_back(unwrap(builder_->createTargetMachine(), "cannot create a target machine for the host"));
+    jit_ = unwrap(llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(*builder_).create(),
                   "cannot start the JIT");
     // Kernels call libm (exp2f, sinf) and the C library (memset).
     char prefix = jit_->getDataLayout().getGlobalPrefix();
@@ -123,25 +124,37 @@ class CpuJit : public std::enable_shared_from_this<CpuJit> {
     return "llvm " LLVM_VERSION_STRING "; " + jit_->getTargetTriple().str() + "; " + cpu_ + "; " + features_;
   }
 
-  std::string optimized_ir(const Kernel& k) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    llvm::LLVMContext ctx;
-    auto m = build(k, symbol_name(k.name, serial_++), ctx);
-    std::string text;
-    llvm::raw_string_ostream os(text);
-    m->print(os, nullptr);
-    return os.str();
-  }
+  // The kernel's LLVM IR after the O3 pipeline.
+  std::string optimized_ir(const Kernel& k);
 
   void remove(llvm::orc::JITDylib& dylib) {
     llvm::consumeError(jit_->getExecutionSession().removeJITDylib(dylib));
   }
 
  private:
-  // Emits, verifies and optimizes one kernel. Needs mutex_ (the TargetMachine
-  // is not thread-safe).
-  std::unique_ptr<llvm::Module> build(const Kernel& k, const std::string& symbol,
-                                      llvm::LLVMContext& ctx) {
+  // Calls fn(tm) with a TargetMachine of its own. They are not thread-safe,
+  // so each compile borrows one; kernels then compile in parallel.
+  template <typename Fn>
+  auto with_target_machine(Fn&& fn) {
+    std::unique_ptr<llvm::TargetMachine> tm;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (idle_.empty()) {
+        tm = unwrap(builder_->createTargetMachine(), "cannot create a target machine for the host");
+      } else {
+        tm = std::move(idle_.back());
+        idle_.pop_back();
+      }
+    }
+    auto result = fn(*tm);
+    std::lock_guard<std::mutex> lock(mutex_);
+    idle_.push_back(std::move(tm));
+    return result;
+  }
+
+  // Emits, verifies and optimizes one kernel.
+  std::unique_ptr<llvm::Module> build(const Kernel& k, const std::string& symbol, llvm::LLVMContext& ctx,
+                                      llvm::TargetMachine& tm) {
     std::unique_ptr<llvm::Module> m = emit_llvm(k, symbol, ctx);
     m->setDataLayout(jit_->getDataLayout());
     m->setTargetTriple(jit_->getTargetTriple().str());
@@ -154,11 +167,11 @@ class CpuJit : public std::enable_shared_from_this<CpuJit> {
     llvm::raw_string_ostream os(errors);
     if (llvm::verifyModule(*m, &os))
       throw Error("cpu backend: LLVM rejected kernel '" + k.name + "': " + os.str());
-    optimize(*m);
+    optimize(*m, tm);
     return m;
   }
 
-  void optimize(llvm::Module& m) {
+  void optimize(llvm::Module& m, llvm::TargetMachine& tm) {
     llvm::LoopAnalysisManager lam;
     llvm::FunctionAnalysisManager fam;
     llvm::CGSCCAnalysisManager cgam;
@@ -166,7 +179,7 @@ class CpuJit : public std::enable_shared_from_this<CpuJit> {
     llvm::PipelineTuningOptions options;
     options.LoopVectorization = true;
     options.SLPVectorization = true;
-    llvm::PassBuilder pb(tm_.get(), options);
+    llvm::PassBuilder pb(&tm, options);
     pb.registerModuleAnalyses(mam);
     pb.registerCGSCCAnalyses(cgam);
     pb.registerFunctionAnalyses(fam);
@@ -175,13 +188,14 @@ class CpuJit : public std::enable_shared_from_this<CpuJit> {
     pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3).run(m, mam);
   }
 
-  std::mutex mutex_;
   llvm::StringMap<bool> host_features_;
   std::string cpu_;
   std::string features_;  // "+avx2,-avx512f,..."
-  std::unique_ptr<llvm::TargetMachine> tm_;
+  std::optional<llvm::orc::JITTargetMachineBuilder> builder_;
+  std::mutex mutex_;  // guards builder_ and idle_
+  std::vector<std::unique_ptr<llvm::TargetMachine>> idle_;  // not in use by a compile
   std::unique_ptr<llvm::orc::LLJIT> jit_;
-  uint64_t serial_ = 0;  // kernel names repeat; symbols must not
+  std::atomic<uint64_t> serial_{0};  // kernel names repeat; symbols must not
   std::atomic<uint64_t> dylibs_{0};  // names of the JITDylibs of loaded objects
 };
 
@@ -236,19 +250,30 @@ class CpuExecutable : public Executable {
 
 }  // namespace
 
-std::string CpuJit::compile_object(const Kernel& k) {
-  std::lock_guard<std::mutex> lock(mutex_);
+std::string CpuJit::optimized_ir(const Kernel& k) {
   llvm::LLVMContext ctx;
-  std::unique_ptr<llvm::Module> m = build(k, kObjectSymbol, ctx);
-  std::string what = "cpu backend: cannot compile kernel '" + k.name + "': ";
-  if (fault::fires(fault::Site::jit_compile)) throw Error(what + "injected fault (jit_compile)");
-  llvm::SmallVector<char, 0> object;
-  llvm::raw_svector_ostream os(object);
-  llvm::legacy::PassManager codegen;
-  if (tm_->addPassesToEmitFile(codegen, os, nullptr, llvm::CGFT_ObjectFile))
-    throw Error(what + "this target cannot emit object files");
-  codegen.run(*m);
-  return std::string(object.begin(), object.end());
+  std::unique_ptr<llvm::Module> m =
+      with_target_machine([&](llvm::TargetMachine& tm) { return build(k, symbol_name(k.name, serial_++), ctx, tm); });
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  m->print(os, nullptr);
+  return os.str();
+}
+
+std::string CpuJit::compile_object(const Kernel& k) {
+  return with_target_machine([&](llvm::TargetMachine& tm) {
+    llvm::LLVMContext ctx;
+    std::unique_ptr<llvm::Module> m = build(k, kObjectSymbol, ctx, tm);
+    std::string what = "cpu backend: cannot compile kernel '" + k.name + "': ";
+    if (fault::fires(fault::Site::jit_compile)) throw Error(what + "injected fault (jit_compile)");
+    llvm::SmallVector<char, 0> object;
+    llvm::raw_svector_ostream os(object);
+    llvm::legacy::PassManager codegen;
+    if (tm.addPassesToEmitFile(codegen, os, nullptr, llvm::CGFT_ObjectFile))
+      throw Error(what + "this target cannot emit object files");
+    codegen.run(*m);
+    return std::string(object.begin(), object.end());
+  });
 }
 
 std::shared_ptr<Executable> CpuJit::load_object(const Kernel& k, std::string_view object) {
