@@ -302,16 +302,19 @@ GraphTuning tune_graph(const Graph& g, const std::map<std::string, HostTensor>& 
     std::map<std::string, double> memo;  // schedule text -> cost
     Schedule best = default_schedule(k, info);
     double best_s = kInf;
+    std::string best_knobs;
     BatchCost cost = [&](const std::vector<Point>& batch) {
       std::vector<double> c(batch.size(), kInf);
       std::vector<Schedule> scheds(batch.size());
       std::vector<Kernel> kernels(batch.size());
       std::vector<std::shared_ptr<Executable>> exes(batch.size());
       std::vector<int> todo;
+      std::vector<std::string> knob_text(batch.size());
       std::set<std::string> in_batch;
       for (size_t i = 0; i < batch.size(); ++i) {
         std::map<std::string, int64_t> values;
         for (size_t j = 0; j < knobs.size(); ++j) values[knobs[j].name] = knobs[j].options[size_t(batch[i][j])];
+        knob_text[i] = print_knobs(values);
         Knobs kn(values);
         scheds[i] = schedule_with(k, info, kn);
         std::string text = print(scheds[i]);
@@ -352,13 +355,16 @@ GraphTuning tune_graph(const Graph& g, const std::map<std::string, HostTensor>& 
         if (s < best_s) {
           best_s = s;
           best = scheds[size_t(i)];
+          best_knobs = knob_text[size_t(i)];
         }
       }
       return c;
     };
     SearchOptions so;
     so.max_evals = 1 << 30;
-    so.seconds = seconds;
+    // Leave time for the confirmation below (10 timings) and one last batch.
+    so.seconds = seconds - (10 + 2) * (opt.min_reps + 1) * kt.default_s;
+    if (so.seconds <= 0) continue;
     so.seed = opt.seed + gi;
     so.batch = std::max(2, ThreadPool::global().size());
     auto t_kernel = std::chrono::steady_clock::now();
@@ -376,17 +382,20 @@ GraphTuning tune_graph(const Graph& g, const std::map<std::string, HostTensor>& 
       std::shared_ptr<Executable> d = dev->compile(apply(k, default_schedule(k, info)));
       std::shared_ptr<Executable> b = dev->compile(apply(k, best));
       std::vector<double> td, tb;
-      for (int r = 0; r < 3; ++r) {
+      for (int r = 0; r < 5; ++r) {
         td.push_back(benches[gi]->time(*d, opt.min_reps, kInf));
         tb.push_back(benches[gi]->time(*b, opt.min_reps, kInf));
       }
       double dm = median(td), bm = median(tb);
-      if (bm < 0.98 * dm) {
+      kt.improved = bm < 0.98 * dm;
+      if (kt.improved) {
         kt.default_s = dm;
         kt.tuned_s = bm;
         kt.best = structural_schedule(best, k);
-        kt.improved = true;
       }
+      if (opt.progress)
+        std::fprintf(stderr, "\nkiln tune: %s: timed again in turns, best (%s) %.4f ms, default %.4f ms: %s\n",
+                     kt.name.c_str(), best_knobs.c_str(), bm * 1e3, dm * 1e3, kt.improved ? "kept" : "not faster, dropped");
     }
     if (kt.improved && db) {
       TuningRecord r;

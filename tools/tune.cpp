@@ -6,6 +6,7 @@
 
 #include "frontend/models/llm.h"
 #include "frontend/workloads.h"
+#include "kiln/compiled_graph.h"
 #include "kiln/error.h"
 #include "runtime/tuner.h"
 #include "runtime/tuning_db.h"
