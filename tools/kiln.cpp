@@ -1,4 +1,4 @@
-// The `kiln` command: devices, dump, run, bench, demo, fuzz, generate, quantize and prune.
+// The `kiln` command: devices, dump, run, bench, demo, fuzz, generate, quantize, prune and tune.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -17,6 +17,7 @@
 #include "tools/llm.h"
 #include "tools/quantize.h"
 #include "tools/sim.h"
+#include "tools/tune.h"
 
 namespace kiln {
 namespace {
@@ -274,6 +275,7 @@ int main_impl(int argc, char** argv) {
 
   CLI::App* sim = add_sim_command(app);
   CLI::App* cache_cmd = add_cache_command(app);
+  CLI::App* tune = add_tune_command(app);
   CLI11_PARSE(app, argc, argv);
   if (dtype_s == "q8" || dtype_s == "q4" || dtype_s == "q4z") bo.format = dtype_s;
   DType dtype = bo.format.empty() ? parse_dtype(dtype_s) : f32;
@@ -285,6 +287,7 @@ int main_impl(int argc, char** argv) {
   if (app.got_subcommand(gen)) return cmd_generate(ga);
   if (app.got_subcommand(sim)) return run_sim();
   if (app.got_subcommand(cache_cmd)) return run_cache();
+  if (app.got_subcommand(tune)) return run_tune();
   if (app.got_subcommand(quant)) return cmd_quantize(model_in, model_out, scheme);
   if (app.got_subcommand(prune)) return cmd_prune(model_in, model_out, sparsity, pattern);
   bo.device = dev;
