@@ -11,6 +11,7 @@
 
 #include "frontend/workloads.h"
 #include "kiln/kiln.h"
+#include "runtime/tuning_db.h"
 #include "tools/bench.h"
 #include "tools/cache.h"
 #include "tools/fuzz.h"
@@ -86,10 +87,12 @@ int cmd_dump(const std::string& what, const std::string& stage, DType dtype, con
   auto d = device(dev);
   std::vector<Kernel> scheduled;
   for (const Kernel& k : p.kernels) {
-    Schedule s = default_schedule(k, d->info());
+    // What the executor would run: the tuning database's schedule, else the default.
+    std::optional<Schedule> tuned = tuned_schedule(k, d->info());
+    Schedule s = tuned ? *tuned : default_schedule(k, d->info());
     scheduled.push_back(apply(k, s));
     if (all || stage == "schedule")
-      std::cout << "// ---- schedule of " << k.name << " for " << d->info().backend << "\n"
+      std::cout << "// ---- schedule of " << k.name << " for " << d->info().backend << (tuned ? " (tuned)" : "") << "\n"
                 << print(s) << print(scheduled.back());
   }
   if (all || stage == "target")
