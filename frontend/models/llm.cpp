@@ -90,25 +90,29 @@ class Builder {
   // group scales (and minima). The IR has no bit ops: a byte's nibbles are
   // b / 16 and b - 16 * (b / 16) (unsigned, so division is floor), and a
   // where() on the half of the group (a [lo, hi] mask made by padding a
-  // constant) picks the one each element holds.
+  // constant) picks the one each element holds. The views go through one
+  // flat axis (groups of the whole matrix, [out * in/32, ...]), so that the
+  // kernel's index arithmetic divides by powers of two only (32, 16, 2), not
+  // by the row length.
   int dequantize_q4(const std::string& name, const Shape& dims) {
-    int64_t out = dims[0].value, in = dims[1].value, groups = in / kQ4Group, half = kQ4Group / 2;
+    int64_t out = dims[0].value, in = dims[1].value, half = kQ4Group / 2;
     if (in % kQ4Group)
       throw Error("llm: matrix '" + name + "' has " + std::to_string(in) + " inputs; " +
                   weight_format_name(wf_) + " needs a multiple of 32");
-    int b = g_.reshape(g_.input(name, u8, {out, in / 2}), {out, groups, 1, half});
+    int64_t groups = out * (in / kQ4Group);
+    int b = g_.reshape(g_.input(name, u8, {out, in / 2}), {groups, 1, half});
     int hi = div(b, fill(16, u8, shape(b)));
     int lo = sub(b, mul(hi, fill(16, u8, shape(b))));
-    Shape s4{out, groups, 2, half};
-    int upper = bcast(g_.pad(g_.constant(1, boolean, {1, 1, 1, 1}), {0, 0, 1, 0}, {0, 0, 0, 0}), s4);
-    int v = g_.cast(g_.where(upper, bcast(hi, s4), bcast(lo, s4)), f32);
+    Shape s3{groups, 2, half};
+    int upper = bcast(g_.pad(g_.constant(1, boolean, {1, 1, 1}), {0, 1, 0}, {0, 0, 0}), s3);
+    int v = g_.cast(g_.where(upper, bcast(hi, s3), bcast(lo, s3)), f32);
     auto group_param = [&](const std::string& suffix) {
-      int p = g_.cast(g_.input(name + suffix, f16, {out, groups}), f32);
-      return bcast(g_.reshape(p, {out, groups, 1, 1}), s4);
+      int p = g_.cast(g_.input(name + suffix, f16, {out, in / kQ4Group}), f32);
+      return bcast(g_.reshape(p, {groups, 1, 1}), s3);
     };
     int scale = group_param(".scale");
-    v = wf_ == WeightFormat::q4 ? mul(sub(v, fill(8, f32, s4)), scale) : add(mul(v, scale), group_param(".min"));
-    return to_dt(g_.reshape(v, dims));
+    v = wf_ == WeightFormat::q4 ? mul(sub(v, fill(8, f32, s3)), scale) : add(mul(v, scale), group_param(".min"));
+    return to_dt(g_.reshape(g_.reshape(v, {out * in}), dims));
   }
 
   int rope_table(const std::string& name) {
