@@ -8,9 +8,11 @@ transformers is installed, its LlamaForCausalLM must also agree with the
 PyTorch model (logits and greedy tokens), which checks the HF layout.
 
   python3 scripts/check_model.py models/support-teacher models/support-student \\
-      [--kiln build/bin/kiln] [--max-tokens 40] [--dtype f32]
+      [--kiln build/bin/kiln] [--max-tokens 40] [--dtype f32] [--ppl corpus/heldout.txt]
 
-Prints one line per prompt and exits 1 on any mismatch.
+Prints one line per prompt and exits 1 on any mismatch. With --ppl, also
+prints each model's perplexity on that text (made by scripts/make_corpus.py),
+computed as train_model.py does.
 """
 
 import argparse
@@ -22,7 +24,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_model import BOS, EOS, load_hf, greedy  # noqa: E402
+from train_model import BOS, EOS, encode_split, greedy, heldout_ppl, load_hf  # noqa: E402
 
 PROMPTS = [
     "Customer: Hi, my order hasn't arrived yet.\nAgent:",
@@ -82,6 +84,7 @@ def main():
     ap.add_argument("--dtype", default="f32", help="kiln's --dtype")
     ap.add_argument("--prompt", action="append", help="prompts (default: a built-in list)")
     ap.add_argument("--no-transformers", action="store_true")
+    ap.add_argument("--ppl", help="a held-out text: print each model's perplexity on it")
     a = ap.parse_args()
     from tokenizers import Tokenizer
     failures = 0
@@ -91,6 +94,11 @@ def main():
         model_eos[folder] = eos
         model = load_hf(folder)
         print(f"{folder}: {model.param_count() / 1e6:.2f} M parameters; kiln {a.kiln}")
+        if a.ppl:
+            ids, n_bytes = encode_split(tok, a.ppl, tok.token_to_id(BOS), eos)
+            r = heldout_ppl(model, ids, model.c.ctx, n_bytes, torch.device("cpu"), len(ids))
+            print(f"  {a.ppl}: perplexity {r['ppl']:.4f} per token, {r['bits_per_byte']:.4f} bits per byte "
+                  f"({r['tokens']} tokens)", flush=True)
         for p in a.prompt or PROMPTS:
             ids = tok.encode(p).ids
             assert ids[0] == tok.token_to_id(BOS)
