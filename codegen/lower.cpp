@@ -386,7 +386,50 @@ std::vector<int> computed_nodes(const Graph& g, const FusionPlan& plan, const Fu
 
 }  // namespace
 
-Program lower(const Graph& g, const FusionOptions& options) {
+Graph canonicalize_gemv(const Graph& g) {
+  int n = int(g.nodes.size());
+  std::vector<std::vector<int>> consumers(n);
+  for (int i = 0; i < n; ++i)
+    for (int in : g.nodes[i].inputs) consumers[in].push_back(i);
+  std::set<int> outputs(g.outputs.begin(), g.outputs.end());
+  auto is_gemv = [&](int i) {
+    const Node& c = g.nodes[i];
+    if (c.op != Op::Contract || c.shape.size() != 2 || !c.shape[1].is_one() || c.shape[0].is_one()) return false;
+    if (outputs.count(i) || consumers[i].empty()) return false;
+    Shape row = {Dim(1), c.shape[0]};
+    for (int u : consumers[i])
+      if (g.nodes[u].op != Op::Reshape || g.nodes[u].shape != row) return false;
+    return true;
+  };
+  Graph out;
+  out.name = g.name;
+  std::vector<int> id(n, -1);
+  std::vector<bool> rewritten(n, false);
+  for (int i = 0; i < n; ++i) {
+    const Node& node = g.nodes[i];
+    // The reshape after a rewritten product is now the identity: dropped, so
+    // that its consumers index the product directly.
+    if (node.op == Op::Reshape && rewritten[node.inputs[0]] && !outputs.count(i)) {
+      id[i] = id[node.inputs[0]];
+      continue;
+    }
+    if (is_gemv(i)) {
+      rewritten[i] = true;
+      int a = id[node.inputs[0]], b = id[node.inputs[1]];
+      id[i] = out.contract(out.permute(b, {1, 0}), out.permute(a, {1, 0}));
+      continue;
+    }
+    Node copy = node;
+    for (int& in : copy.inputs) in = id[in];
+    out.nodes.push_back(std::move(copy));
+    id[i] = int(out.nodes.size()) - 1;
+  }
+  for (int o : g.outputs) out.outputs.push_back(id[o]);
+  return out;
+}
+
+Program lower(const Graph& input, const FusionOptions& options) {
+  Graph g = canonicalize_gemv(input);
   std::set<std::string> symbols;
   for (const Dim& d : g.symbols()) symbols.insert(d.sym);
   FusionOptions opt = options;

@@ -25,7 +25,16 @@ struct Program {
   std::vector<int> buffers;                 // nodes that own a buffer: inputs and kernel results
 };
 
+// Lowers `g` after canonicalize_gemv: Program::graph is the rewritten graph,
+// with the same inputs (names and order) and outputs.
 Program lower(const Graph& g, const FusionOptions& opt = {});
+
+// A matrix-vector product written as W[M, K] x v[K, 1] -> [M, 1] and read only
+// through reshapes to [1, M] becomes v^T[1, K] x W^T[K, M] -> [1, M]: the same
+// loads in the same loops, but in the shape its consumers index, so a residual
+// add, an activation or a dequantizing scale after it fuses as its epilogue
+// (fusion stages a contraction only into a kernel of a compatible shape).
+Graph canonicalize_gemv(const Graph& g);
 
 // "k0_add: %2 add %3 exp2 -> f32[seq, 1024] <- %0 %1" lines: which ops went
 // into which kernel, what it stores and which buffers it reads.

@@ -193,6 +193,14 @@ inline std::vector<GraphCase> op_cases() {
     g.outputs = {g.contract(g.input("a", t, {70, 300}), g.input("x", t, {300, 1}))};
     add("gemv " + std::string(dtype_name(t)), g);
   }
+  for (DType t : {f32, f16}) {  // a decode step's GEMV read as a row, with a residual and a cast as epilogue
+    Graph g;
+    int x = g.input("x", t, {1, 300});
+    int act = g.binary(Op::Mul, x, x);
+    int y = g.reshape(g.contract(g.input("w", t, {70, 300}), g.reshape(act, {300, 1})), {1, 70});
+    g.outputs = {g.cast(g.binary(Op::Add, y, g.input("res", t, {1, 70})), f32)};
+    add("gemv row with epilogue " + std::string(dtype_name(t)), g);
+  }
   for (int64_t rows : {1, 5}) {
     Graph g;
     Dim r = Dim::symbol("rows", 1, 4096);

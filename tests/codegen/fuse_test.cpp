@@ -96,5 +96,41 @@ TEST(Fuse, SharedReductionIsStoredOnce) {
   EXPECT_EQ(kernels(g), 3);  // the sum, and the two outputs that read it
 }
 
+// A decode step's GEMV, W[out, in] x v[in, 1] read as a row [1, out]: the
+// residual add and the cast after it are its epilogue, not kernels of their own.
+Graph gemv_with_residual() {
+  Graph g;
+  int64_t in = 48, out = 40;
+  int x = g.input("x", f32, {1, in});
+  int w = g.input("w", f32, {out, in});
+  int res = g.input("res", f32, {1, out});
+  int act = g.unary(Op::Sqrt, g.binary(Op::Mul, x, x));  // reads inputs only: the GEMV's prologue
+  int y = g.reshape(g.contract(w, g.reshape(act, {in, 1})), {1, out});
+  g.outputs = {g.cast(g.binary(Op::Add, y, res), f16)};
+  return g;
+}
+
+TEST(Fuse, GemvTakesItsEpilogue) {
+  Program p = lower(gemv_with_residual());
+  ASSERT_EQ(p.kernels.size(), 1u);  // was 2 (the product, then add + cast) before the rewrite
+  EXPECT_EQ(p.kernels[0].name, "k0_cast_contract");
+  // The program's graph is the rewritten one; inputs keep their names and order.
+  std::vector<std::string> names;
+  for (int id : p.graph.input_nodes()) names.push_back(p.graph.nodes[id].name);
+  EXPECT_EQ(names, (std::vector<std::string>{"x", "w", "res"}));
+}
+
+TEST(Fuse, GemvReadOtherwiseIsLeftAlone) {
+  // The [out, 1] product is also an output: nothing is rewritten.
+  Graph g = gemv_with_residual();
+  int gemv = -1;
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    if (g.nodes[i].op == Op::Contract) gemv = int(i);
+  g.outputs.push_back(gemv);
+  Graph c = canonicalize_gemv(g);
+  EXPECT_EQ(c.nodes.size(), g.nodes.size());
+  EXPECT_EQ(print(c), print(g));
+}
+
 }  // namespace
 }  // namespace kiln
