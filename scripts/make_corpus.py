@@ -13,8 +13,8 @@ The held-out split (--split heldout) uses another seed and, besides, slot
 values (names, products, cities, carriers) and phrasings that the training
 split never contains, so its perplexity measures more than memorisation.
 
-  python3 scripts/make_corpus.py --out corpus/ --mb 40
-  -> corpus/train.txt (about 40 MB), corpus/heldout.txt (about 1 MB)
+  python3 scripts/make_corpus.py --out /tmp/corpus --mb 40
+  -> /tmp/corpus/train.txt (40 MB), /tmp/corpus/heldout.txt (1 MB)
 """
 
 import argparse
@@ -756,7 +756,7 @@ def generate(seed, heldout, target_bytes, pool):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="corpus", help="folder for train.txt and heldout.txt")
+    ap.add_argument("--out", default="/tmp/kiln-corpus", help="folder for train.txt and heldout.txt")
     ap.add_argument("--mb", type=float, default=40, help="size of the training split in MB")
     ap.add_argument("--heldout-mb", type=float, default=1, help="size of the held-out split in MB")
     ap.add_argument("--seed", type=int, default=1234, help="seed of the training split")
