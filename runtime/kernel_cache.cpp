@@ -31,20 +31,38 @@ std::string KernelCache::structural_text(const Kernel& k) {
 std::shared_ptr<Executable> KernelCache::get_or_compile(Device& dev, const Kernel& k) {
   std::string text = structural_text(k);
   std::string key = dev.info().backend + "\n" + dev.info().name + "\n" + text;
+  std::promise<std::shared_ptr<Executable>> promise;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = entries_.find(key);
-    if (it != entries_.end()) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (auto it = entries_.find(key); it != entries_.end()) {
       ++hits_;
       return it->second;
     }
+    // Another thread compiles it: wait for that (its error, if it fails).
+    if (auto it = in_flight_.find(key); it != in_flight_.end()) {
+      ++hits_;
+      std::shared_future<std::shared_ptr<Executable>> pending = it->second;
+      lock.unlock();
+      return pending.get();
+    }
+    in_flight_.emplace(key, promise.get_future().share());
   }
-  // Compile outside the lock so kernels compile in parallel; if two threads
-  // race on one kernel, the first to finish wins.
-  std::shared_ptr<Executable> exe = compile_through_disk(dev, k, text);
+  // Compile outside the lock so that different kernels compile in parallel.
+  std::shared_ptr<Executable> exe;
+  try {
+    exe = compile_through_disk(dev, k, text);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_flight_.erase(key);
+    promise.set_exception(std::current_exception());
+    throw;
+  }
   std::lock_guard<std::mutex> lock(mu_);
   ++misses_;
-  return entries_.emplace(key, exe).first->second;
+  entries_.emplace(key, exe);
+  in_flight_.erase(key);
+  promise.set_value(exe);
+  return exe;
 }
 
 namespace {

@@ -5,6 +5,7 @@
 // keeps them for the next process.
 #pragma once
 
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -26,7 +27,8 @@ class KernelCache {
   // kept nowhere; a disk entry that does not load is deleted and recompiled.
   std::shared_ptr<Executable> get_or_compile(Device& dev, const Kernel& k);
 
-  // Memory: hits, and misses (kernels compiled or loaded from disk).
+  // Memory: hits (a caller that waited for another's compile of the same
+  // kernel counts as one), and misses (kernels compiled or loaded from disk).
   int64_t hits() const;
   int64_t misses() const;
   // Disk, counted on memory misses for devices with artifacts: entries
@@ -50,6 +52,8 @@ class KernelCache {
   DiskCache disk_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<Executable>> entries_;
+  // Kernels being compiled now, for the callers that want them meanwhile.
+  std::unordered_map<std::string, std::shared_future<std::shared_ptr<Executable>>> in_flight_;
   int64_t hits_ = 0, misses_ = 0;
   int64_t disk_hits_ = 0, disk_misses_ = 0, disk_bad_ = 0;
 };

@@ -18,7 +18,13 @@
 #include "runtime/disk_cache.h"
 #include "runtime/fault.h"
 #include "runtime/kernel_cache.h"
+#include "tests/backends/gpu_testing.h"
 #include "tests/testing.h"
+
+#ifdef KILN_WITH_CUDA
+#include "backends/cuda/nvrtc.h"
+#include "codegen/emit/cuda/emit_cuda.h"
+#endif
 
 extern char** environ;
 
@@ -389,6 +395,36 @@ TEST(DiskCache, AFailedCompileIsStoredNowhere) {
   EXPECT_TRUE(cache.get_or_compile(*dev, k));
   EXPECT_EQ(cache.disk().usage().entries, 1);
 }
+
+#ifdef KILN_WITH_CUDA
+// Without a GPU, the CUDA artifact is tested up to NVRTC: each kernel's cubin
+// and entry name survive the disk cache, and other bytes do not parse.
+TEST(DiskCache, CudaArtifactsRoundTripThroughTheDisk) {
+  try {
+    nvrtc_version();
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  TempDir tmp;
+  DiskCache disk(tmp.path());
+  int n = 0;
+  for (const Kernel& lowered : lower(test_graph(1.0)).kernels) {
+    Kernel k = testing::scheduled(lowered);
+    std::string bytes = cuda_artifact(k, "sm_90");
+    std::string key = DiskCache::key(testing::h100_info(), nvrtc_version(), KernelCache::structural_text(k));
+    disk.store(key, bytes);
+    std::optional<std::string> back = disk.load(key);
+    ASSERT_TRUE(back.has_value());
+    CudaImage image = parse_cuda_artifact(*back);
+    EXPECT_EQ(image.entry, cuda_entry_name(k));
+    EXPECT_EQ(image.image.substr(0, 4), "\x7f" "ELF") << "a cubin for sm_90";
+    ++n;
+  }
+  EXPECT_GE(n, 2);
+  EXPECT_THROW(parse_cuda_artifact("not a kernel"), Error);
+  EXPECT_THROW(parse_cuda_artifact(""), Error);
+}
+#endif
 
 }  // namespace
 }  // namespace kiln
