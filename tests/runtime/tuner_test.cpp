@@ -162,9 +162,30 @@ TEST(ScheduleSpace, DefaultKnobsGiveTheDefaultSchedule) {
         Knobs set(defaults);
         EXPECT_EQ(schedule_with(k, t, set), default_schedule(k, t)) << w << " " << k.name;
         knobs += int(schedule_knobs(k, t).size());
+        // Every other value builds a schedule that applies or is refused, on every target.
+        for (const Knob& kn : schedule_knobs(k, t))
+          for (int64_t v : kn.options) {
+            Knobs one({{kn.name, v}});
+            Schedule s = schedule_with(k, t, one);
+            try {
+              apply(k, s);
+            } catch (const Error&) {
+            }
+          }
       }
   }
   EXPECT_GT(knobs, 0);
+  auto names = [](const Kernel& k, const DeviceInfo& t) {
+    std::set<std::string> n;
+    for (const Knob& kn : schedule_knobs(k, t)) n.insert(kn.name);
+    return n;
+  };
+  Kernel mm = lower(make_workload("matmul:128x64x128").graph).kernels[0];
+  Kernel sm = lower(make_workload("softmax:8x256").graph).kernels[0];
+  EXPECT_EQ(names(mm, targets()[0]), (std::set<std::string>{"mr", "nr", "order", "row_block", "pack", "kunroll", "unroll", "serial"}));
+  EXPECT_EQ(names(mm, targets()[2]), (std::set<std::string>{"tiles", "tile_threads", "tile_regs"}));
+  EXPECT_TRUE(names(sm, targets()[2]).count("threads"));
+  EXPECT_TRUE(names(sm, targets()[0]).count("rlanes"));
 }
 
 // Every knob turned alone gives a schedule that applies or is refused with
