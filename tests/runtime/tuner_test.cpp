@@ -188,6 +188,22 @@ TEST(ScheduleSpace, DefaultKnobsGiveTheDefaultSchedule) {
   EXPECT_TRUE(names(sm, targets()[0]).count("rlanes"));
 }
 
+// The default schedules as they were before the heuristics had knobs
+// (printed by the code of commit 564dee3).
+TEST(ScheduleSpace, DefaultSchedulesUnchanged) {
+  std::vector<DeviceInfo> t = targets();
+  auto sched = [](const char* w, const DeviceInfo& d) { return print(default_schedule(lower(make_workload(w).graph).kernels[0], d)); };
+  EXPECT_EQ(sched("matmul:2048x2048x2048", t[0]),
+            "split i0 by 8 -> i0o, i0i\nsplit i1 by 32 -> i1o, i1i\nserial i0o\nreorder i1o, i0o, i0i, i1i\n"
+            "parallel i1o\nhoist r2 above i0i\ncache_read b at i1o -> pb\nvectorize pb_i1i\nunroll i0i\nvectorize i1i\n");
+  EXPECT_EQ(sched("matmul:64x64x64", t[2]),
+            "split i0 by 16 -> i0a, i0t\nsplit i0a by 4 -> i0b, i0r\nsplit i1 by 16 -> i1a, i1t\nsplit i1a by 4 -> i1b, i1r\n"
+            "reorder i0b, i1b, i0t, i1t, i0r, i1r\nhoist r2 above i0r\nunroll i0r\nunroll i1r\nbind i0b gpu_block\n"
+            "bind i1b gpu_block\nbind i0t gpu_thread\nbind i1t gpu_thread\n");
+  EXPECT_EQ(sched("gemv:1024x1024", t[1]), "rfactor r1 by 8 -> r1o, r1i\nvectorize r1i\n");
+  EXPECT_EQ(sched("softmax:64x1000", t[3]), "spread i0 over 128 -> thr\nbind i0 gpu_block\nbind thr gpu_thread\n");
+}
+
 // Every knob turned alone gives a schedule that applies or is refused with
 // kiln::Error, and the ones that apply compute what the interpreter does.
 TEST(ScheduleSpace, EveryKnobValueIsCorrectOrRefused) {
