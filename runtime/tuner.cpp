@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
 #include <random>
@@ -254,18 +255,22 @@ GraphTuning tune_graph(const Graph& g, const std::map<std::string, HostTensor>& 
   std::vector<int> rep;  // representative kernel of each structure
   std::vector<size_t> group_of(p.kernels.size());
   GraphTuning out;
+  std::vector<std::string> hashes;
+  for (const Kernel& k : p.kernels) hashes.push_back(kernel_structure_hash(k));
   for (const Launch& l : p.launches) {
-    std::string h = kernel_structure_hash(p.kernels[l.kernel]);
-    auto [it, fresh] = by_hash.emplace(h, rep.size());
+    auto [it, fresh] = by_hash.emplace(hashes[size_t(l.kernel)], rep.size());
     if (fresh) {
       rep.push_back(l.kernel);
       out.kernels.push_back({});
-      out.kernels.back().name = p.kernels[l.kernel].name;
+      out.kernels.back().name = p.kernels[size_t(l.kernel)].name;
     }
-    group_of[l.kernel] = it->second;
     ++out.kernels[it->second].launches;
   }
-  for (size_t i = 0; i < p.kernels.size(); ++i) group_of[i] = by_hash.at(kernel_structure_hash(p.kernels[i]));
+  // Kernels of a structure never launched keep their default schedule.
+  for (size_t i = 0; i < p.kernels.size(); ++i) {
+    auto it = by_hash.find(hashes[i]);
+    group_of[i] = it == by_hash.end() ? SIZE_MAX : it->second;
+  }
 
   // Default times first: they split the budget.
   std::vector<std::unique_ptr<KernelBench>> benches(rep.size());
@@ -319,6 +324,7 @@ GraphTuning tune_graph(const Graph& g, const std::map<std::string, HostTensor>& 
       std::vector<std::shared_ptr<Executable>> exes(batch.size());
       std::vector<int> todo;
       std::vector<std::string> knob_text(batch.size());
+      std::map<size_t, std::string> repeats;  // a schedule already in this batch: same cost
       std::set<std::string> in_batch;
       for (size_t i = 0; i < batch.size(); ++i) {
         std::map<std::string, int64_t> values;
@@ -331,7 +337,10 @@ GraphTuning tune_graph(const Graph& g, const std::map<std::string, HostTensor>& 
           c[i] = it->second;
           continue;
         }
-        if (!in_batch.insert(text).second) continue;  // the same schedule twice in one batch
+        if (!in_batch.insert(text).second) {
+          repeats[i] = text;
+          continue;
+        }
         try {
           kernels[i] = apply(k, scheds[i]);
           todo.push_back(int(i));
@@ -367,6 +376,7 @@ GraphTuning tune_graph(const Graph& g, const std::map<std::string, HostTensor>& 
           best_knobs = knob_text[size_t(i)];
         }
       }
+      for (const auto& [i, text] : repeats) c[i] = memo.at(text);
       return c;
     };
     SearchOptions so;
@@ -427,8 +437,8 @@ GraphTuning tune_graph(const Graph& g, const std::map<std::string, HostTensor>& 
   std::vector<Schedule> defaults, tuned;
   for (size_t i = 0; i < p.kernels.size(); ++i) {
     defaults.push_back(default_schedule(p.kernels[i], info));
-    const KernelTuning& kt = out.kernels[group_of[i]];
-    Schedule s = kt.improved ? named_schedule(kt.best, p.kernels[i]) : defaults.back();
+    bool improved = group_of[i] != SIZE_MAX && out.kernels[group_of[i]].improved;
+    Schedule s = improved ? named_schedule(out.kernels[group_of[i]].best, p.kernels[i]) : defaults.back();
     try {
       apply(p.kernels[i], s);
     } catch (const Error&) {
