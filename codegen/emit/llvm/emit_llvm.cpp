@@ -13,6 +13,7 @@
 #include <llvm/IR/Module.h>
 
 #include "codegen/emit/llvm/math.h"
+#include "codegen/simplify_indices.h"
 #include "kiln/error.h"
 
 namespace kiln {
@@ -616,7 +617,8 @@ const StmtNode* top_level_parallel_loop(const Kernel& k) {
 std::unique_ptr<llvm::Module> emit_llvm(const Kernel& k, const std::string& symbol,
                                         llvm::LLVMContext& ctx) {
   auto m = std::make_unique<llvm::Module>(k.name, ctx);
-  Emitter(k, *m).emit(symbol);
+  Kernel simplified = simplify_indices(k);
+  Emitter(simplified, *m).emit(symbol);
   return m;
 }
 
