@@ -255,12 +255,13 @@ int main_impl(int argc, char** argv) {
   gen_src->require_option(1);
   gen->add_option("--prompt", ga.prompt, "the prompt");
   gen->add_option("--max-tokens", ga.max_tokens, "tokens to generate")->check(CLI::Range(1, 1000000));
-  gen->add_option("--device", ga.device, "device");
+  gen->add_option("--device", ga.device, "device, or best: cuda if found, else vulkan on a real GPU, else cpu");
   gen->add_option("--dtype", ga.dtype, "f32, f16, bf16, or q8, q4, q4z (quantized matrices; f32 activations on the CPU, f16 elsewhere)");
   gen->add_option("--temperature", ga.sampling.temperature, "0: greedy")->check(CLI::Range(0.0, 100.0));
   gen->add_option("--top-k", ga.sampling.top_k, "keep the k likeliest tokens (0: all)")->check(CLI::Range(0, 1 << 30));
   gen->add_option("--top-p", ga.sampling.top_p, "nucleus sampling mass")->check(CLI::Range(1e-9, 1.0));
   gen->add_option("--seed", ga.sampling.seed, "sampling seed");
+  gen->add_flag("--print-ids", ga.print_ids, "also print the prompt's and the generated token ids on stderr");
 
   auto* quant = app.add_subcommand("quantize", "write a language model with quantized matrices (q8, q4, q4z)");
   std::string model_in, model_out, scheme;

@@ -1,6 +1,7 @@
 #include "tools/llm.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -80,11 +81,35 @@ std::pair<DType, WeightFormat> model_dtype(const std::string& name, const Device
   return {dev.info().backend == "cpu" ? f32 : f16, parse_weight_format(name)};
 }
 
+// "best": the first CUDA device, else the first Vulkan device that is a real
+// GPU (not a software rasterizer such as Mesa's lavapipe, named llvmpipe),
+// else the CPU. Any other name is looked up as `device` does.
+std::shared_ptr<Device> pick_device(const std::string& which) {
+  if (which != "best") return device(which);
+  auto software = [](std::string name) {
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
+    for (const char* s : {"llvmpipe", "lavapipe", "swiftshader", "softpipe"})
+      if (name.find(s) != std::string::npos) return true;
+    return false;
+  };
+  for (const auto& d : devices())
+    if (d->info().backend == "cuda") return d;
+  for (const auto& d : devices())
+    if (d->info().backend == "vulkan" && !software(d->info().name)) return d;
+  return device("cpu");
+}
+
+std::string join_ids(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (int32_t t : ids) s += (s.empty() ? "" : " ") + std::to_string(t);
+  return s;
+}
+
 }  // namespace
 
 int cmd_generate(const GenerateArgs& a) {
   if (a.config.empty() == a.model.empty()) throw Error("generate: give one of --config NAME or --model PATH");
-  std::shared_ptr<Device> dev = device(a.device);
+  std::shared_ptr<Device> dev = pick_device(a.device);
   auto [dt, wf] = model_dtype(a.dtype, *dev);
   auto t0 = std::chrono::steady_clock::now();
   LoadedLlm m;
@@ -119,7 +144,9 @@ int cmd_generate(const GenerateArgs& a) {
   if (tok && tok->eos_id() >= 0) opt.stop_tokens = {tok->eos_id()};
   std::optional<Tokenizer::Stream> text;
   if (tok) text.emplace(*tok, /*skip_special=*/true);
+  std::vector<int32_t> generated;
   GenerateStats st = generate(s, prompt, opt, [&](int32_t t) {
+    generated.push_back(t);
     if (text) std::fputs(text->push(t).c_str(), stdout);
     else std::printf("[%d]", t);
     std::fflush(stdout);
@@ -131,6 +158,8 @@ int cmd_generate(const GenerateArgs& a) {
                "memory: weights %.1f MB, KV cache %.1f MB\n",
                st.ttft_s * 1e3, st.prefill_tok_s(), (long long)st.prompt_tokens, st.decode_tok_s(),
                (long long)st.generated, double(s.weight_bytes()) * 1e-6, double(s.cache_bytes()) * 1e-6);
+  if (a.print_ids)
+    std::fprintf(stderr, "prompt ids: %s\ngenerated ids: %s\n", join_ids(prompt).c_str(), join_ids(generated).c_str());
   return 0;
 }
 

@@ -13,10 +13,11 @@ struct GenerateArgs {
   std::string config;  // a built-in shape with random weights
   std::string model;   // or a checkpoint
   std::string prompt = "Once upon a time";
-  std::string device = "cpu";
+  std::string device = "cpu";  // or "best": cuda, else a real Vulkan GPU, else cpu
   std::string dtype = "f32";
   int64_t max_tokens = 32;
   SamplingOptions sampling;
+  bool print_ids = false;  // also print the prompt's and the generated token ids (stderr)
 };
 
 int cmd_generate(const GenerateArgs& a);
