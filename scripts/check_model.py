@@ -13,6 +13,16 @@ PyTorch model (logits and greedy tokens), which checks the HF layout.
 Prints one line per prompt and exits 1 on any mismatch. With --ppl, also
 prints each model's perplexity on that text (made by scripts/make_corpus.py),
 computed as train_model.py does.
+
+  python3 scripts/check_model.py models/support-teacher models/support-student \\
+      --write-reference tests/frontend/models/data/support_greedy.json [--per-model 3]
+
+writes the reference of the support_greedy tests instead (kiln is not run):
+for each model, the first --per-model prompts of a candidate list whose
+PyTorch greedy continuation keeps a margin over --min-margin between the top
+two logits at every step, with the prompt's token ids, the generated ids
+(ending in </s> where the model stopped, as `kiln generate --print-ids`
+prints them) and the text.
 """
 
 import argparse
@@ -75,6 +85,76 @@ def check_transformers(folder, model, prompt_ids, max_tokens):
 
 model_eos = {}
 
+# Candidates for --write-reference, besides PROMPTS.
+REFERENCE_PROMPTS = PROMPTS + [
+    "Customer: I want to return my wireless headphones.\nAgent:",
+    "Customer: What are your store hours in Boston?\nAgent:",
+    "Customer: Can I change the shipping address on my order?\nAgent:",
+    "Customer: My package arrived damaged.\nAgent:",
+    "Customer: I'd like to cancel my subscription.\nAgent:",
+    "Customer: Do you have a discount code for first orders?\nAgent:",
+    "Customer: Hi, I need help with a refund.\nAgent:",
+    "Customer: Is my laptop still under warranty?\nAgent:",
+]
+
+
+def greedy_margins(model, ids, max_new, eos_id):
+    """Greedy continuation as train_model.greedy, ending in eos_id where the
+    model stopped, and the smallest top-1 minus top-2 logit over its steps."""
+    ids, out, margin = list(ids), [], float("inf")
+    with torch.no_grad():
+        for _ in range(max_new):
+            if len(ids) >= model.c.ctx:
+                break
+            logits = model(torch.tensor([ids]))[0, -1].float()
+            top = torch.topk(logits, 2)
+            margin = min(margin, float(top.values[0] - top.values[1]))
+            t = int(top.indices[0])
+            out.append(t)
+            if t == eos_id:
+                break
+            ids.append(t)
+    return out, margin
+
+
+def write_reference(a):
+    """The support_greedy tests' reference: see the module's docstring."""
+    from tokenizers import Tokenizer
+    import json
+    ref = {
+        "about": "Greedy continuations of PyTorch (scripts/train_model.py's Llama, float32, the shipped f16 "
+                 "weights widened), written by scripts/check_model.py --write-reference. Prompts are kept "
+                 f"only where the top-two logit margin stays above {a.min_margin} at every step, so that "
+                 "kiln's float32 arithmetic (a different summation order) cannot flip a near tie.",
+        "torch": torch.__version__,
+        "max_tokens": a.max_tokens,
+        "models": {},
+    }
+    for folder in a.models:
+        tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+        eos = tok.token_to_id(EOS)
+        model = load_hf(folder)
+        kept = []
+        for p in a.prompt or REFERENCE_PROMPTS:
+            if len(kept) == a.per_model:
+                break
+            if ";" in p:  # the CMake test driver passes prompts as list items
+                raise SystemExit(f"prompt {p!r}: no ';' please")
+            ids = tok.encode(p).ids
+            out, margin = greedy_margins(model, ids, a.max_tokens, eos)
+            ok = margin > a.min_margin
+            print(f"{folder}: {'kept' if ok else 'skipped'} (min margin {margin:.4f}): {p!r}", flush=True)
+            if ok:
+                kept.append({"prompt": p, "prompt_ids": ids, "ids": out, "min_margin": round(margin, 4),
+                             "text": tok.decode([t for t in out if t != eos])})
+        if len(kept) < a.per_model:
+            raise SystemExit(f"{folder}: only {len(kept)} prompts with a margin over {a.min_margin}")
+        ref["models"][os.path.basename(os.path.normpath(folder))] = kept
+    with open(a.write_reference, "w") as f:
+        json.dump(ref, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    print(f"wrote {a.write_reference}")
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,7 +165,13 @@ def main():
     ap.add_argument("--prompt", action="append", help="prompts (default: a built-in list)")
     ap.add_argument("--no-transformers", action="store_true")
     ap.add_argument("--ppl", help="a held-out text: print each model's perplexity on it")
+    ap.add_argument("--write-reference", metavar="FILE", help="write the support_greedy tests' reference JSON")
+    ap.add_argument("--per-model", type=int, default=3, help="with --write-reference: prompts per model")
+    ap.add_argument("--min-margin", type=float, default=0.05, help="with --write-reference: top-2 logit margin")
     a = ap.parse_args()
+    if a.write_reference:
+        write_reference(a)
+        return
     from tokenizers import Tokenizer
     failures = 0
     for folder in a.models:
