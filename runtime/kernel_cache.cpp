@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <optional>
 
 #include "runtime/fault.h"
 
@@ -20,11 +22,69 @@ KernelCache& KernelCache::global() {
   return cache;
 }
 
+namespace {
+
+// Renames loop variables v0, v1, ... in the order they appear, and params
+// p0, p1, ...: names the schedule derives from buffer names (one per layer of
+// a model) then no longer make equal kernels look different.
+class CanonicalNames {
+ public:
+  explicit CanonicalNames(const std::vector<std::string>& params) {
+    for (size_t i = 0; i < params.size(); ++i) names_[params[i]] = "p" + std::to_string(i);
+  }
+
+  Expr expr(const Expr& e) {
+    if (!e) return e;
+    auto n = std::make_shared<ExprNode>(*e);
+    if (n->kind == ExprKind::Var) n->name = renamed(n->name);
+    for (Expr& a : n->args) a = expr(a);
+    return n;
+  }
+
+  Stmt stmt(const Stmt& s) {
+    if (!s) return s;
+    auto n = std::make_shared<StmtNode>(*s);
+    n->extent = expr(n->extent);  // outside the loop's own scope
+    n->index = expr(n->index);
+    n->value = expr(n->value);
+    n->cond = expr(n->cond);
+    if (n->kind == StmtKind::AllReduce) n->var = renamed(n->var);
+    std::optional<std::string> outer;  // the name a loop shadows
+    if (n->kind == StmtKind::For) {
+      if (auto it = names_.find(s->var); it != names_.end()) outer = it->second;
+      n->var = names_[s->var] = "v" + std::to_string(loops_++);
+    }
+    for (Stmt& b : n->body) b = stmt(b);
+    if (n->kind == StmtKind::For) {
+      if (outer)
+        names_[s->var] = *outer;
+      else
+        names_.erase(s->var);
+    }
+    return n;
+  }
+
+ private:
+  std::string renamed(const std::string& name) const {
+    auto it = names_.find(name);
+    return it == names_.end() ? name : it->second;
+  }
+
+  std::map<std::string, std::string> names_;
+  int loops_ = 0;
+};
+
+}  // namespace
+
 std::string KernelCache::structural_text(const Kernel& k) {
-  // Buffers are passed by position, so their names do not matter either.
+  // Buffers and params are passed by position, so their names do not matter
+  // either.
   Kernel c = k;
   c.name = "kernel";
   for (size_t i = 0; i < c.buffers.size(); ++i) c.buffers[i].name = "b" + std::to_string(i);
+  CanonicalNames names(k.params);
+  for (size_t i = 0; i < c.params.size(); ++i) c.params[i] = "p" + std::to_string(i);
+  c.body = names.stmt(k.body);
   return print(c);
 }
 

@@ -42,8 +42,8 @@ class KernelCache {
   void clear_memory();
   const DiskCache& disk() const { return disk_; }
 
-  // The kernel's text with its name and buffer names left out: kernels that
-  // differ only in those compile to the same code.
+  // The kernel's text with its name, buffer, param and loop variable names
+  // made canonical: kernels that differ only in those compile to the same code.
   static std::string structural_text(const Kernel& k);
 
  private:

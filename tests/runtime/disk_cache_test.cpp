@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <set>
 
 #include "codegen/lower.h"
@@ -363,6 +364,19 @@ TEST(DiskCache, KeyFollowsTheScheduleNotTheNames) {
   renamed.name = "another_name";
   for (BufferDecl& b : renamed.buffers) b.name += "_x";
   EXPECT_EQ(DiskCache::key(dev->info(), id, KernelCache::structural_text(renamed)), key);
+  // Loop variables named otherwise (schedules derive them from buffer names).
+  std::function<std::string(const Stmt&)> first_loop = [&](const Stmt& st) -> std::string {
+    if (st->kind == StmtKind::For) return st->var;
+    for (const Stmt& b : st->body)
+      if (std::string v = first_loop(b); !v.empty()) return v;
+    return "";
+  };
+  std::string loop = first_loop(a.body);
+  ASSERT_FALSE(loop.empty()) << print(a);
+  std::string text = print(a);
+  std::string other_vars = std::regex_replace(text, std::regex("\\b" + loop + "\\b"), "layer_7_" + loop);
+  ASSERT_NE(other_vars, text);
+  EXPECT_EQ(DiskCache::key(dev->info(), id, KernelCache::structural_text(parse_kernel(other_vars))), key);
 
   // The same kernel, scheduled otherwise.
   std::mt19937 rng(3);
