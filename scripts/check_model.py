@@ -150,9 +150,10 @@ def write_reference(a):
         if len(kept) < a.per_model:
             raise SystemExit(f"{folder}: only {len(kept)} prompts with a margin over {a.min_margin}")
         ref["models"][os.path.basename(os.path.normpath(folder))] = kept
+    text = json.dumps(ref, indent=1, ensure_ascii=False)  # with lists of ids on one line:
+    text = re.sub(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]", lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
     with open(a.write_reference, "w") as f:
-        json.dump(ref, f, indent=1, ensure_ascii=False)
-        f.write("\n")
+        f.write(text + "\n")
     print(f"wrote {a.write_reference}")
 
 
