@@ -14,7 +14,8 @@ build: setup
 run: build
 	./$(BUILD)/bin/kiln devices
 	./$(BUILD)/bin/kiln demo
-	./$(BUILD)/bin/kiln generate --config stories15m --max-tokens 32
+	./$(BUILD)/bin/kiln generate --model models/support-teacher --device best --temperature 0 \
+	  --max-tokens 60 --prompt "$$(printf 'Customer: Hello, I forgot my password.\nAgent:')"
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
