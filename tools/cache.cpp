@@ -33,7 +33,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 const DiskCache& disk_or_say_why() {
   const DiskCache& disk = KernelCache::global().disk();
-  if (!disk.enabled()) std::printf("the kernel disk cache is off (KILN_CACHE_DIR=off, KILN_NO_DISK_CACHE or no HOME)\n");
+  if (!disk.enabled()) std::printf("the kernel disk cache is off (KILN_CACHE_DIR=off, KILN_NO_DISK_CACHE, no HOME, or a folder that cannot be made)\n");
   return disk;
 }
 

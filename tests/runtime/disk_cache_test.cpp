@@ -160,6 +160,19 @@ void check_second_cache_loads_from_disk(Device& dev) {
   second.clear_memory();  // and once more from disk, in the same cache
   expect_matches(second, dev, g, /*seed=*/13);
   EXPECT_EQ(second.disk_hits(), 2 * kernels);
+
+  // A whole entry that this device cannot load is rebuilt.
+  std::vector<std::string> keys;
+  for (const auto& e : fs::directory_iterator(disk.dir())) keys.push_back(e.path().filename().string());
+  ASSERT_FALSE(keys.empty());
+  disk.store(keys[0], std::string(64, '\x11'));
+  KernelCache third{DiskCache(tmp.path())};
+  expect_matches(third, dev, g, /*seed=*/14);
+  EXPECT_EQ(third.disk_bad(), 1);
+  EXPECT_EQ(third.disk_hits(), kernels - 1);
+  KernelCache fourth{DiskCache(tmp.path())};
+  expect_matches(fourth, dev, g, /*seed=*/15);
+  EXPECT_EQ(fourth.disk_hits(), kernels);
 }
 
 TEST(DiskCache, CpuKernelsLoadFromDiskInTheNextCache) { check_second_cache_loads_from_disk(*device("cpu")); }
