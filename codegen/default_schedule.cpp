@@ -230,6 +230,20 @@ bool has_reduction(const Kernel& k, const Stmt& body) {
   return any;
 }
 
+// The longest reduction in `body` when every reduction loop has a constant
+// extent; 0 when one is symbolic (a decode step's attention over its cache).
+int64_t longest_reduction(const Kernel& k, const Stmt& body) {
+  int64_t longest = 0;
+  bool symbolic = false;
+  visit(body, [&](const Stmt& s) {
+    int64_t e = 0;
+    if (!reduction_of(k, s)) return;
+    if (const_extent(s, &e)) longest = std::max(longest, e);
+    else symbolic = true;
+  });
+  return symbolic ? 0 : longest;
+}
+
 // Row reductions: a block per output point, its threads sharing the row.
 // Everything else: one thread per output point, the top loops fused and split
 // into blocks.
@@ -291,7 +305,12 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   if (points <= 65535 && (few || reduces_rows(k, body, chain[n - 1]->var)) && kn.pick("spread", true)) {
     Schedule rows = s;
     std::string th = fresh(k, "thr");
-    rows.spread(cur, threads, th).bind(cur, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
+    // A short reduction (a head's 64-long dot product) shared by 256 threads
+    // leaves most of them idle and pays the allreduce for nothing: a block
+    // gets about one thread for every 2 elements, a warp at least.
+    int64_t spread_threads = threads, r = longest_reduction(k, body);
+    while (r > 0 && spread_threads > 32 && spread_threads > r / 2) spread_threads /= 2;
+    rows.spread(cur, spread_threads, th).bind(cur, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
     try {
       apply(k, rows);
       return rows;
