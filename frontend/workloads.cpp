@@ -12,7 +12,7 @@ namespace {
 
 const char* kKnown =
     "add:N, chain:N, matmul:MxKxN, gemv:MxK, softmax:RxC, mlp:BATCH, deps:N, llm-prefill:CONFIG:SEQ, "
-    "llm-decode:CONFIG:PAST";
+    "llm-decode:CONFIG:PAST (both with an optional :q8, :q4 or :q4z for quantized matrices)";
 
 std::vector<int64_t> parse_dims(const std::string& spec, const std::string& text, size_t want) {
   std::vector<int64_t> dims;
@@ -134,16 +134,29 @@ Workload make_workload(const std::string& spec, DType dt, uint64_t seed) {
     build_mlp(w, parse_dims(spec, args, 1)[0], dt);
   } else if (kind == "deps") {
     build_deps(w, parse_dims(spec, args, 1)[0], dt);
-  } else if (kind == "llm-prefill") {  // one model's graphs, to dump or run on random data
-    size_t c2 = args.find(':');
-    if (c2 == std::string::npos) throw Error("workload '" + spec + "' needs llm-prefill:CONFIG:SEQ");
-    g = llm_prefill_graph(llm_config(args.substr(0, c2)), dt, parse_dims(spec, args.substr(c2 + 1), 1)[0]);
-  } else if (kind == "llm-decode") {  // inputs for a cache of PAST tokens
-    size_t c2 = args.find(':');
-    if (c2 == std::string::npos) throw Error("workload '" + spec + "' needs llm-decode:CONFIG:PAST");
-    g = llm_decode_graph(llm_config(args.substr(0, c2)), dt);
-    w.inputs = random_inputs(g, {{"past", parse_dims(spec, args.substr(c2 + 1), 1)[0]}}, seed);
-    return w;
+  } else if (kind == "llm-prefill" || kind == "llm-decode") {
+    // CONFIG:SEQ (prefill) or CONFIG:PAST (decode: inputs for a cache of PAST
+    // tokens), then optionally the matrices' format: llm-decode:tinyllama-1.1b:600:q4
+    std::vector<std::string> parts;
+    for (size_t pos = 0;;) {
+      size_t end = args.find(':', pos);
+      parts.push_back(args.substr(pos, end - pos));
+      if (end == std::string::npos) break;
+      pos = end + 1;
+    }
+    if (parts.size() < 2 || parts.size() > 3)
+      throw Error("workload '" + spec + "' needs " + kind + (kind == "llm-decode" ? ":CONFIG:PAST" : ":CONFIG:SEQ") +
+                  "[:q8|q4|q4z]");
+    WeightFormat wf = parts.size() == 3 ? parse_weight_format(parts[2]) : WeightFormat::dense;
+    int64_t n = parse_dims(spec, parts[1], 1)[0];
+    LlmConfig c = llm_config(parts[0]);
+    if (kind == "llm-prefill") {
+      g = llm_prefill_graph(c, dt, n, wf);
+    } else {
+      g = llm_decode_graph(c, dt, wf);
+      w.inputs = random_inputs(g, {{"past", n}}, seed);
+      return w;
+    }
   } else {
     throw Error("unknown workload '" + spec + "' (known: " + kKnown + ")");
   }
