@@ -141,7 +141,7 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   nr = kn.pick("nr", divisors_among(n, {lanes, 2 * lanes, 3 * lanes, 4 * lanes}), nr);
   mr = kn.pick("mr", divisors_among(m, {1, 2, 3, 4, 6, 8, 12, 16}), mr);
   bool outer_pair = chain.size() == 2;  // no batch loops: panels can be the parallel loop
-  enum { kPanels, kRows, kRowBlocks };
+  constexpr int64_t kPanels = 0, kRows = 1, kRowBlocks = 2;
   int64_t order = outer_pair ? kn.pick("order", {kPanels, kRows, kRowBlocks}, kPanels) : kRows;
   int64_t row_block = outer_pair ? kn.pick("row_block", {4, 8, 16, 32}, 8) : 0;
   if (order == kRowBlocks && (m / mr) % row_block) order = kRows;

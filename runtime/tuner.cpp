@@ -13,7 +13,6 @@
 #include "codegen/schedule_space.h"
 #include "kiln/compiled_graph.h"
 #include "kiln/error.h"
-#include "runtime/kernel_cache.h"
 #include "runtime/thread_pool.h"
 #include "runtime/tuning_db.h"
 
