@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "codegen/simplify_indices.h"
 #include "codegen/emit/gpu_nest.h"
 #include "kiln/error.h"
 
@@ -564,6 +565,11 @@ std::string cuda_entry_name(const Kernel& k) {
   return is_safe_name(s) ? s : "kernel_" + s;
 }
 
-std::string emit_cuda(const Kernel& k, const std::string& entry_name) { return Emitter(k).emit(entry_name); }
+// Index arithmetic is simplified with the loops' bounds first (a q4 weight's
+// flat group view leaves divisions that the bounds make exact).
+std::string emit_cuda(const Kernel& k, const std::string& entry_name) {
+  Kernel simplified = simplify_indices(k);
+  return Emitter(simplified).emit(entry_name);
+}
 
 }  // namespace kiln

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "codegen/emit/glsl/glsl_library.h"
+#include "codegen/simplify_indices.h"
 #include "codegen/emit/gpu_nest.h"
 #include "kiln/error.h"
 
@@ -693,6 +694,10 @@ class Emitter {
 
 std::array<int64_t, 3> workgroup_size(const Kernel& k) { return workgroup_size(k, find_gpu_nest(k, kBackend)); }
 
-std::string emit_glsl(const Kernel& k, const GlslOptions& options) { return Emitter(k, options).emit(); }
+// Index arithmetic is simplified with the loops' bounds first, as for CUDA.
+std::string emit_glsl(const Kernel& k, const GlslOptions& options) {
+  Kernel simplified = simplify_indices(k);
+  return Emitter(simplified, options).emit();
+}
 
 }  // namespace kiln
