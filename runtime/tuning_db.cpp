@@ -307,25 +307,50 @@ int64_t TuningDb::import_text(const std::string& text) {
 
 namespace {
 
-Schedule rename_buffers(Schedule s, const std::map<std::string, std::string>& names) {
-  for (Step& st : s.steps)
-    if (st.prim == Prim::CacheRead)
-      if (auto it = names.find(st.loops[0]); it != names.end()) st.loops[0] = it->second;
+// Every loop of `k` in pre-order, as KernelCache::structural_text numbers them.
+void loops_in_order(const Stmt& s, std::vector<std::string>* out) {
+  if (!s) return;
+  if (s->kind == StmtKind::For) out->push_back(s->var);
+  for (const Stmt& b : s->body) loops_in_order(b, out);
+}
+
+struct NameMaps {
+  std::map<std::string, std::string> buffers, loops;
+};
+
+Schedule rename(Schedule s, const NameMaps& m) {
+  auto swap = [](std::string& name, const std::map<std::string, std::string>& map) {
+    if (auto it = map.find(name); it != map.end()) name = it->second;
+  };
+  for (Step& st : s.steps) {
+    if (st.prim == Prim::CacheRead) {  // {buffer, loop, new buffer}
+      swap(st.loops[0], m.buffers);
+      swap(st.loops[1], m.loops);
+      continue;
+    }
+    for (std::string& name : st.loops) swap(name, m.loops);
+  }
   return s;
 }
 
 }  // namespace
 
 Schedule structural_schedule(const Schedule& s, const Kernel& k) {
-  std::map<std::string, std::string> names;
-  for (size_t i = 0; i < k.buffers.size(); ++i) names[k.buffers[i].name] = "b" + std::to_string(i);
-  return rename_buffers(s, names);
+  NameMaps m;
+  for (size_t i = 0; i < k.buffers.size(); ++i) m.buffers[k.buffers[i].name] = "b" + std::to_string(i);
+  std::vector<std::string> loops;
+  loops_in_order(k.body, &loops);
+  for (size_t i = 0; i < loops.size(); ++i) m.loops.emplace(loops[i], "v" + std::to_string(i));  // first wins
+  return rename(s, m);
 }
 
 Schedule named_schedule(const Schedule& s, const Kernel& k) {
-  std::map<std::string, std::string> names;
-  for (size_t i = 0; i < k.buffers.size(); ++i) names["b" + std::to_string(i)] = k.buffers[i].name;
-  return rename_buffers(s, names);
+  NameMaps m;
+  for (size_t i = 0; i < k.buffers.size(); ++i) m.buffers["b" + std::to_string(i)] = k.buffers[i].name;
+  std::vector<std::string> loops;
+  loops_in_order(k.body, &loops);
+  for (size_t i = 0; i < loops.size(); ++i) m.loops["v" + std::to_string(i)] = loops[i];
+  return rename(s, m);
 }
 
 std::optional<Schedule> tuned_schedule(const Kernel& k, const DeviceInfo& dev) {

@@ -90,9 +90,10 @@ class TuningDb {
   std::mutex mu_;
 };
 
-// A schedule's buffer references (cache_read) by position ("b0", "b1", ...),
-// as KernelCache::structural_text names them, so that one stored schedule
-// serves every kernel of the same structure; and back.
+// A schedule with the kernel's buffers ("b0", "b1", ...) and loops ("v0",
+// "v1", ... in pre-order) named as KernelCache::structural_text names them, so
+// that one stored schedule serves every kernel of the same structure (the
+// layers of a model); and back. Names the schedule makes up stay as they are.
 Schedule structural_schedule(const Schedule& s, const Kernel& k);
 Schedule named_schedule(const Schedule& s, const Kernel& k);
 

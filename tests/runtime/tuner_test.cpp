@@ -12,9 +12,11 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <set>
 
 #include "codegen/schedule_space.h"
+#include "runtime/kernel_cache.h"
 #include "runtime/tuner.h"
 #include "runtime/tuning_db.h"
 #include "tests/testing.h"
@@ -354,6 +356,43 @@ TEST(TuningDb, TwoProcessesWritingAtOnceCorruptNothing) {
   for (const auto& e : fs::directory_iterator(dir))
     EXPECT_EQ(e.path().filename().string().find(".corrupt-"), std::string::npos) << e.path();
   fs::remove_all(dir);
+}
+
+// Kernels of one structure (a model's layers) may name their buffers and
+// loops differently; a schedule stored for one applies to all alike.
+TEST(TuningDb, OneStoredScheduleServesEveryKernelOfAStructure) {
+  DeviceInfo cpu = targets()[0];
+  const Kernel k = lower(make_workload("matmul:64x32x96").graph).kernels[0];
+  // The same kernel with other names for its loops and buffers.
+  auto renamed = [](std::string text) {
+    for (auto [from, to] : {std::pair{"i0", "row"}, {"i1", "col"}, {"r2", "red"}, {"a", "lhs"}, {"b", "rhs"}})
+      text = std::regex_replace(text, std::regex(std::string("\\b") + from + "\\b"), to);
+    return text;
+  };
+  const Kernel other = parse_kernel(renamed(print(k)));
+  ASSERT_EQ(kernel_structure_hash(other), kernel_structure_hash(k));
+  ASSERT_NE(print(other), print(k));
+  int checked = 0;
+  for (const Knob& kn : schedule_knobs(k, cpu))
+    for (int64_t v : kn.options) {
+      Knobs one({{kn.name, v}});
+      Schedule s = schedule_with(k, cpu, one);
+      Kernel done;
+      try {
+        done = apply(k, s);
+      } catch (const Error&) {
+        continue;
+      }
+      Schedule stored = structural_schedule(s, k);
+      EXPECT_EQ(named_schedule(stored, k), s);
+      Schedule mine = named_schedule(stored, other);
+      EXPECT_NE(mine, s);
+      // The same kernel but for names.
+      EXPECT_EQ(KernelCache::structural_text(apply(other, mine)), KernelCache::structural_text(done))
+          << print(s) << print(mine);
+      ++checked;
+    }
+  EXPECT_GT(checked, 5);
 }
 
 TEST(TuningDb, OffOrUnusableLocationDisablesIt) {
