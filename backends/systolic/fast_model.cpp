@@ -175,18 +175,80 @@ void check_block(const Instr& i, const std::vector<Matrix>& dram) {
 }
 
 // The product of an m x k tile and a k x n tile, each output summed over k in
-// order from 0: what the array's columns (WS) or cells (OS) compute.
-template <typename T>
-void tile_product(const T* __restrict a, const T* __restrict w, T* __restrict out, int64_t m, int64_t k, int64_t n) {
-  for (int64_t r = 0; r < m; ++r) {
-    T* __restrict o = out + r * n;
-    for (int64_t j = 0; j < n; ++j) o[j] = 0;
-    for (int64_t q = 0; q < k; ++q) {
-      T x = a[r * k + q];
-      const T* __restrict wr = w + q * n;
-      for (int64_t j = 0; j < n; ++j) o[j] = mac(o[j], x, wr[j]);
+// order from 0 (what the array's columns (WS) or cells (OS) compute), written
+// to `out` or, with `accumulate`, added to it. Register blocks of kRows rows
+// by kCols columns keep their sums in vectors over the whole k loop: every
+// output sees the same operations in the same order as a scalar loop (mul,
+// then add; no fused multiply-add), so results are bit-exact with the
+// cell-level model. E is float, or uint32_t for the int8 path's wrapping
+// int32 arithmetic.
+template <typename E>
+struct Vec {
+  typedef E type __attribute__((vector_size(32)));  // 8 lanes
+};
+constexpr int64_t kLanes = 8, kVecs = 2, kCols = kLanes * kVecs, kRows = 4;
+
+template <typename E, int64_t R>
+[[gnu::always_inline]] inline void block(const E* __restrict a, const E* __restrict w, E* __restrict out, int64_t k,
+                                         int64_t n, int64_t j, bool accumulate) {
+  using V = typename Vec<E>::type;
+  V s[R][kVecs] = {};
+  for (int64_t q = 0; q < k; ++q) {
+    V wv[kVecs];
+    for (int64_t v = 0; v < kVecs; ++v) __builtin_memcpy(&wv[v], w + q * n + j + v * kLanes, sizeof(V));
+    for (int64_t r = 0; r < R; ++r) {
+      E x = a[r * k + q];
+      for (int64_t v = 0; v < kVecs; ++v) s[r][v] = s[r][v] + x * wv[v];
     }
   }
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t v = 0; v < kVecs; ++v) {
+      E* o = out + r * n + j + v * kLanes;
+      V old;
+      if (accumulate) __builtin_memcpy(&old, o, sizeof(V)), s[r][v] = old + s[r][v];
+      __builtin_memcpy(o, &s[r][v], sizeof(V));
+    }
+}
+
+// One output at a time (the columns right of the last full block).
+template <typename E>
+[[gnu::always_inline]] inline void column(const E* __restrict a, const E* __restrict w, E* __restrict out, int64_t k,
+                                          int64_t n, int64_t j, bool accumulate) {
+  E s = 0;
+  for (int64_t q = 0; q < k; ++q) s = s + a[q] * w[q * n + j];
+  out[j] = accumulate ? out[j] + s : s;
+}
+
+template <typename E>
+[[gnu::always_inline]] inline void product_body(const E* __restrict a, const E* __restrict w, E* __restrict out,
+                                                int64_t m, int64_t k, int64_t n, bool accumulate) {
+  int64_t full = n / kCols * kCols;
+  // Column strips outermost: a strip of w (k x kCols) stays in L1 over all rows.
+  for (int64_t j = 0; j < full; j += kCols) {
+    int64_t r = 0;
+    for (; r + kRows <= m; r += kRows) block<E, kRows>(a + r * k, w, out + r * n, k, n, j, accumulate);
+    for (; r < m; ++r) block<E, 1>(a + r * k, w, out + r * n, k, n, j, accumulate);
+  }
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = full; j < n; ++j) column<E>(a + r * k, w, out + r * n, k, n, j, accumulate);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__ELF__)
+#define KILN_SYSTOLIC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define KILN_SYSTOLIC_CLONES
+#endif
+
+KILN_SYSTOLIC_CLONES void tile_product(const float* a, const float* w, float* out, int64_t m, int64_t k, int64_t n,
+                                      bool accumulate) {
+  product_body<float>(a, w, out, m, k, n, accumulate);
+}
+
+// int32 sums wrap: the same bits as uint32_t arithmetic.
+KILN_SYSTOLIC_CLONES void tile_product(const int32_t* a, const int32_t* w, int32_t* out, int64_t m, int64_t k,
+                                      int64_t n, bool accumulate) {
+  product_body<uint32_t>(reinterpret_cast<const uint32_t*>(a), reinterpret_cast<const uint32_t*>(w),
+                         reinterpret_cast<uint32_t*>(out), m, k, n, accumulate);
 }
 
 template <typename T>
@@ -198,7 +260,6 @@ void run(const Program& p, const SystolicConfig& c, std::vector<Matrix>& dram) {
   for (int b = 0; b < 3; ++b) slots[b].resize(size_t(max_slot) + 1), shape[b].resize(size_t(max_slot) + 1);
   std::vector<T> bank[2];
   int64_t bank_shape[2][2] = {};
-  std::vector<T> product;
   for (const Instr& i : p.instrs) {
     switch (i.op) {
       case OpCode::DmaIn: {
@@ -242,18 +303,16 @@ void run(const Program& p, const SystolicConfig& c, std::vector<Matrix>& dram) {
         const int64_t* ws_shape = ws ? bank_shape[i.bank] : shape[int(BufferId::Weight)][i.weight_slot].data();
         if (s[0] != i.m || s[1] != i.k || ws_shape[0] != i.k || ws_shape[1] != i.n)
           throw Error("systolic program: '" + print(i) + "' does not match its operands");
-        product.resize(size_t(i.m * i.n));
-        tile_product(slots[int(BufferId::Input)][i.slot].data(), w.data(), product.data(), i.m, i.k, i.n);
         std::vector<T>& acc = slots[int(BufferId::Acc)][i.acc_slot];
         int64_t* as = shape[int(BufferId::Acc)][i.acc_slot].data();
         if (i.accumulate) {
           if (as[0] != i.m || as[1] != i.n) throw Error("systolic program: '" + print(i) + "' adds to another shape");
-          for (size_t e = 0; e < product.size(); ++e) acc[e] = plus(acc[e], product[e]);
         } else {
-          acc = product;
+          acc.resize(size_t(i.m * i.n));
           as[0] = i.m;
           as[1] = i.n;
         }
+        tile_product(slots[int(BufferId::Input)][i.slot].data(), w.data(), acc.data(), i.m, i.k, i.n, i.accumulate);
         break;
       }
       case OpCode::Vector: case OpCode::Sync: break;

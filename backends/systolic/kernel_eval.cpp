@@ -1,10 +1,12 @@
 #include "backends/systolic/kernel_eval.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "kiln/dtype.h"
@@ -508,6 +510,82 @@ std::unique_ptr<KernelEval::Probe> KernelEval::probe(const Expr& e, const std::v
   for (const std::string& v : vars) slots.push_back(m.slot(v));
   m.bind(globals, params);
   return std::make_unique<ProbeImpl>(m, node, std::move(slots));
+}
+
+}  // namespace kiln::systolic
+
+namespace kiln::systolic {
+
+namespace {
+
+// The index as coefficients of `vars` plus a constant (last), in wrapping
+// i64 arithmetic like the evaluator's; nullopt if it is not affine.
+std::optional<std::vector<uint64_t>> affine(const Expr& e, const std::vector<std::string>& vars,
+                                            const std::map<std::string, int64_t>& params) {
+  if (e->type != ValType::i64) return std::nullopt;
+  std::vector<uint64_t> f(vars.size() + 1, 0);
+  switch (e->kind) {
+    case ExprKind::Const: f.back() = uint64_t(e->ival); return f;
+    case ExprKind::Var: {
+      auto v = std::find(vars.begin(), vars.end(), e->name);
+      if (v != vars.end()) f[size_t(v - vars.begin())] = 1;
+      else if (auto p = params.find(e->name); p != params.end()) f.back() = uint64_t(p->second);
+      else return std::nullopt;
+      return f;
+    }
+    case ExprKind::Binary: {
+      if (e->binop != BinOp::Add && e->binop != BinOp::Sub && e->binop != BinOp::Mul) return std::nullopt;
+      auto a = affine(e->args[0], vars, params), b = affine(e->args[1], vars, params);
+      if (!a || !b) return std::nullopt;
+      auto constant = [](const std::vector<uint64_t>& x) {
+        return std::all_of(x.begin(), x.end() - 1, [](uint64_t c) { return c == 0; });
+      };
+      if (e->binop == BinOp::Mul) {
+        if (!constant(*a) && !constant(*b)) return std::nullopt;
+        if (!constant(*a)) std::swap(a, b);
+        for (size_t j = 0; j < f.size(); ++j) f[j] = a->back() * (*b)[j];
+        return f;
+      }
+      for (size_t j = 0; j < f.size(); ++j) f[j] = e->binop == BinOp::Add ? (*a)[j] + (*b)[j] : (*a)[j] - (*b)[j];
+      return f;
+    }
+    default: return std::nullopt;
+  }
+}
+
+}  // namespace
+
+std::optional<AffineLoad> KernelEval::affine_load(const Expr& e, const std::vector<std::string>& vars,
+                                                  const std::vector<int64_t>& extents,
+                                                  const std::vector<HostBuf>& globals,
+                                                  const std::vector<int64_t>& params) {
+  Impl& m = *impl_;
+  if (e->kind != ExprKind::Load || e->type != ValType::f32 || e->args.size() != 1 || extents.size() != vars.size())
+    return std::nullopt;
+  if (e->buffer < 0 || size_t(e->buffer) >= m.k.buffers.size()) return std::nullopt;
+  const BufferDecl& decl = m.k.buffers[size_t(e->buffer)];
+  if (decl.scope != MemScope::Global || decl.dtype != f32) return std::nullopt;
+  std::vector<int> g = m.k.global_buffers();
+  auto at = std::find(g.begin(), g.end(), e->buffer);
+  if (at == g.end() || globals.size() != g.size() || params.size() != m.k.params.size()) return std::nullopt;
+  const HostBuf& buf = globals[size_t(at - g.begin())];
+  std::map<std::string, int64_t> pv;
+  for (size_t j = 0; j < params.size(); ++j) pv[m.k.params[j]] = params[j];
+  auto f = affine(e->args[0], vars, pv);
+  if (!f) return std::nullopt;
+  // Every index in the box, exactly (no wrap), inside the buffer.
+  __int128 lo = int64_t(f->back()), hi = lo;
+  for (size_t j = 0; j < vars.size(); ++j) {
+    if (extents[j] <= 0) return std::nullopt;
+    __int128 span = __int128(int64_t((*f)[j])) * (extents[j] - 1);
+    (span < 0 ? lo : hi) += span;
+  }
+  if (lo < 0 || hi >= buf.bytes / 4) return std::nullopt;
+  AffineLoad a;
+  a.data = static_cast<const float*>(buf.data);
+  a.offset = int64_t(f->back());
+  for (size_t j = 0; j < vars.size(); ++j) a.coeff.push_back(int64_t((*f)[j]));
+  return a;
 }
 
 }  // namespace kiln::systolic

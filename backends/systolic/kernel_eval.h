@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,16 @@ struct HostBuf {
   int64_t bytes = 0;
 };
 
+// A factor that is a load of a global f32 buffer at an index affine in the
+// given variables (kernel parameters fixed): its value at v is
+// data[offset + sum_j coeff[j] * v[j]], every such index inside the buffer for
+// 0 <= v[j] < extents[j]. Operands are gathered from it with strided copies.
+struct AffineLoad {
+  const float* data = nullptr;
+  int64_t offset = 0;
+  std::vector<int64_t> coeff;  // one per variable
+};
+
 class KernelEval {
  public:
   explicit KernelEval(const Kernel& k);
@@ -56,6 +67,13 @@ class KernelEval {
   class Probe;
   std::unique_ptr<Probe> probe(const Expr& e, const std::vector<std::string>& vars,
                                const std::vector<HostBuf>& globals, const std::vector<int64_t>& params);
+
+  // `e` as an AffineLoad over `vars`, or nullopt (not a plain f32 load, an
+  // index with divisions, selects or casts, or one that leaves the buffer
+  // somewhere in the box: the probe then reports it).
+  std::optional<AffineLoad> affine_load(const Expr& e, const std::vector<std::string>& vars,
+                                        const std::vector<int64_t>& extents, const std::vector<HostBuf>& globals,
+                                        const std::vector<int64_t>& params);
 
   struct Impl;
 

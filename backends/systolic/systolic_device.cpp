@@ -5,6 +5,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "backends/systolic/kernel_eval.h"
@@ -199,6 +200,11 @@ class SystolicExecutable : public Executable {
       names.push_back(c.reduction);
       auto pa = eval_.probe(c.a, names, globals, params);
       auto pb = eval_.probe(c.b, names, globals, params);
+      std::vector<int64_t> box = ext;
+      box.push_back(K);
+      // Plain loads at affine indices are copied with strides, not evaluated.
+      std::optional<AffineLoad> fa = eval_.affine_load(c.a, names, box, globals, params);
+      std::optional<AffineLoad> fb = eval_.affine_load(c.b, names, box, globals, params);
       bool a_batched = false, b_batched = false;
       for (int l : batch) {
         a_batched |= std::count(c.a_loops.begin(), c.a_loops.end(), l) > 0;
@@ -215,13 +221,26 @@ class SystolicExecutable : public Executable {
           index /= ext[size_t(which[j])];
         }
       };
+      // An affine load's index at `point` with the reduction at 0 (in the
+      // buffer: affine_load checked the whole box).
+      auto base_of = [&](const AffineLoad& f) {
+        uint64_t at = uint64_t(f.offset);
+        for (size_t l = 0; l + 1 < point.size(); ++l) at += uint64_t(f.coeff[l]) * uint64_t(point[l]);
+        return int64_t(at);
+      };
       int a_region = -1, b_region = -1;
       for (int64_t bi = 0; bi < B; ++bi) {
         set(batch, bi);
         GemmJob job{0, 0, 0, M, K, N};
         if (a_region < 0 || a_batched || b_batched) {
           std::vector<float> a(size_t(M * K)), bm(size_t(K * N));
-          if (a_region < 0 || a_batched)
+          if ((a_region < 0 || a_batched) && fa)
+            for (int64_t mi = 0; mi < M; ++mi) {
+              set(mloops, mi);
+              const float* src = fa->data + base_of(*fa);
+              for (int64_t q = 0; q < K; ++q) a[size_t(mi * K + q)] = src[q * fa->coeff.back()];
+            }
+          else if (a_region < 0 || a_batched)
             for (int64_t mi = 0; mi < M; ++mi) {
               set(mloops, mi);
               for (int64_t q = 0; q < K; ++q) {
@@ -229,7 +248,13 @@ class SystolicExecutable : public Executable {
                 a[size_t(mi * K + q)] = pa->at(point.data());
               }
             }
-          if (b_region < 0 || b_batched)
+          if ((b_region < 0 || b_batched) && fb) {
+            std::vector<int64_t> base(static_cast<size_t>(N));  // of each column, q = 0
+            for (int64_t ni = 0; ni < N; ++ni) set(nloops, ni), base[size_t(ni)] = base_of(*fb);
+            int64_t step = fb->coeff.back();
+            for (int64_t q = 0; q < K; ++q)
+              for (int64_t ni = 0; ni < N; ++ni) bm[size_t(q * N + ni)] = fb->data[base[size_t(ni)] + q * step];
+          } else if (b_region < 0 || b_batched)
             for (int64_t ni = 0; ni < N; ++ni) {
               set(nloops, ni);
               for (int64_t q = 0; q < K; ++q) {

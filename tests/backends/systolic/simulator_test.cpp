@@ -166,7 +166,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{4, 4, Dataflow::OutputStationary, InputType::Int8, 5, 7, 6, 8},
                       Case{4, 4, Dataflow::OutputStationary, InputType::Bf16, 9, 12, 8, 3},
                       Case{8, 4, Dataflow::OutputStationary, InputType::Int8, 17, 40, 9, 64},
-                      Case{3, 5, Dataflow::OutputStationary, InputType::Bf16, 1, 10, 11, 2.5}));
+                      Case{3, 5, Dataflow::OutputStationary, InputType::Bf16, 1, 10, 11, 2.5},
+                      // Tiles wide enough for the fast model's vector blocks
+                      // (16 columns, 4 rows), with rows and columns left over.
+                      Case{16, 24, Dataflow::WeightStationary, InputType::Bf16, 23, 37, 45, 64},
+                      Case{16, 24, Dataflow::WeightStationary, InputType::Int8, 23, 37, 45, 64},
+                      Case{16, 24, Dataflow::OutputStationary, InputType::Bf16, 23, 37, 45, 64},
+                      Case{16, 24, Dataflow::OutputStationary, InputType::Int8, 23, 37, 45, 64}));
 
 TEST(SystolicResults, Int8GemmIsExactAtTheLimits) {
   SystolicConfig c = small(8, 8, Dataflow::WeightStationary, InputType::Int8);
