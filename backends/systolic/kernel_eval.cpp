@@ -45,6 +45,41 @@ bool is_acc_load(const Expr& e, int acc) {
   return e->kind == ExprKind::Load && e->buffer == acc && e->args[0]->kind == ExprKind::Const && e->args[0]->ival == 0;
 }
 
+// The index as coefficients of `vars` plus a constant (last), in wrapping
+// i64 arithmetic like the evaluator's; nullopt if it is not affine.
+std::optional<std::vector<uint64_t>> affine(const Expr& e, const std::vector<std::string>& vars,
+                                            const std::map<std::string, int64_t>& params) {
+  if (e->type != ValType::i64) return std::nullopt;
+  std::vector<uint64_t> f(vars.size() + 1, 0);
+  switch (e->kind) {
+    case ExprKind::Const: f.back() = uint64_t(e->ival); return f;
+    case ExprKind::Var: {
+      auto v = std::find(vars.begin(), vars.end(), e->name);
+      if (v != vars.end()) f[size_t(v - vars.begin())] = 1;
+      else if (auto p = params.find(e->name); p != params.end()) f.back() = uint64_t(p->second);
+      else return std::nullopt;
+      return f;
+    }
+    case ExprKind::Binary: {
+      if (e->binop != BinOp::Add && e->binop != BinOp::Sub && e->binop != BinOp::Mul) return std::nullopt;
+      auto a = affine(e->args[0], vars, params), b = affine(e->args[1], vars, params);
+      if (!a || !b) return std::nullopt;
+      auto constant = [](const std::vector<uint64_t>& x) {
+        return std::all_of(x.begin(), x.end() - 1, [](uint64_t c) { return c == 0; });
+      };
+      if (e->binop == BinOp::Mul) {
+        if (!constant(*a) && !constant(*b)) return std::nullopt;
+        if (!constant(*a)) std::swap(a, b);
+        for (size_t j = 0; j < f.size(); ++j) f[j] = a->back() * (*b)[j];
+        return f;
+      }
+      for (size_t j = 0; j < f.size(); ++j) f[j] = e->binop == BinOp::Add ? (*a)[j] + (*b)[j] : (*a)[j] - (*b)[j];
+      return f;
+    }
+    default: return std::nullopt;
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<Contraction> find_contraction(const Kernel& k) {
@@ -155,12 +190,64 @@ struct KernelEval::Impl {
   const std::vector<std::vector<float>>* sums = nullptr;
   std::vector<int64_t> nest_extent;
 
+  // The contraction's block when it only stores its one sum to a global f32
+  // buffer (a plain GEMM's epilogue): the sums are then written directly.
+  const StmtNode* sink = nullptr;
+
   explicit Impl(const Kernel& kernel) : k(kernel) {
     for (const std::string& p : k.params) slot(p);
     contraction = find_contraction(k);
     root = compile(k.body, 0);
     if (contraction)
       for (const std::string& l : contraction->loops) nest_slots.push_back(slot(l));
+    if (contraction && contraction->stages.size() == 1) {
+      const StmtNode* s = only_child(k.body.get());
+      while (s && s->kind == StmtKind::For) s = only_child(s->body[0].get());
+      if (s && s->kind == StmtKind::Block && s->body.size() == 3) {
+        const StmtNode* st = s->body[2].get();
+        if (st->kind == StmtKind::Store && st->buffer >= 0 && size_t(st->buffer) < k.buffers.size() &&
+            k.buffers[size_t(st->buffer)].scope == MemScope::Global && k.buffers[size_t(st->buffer)].dtype == f32 &&
+            st->value->type == ValType::f32 && is_acc_load(st->value, contraction->stages[0].acc))
+          sink = st;
+      }
+    }
+  }
+
+  // Writes the sums where the plain epilogue would store them, in nest order;
+  // false (nothing written) if its index is not affine or leaves the buffer.
+  bool store_sums_directly(const std::vector<int64_t>& params) {
+    if (!sink || !sums || sums->size() != 1 || nest_extent.empty()) return false;
+    std::map<std::string, int64_t> pv;
+    for (size_t j = 0; j < params.size(); ++j) pv[k.params[j]] = params[j];
+    auto f = affine(sink->index, contraction->loops, pv);
+    if (!f) return false;
+    int64_t total = 1;
+    __int128 lo = int64_t(f->back()), hi = lo;
+    for (size_t l = 0; l < nest_extent.size(); ++l) {
+      if (nest_extent[l] <= 0) return false;
+      total *= nest_extent[l];
+      __int128 span = __int128(int64_t((*f)[l])) * (nest_extent[l] - 1);
+      (span < 0 ? lo : hi) += span;
+    }
+    int buf = sink->buffer;
+    if (lo < 0 || hi >= buf_elems[size_t(buf)] || int64_t((*sums)[0].size()) != total) return false;
+    float* out = static_cast<float*>(bufs[size_t(buf)]);
+    const float* in = (*sums)[0].data();
+    size_t depth = nest_extent.size();
+    std::vector<int64_t> idx(depth, 0);
+    int64_t at = int64_t(f->back());  // the index at idx (odometer, innermost loop fastest)
+    uint64_t inner = depth ? (*f)[depth - 1] : 0;
+    int64_t inner_n = depth ? nest_extent[depth - 1] : 1;
+    for (int64_t flat = 0; flat < total; flat += inner_n) {
+      for (int64_t j = 0; j < inner_n; ++j) out[int64_t(uint64_t(at) + uint64_t(j) * inner)] = in[flat + j];
+      for (size_t l = depth - 1; l-- > 0;) {  // carry into the outer loops
+        at = int64_t(uint64_t(at) + (*f)[l]);
+        if (++idx[l] < nest_extent[l]) break;
+        at = int64_t(uint64_t(at) - (*f)[l] * uint64_t(nest_extent[l]));
+        idx[l] = 0;
+      }
+    }
+    return true;
   }
 
   int slot(const std::string& name) {
@@ -479,6 +566,7 @@ int64_t KernelEval::run(const std::vector<HostBuf>& globals, const std::vector<i
         return v;
       }()));
   }
+  if (m.store_sums_directly(params)) return 0;  // the plain epilogue does no element operations
   m.exec(m.root);
   return m.ops;
 }
@@ -512,48 +600,6 @@ std::unique_ptr<KernelEval::Probe> KernelEval::probe(const Expr& e, const std::v
   return std::make_unique<ProbeImpl>(m, node, std::move(slots));
 }
 
-}  // namespace kiln::systolic
-
-namespace kiln::systolic {
-
-namespace {
-
-// The index as coefficients of `vars` plus a constant (last), in wrapping
-// i64 arithmetic like the evaluator's; nullopt if it is not affine.
-std::optional<std::vector<uint64_t>> affine(const Expr& e, const std::vector<std::string>& vars,
-                                            const std::map<std::string, int64_t>& params) {
-  if (e->type != ValType::i64) return std::nullopt;
-  std::vector<uint64_t> f(vars.size() + 1, 0);
-  switch (e->kind) {
-    case ExprKind::Const: f.back() = uint64_t(e->ival); return f;
-    case ExprKind::Var: {
-      auto v = std::find(vars.begin(), vars.end(), e->name);
-      if (v != vars.end()) f[size_t(v - vars.begin())] = 1;
-      else if (auto p = params.find(e->name); p != params.end()) f.back() = uint64_t(p->second);
-      else return std::nullopt;
-      return f;
-    }
-    case ExprKind::Binary: {
-      if (e->binop != BinOp::Add && e->binop != BinOp::Sub && e->binop != BinOp::Mul) return std::nullopt;
-      auto a = affine(e->args[0], vars, params), b = affine(e->args[1], vars, params);
-      if (!a || !b) return std::nullopt;
-      auto constant = [](const std::vector<uint64_t>& x) {
-        return std::all_of(x.begin(), x.end() - 1, [](uint64_t c) { return c == 0; });
-      };
-      if (e->binop == BinOp::Mul) {
-        if (!constant(*a) && !constant(*b)) return std::nullopt;
-        if (!constant(*a)) std::swap(a, b);
-        for (size_t j = 0; j < f.size(); ++j) f[j] = a->back() * (*b)[j];
-        return f;
-      }
-      for (size_t j = 0; j < f.size(); ++j) f[j] = e->binop == BinOp::Add ? (*a)[j] + (*b)[j] : (*a)[j] - (*b)[j];
-      return f;
-    }
-    default: return std::nullopt;
-  }
-}
-
-}  // namespace
 
 std::optional<AffineLoad> KernelEval::affine_load(const Expr& e, const std::vector<std::string>& vars,
                                                   const std::vector<int64_t>& extents,

@@ -1,13 +1,17 @@
-// The strided operand gather's analysis (KernelEval::affine_load) against the
-// evaluator's probe: the same value at every point of the box for affine f32
-// loads (plain, transposed, strided, offset by a parameter), and no fast path
-// for indices that are not affine or that leave the buffer.
+// The evaluator's fast paths against its general ones: the strided operand
+// gather's analysis (KernelEval::affine_load) against the probe, the same
+// value at every point of the box for affine f32 loads (plain, transposed,
+// strided, offset by a parameter), and no fast path for indices that are not
+// affine or that leave the buffer; and sums stored directly by a plain
+// epilogue against the same kernel whose epilogue the evaluator runs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
 #include "backends/systolic/kernel_eval.h"
+#include "kiln/error.h"
 
 namespace kiln::systolic {
 namespace {
@@ -83,6 +87,51 @@ TEST(SystolicGather, NoFastPathOutsideTheBufferOrForOtherIndices) {
   EXPECT_FALSE(f.eval.affine_load(at(var("z")), f.vars, f.extents, f.globals, f.params));
   // Not a plain load: arithmetic on the value.
   EXPECT_FALSE(f.eval.affine_load(binary(BinOp::Mul, at(r), const_f32(2)), f.vars, f.extents, f.globals, f.params));
+}
+
+// out[index] = epilogue(acc) after acc = sum over r of x[i0 * K + r] * x[r * N + i1],
+// in a nest i0 (M), i1 (N).
+Kernel gemm_kernel(const Expr& index, bool plain) {
+  Kernel k = gather_kernel();
+  k.buffers.push_back({"acc", f32, MemScope::Local, 1, false});
+  Expr i0 = var("i0"), i1 = var("i1"), r = var("r");
+  Expr acc = load(2, ValType::f32, idx(0));
+  Expr a = at(i0 * idx(K) + r), b = at(r * idx(N) + i1);
+  Expr value = plain ? acc : binary(BinOp::Add, acc, const_f32(0.0));  // x + 0: the same bits but -0
+  Stmt nest = block({store(2, idx(0), const_f32(0)),
+                     for_loop("r", idx(K), LoopKind::Serial, {store(2, idx(0), binary(BinOp::Add, acc, binary(BinOp::Mul, a, b)))}),
+                     store(0, index, value)});
+  k.body = for_loop("i0", idx(M), LoopKind::Parallel, {for_loop("i1", idx(N), LoopKind::Serial, {nest})});
+  return k;
+}
+
+TEST(SystolicEpilogue, SumsStoredDirectlyMatchTheEvaluator) {
+  Expr i0 = var("i0"), i1 = var("i1"), p = var("p");
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> v(-4, 4);
+  std::vector<std::vector<float>> sums(1, std::vector<float>(size_t(M * N)));
+  for (float& s : sums[0]) s = v(rng) + 5;  // non-zero
+  std::vector<float> x(size_t(M * K + K * N), 1.0f);
+  const int64_t elems = 3 + 2 * M * N;
+  for (const Expr& index : {i0 * idx(N) + i1, i1 * idx(M) + i0, p + (i1 * idx(M) + i0) * idx(2),
+                            idx(elems - 1) - i0 * idx(N) - i1}) {
+    std::vector<float> direct(size_t(elems), -1.0f), general = direct;
+    std::vector<int64_t> params = {3};
+    ASSERT_NE(find_contraction(gemm_kernel(index, true)), nullptr);
+    KernelEval fast(gemm_kernel(index, true)), slow(gemm_kernel(index, false));
+    fast.run({{direct.data(), elems * 4}, {x.data(), int64_t(x.size()) * 4}}, params, &sums);
+    slow.run({{general.data(), elems * 4}, {x.data(), int64_t(x.size()) * 4}}, params, &sums);
+    EXPECT_EQ(direct, general);
+    EXPECT_EQ(std::count(direct.begin(), direct.end(), -1.0f), elems - M * N);
+  }
+}
+
+TEST(SystolicEpilogue, OutOfBoundsStoreStillThrows) {
+  Expr i0 = var("i0"), i1 = var("i1");
+  std::vector<std::vector<float>> sums(1, std::vector<float>(size_t(M * N), 1.0f));
+  std::vector<float> out(size_t(M * N)), x(size_t(M * K + K * N), 1.0f);
+  KernelEval e(gemm_kernel(i0 * idx(N) + i1 + idx(1), true));
+  EXPECT_THROW(e.run({{out.data(), M * N * 4}, {x.data(), int64_t(x.size()) * 4}}, {3}, &sums), Error);
 }
 
 }  // namespace
