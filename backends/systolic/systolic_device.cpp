@@ -82,9 +82,12 @@ Operands convert(const SystolicConfig& c, const std::vector<float>& a, const std
       for (int64_t q = 0; q < k; ++q) hi = std::max(hi, std::fabs(a[size_t(i * k + q)]));
       if (hi > 0 && std::isfinite(hi)) o.a_scale[size_t(i)] = hi / 127.0f;
     }
+    // Column maxima a row at a time (the max of the non-NaN values, in any order).
+    std::vector<float> col_hi(size_t(n), 0.0f);
+    for (int64_t q = 0; q < k; ++q)
+      for (int64_t j = 0; j < n; ++j) col_hi[size_t(j)] = std::max(col_hi[size_t(j)], std::fabs(b[size_t(q * n + j)]));
     for (int64_t j = 0; j < n; ++j) {
-      float hi = 0;
-      for (int64_t q = 0; q < k; ++q) hi = std::max(hi, std::fabs(b[size_t(q * n + j)]));
+      float hi = col_hi[size_t(j)];
       if (hi > 0 && std::isfinite(hi)) o.b_scale[size_t(j)] = hi / 127.0f;
     }
     auto quant = [](float x, float s) {
