@@ -233,7 +233,16 @@ template <typename E>
     for (int64_t j = full; j < n; ++j) column<E>(a + r * k, w, out + r * n, k, n, j, accumulate);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__ELF__)
+// Not under ThreadSanitizer: the clones' ifunc resolver runs while the dynamic
+// loader relocates, before TSan's runtime is up, and crashed test_runtime at start.
+#if defined(__SANITIZE_THREAD__)
+#define KILN_NO_CLONES 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define KILN_NO_CLONES 1
+#endif
+#endif
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__ELF__) && !defined(KILN_NO_CLONES)
 #define KILN_SYSTOLIC_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define KILN_SYSTOLIC_CLONES
