@@ -7,11 +7,11 @@
 #include <fstream>
 #include <functional>
 #include <memory>
-#include <sstream>
 
 #include "frontend/compare.h"
 #include "frontend/random_graph.h"
 #include "kiln/kiln.h"
+#include "tools/read_text.h"
 
 namespace kiln {
 
@@ -152,14 +152,6 @@ RandomGraph reduce(RandomGraph c, const std::string& failure, const std::shared_
     }
   }
   return c;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot read '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 // Reduces a failing case and writes it to the output folder; prints where.

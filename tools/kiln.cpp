@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -17,25 +16,18 @@
 #include "tools/fuzz.h"
 #include "tools/llm.h"
 #include "tools/quantize.h"
+#include "tools/read_text.h"
 #include "tools/sim.h"
 #include "tools/tune.h"
 
 namespace kiln {
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot read '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // A graph from an IR text file if `what` names one, else a workload spec.
 Graph load_graph(const std::string& what, DType dtype, std::map<std::string, HostTensor>* inputs,
                  const Bindings& symbols) {
   if (std::filesystem::is_regular_file(what)) {
-    Graph g = parse_graph(read_file(what));
+    Graph g = parse_graph(read_text(what));
     if (inputs) *inputs = random_inputs(g, symbols);
     return g;
   }

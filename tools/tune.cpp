@@ -2,7 +2,6 @@
 
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 
 #include "frontend/models/llm.h"
 #include "frontend/workloads.h"
@@ -10,6 +9,7 @@
 #include "kiln/error.h"
 #include "runtime/tuner.h"
 #include "runtime/tuning_db.h"
+#include "tools/read_text.h"
 
 namespace kiln {
 
@@ -36,14 +36,6 @@ Workload tune_workload(const std::string& spec, DType dtype) {
     return make_workload("llm-decode:" + config + ":" + std::to_string(llm_config(config).max_seq / 2), dtype);
   }
   return make_workload(spec, dtype);
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot read '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 bool ends_with(const std::string& s, const std::string& tail) {

@@ -9,21 +9,13 @@
 #include "frontend/models/llm.h"
 #include "frontend/models/llm_session.h"
 #include "kiln/kiln.h"
+#include "tests/frontend/models/llm_testing.h"
 
 namespace kiln {
 namespace {
 
-HostTensor ints(std::vector<int32_t> v) {
-  HostTensor t(i32, {int64_t(v.size())});
-  std::copy(v.begin(), v.end(), t.ptr<int32_t>());
-  return t;
-}
-
-std::vector<int32_t> some_tokens(const LlmConfig& c, int64_t n, uint64_t seed) {
-  std::vector<int32_t> t(n);
-  for (int64_t i = 0; i < n; ++i) t[i] = int32_t((seed * 7919 + uint64_t(i) * 104729) % uint64_t(c.vocab));
-  return t;
-}
+using testing::ints;
+using testing::some_tokens;
 
 std::map<std::string, HostTensor> model_inputs(const LlmConfig& c, DType dt) {
   auto in = random_llm_weights(c, dt, 3);

@@ -22,6 +22,7 @@
 #include "frontend/models/llm_session.h"
 #include "kiln/kiln.h"
 #include "tests/frontend/loaders/loader_test_util.h"
+#include "tests/frontend/models/llm_testing.h"
 
 namespace kiln {
 namespace {
@@ -39,17 +40,8 @@ std::shared_ptr<Device> device_or_null(const std::string& name) {
   }
 }
 
-HostTensor ints(std::vector<int32_t> v) {
-  HostTensor t(i32, {int64_t(v.size())});
-  std::copy(v.begin(), v.end(), t.ptr<int32_t>());
-  return t;
-}
-
-std::vector<int32_t> some_tokens(const LlmConfig& c, int64_t n, uint64_t seed) {
-  std::vector<int32_t> t(n);
-  for (int64_t i = 0; i < n; ++i) t[i] = int32_t((seed * 7919 + uint64_t(i) * 104729) % uint64_t(c.vocab));
-  return t;
-}
+using testing::ints;
+using testing::some_tokens;
 
 // Largest |a - b| relative to the largest |a|.
 double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
