@@ -206,7 +206,7 @@ bool unit_stride(const Expr& e, const std::string& v, const Kernel& k) {
 // The body holds reduction loops, and no load in them moves with the
 // innermost output loop `v` (rows reduced along their length, not columns or
 // matrix products, whose neighbouring outputs already read neighbouring data).
-bool reduces_rows(const Kernel& k, const Stmt& body, const std::string& v) {
+bool reduces(const Kernel& k, const Stmt& body, const std::string& v, bool want_columns) {
   bool any = false, columns = false;
   std::string r;  // the reduction loop's variable: loads that do not move with it (a row's scale) are read once
   std::function<void(const Expr&)> expr = [&](const Expr& e) {
@@ -221,8 +221,13 @@ bool reduces_rows(const Kernel& k, const Stmt& body, const std::string& v) {
     r = s->var;
     visit(s, [&](const Stmt& x) { expr(x->value); });
   });
-  return any && !columns;
+  return any && columns == want_columns;
 }
+
+bool reduces_rows(const Kernel& k, const Stmt& body, const std::string& v) { return reduces(k, body, v, false); }
+// Reductions whose loads move by one element with the output loop `v`: the
+// attention's `probabilities x V`, a column sum.
+bool reduces_columns(const Kernel& k, const Stmt& body, const std::string& v) { return reduces(k, body, v, true); }
 
 bool has_reduction(const Kernel& k, const Stmt& body) {
   bool any = false;
@@ -302,6 +307,30 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   // reduction even where its loads do not coalesce.
   Stmt body = block(chain[n - 1]->body);
   bool few = points > 0 && points <= 4096 && has_reduction(k, body);
+  // Few points whose reductions read columns: neighbouring threads (x) take
+  // neighbouring output points so their loads coalesce, and the threads
+  // along y share each point's reduction.
+  int64_t factor = 1;
+  for (size_t i = 0; i < n; ++i) factor *= known_factor(chain[i]->extent);
+  if (few && reduces_columns(k, body, chain[n - 1]->var) && kn.pick("columns", true)) {
+    int64_t cols = kn.pick("cols", {16, 32, 64}, 16);
+    std::vector<int64_t> fitting;
+    for (int64_t p : {8, 16, 32})
+      if (cols * p <= max_threads) fitting.push_back(p);
+    int64_t parts = fitting.empty() ? 0 : kn.pick("parts", fitting, fitting.back());
+    if (parts > 0 && factor % cols == 0) {
+      Schedule c = s;
+      std::string outer = fresh(k, "colb"), col = fresh(k, "col"), part = fresh(k, "part");
+      c.split(cur, cols, outer, col).spread(col, parts, part).reorder({part, col});
+      c.bind(outer, LoopKind::GpuBlock).bind(part, LoopKind::GpuThread).bind(col, LoopKind::GpuThread);
+      try {
+        apply(k, c);
+        return c;
+      } catch (const Error&) {
+        // Not legal here: the schedules below.
+      }
+    }
+  }
   if (points <= 65535 && (few || reduces_rows(k, body, chain[n - 1]->var)) && kn.pick("spread", true)) {
     Schedule rows = s;
     std::string th = fresh(k, "thr");
@@ -310,7 +339,21 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     // gets about one thread for every 2 elements, a warp at least.
     int64_t spread_threads = threads, r = longest_reduction(k, body);
     while (r > 0 && spread_threads > 32 && spread_threads > r / 2) spread_threads /= 2;
-    rows.spread(cur, spread_threads, th).bind(cur, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
+    // Such short rows share a block (a warp each, rows along y), so that a
+    // block does not do a single 64-long dot product: as many as fill
+    // `threads`, dividing the output points so no row is partial.
+    int64_t fit = 1;
+    while (fit * 2 * spread_threads <= threads && factor % (fit * 2) == 0) fit *= 2;
+    std::vector<int64_t> fits;
+    for (int64_t f = 1; f <= fit; f *= 2) fits.push_back(f);
+    int64_t per_block = kn.pick("rows", fits, fit);
+    if (per_block > 1) {
+      std::string outer = fresh(k, "rowb"), row = fresh(k, "row");
+      rows.split(cur, per_block, outer, row).spread(row, spread_threads, th);
+      rows.bind(outer, LoopKind::GpuBlock).bind(row, LoopKind::GpuThread).bind(th, LoopKind::GpuThread);
+    } else {
+      rows.spread(cur, spread_threads, th).bind(cur, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
+    }
     try {
       apply(k, rows);
       return rows;

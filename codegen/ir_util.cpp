@@ -1,5 +1,7 @@
 #include "codegen/ir_util.h"
 
+#include <numeric>
+
 #include "kiln/error.h"
 
 namespace kiln {
@@ -109,6 +111,18 @@ std::optional<Reduction> reduction_of(const Kernel& k, const Stmt& loop) {
   // No extent or condition may read the accumulator either.
   visit(loop, [&](const Stmt& s) { ok &= !loads_buffer(s->extent, r.acc) && !loads_buffer(s->cond, r.acc); });
   return ok ? std::optional<Reduction>(r) : std::nullopt;
+}
+
+int64_t known_factor(const Expr& e) {
+  if (!e) return 1;
+  if (e->kind == ExprKind::Const) return e->ival > 0 ? e->ival : 1;
+  if (e->kind != ExprKind::Binary) return 1;
+  int64_t a = known_factor(e->args[0]), b = known_factor(e->args[1]);
+  switch (e->binop) {
+    case BinOp::Mul: return a <= (int64_t(1) << 40) / b ? a * b : 1;
+    case BinOp::Add: case BinOp::Sub: return std::gcd(a, b);
+    default: return 1;
+  }
 }
 
 }  // namespace kiln

@@ -37,4 +37,8 @@ std::optional<Reduction> reduction_of(const Kernel& k, const Stmt& loop);
 
 bool loads_buffer(const Expr& e, int buffer);
 
+// A positive integer that divides every value of the i64 expression `e` (an
+// extent): 1 where nothing better is known (`32 * past` gives 32).
+int64_t known_factor(const Expr& e);
+
 }  // namespace kiln

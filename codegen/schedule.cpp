@@ -99,8 +99,9 @@ Kernel split(const Kernel& k, const Step& st) {
   if (vo == vi) refuse(st, "the two new loops need different names");
   return on_loops(k, st, v, [&](const Stmt& loop) {
     int64_t e = 0;
-    bool exact = is_const(loop->extent, &e) && e % f == 0;
-    Expr outer_extent = is_const(loop->extent, &e) ? idx((e + f - 1) / f) : (loop->extent + idx(f - 1)) / idx(f);
+    bool known = is_const(loop->extent, &e);
+    bool exact = known_factor(loop->extent) % f == 0;
+    Expr outer_extent = known ? idx((e + f - 1) / f) : exact ? loop->extent / idx(f) : (loop->extent + idx(f - 1)) / idx(f);
     Expr at = var(vo) * idx(f) + var(vi);
     std::vector<Stmt> body;
     for (const Stmt& b : loop->body) body.push_back(substitute(b, {{v, at}}));

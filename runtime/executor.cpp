@@ -161,6 +161,30 @@ void CompiledGraph::launch_one_by_one(bool timing) {
   }
 }
 
+std::vector<double> CompiledGraph::replayed_kernel_seconds(int reps) {
+  if (!ready_) throw Error("replayed_kernel_seconds() before set_inputs()");
+  if (reps < 1) throw Error("replayed_kernel_seconds: reps must be at least 1");
+  Stream& stream = dev_->stream();
+  std::vector<double> seconds;
+  if (!stream.can_capture()) return seconds;
+  for (size_t i = 0; i < program_.launches.size(); ++i) {
+    std::unique_ptr<Replay> r = stream.capture([&] {
+      for (int j = 0; j < reps; ++j) launch(i);
+    });
+    r->replay();  // warm-up
+    stream.synchronize();
+    double best = 1e30;
+    for (int t = 0; t < 3; ++t) {
+      auto t0 = std::chrono::steady_clock::now();
+      r->replay();
+      stream.synchronize();
+      best = std::min(best, seconds_since(t0));
+    }
+    seconds.push_back(best / reps);
+  }
+  return seconds;
+}
+
 void CompiledGraph::execute(const ExecuteOptions& opt) {
   if (!ready_) throw Error("execute() before set_inputs()");
   kernel_seconds_.clear();

@@ -8,6 +8,8 @@
 #include <iostream>
 #include <sstream>
 
+#include "codegen/device_presets.h"
+#include "codegen/emit/cuda/emit_cuda.h"
 #include "frontend/workloads.h"
 #include "kiln/kiln.h"
 #include "runtime/tuning_db.h"
@@ -76,20 +78,24 @@ int cmd_dump(const std::string& what, const std::string& stage, DType dtype, con
     std::cout << "// ---- kernels (which ops each computes)\n" << describe_kernels(p);
     for (const Kernel& k : p.kernels) std::cout << print(k);
   }
-  auto d = device(dev);
+  // `h100`: the CUDA code for a described H100, on a machine without a GPU.
+  bool offline = dev == "h100";
+  std::shared_ptr<Device> d = offline ? nullptr : device(dev);
+  DeviceInfo info = offline ? h100_description() : d->info();
   std::vector<Kernel> scheduled;
   for (const Kernel& k : p.kernels) {
     // What the executor would run: the tuning database's schedule, else the default.
-    std::optional<Schedule> tuned = tuned_schedule(k, d->info());
-    Schedule s = tuned ? *tuned : default_schedule(k, d->info());
+    std::optional<Schedule> tuned = tuned_schedule(k, info);
+    Schedule s = tuned ? *tuned : default_schedule(k, info);
     scheduled.push_back(apply(k, s));
     if (all || stage == "schedule")
-      std::cout << "// ---- schedule of " << k.name << " for " << d->info().backend << (tuned ? " (tuned)" : "") << "\n"
+      std::cout << "// ---- schedule of " << k.name << " for " << info.backend << (tuned ? " (tuned)" : "") << "\n"
                 << print(s) << print(scheduled.back());
   }
   if (all || stage == "target")
     for (const Kernel& k : scheduled)
-      std::cout << "// ---- " << d->info().backend << " code of " << k.name << "\n" << d->target_source(k);
+      std::cout << "// ---- " << info.backend << " code of " << k.name << "\n"
+                << (offline ? emit_cuda(k, cuda_entry_name(k)) : d->target_source(k));
   return 0;
 }
 
@@ -110,26 +116,37 @@ double check_against_interpreter(const Graph& g, const std::map<std::string, Hos
   return worst;
 }
 
-// The slowest kernels of a warm run, launched one by one and timed.
+// The slowest kernels of a warm run: on devices that capture, each kernel's
+// time within a replay (recorded 10 times in a row); elsewhere each launch
+// timed one by one with a wait after it.
 void print_profile(CompiledGraph& cg) {
-  cg.execute();
-  const std::vector<double>& t = cg.kernel_seconds();
+  std::vector<double> t = cg.replayed_kernel_seconds();
+  bool replayed = !t.empty();
+  if (!replayed) {
+    cg.execute();
+    t = cg.kernel_seconds();
+  }
   std::vector<size_t> order(t.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return t[a] > t[b]; });
   double total = 0;
   for (double v : t) total += v;
-  std::printf("\n%zu launches, %.3f ms in all; the slowest:\n", t.size(), total * 1e3);
+  std::printf("\n%zu launches, %.3f ms in all (%s); the slowest:\n", t.size(), total * 1e3,
+              replayed ? "each kernel replayed 10 times in a row, best of 3" : "launched one by one, a wait after each");
   for (size_t i = 0; i < std::min<size_t>(order.size(), 10); ++i) {
     const Launch& l = cg.program().launches[order[i]];
     std::printf("  %9.1f us  %5.1f%%  %s\n", t[order[i]] * 1e6, 100 * t[order[i]] / total,
                 cg.program().kernels[l.kernel].name.c_str());
   }
-  // Kernels of one kind (the name without its number: one per model layer).
+  // Kernels of one kind (the name without its number and the first output's
+  // shape: one per model layer).
   std::map<std::string, std::pair<double, int>> kinds;
   for (size_t i = 0; i < t.size(); ++i) {
-    const std::string& name = cg.program().kernels[cg.program().launches[i].kernel].name;
-    auto& [sum, count] = kinds[name.substr(name.find('_') + 1)];
+    const Launch& l = cg.program().launches[i];
+    const std::string& name = cg.program().kernels[l.kernel].name;
+    std::string kind = name.substr(name.find('_') + 1);
+    if (!l.args.empty()) kind += " -> " + shape_str(cg.program().graph.nodes[l.args[0]].shape);
+    auto& [sum, count] = kinds[kind];
     sum += t[i];
     ++count;
   }
@@ -137,7 +154,7 @@ void print_profile(CompiledGraph& cg) {
   for (auto& [name, v] : kinds) by_kind.push_back({v.first, name + " x" + std::to_string(v.second)});
   std::sort(by_kind.rbegin(), by_kind.rend());
   std::printf("by kind:\n");
-  for (size_t i = 0; i < std::min<size_t>(by_kind.size(), 12); ++i)
+  for (size_t i = 0; i < std::min<size_t>(by_kind.size(), 24); ++i)
     std::printf("  %9.1f us  %5.1f%%  %s\n", by_kind[i].first * 1e6, 100 * by_kind[i].first / total,
                 by_kind[i].second.c_str());
 }
@@ -201,7 +218,7 @@ int main_impl(int argc, char** argv) {
   dump->add_option("what", what, "a workload (add:N, matmul:MxKxN, ...) or a graph IR text file")->required();
   dump->add_option("--stage", stage, "graph, kernels, schedule, target (LLVM IR, CUDA C, GLSL) or all");
   dump->add_option("--dtype", dtype_s, "element type of a workload");
-  dump->add_option("--device", dev, "device whose target code to show");
+  dump->add_option("--device", dev, "device whose target code to show (h100: a described H100, no GPU needed)");
 
   auto* run = app.add_subcommand("run", "compile and run a workload or IR file on random inputs, check it");
   run->add_option("what", what, "a workload or a graph IR text file")->required();

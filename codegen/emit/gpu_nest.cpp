@@ -45,23 +45,30 @@ void reject_unscheduled(const Kernel& k, std::string_view backend, const std::ve
 }
 
 void check_allreduce(const Kernel& k, std::string_view backend, const StmtNode& s, GpuNest* nest) {
-  const StmtNode* thread = nullptr;
+  const GpuLoop* over = nullptr;
   for (const GpuLoop& l : nest->loops)
-    if (l.stmt->loop == LoopKind::GpuThread) {
-      if (thread) not_scheduled(k, backend, "allreduce over '" + s.var + "' needs a single gpu_thread loop");
-      thread = l.stmt;
-    }
-  if (!thread || thread->var != s.var) not_scheduled(k, backend, "allreduce over '" + s.var + "', which is not the gpu_thread loop");
-  const Expr& e = thread->extent;
-  if (e->kind != ExprKind::Const || e->ival < 1 || e->ival > 1024)
-    not_scheduled(k, backend, "allreduce over '" + s.var + "' needs a constant thread count in 1..1024");
+    if (l.stmt->loop == LoopKind::GpuThread && l.stmt->var == s.var) over = &l;
+  if (!over) not_scheduled(k, backend, "allreduce over '" + s.var + "', which is not a gpu_thread loop");
+  int64_t total = 1;
+  for (const GpuLoop& l : nest->loops) {
+    if (l.stmt->loop != LoopKind::GpuThread) continue;
+    const Expr& e = l.stmt->extent;
+    if (e->kind != ExprKind::Const || e->ival < 1 || e->ival > 1024)
+      not_scheduled(k, backend, "allreduce over '" + s.var + "' needs constant thread counts in 1..1024");
+    total *= e->ival;
+    nest->block_threads[l.axis] = e->ival;
+  }
+  if (total > 1024) not_scheduled(k, backend, "allreduce over '" + s.var + "' needs at most 1024 threads a block");
+  if (nest->allreduce_threads > 0 && nest->allreduce_axis != over->axis)
+    not_scheduled(k, backend, "allreduces over different gpu_thread loops");
   if (s.buffer < 0 || s.buffer >= int(k.buffers.size())) fail(k, backend, "allreduce of a buffer out of range");
   const BufferDecl& b = k.buffers[s.buffer];
   ValType t = valtype_of(b.dtype);
   if (b.scope != MemScope::Local || (b.dtype != f32 && b.dtype != i32))
     fail(k, backend, "allreduce of '" + b.name + "': needs a local f32 or i32 buffer");
   nest->allreduce_types.insert(t);
-  nest->allreduce_threads = e->ival;
+  nest->allreduce_threads = over->stmt->extent->ival;
+  nest->allreduce_axis = over->axis;
 }
 
 void find_allreduces(const Kernel& k, std::string_view backend, const std::vector<Stmt>& stmts, GpuNest* nest) {
@@ -112,9 +119,9 @@ GpuNest find_gpu_nest(const Kernel& k, std::string_view backend) {
     stmts = unwrap(&loop.body);
   }
   reject_unscheduled(k, backend, *stmts, true);
-  find_allreduces(k, backend, *stmts, &nest);
   // Counting down from the outermost loop of each kind, the innermost gets axis 0 (x).
   for (GpuLoop& l : nest.loops) l.axis = --count[l.stmt->loop == LoopKind::GpuThread];
+  find_allreduces(k, backend, *stmts, &nest);
   nest.body = stmts;
   return nest;
 }

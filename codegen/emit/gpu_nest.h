@@ -12,8 +12,11 @@
 //
 // An allreduce sits in the per-thread code outside any loop or condition
 // (blocks only), so that every thread of the block reaches it; it combines over
-// the one gpu_thread loop, which has axis x and a constant extent of at most
-// 1024, and its accumulator is a local f32 or i32 buffer.
+// one gpu_thread loop (every allreduce of a kernel over the same one), on any
+// axis, among the threads that share the other thread loops' indices (a block
+// may hold several rows, each reducing on its own). The thread loops then have
+// constant extents, at most 1024 threads a block, and the accumulator is a
+// local f32 or i32 buffer.
 #pragma once
 
 #include <array>
@@ -36,6 +39,16 @@ struct GpuNest {
   const std::vector<Stmt>* body = nullptr;  // what each thread runs
   std::set<ValType> allreduce_types;        // of the accumulators combined across threads
   int64_t allreduce_threads = 0;            // the threads they combine over (0: none)
+  int allreduce_axis = 0;                   // the axis of the loop they combine over
+  std::array<int64_t, 3> block_threads{1, 1, 1};  // thread extents x, y, z (constant where an allreduce is)
+
+  int64_t threads_per_block() const { return block_threads[0] * block_threads[1] * block_threads[2]; }
+  // Threads apart along the allreduce's axis in the block's linear order.
+  int64_t allreduce_stride() const {
+    int64_t s = 1;
+    for (int a = 0; a < allreduce_axis; ++a) s *= block_threads[a];
+    return s;
+  }
 };
 
 // Throws kiln::Error "<backend>: kernel '<name>': not scheduled for the GPU: ..."

@@ -70,6 +70,12 @@ class CompiledGraph {
   // unless it launched one by one with `timing` (a replay has no per-kernel
   // times).
   const std::vector<double>& kernel_seconds() const { return kernel_seconds_; }
+  // Each launch's time as a replay of the whole graph sees it: the launch
+  // recorded `reps` times in a row, the recording replayed, the best of three
+  // replays divided by `reps`. In launch order; empty where the device cannot
+  // capture. Runs kernels again on the current buffers (an in-place kernel
+  // changes its output), so read outputs first.
+  std::vector<double> replayed_kernel_seconds(int reps = 10);
   // How many times execute() has recorded the launches for replay.
   int captures() const { return captures_; }
 

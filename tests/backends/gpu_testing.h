@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "codegen/device_presets.h"
 #include "codegen/lower.h"
 #include "codegen/schedule.h"
 #include "kiln/kiln.h"
@@ -16,18 +17,7 @@
 namespace kiln::testing {
 
 // What the GPU schedules are made for when no GPU is at hand: an H100.
-inline DeviceInfo h100_info() {
-  DeviceInfo info;
-  info.name = "NVIDIA H100 (a description for tests)";
-  info.backend = "cuda";
-  info.cores = 132;
-  info.features = "sm_90";
-  info.memory_bytes = int64_t(80) << 30;
-  info.warp_size = 32;
-  info.max_threads = 1024;
-  info.shared_bytes = 48 << 10;
-  return info;
-}
+inline DeviceInfo h100_info() { return h100_description(); }
 
 // The kernel as the default schedule for `target` leaves it.
 inline Kernel scheduled(const Kernel& k, const DeviceInfo& target = h100_info()) {
@@ -174,6 +164,20 @@ inline std::vector<GraphCase> op_cases() {
       g.outputs = {g.reduce(Op::ReduceSum, x, {1}), g.reduce(Op::ReduceMax, x, {1})};
       add("row sum and max " + std::string(dtype_name(t)) + " of " + std::to_string(len), g, 4.0);
     }
+  // Short rows that share a block, a warp each (an attention's dot products
+  // over a cache of symbolic length); columns summed by threads along y.
+  for (DType t : {f32, f16}) {
+    Graph g;
+    Dim p = Dim::symbol("past", 1, 4096);
+    int x = g.input("x", t, {Dim(8), p, Dim(64)});
+    g.outputs = {g.reduce(Op::ReduceSum, x, {2}), g.reduce(Op::ReduceMax, g.input("y", t, {40, 64}), {1})};
+    add("short rows " + std::string(dtype_name(t)), g, 4.0, {{"past", 13}});
+    Graph c;
+    Dim n = Dim::symbol("n", 1, 4096);
+    int cx = c.input("x", t, {n, Dim(48)});
+    c.outputs = {c.reduce(Op::ReduceSum, cx, {0}), c.reduce(Op::ReduceMax, cx, {0})};
+    add("column sum and max " + std::string(dtype_name(t)), c, 4.0, {{"n", 300}});
+  }
   for (int64_t len : {37, 1000}) {
     Graph g;
     Shape full = {Dim(7), Dim(len)};

@@ -179,10 +179,28 @@ TEST(Schedule, GpuDefaultSpreadsRowReductionsAndFewPoints) {
   gpu.backend = "vulkan";
   gpu.max_threads = 128;
   auto first = [&](const Graph& g) { return print(default_schedule(lower(g).kernels[0], gpu)); };
-  // A 128-long row gets 64 threads (about one per 2 elements), a long one the most the device allows.
-  EXPECT_EQ(first(make_workload("softmax:64x128").graph), "spread i0 over 64 -> thr\nbind i0 gpu_block\nbind thr gpu_thread\n");
+  // A 128-long row gets 64 threads (about one per 2 elements), two rows a
+  // block; a long one the most threads the device allows.
+  EXPECT_EQ(first(make_workload("softmax:64x128").graph),
+            "split i0 by 2 -> rowb, row\nspread row over 64 -> thr\nbind rowb gpu_block\nbind row gpu_thread\n"
+            "bind thr gpu_thread\n");
   EXPECT_EQ(first(make_workload("softmax:64x4096").graph), "spread i0 over 128 -> thr\nbind i0 gpu_block\nbind thr gpu_thread\n");
   EXPECT_NE(first(make_workload("gemv:64x128").graph).find("spread"), std::string::npos);
+  // Short rows over a symbolic length: as many rows a block as its known
+  // factor allows, split exactly (no guard would let the allreduce run).
+  Graph att, colsum;
+  Dim past = Dim::symbol("past", 1, 4096);
+  att.outputs = {att.reduce(Op::ReduceSum, att.input("s", f32, {Dim(4), past, Dim(32)}), {2})};
+  EXPECT_EQ(first(att), "fuse i0, i1 -> f1\nsplit f1 by 4 -> rowb, row\nspread row over 32 -> thr\nbind rowb gpu_block\n"
+                        "bind row gpu_thread\nbind thr gpu_thread\n");
+  Kernel att_k = lower(att).kernels[0];
+  std::string att_text = print(apply(att_k, default_schedule(att_k, gpu)));
+  EXPECT_EQ(att_text.find("if cmplt"), std::string::npos) << att_text;
+  // Few points reading columns: 16 neighbouring points along x, their
+  // reductions shared along y.
+  colsum.outputs = {colsum.reduce(Op::ReduceSum, colsum.input("v", f32, {past, Dim(64)}), {0})};
+  EXPECT_EQ(first(colsum), "split i0 by 16 -> colb, col\nspread col over 8 -> part\nreorder part, col\n"
+                           "bind colb gpu_block\nbind part gpu_thread\nbind col gpu_thread\n");
   Graph mm, cols, big_mm, big_cols, chain = make_workload("chain:1024").graph;
   mm.outputs = {mm.contract(mm.input("a", f32, {33, 47}), mm.input("b", f32, {47, 19}))};
   cols.outputs = {cols.reduce(Op::ReduceSum, cols.input("x", f32, {5, 33, 7}), {1})};

@@ -222,9 +222,14 @@ class Emitter {
                          buffer_name(int(i)) + "[" + std::to_string(std::max<int64_t>(b.size, 1)) + "];";
       line(decl + "  // " + comment_text(b.name));
     }
-    if (nest_.allreduce_threads % 32) fail(k_, "an allreduce needs a multiple of 32 threads (whole warps)");
+    if (nest_.allreduce_threads == 0) return;
+    bool along_x = nest_.allreduce_axis == 0;
+    if (along_x && nest_.allreduce_threads % 32) fail(k_, "an allreduce along x needs a multiple of 32 threads (whole warps)");
+    if (along_x && nest_.allreduce_threads == 32) return;  // shuffles alone
+    int64_t size = along_x ? nest_.threads_per_block() / 32 : nest_.threads_per_block();
     for (ValType t : nest_.allreduce_types)
-      line("__shared__ " + c_type(t) + " " + scratch(t) + "[32];  // a partial result per warp, for allreduce");
+      line("__shared__ " + c_type(t) + " " + scratch(t) + "[" + std::to_string(size) + "];  // " +
+           (along_x ? "a partial result per warp" : "a partial result per thread") + ", for allreduce");
   }
 
   static std::string c_type(ValType t) { return t == ValType::f32 ? "float" : "int"; }
@@ -312,21 +317,46 @@ class Emitter {
     }
   }
 
-  // A butterfly of shuffles within each warp, then every thread combines the
-  // warps' partials in the same order, so all hold the same value.
+  // Along x: a butterfly of shuffles within each warp, then every thread of a
+  // row combines its row's warps' partials in the same order, so all hold the
+  // same value (a row of one warp needs no more). Along y or z: each thread
+  // leaves its partial in shared memory and combines those of its column in
+  // order.
   void emit_allreduce(const StmtNode& s) {
     ValType t = valtype_of(buffer(s.buffer).dtype);
-    std::string acc = buffer_name(s.buffer) + "[0]", red = scratch(t), warps = std::to_string(nest_.allreduce_threads / 32);
-    line("{  // allreduce " + comment_text(buffer(s.buffer).name) + " " + std::string(binop_name(s.binop)));
+    std::string acc = buffer_name(s.buffer) + "[0]", red = scratch(t);
+    int64_t n = nest_.allreduce_threads;
+    line("{  // allreduce " + comment_text(buffer(s.buffer).name) + " " + std::string(binop_name(s.binop)) +
+         " over " + comment_text(s.var) + " (axis " + "xyz"[nest_.allreduce_axis] + ")");
     ++indent_;
     line(c_type(t) + " kiln_r = " + acc + ";");
-    line("for (int kiln_o = 16; kiln_o > 0; kiln_o >>= 1)");
-    line("  kiln_r = " + combine(s.binop, t, "kiln_r", "__shfl_xor_sync(0xffffffffu, kiln_r, kiln_o)") + ";");
-    line("if ((threadIdx.x & 31u) == 0u) " + red + "[threadIdx.x >> 5] = kiln_r;");
-    line("__syncthreads();");
-    line("kiln_r = " + red + "[0];");
-    line("for (int kiln_w = 1; kiln_w < " + warps + "; ++kiln_w) kiln_r = " + combine(s.binop, t, "kiln_r", red + "[kiln_w]") + ";");
-    line("__syncthreads();  // the next allreduce reuses the scratch");
+    if (nest_.allreduce_axis == 0) {
+      line("for (int kiln_o = 16; kiln_o > 0; kiln_o >>= 1)");
+      line("  kiln_r = " + combine(s.binop, t, "kiln_r", "__shfl_xor_sync(0xffffffffu, kiln_r, kiln_o)") + ";");
+      if (n > 32) {
+        std::string warps = std::to_string(n / 32);
+        bool rows = nest_.threads_per_block() > n;
+        std::string first = rows ? "kiln_row" : "0";
+        if (rows) line("const int kiln_row = (threadIdx.z * blockDim.y + threadIdx.y) * " + warps + ";");
+        line("if ((threadIdx.x & 31u) == 0u) " + red + "[" + (rows ? "kiln_row + " : "") + "(threadIdx.x >> 5)] = kiln_r;");
+        line("__syncthreads();");
+        line("kiln_r = " + red + "[" + first + "];");
+        line("for (int kiln_w = 1; kiln_w < " + warps + "; ++kiln_w) kiln_r = " +
+             combine(s.binop, t, "kiln_r", red + "[" + (rows ? "kiln_row + " : "") + "kiln_w]") + ";");
+        line("__syncthreads();  // the next allreduce reuses the scratch");
+      }
+    } else {
+      std::string stride = std::to_string(nest_.allreduce_stride());
+      std::string mine = nest_.allreduce_axis == 1 ? "threadIdx.y" : "threadIdx.z";
+      line("const int kiln_l = (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;");
+      line("const int kiln_c = kiln_l - (int)" + mine + " * " + stride + ";  // this column's first thread");
+      line(red + "[kiln_l] = kiln_r;");
+      line("__syncthreads();");
+      line("kiln_r = " + red + "[kiln_c];");
+      line("for (int kiln_j = 1; kiln_j < " + std::to_string(n) + "; ++kiln_j) kiln_r = " +
+           combine(s.binop, t, "kiln_r", red + "[kiln_c + kiln_j * " + stride + "]") + ";");
+      line("__syncthreads();  // the next allreduce reuses the scratch");
+    }
     line(acc + " = kiln_r;");
     --indent_;
     line("}");

@@ -265,7 +265,7 @@ class Emitter {
   std::string allreduce_scratch() {
     std::string s;
     for (const auto& [t, name] : scratch_)
-      s += "shared " + glsl_type(t) + " " + name + "[" + std::to_string(nest_.allreduce_threads) + "];  // for allreduce\n";
+      s += "shared " + glsl_type(t) + " " + name + "[" + std::to_string(nest_.threads_per_block()) + "];  // for allreduce\n";
     return s;
   }
 
@@ -385,28 +385,36 @@ class Emitter {
   }
 
   // A tree over shared memory: each round halves the threads that combine.
-  // Barriers sit in uniform control flow; the last one lets the next
-  // allreduce reuse the scratch.
+  // Threads combine with those of their own row (the same indices on the
+  // other thread axes), `stride` apart in the block's linear order. Barriers
+  // sit in uniform control flow; the last one lets the next allreduce reuse
+  // the scratch.
   void emit_allreduce(const StmtNode& s) {
     ValType t = valtype_of(buffer(s.buffer).dtype);
     const std::string &red = scratch_.at(t), &acc = buffers_[s.buffer].array;
-    std::string x = "gl_LocalInvocationID.x", n = std::to_string(nest_.allreduce_threads) + "u";
+    std::string me = "gl_LocalInvocationIndex", n = std::to_string(nest_.allreduce_threads) + "u";
+    std::string c = std::string("gl_LocalInvocationID.") + "xyz"[nest_.allreduce_axis];
+    int64_t stride = nest_.allreduce_stride();
+    std::string first = stride == 1 && nest_.threads_per_block() == nest_.allreduce_threads
+                            ? std::string("0")
+                            : "(" + me + " - " + c + (stride == 1 ? "" : " * " + std::to_string(stride) + "u") + ")";
+    std::string step = stride == 1 ? step_ : step_ + " * " + std::to_string(stride) + "u";
     int64_t half = 1;
     while (half * 2 < nest_.allreduce_threads) half *= 2;
     line("// allreduce " + one_line(buffer(s.buffer).name) + " " + std::string(binop_name(s.binop)));
-    line(red + "[" + x + "] = " + acc + "[0];");
+    line(red + "[" + me + "] = " + acc + "[0];");
     line("memoryBarrierShared();");
     line("barrier();");
     line("for (uint " + step_ + " = " + std::to_string(half) + "u; " + step_ + " > 0u; " + step_ + " >>= 1u) {");
     ++indent_;
-    Code mine = {red + "[" + x + "]", kPrimary}, other = {red + "[" + x + " + " + step_ + "]", kPrimary};
-    line("if (" + x + " < " + step_ + " && " + x + " + " + step_ + " < " + n + ") " + mine.text + " = " +
+    Code mine = {red + "[" + me + "]", kPrimary}, other = {red + "[" + me + " + " + step + "]", kPrimary};
+    line("if (" + c + " < " + step_ + " && " + c + " + " + step_ + " < " + n + ") " + mine.text + " = " +
          combine(s.binop, t, mine, other).text + ";");
     line("memoryBarrierShared();");
     line("barrier();");
     --indent_;
     line("}");
-    line(acc + "[0] = " + red + "[0];");
+    line(acc + "[0] = " + red + "[" + first + "];");
     line("memoryBarrierShared();");
     line("barrier();");
   }

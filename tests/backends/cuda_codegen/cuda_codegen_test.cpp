@@ -228,8 +228,8 @@ TEST(CudaCodegen, RefusesKernelsNotScheduledForTheGpu) {
 TEST(CudaCodegen, AllReduceIsAWarpTreeThenSharedPartials) {
   Kernel k = testing::allreduce_kernel();
   std::string src = emit_cuda(k, "f");
-  EXPECT_TRUE(contains(src, "__shared__ float kiln_red_f32[32];")) << src;
-  EXPECT_TRUE(contains(src, "__shared__ int kiln_red_i32[32];")) << src;
+  EXPECT_TRUE(contains(src, "__shared__ float kiln_red_f32[8];")) << src;
+  EXPECT_TRUE(contains(src, "__shared__ int kiln_red_i32[8];")) << src;
   EXPECT_TRUE(contains(src, "fmaxf(kiln_r, __shfl_xor_sync(0xffffffffu, kiln_r, kiln_o))")) << src;
   EXPECT_TRUE(contains(src, "kiln_w < 8;")) << src;
   EXPECT_TRUE(contains(compile_cuda_to_ptx(k, "sm_90"), "bar.sync")) << "the partials need a barrier";
@@ -240,6 +240,29 @@ TEST(CudaCodegen, AllReduceIsAWarpTreeThenSharedPartials) {
   EXPECT_THROW(emit_cuda(parse_kernel(partial), "f"), Error);
   nested.replace(nested.find("      allreduce hi[0] max over t\n"), 33, "      if cmplt(t, 3) {\n        allreduce hi[0] max over t\n      }\n");
   expect_not_scheduled(parse_kernel(nested), "inside a loop or condition");
+}
+
+// A row of one warp needs only its shuffles; rows along y each combine their
+// own warps; an allreduce along y combines each column in shared memory.
+TEST(CudaCodegen, AllReduceOverRowsAndColumns) {
+  std::string text = print(testing::allreduce_kernel());
+  std::string warp = text, rows = text, cols = text;
+  warp.replace(warp.find("in 256"), 6, "in 32");
+  std::string src = emit_cuda(parse_kernel(warp), "f");
+  EXPECT_FALSE(contains(src, "__shared__")) << src;
+  EXPECT_FALSE(contains(src, "__syncthreads")) << src;
+  rows.replace(rows.find("    gpu_thread for t in 256 {\n"), 29, "    gpu_thread for y in 4 {\n    gpu_thread for t in 64 {\n");
+  rows.replace(rows.rfind("  }\n}"), 5, "  }\n  }\n}");
+  src = emit_cuda(parse_kernel(rows), "f");
+  EXPECT_TRUE(contains(src, "__shared__ float kiln_red_f32[8];")) << src;
+  EXPECT_TRUE(contains(src, "kiln_red_f32[kiln_row + (threadIdx.x >> 5)]")) << src;
+  cols.replace(cols.find("    gpu_thread for t in 256 {\n"), 29, "    gpu_thread for t in 8 {\n    gpu_thread for c in 32 {\n");
+  cols.replace(cols.rfind("  }\n}"), 5, "  }\n  }\n}");
+  src = emit_cuda(parse_kernel(cols), "f");
+  EXPECT_TRUE(contains(src, "__shared__ float kiln_red_f32[256];")) << src;
+  EXPECT_TRUE(contains(src, "over t (axis y)")) << src;
+  EXPECT_TRUE(contains(src, "kiln_red_f32[kiln_c + kiln_j * 32]")) << src;
+  EXPECT_TRUE(contains(compile_cuda_to_ptx(parse_kernel(cols), "sm_90"), "bar.sync"));
 }
 
 TEST(CudaCodegen, OtherBadIrIsAnError) {
