@@ -229,6 +229,41 @@ bool reduces_rows(const Kernel& k, const Stmt& body, const std::string& v) { ret
 // attention's `probabilities x V`, a column sum.
 bool reduces_columns(const Kernel& k, const Stmt& body, const std::string& v) { return reduces(k, body, v, true); }
 
+// CUDA reads a row in 16-byte pieces when `body` has one reduction loop, of
+// constant extent, whose global loads all move by one element with it: the
+// elements a piece holds of its narrowest such load (8 for f16). 0 otherwise.
+int64_t vector_width(const Kernel& k, const Stmt& body, std::string* loop) {
+  const StmtNode* found = nullptr;
+  int count = 0;
+  visit(body, [&](const Stmt& s) {
+    if (reduction_of(k, s)) {
+      ++count;
+      found = s.get();
+    }
+  });
+  int64_t e = 0;
+  if (count != 1 || found->extent->kind != ExprKind::Const || (e = found->extent->ival) <= 0) return 0;
+  int64_t narrowest = 0;
+  bool ok = true;
+  std::function<void(const Expr&)> expr = [&](const Expr& x) {
+    if (!x) return;
+    if (x->kind == ExprKind::Load && k.buffers[x->buffer].scope == MemScope::Global && uses_var(x->args[0], found->var)) {
+      ok &= unit_stride(x->args[0], found->var, k);
+      int64_t size = dtype_size(k.buffers[x->buffer].dtype);
+      narrowest = narrowest ? std::min(narrowest, size) : size;
+    }
+    for (const Expr& a : x->args) expr(a);
+  };
+  for (const Stmt& s : found->body) visit(s, [&](const Stmt& x) {
+    if (x->kind == StmtKind::If || x->kind == StmtKind::For) ok = false;
+    expr(x->value);
+    expr(x->index);
+  });
+  if (!ok || narrowest == 0) return 0;
+  *loop = found->var;
+  return 16 / narrowest;
+}
+
 bool has_reduction(const Kernel& k, const Stmt& body) {
   bool any = false;
   visit(body, [&](const Stmt& s) { any = any || bool(reduction_of(k, s)); });
@@ -339,6 +374,23 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     // gets about one thread for every 2 elements, a warp at least.
     int64_t spread_threads = threads, r = longest_reduction(k, body);
     while (r > 0 && spread_threads > 32 && spread_threads > r / 2) spread_threads /= 2;
+    // CUDA: a warp a row reading 16 bytes a thread a step (the GEMVs of a
+    // decode step), when the row is a whole number of such steps.
+    std::string red;
+    int64_t vec = t.backend == "cuda" ? vector_width(k, body, &red) : 0;
+    // Fewer rows than keep the GPU busy a warp each (a norm's one row) keep
+    // a block a row, with as many threads as the row has pieces for.
+    if (vec > 1 && r % (vec * 32) == 0 && kn.pick("vector_rows", true)) {
+      std::string ro = fresh(k, red + "o"), rv = fresh(k, red + "v");
+      rows.split(red, vec, ro, rv).unroll(rv);
+      int64_t many = 4 * std::max<int64_t>(t.cores, 32);
+      if (points > 0 && points < many) {
+        spread_threads = threads;
+        while (spread_threads > 32 && r % (vec * spread_threads)) spread_threads /= 2;
+      } else {
+        spread_threads = 32;
+      }
+    }
     // Such short rows share a block (a warp each, rows along y), so that a
     // block does not do a single 64-long dot product: as many as fill
     // `threads`, dividing the output points so no row is partial.

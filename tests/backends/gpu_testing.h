@@ -197,6 +197,16 @@ inline std::vector<GraphCase> op_cases() {
     g.outputs = {g.contract(g.input("a", t, {70, 300}), g.input("x", t, {300, 1}))};
     add("gemv " + std::string(dtype_name(t)), g);
   }
+  // Rows long enough for CUDA to read them 16 bytes a thread (a warp a row):
+  // f32, f16, and int8 weights with f16 activations (two pieces a step).
+  for (DType t : {f32, f16, i8}) {
+    Graph g;
+    int w = g.input("w", t, {40, 512});
+    if (t == i8) w = g.cast(w, f16);
+    int x = g.input("x", t == i8 ? f16 : t, {512, 1});
+    g.outputs = {g.contract(w, x)};
+    add("gemv in 16-byte pieces " + std::string(dtype_name(t)), g);
+  }
   for (DType t : {f32, f16}) {  // a decode step's GEMV read as a row, with a residual and a cast as epilogue
     Graph g;
     int x = g.input("x", t, {1, 300});

@@ -4,12 +4,15 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <map>
 #include <set>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "codegen/ir_util.h"
 #include "codegen/simplify_indices.h"
 #include "codegen/emit/gpu_nest.h"
 #include "kiln/error.h"
@@ -75,6 +78,30 @@ const char* storage_type(DType t) {
     case u8: case boolean: return "unsigned char";
   }
   return "?";
+}
+
+// `e` as `base + v` with no `v` in base (through sums only); null otherwise.
+Expr offset_base(const Expr& e, const std::string& v) {
+  if (e->kind == ExprKind::Var && e->name == v) return idx(0);
+  if (e->kind != ExprKind::Binary || e->binop != BinOp::Add) return nullptr;
+  bool a = uses_var(e->args[0], v), b = uses_var(e->args[1], v);
+  if (a == b) return nullptr;
+  const Expr &moving = a ? e->args[0] : e->args[1], &fixed = a ? e->args[1] : e->args[0];
+  Expr base = offset_base(moving, v);
+  if (!base) return nullptr;
+  return base->kind == ExprKind::Const && base->ival == 0 ? fixed : base + fixed;
+}
+
+// Whether every value of the i64 expression `e` is a multiple of `n`, as its
+// structure shows.
+bool multiple_of(const Expr& e, int64_t n) {
+  if (e->kind == ExprKind::Const) return e->ival % n == 0;
+  if (e->kind != ExprKind::Binary) return false;
+  switch (e->binop) {
+    case BinOp::Mul: return multiple_of(e->args[0], n) || multiple_of(e->args[1], n);
+    case BinOp::Add: case BinOp::Sub: return multiple_of(e->args[0], n) && multiple_of(e->args[1], n);
+    default: return false;
+  }
 }
 
 // --- Helpers the kernel may call ---
@@ -371,12 +398,73 @@ class Emitter {
       line("const long long " + end + " = " + extent + ";");
       extent = end;
     }
+    std::vector<const ExprNode*> vectors = vector_loads(s);
     std::string v = declare(s.var);
     if (s.loop == LoopKind::Unrolled) line("#pragma unroll");
     line("for (long long " + v + " = 0; " + v + " < " + extent + "; ++" + v + ") {");
     emit_nested(s.body);
     line("}");
     scope_.pop_back();
+    for (const ExprNode* load : vectors) {
+      vector_element_.erase(load);
+      vector_var_.erase(load);
+    }
+  }
+
+  // An unrolled loop of constant extent W whose body only stores: each load
+  // of a global buffer it does not store to, at `base + v` with base a
+  // multiple of W, reads its W elements (4 to 64 bytes) before the loop in
+  // 4-, 8- or 16-byte loads, and the body takes element v of them. Returns
+  // the loads so read.
+  std::vector<const ExprNode*> vector_loads(const StmtNode& loop) {
+    std::vector<const ExprNode*> done;
+    int64_t w = 0;
+    if (loop.loop != LoopKind::Unrolled || loop.extent->kind != ExprKind::Const || (w = loop.extent->ival) < 2) return done;
+    std::set<int> stored;
+    bool simple = true;
+    std::vector<const ExprNode*> loads;
+    std::function<void(const Expr&)> find = [&](const Expr& e) {
+      if (!e) return;
+      if (e->kind == ExprKind::Load) loads.push_back(e.get());
+      for (const Expr& a : e->args) find(a);
+    };
+    std::function<void(const std::vector<Stmt>&)> walk = [&](const std::vector<Stmt>& body) {
+      for (const Stmt& x : body) {
+        if (x->kind == StmtKind::Block) walk(x->body);
+        else if (x->kind != StmtKind::Store) simple = false;
+        else {
+          stored.insert(x->buffer);
+          find(x->index);
+          find(x->value);
+        }
+      }
+    };
+    walk(loop.body);
+    if (!simple) return done;
+    std::map<std::string, std::string> arrays;  // "buffer@base" -> the array holding it
+    for (const ExprNode* e : loads) {
+      const BufferDecl& b = buffer(e->buffer);
+      if (b.scope != MemScope::Global || stored.count(e->buffer) || b.dtype == boolean) continue;
+      Expr base = offset_base(e->args[0], loop.var);
+      int64_t bytes = w * dtype_size(b.dtype);
+      if (!base || !multiple_of(base, w) || (bytes != 4 && bytes != 8 && bytes % 16) || bytes > 64) continue;
+      std::string key = std::to_string(e->buffer) + "@" + full(base);
+      auto [it, fresh] = arrays.emplace(key, "kiln_vec" + std::to_string(fresh_));
+      if (fresh) {
+        ++fresh_;
+        const char* piece = bytes == 4 ? "unsigned int" : bytes == 8 ? "uint2" : "uint4";
+        int64_t pieces = std::max<int64_t>(1, bytes / 16);
+        line(std::string(piece) + " " + it->second + "[" + std::to_string(pieces) + "];  // " + std::to_string(w) +
+             " elements of " + comment_text(b.name));
+        for (int64_t p = 0; p < pieces; ++p)
+          line(it->second + "[" + std::to_string(p) + "] = reinterpret_cast<const " + piece + "*>(" +
+               buffer_name(e->buffer) + " + (" + full(base) + "))[" + std::to_string(p) + "];");
+      }
+      vector_element_[e] = "reinterpret_cast<const " + std::string(storage_type(b.dtype)) + "*>(" + it->second + ")";
+      vector_var_[e] = loop.var;
+      done.push_back(e);
+    }
+    return done;
   }
 
   static bool has_load(const Expr& e) {
@@ -458,7 +546,9 @@ class Emitter {
     if (e.type != valtype_of(buf.dtype))
       fail(k_, "a load of " + std::string(valtype_name(e.type)) + " from " + std::string(dtype_name(buf.dtype)) +
                    " buffer '" + buf.name + "'");
-    std::string ref = buffer_name(e.buffer) + "[" + full(e.args[0]) + "]";
+    auto vec = vector_element_.find(&e);
+    std::string ref = vec != vector_element_.end() ? vec->second + "[" + var_name(vector_var_.at(&e)) + "]"
+                                                   : buffer_name(e.buffer) + "[" + full(e.args[0]) + "]";
     switch (buf.dtype) {
       case f32: case i32: return primary(ref);
       case f16: use_f16_ = true; return primary("kiln_f16_to_f32(" + ref + ")");
@@ -583,6 +673,8 @@ class Emitter {
   int indent_ = 1;
   std::vector<std::pair<std::string, std::string>> scope_;  // loop variables in scope: IR name, C name
   int fresh_ = 0;
+  std::map<const ExprNode*, std::string> vector_element_;  // loads read by vector_loads(): the array of elements
+  std::map<const ExprNode*, std::string> vector_var_;      // and the loop variable that picks one
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false;
 };
 

@@ -265,6 +265,33 @@ TEST(CudaCodegen, AllReduceOverRowsAndColumns) {
   EXPECT_TRUE(contains(compile_cuda_to_ptx(parse_kernel(cols), "sm_90"), "bar.sync"));
 }
 
+// A GEMV's rows are read a warp a row, 16 bytes a thread a step, by vector
+// loads; a row whose base is not a multiple of the piece keeps scalar loads.
+TEST(CudaCodegen, LongRowsAreReadInSixteenBytePieces) {
+  for (DType t : {f32, f16}) {
+    Graph g;
+    g.outputs = {g.contract(g.input("w", t, {64, 1024}), g.input("x", t, {1024, 1}))};
+    Kernel k = scheduled(lower(g).kernels[0]);
+    std::string src = emit_cuda(k, "f"), ptx = compile_cuda_to_ptx(k, "sm_90");
+    EXPECT_TRUE(contains(src, "uint4 kiln_vec0[1];")) << src;
+    EXPECT_TRUE(contains(ptx, ".v4.u32")) << ptx;
+  }
+  Kernel odd = parse_kernel(R"(kernel odd() {
+  buffer y: f32 global out
+  buffer x: f32 global
+  gpu_block for b in 4 {
+    unrolled for v in 4 {
+      y[b * 4 + v] = x[b * 4 + 1 + v]
+    }
+  }
+}
+)");
+  EXPECT_FALSE(contains(emit_cuda(odd, "f"), "kiln_vec")) << emit_cuda(odd, "f");
+  std::string aligned = print(odd);
+  aligned.replace(aligned.find("b * 4 + 1 + v"), 13, "b * 4 + v");
+  EXPECT_TRUE(contains(emit_cuda(parse_kernel(aligned), "f"), "uint4 kiln_vec0[1];")) << emit_cuda(parse_kernel(aligned), "f");
+}
+
 TEST(CudaCodegen, OtherBadIrIsAnError) {
   EXPECT_THROW(emit_cuda(copy_kernel({store(1, var("nowhere"), const_f32(1))}), "f"), Error);
   EXPECT_THROW(emit_cuda(copy_kernel({store(7, idx(0), const_f32(1))}), "f"), Error);
