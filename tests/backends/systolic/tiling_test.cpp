@@ -147,8 +147,22 @@ TEST(SystolicTiling, BadTilesAreRefusedWithAMessage) {
   EXPECT_NE(print(tiled).find("array_tile 32, 0, 16"), std::string::npos);
   EXPECT_EQ(print(k).find("array_tile"), std::string::npos);
   std::string text = print(tiled);
-  text.replace(text.find("array_tile 32"), 13, "array_tile -3");
-  EXPECT_THROW(parse_kernel(text), Error);
+  size_t at = text.find("array_tile 32, 0, 16");
+  for (const char* bad : {"-3, 0, 0", "1, 2", "1, x, 3", "99999999999999999999999, 0, 0"}) {
+    std::string t = text;
+    t.replace(at, std::string("array_tile 32, 0, 16").size(), std::string("array_tile ") + bad);
+    EXPECT_THROW(parse_kernel(t), Error) << bad;
+  }
+  // A tile larger than anything is clamped by the emitter, not a crash.
+  auto dev = std::make_shared<SystolicDevice>(small_config());
+  Kernel big = tiled;
+  big.array_tile = {int64_t(1) << 40, int64_t(1) << 40, int64_t(1) << 40};
+  EXPECT_NO_THROW(dev->compile(big));
+  Workload w = make_workload("matmul:64x48x96", f32, 2);
+  std::vector<HostTensor> want = interpret(w.graph, w.inputs);
+  Schedule largest = Schedule().array_tile("r2", 1 << 24, 1 << 24, 1 << 24);
+  std::vector<HostTensor> got = CompiledGraph(w.graph, dev, {largest}).run(w.inputs);
+  EXPECT_EQ(compare(want[0], got[0], tolerance_for(f32)), "");
 }
 
 TEST(SystolicTuner, FindsATilingAtLeastAsGoodAsTheDefaultBySimulatedCycles) {
