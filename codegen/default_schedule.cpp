@@ -2,6 +2,7 @@
 // Each choice the heuristics make is a knob (codegen/schedule_space.h) that
 // the autotuner may turn; the defaults are the heuristics' own choices.
 #include <functional>
+#include <optional>
 #include <set>
 
 #include "codegen/ir_util.h"
@@ -418,11 +419,56 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   return s;
 }
 
+// Sizes a matrix unit's tile may take along one side besides 0 (the
+// emitter's own choice): the powers of two from 1/64 of the largest tile (at
+// least 16) up to it.
+std::vector<int64_t> tile_sizes(int64_t largest) {
+  std::vector<int64_t> out;
+  for (int64_t v = 16; v <= largest; v *= 2)
+    if (v * 64 >= largest) out.push_back(v);
+  return out;
+}
+
+// Whether reduction loop `r` of the chain sums products (acc += a * b): a
+// contraction, which a matrix unit takes.
+bool sums_products(const Kernel& k, const std::vector<Stmt>& chain, const std::string& r) {
+  bool products = false;
+  visit(chain.back(), [&](const Stmt& s) {
+    if (s->kind != StmtKind::For || s->var != r) return;
+    std::optional<Reduction> red = reduction_of(k, s);
+    if (!red || red->op != BinOp::Add) return;
+    visit(s, [&](const Stmt& st) {
+      if (st->kind != StmtKind::Store || st->value->kind != ExprKind::Binary) return;
+      for (const Expr& a : st->value->args) products |= a->kind == ExprKind::Binary && a->binop == BinOp::Mul;
+    });
+  });
+  return products;
+}
+
+// A contraction on the systolic array: the schedule says how it is tiled
+// (the array_tile step; the emitter sizes the DMAs, weight loads and matmul
+// instructions by it). Knobs: the tile's output rows (sys_tm), reduction
+// depth (sys_tk) and output columns (sys_tn); with all three at 0 the emitter
+// picks (emit/systolic's resolve_tiling) and the schedule stays empty.
+Schedule systolic_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
+  Schedule s;
+  std::vector<Stmt> chain = top_chain(k);
+  std::string r = chain.empty() ? "" : reduction_loop(chain);
+  if (r.empty() || !sums_products(k, chain, r)) return s;
+  if (t.matrix_tile_m <= 0 || t.matrix_tile_k <= 0 || t.matrix_tile_n <= 0) return s;
+  int64_t tm = kn.pick("sys_tm", tile_sizes(t.matrix_tile_m), 0);
+  int64_t tk = kn.pick("sys_tk", tile_sizes(t.matrix_tile_k), 0);
+  int64_t tn = kn.pick("sys_tn", tile_sizes(t.matrix_tile_n), 0);
+  if (tm || tk || tn) s.array_tile(r, tm, tk, tn);
+  return s;
+}
+
 }  // namespace
 
 Schedule schedule_with(const Kernel& k, const DeviceInfo& target, Knobs& knobs) {
   if (target.backend == "cpu") return cpu_schedule(k, target, knobs);
   if (target.backend == "cuda" || target.backend == "vulkan") return gpu_schedule(k, target, knobs);
+  if (target.backend == "systolic") return systolic_schedule(k, target, knobs);
   return {};
 }
 

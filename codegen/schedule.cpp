@@ -2,6 +2,7 @@
 
 #include <set>
 #include <sstream>
+#include <stdexcept>
 
 #include "codegen/ir_util.h"
 #include "codegen/rfactor.h"
@@ -25,6 +26,7 @@ const char* prim_name(Prim p) {
     case Prim::Bind: return "bind";
     case Prim::Spread: return "spread";
     case Prim::Rfactor: return "rfactor";
+    case Prim::ArrayTile: return "array_tile";
   }
   return "?";
 }
@@ -45,6 +47,11 @@ std::string step_text(const Step& s) {
     case Prim::Bind: return t + " " + s.loops[0] + " " + std::string(loopkind_name(s.kind));
     case Prim::Rfactor: return t + " " + s.loops[0] + " by " + std::to_string(s.factor) + " -> " + join(s.loops, 1);
     case Prim::Spread: return t + " " + s.loops[0] + " over " + std::to_string(s.factor) + " -> " + s.loops[1];
+    case Prim::ArrayTile: {
+      std::string sizes;
+      for (int64_t v : s.sizes) sizes += (sizes.empty() ? "" : ", ") + std::to_string(v);
+      return t + " " + join(s.loops) + " by " + sizes;
+    }
     default: return t + " " + join(s.loops);
   }
 }
@@ -515,6 +522,21 @@ Kernel spread(const Kernel& k, const Step& st) {
   });
 }
 
+// Only records the tile on the kernel: the backend's emitter does the tiling.
+Kernel array_tile(const Kernel& k, const Step& st) {
+  if (st.sizes.size() != 3) refuse(st, "takes three tile sizes (output rows, reduction, output columns)");
+  for (int64_t v : st.sizes)
+    if (v < 0 || v > (int64_t(1) << 24)) refuse(st, "tile sizes must be in 0..16777216 (0: the backend's choice)");
+  bool found = false;
+  visit(k.body, [&](const Stmt& s) {
+    found |= s->kind == StmtKind::For && s->var == st.loops[0] && reduction_of(k, s).has_value();
+  });
+  if (!found) refuse(st, "the kernel has no reduction loop named '" + st.loops[0] + "'");
+  Kernel out = k;
+  out.array_tile = {st.sizes[0], st.sizes[1], st.sizes[2]};
+  return out;
+}
+
 }  // namespace
 
 Schedule& Schedule::split(std::string loop, int64_t factor, std::string outer, std::string inner) {
@@ -563,6 +585,10 @@ Schedule& Schedule::spread(std::string loop, int64_t threads, std::string thread
 }
 Schedule& Schedule::bind(std::string loop, LoopKind kind) {
   steps.push_back({Prim::Bind, {std::move(loop)}, 0, kind});
+  return *this;
+}
+Schedule& Schedule::array_tile(std::string reduction, int64_t m, int64_t k, int64_t n) {
+  steps.push_back({Prim::ArrayTile, {std::move(reduction)}, 0, LoopKind::Serial, {m, k, n}});
   return *this;
 }
 
@@ -624,6 +650,7 @@ Kernel apply_step(const Kernel& k, const Step& st) {
     case Prim::Serial: return set_kind(k, st, LoopKind::Serial);
     case Prim::Spread: return spread(k, st);
     case Prim::Rfactor: return rfactor(k, st);
+    case Prim::ArrayTile: return array_tile(k, st);
     case Prim::Bind:
       if (st.kind != LoopKind::GpuBlock && st.kind != LoopKind::GpuThread) refuse(st, "binds to gpu_block or gpu_thread");
       return set_kind(k, st, st.kind);
@@ -657,7 +684,7 @@ Step parse_step(const std::string& line) {
   Step st;
   bool found = false;
   for (Prim p : {Prim::Split, Prim::Reorder, Prim::Fuse, Prim::Hoist, Prim::CacheRead, Prim::Unroll, Prim::Vectorize, Prim::Parallel,
-                 Prim::Serial, Prim::Bind, Prim::Spread, Prim::Rfactor})
+                 Prim::Serial, Prim::Bind, Prim::Spread, Prim::Rfactor, Prim::ArrayTile})
     if (word == prim_name(p)) {
       st.prim = p;
       found = true;
@@ -706,6 +733,23 @@ Step parse_step(const std::string& line) {
       rs >> a >> over >> st.factor >> arrow >> b;
       expect(over == "over" && arrow == "->" && !rs.fail() && st.factor > 0 && !(rs >> extra), "spread LOOP over N -> THREAD");
       st.loops = {a, b};
+      break;
+    }
+    case Prim::ArrayTile: {
+      rs >> a >> b;
+      std::string sizes;
+      std::getline(rs, sizes);
+      for (const std::string& v : split_names(sizes)) {
+        size_t used = 0;
+        try {
+          st.sizes.push_back(std::stoll(v, &used));
+        } catch (const std::logic_error&) {
+          used = std::string::npos;
+        }
+        expect(used == v.size(), "array_tile REDUCTION by M, K, N");
+      }
+      expect(b == "by" && st.sizes.size() == 3, "array_tile REDUCTION by M, K, N");
+      st.loops = {a};
       break;
     }
     case Prim::Bind:

@@ -18,6 +18,10 @@
 //                                  thread 0 alone does global stores outside loops
 //   unroll i0i | vectorize i1i | parallel i0o | serial i0o
 //   bind i0o gpu_block | bind i0i gpu_thread
+//   array_tile r2 by 256, 128, 128 the contraction over r2 runs on a matrix unit
+//                                  (the systolic array) in tiles of 256 output
+//                                  rows x 128 of r2 x 128 output columns; a 0
+//                                  leaves that size to the backend
 #pragma once
 
 #include <cstdint>
@@ -30,7 +34,9 @@
 
 namespace kiln {
 
-enum class Prim : uint8_t { Split, Reorder, Fuse, Hoist, CacheRead, Unroll, Vectorize, Parallel, Serial, Bind, Spread, Rfactor };
+enum class Prim : uint8_t {
+  Split, Reorder, Fuse, Hoist, CacheRead, Unroll, Vectorize, Parallel, Serial, Bind, Spread, Rfactor, ArrayTile
+};
 
 struct Step {
   Prim prim = Prim::Split;
@@ -40,6 +46,7 @@ struct Step {
                                    // others: the loops they act on
   int64_t factor = 0;              // Split; Spread: the thread count
   LoopKind kind = LoopKind::Serial;  // Bind: GpuBlock or GpuThread
+  std::vector<int64_t> sizes;        // ArrayTile: {m, k, n}
 
   bool operator==(const Step& o) const = default;
 };
@@ -60,6 +67,7 @@ struct Schedule {
   Schedule& serial(std::string loop);
   Schedule& spread(std::string loop, int64_t threads, std::string thread);
   Schedule& bind(std::string loop, LoopKind kind);
+  Schedule& array_tile(std::string reduction, int64_t m, int64_t k, int64_t n);
 };
 
 std::string print(const Schedule& s);

@@ -358,7 +358,8 @@ bool equal(const Stmt& a, const Stmt& b) {
 }
 
 bool operator==(const Kernel& a, const Kernel& b) {
-  if (a.name != b.name || a.params != b.params || a.buffers.size() != b.buffers.size()) return false;
+  if (a.name != b.name || a.params != b.params || a.buffers.size() != b.buffers.size() || !(a.array_tile == b.array_tile))
+    return false;
   for (size_t i = 0; i < a.buffers.size(); ++i) {
     const BufferDecl &x = a.buffers[i], &y = b.buffers[i];
     if (x.name != y.name || x.dtype != y.dtype || x.scope != y.scope || x.size != y.size || x.output != y.output)

@@ -119,6 +119,7 @@ class KernelParser : text::Parser {
  private:
   void param();
   void buffer();
+  void array_tile();
   std::vector<Stmt> statements();
   std::vector<Stmt> braced();
   Stmt statement();
@@ -165,6 +166,7 @@ Kernel KernelParser::parse() {
   expect("{");
   // `buffer[` would start a store to a buffer named "buffer".
   while (peek_is("buffer") && peek(1).kind == Tok::Ident) buffer();
+  if (peek_is("array_tile") && (peek(1).kind == Tok::Number || peek_is("-", 1))) array_tile();
   k_.body = block(statements());
   expect_end();
   return std::move(k_);
@@ -176,6 +178,18 @@ void KernelParser::param() {
   if (std::count(k_.params.begin(), k_.params.end(), name)) fail(t, "parameter '" + name + "' is declared twice");
   k_.params.push_back(name);
   scope_.push_back(name);
+}
+
+// `array_tile M, K, N`
+void KernelParser::array_tile() {
+  next();
+  int64_t* sizes[] = {&k_.array_tile.m, &k_.array_tile.k, &k_.array_tile.n};
+  for (int i = 0; i < 3; ++i) {
+    if (i) expect(",");
+    Token t = peek();
+    *sizes[i] = expect_int("an array tile size");
+    if (*sizes[i] < 0) fail(t, "expected an array tile size >= 0");
+  }
 }
 
 // `buffer name: dtype scope[size] out`
@@ -420,6 +434,9 @@ std::string print(const Kernel& k) {
     if (b.scope != MemScope::Global || b.size != 0) s += "[" + std::to_string(b.size) + "]";
     s += b.output ? " out\n" : "\n";
   }
+  const ArrayTile& t = k.array_tile;
+  if (t.any())
+    s += "  array_tile " + std::to_string(t.m) + ", " + std::to_string(t.k) + ", " + std::to_string(t.n) + "\n";
   // The body is a Block whose statements sit directly in the kernel's braces.
   if (k.body && k.body->kind == StmtKind::Block) print_stmts(s, k.body->body, k, 1);
   else if (k.body) print_stmt(s, k.body, k, 1);

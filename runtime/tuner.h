@@ -1,7 +1,9 @@
 // The autotuner (issue 8): searches each kernel's schedule knobs
 // (codegen/schedule_space.h) for the fastest schedule on a device, measuring
 // every candidate on fresh random inputs and checking its outputs against the
-// default schedule's, and keeps the winners in the tuning database.
+// default schedule's, and keeps the winners in the tuning database. The cost
+// is host wall time, or on a simulated device (Stream::simulated_seconds, the
+// systolic array) its modeled time: deterministic, one launch per candidate.
 //
 // The search is evolutionary: the default point's one-knob neighbours first,
 // then mutations and crossovers of the best points found so far, never the

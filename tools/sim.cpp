@@ -163,7 +163,7 @@ CLI::App* add_sim_command(CLI::App& app) {
   command->add_option("--array", o.array, "array size RxC");
   command->add_option("--dataflow", o.dataflow, "ws (weight-stationary) or os (output-stationary)");
   command->add_option("--input", o.input, "int8 (with scales) or bf16");
-  command->add_option("--tiles", o.tiles, "GEMM tile MxKxN (the schedule; 0 for the default)");
+  command->add_option("--tiles", o.tiles, "GEMM tile MxKxN where the kernel's schedule (array_tile) leaves a size at 0; 0 for the emitter's default");
   command->add_option("--dram-bw", o.dram_bw, "DRAM bytes per cycle");
   command->add_option("--trace", o.trace, "write every instruction's timing to this CSV file");
   command->add_option("--top", o.top, "kernels to list");

@@ -77,13 +77,19 @@ int run_tune() {
     std::fprintf(stderr, "kiln tune: %s on %s, %.0f s budget, database %s\n", a.workload.c_str(),
                  dev->info().name.c_str(), a.budget, db ? db->path().c_str() : "off");
     GraphTuning t = tune_graph(w.graph, w.inputs, symbols, dev, opt, db);
+    // A simulated device's times are its model's (to the nanosecond), not the host's.
+    bool simulated = dev->stream().simulated_seconds().has_value();
+    if (simulated) std::printf("times are simulated device time (%s's timing model)\n", dev->info().backend.c_str());
+    const char* row =
+        simulated ? "%-28s %8d %6d %12.6f %12.6f %7.2fx %10d\n" : "%-28s %8d %6d %12.4f %12.4f %7.2fx %10d\n";
+    const char* total = simulated ? "%-28s %8s %6s %12.6f %12.6f %7.2fx\n" : "%-28s %8s %6s %12.4f %12.4f %7.2fx\n";
     std::printf("%-28s %8s %6s %12s %12s %8s %10s\n", "kernel", "launches", "knobs", "default ms", "tuned ms",
                 "speed-up", "candidates");
     for (const KernelTuning& k : t.kernels)
-      std::printf("%-28s %8d %6d %12.4f %12.4f %7.2fx %10d\n", k.name.c_str(), k.launches, k.knobs, k.default_s * 1e3,
-                  k.tuned_s * 1e3, k.default_s / k.tuned_s, k.candidates);
-    std::printf("%-28s %8s %6s %12.4f %12.4f %7.2fx\n", "whole graph", "", "", t.graph_default_s * 1e3,
-                t.graph_tuned_s * 1e3, t.graph_default_s / t.graph_tuned_s);
+      std::printf(row, k.name.c_str(), k.launches, k.knobs, k.default_s * 1e3, k.tuned_s * 1e3, k.default_s / k.tuned_s,
+                  k.candidates);
+    std::printf(total, "whole graph", "", "", t.graph_default_s * 1e3, t.graph_tuned_s * 1e3,
+                t.graph_default_s / t.graph_tuned_s);
   }
   if (!a.export_file.empty()) {
     if (!db) throw Error("tune --export: the tuning database is off (KILN_CACHE_DIR)");

@@ -42,6 +42,9 @@ class RecordingStream : public Stream {
  public:
   explicit RecordingStream(SystolicDevice* d) : dev(d) {}
   void synchronize() override {}
+  std::optional<double> simulated_seconds() const override {
+    return double(dev->cycles()) / (dev->config().clock_ghz * 1e9);
+  }
   SystolicDevice* dev;
 };
 
@@ -125,10 +128,17 @@ int64_t product(const std::vector<int64_t>& ext, const std::vector<int>& which) 
   return p;
 }
 
+// The schedule's tile (the kernel's array_tile), each size it leaves at 0
+// taken from the device's.
+Tiling scheduled_tiling(const Kernel& k, Tiling device) {
+  const ArrayTile& a = k.array_tile;
+  return {a.m ? a.m : device.tm, a.k ? a.k : device.tk, a.n ? a.n : device.tn};
+}
+
 class SystolicExecutable : public Executable {
  public:
   SystolicExecutable(const Kernel& k, SystolicConfig c, Tiling t)
-      : kernel_(k), config_(c), tiling_(t), eval_(k), contraction_(find_contraction(k)) {}
+      : kernel_(k), config_(c), tiling_(scheduled_tiling(k, t)), eval_(k), contraction_(find_contraction(k)) {}
 
   const std::string& name() const override { return kernel_.name; }
 
@@ -340,6 +350,12 @@ SystolicDevice::SystolicDevice(SystolicConfig c, Tiling tiling)
   info_.vector_bits = config_.vector_lanes * 32;
   info_.features = config_.input == InputType::Int8 ? "int8" : "bf16";
   info_.memory_bytes = int64_t(8) << 30;
+  // The largest tile the emitter makes, for the schedule's tile knobs.
+  int64_t huge = int64_t(1) << 40;
+  Tiling largest = resolve_tiling(config_, {0, 1, 2, huge, huge, huge});
+  info_.matrix_tile_m = largest.tm;
+  info_.matrix_tile_k = largest.tk;
+  info_.matrix_tile_n = largest.tn;
 }
 
 std::shared_ptr<Buffer> SystolicDevice::allocate(int64_t bytes) { return std::make_shared<SystolicBuffer>(bytes); }
@@ -373,6 +389,10 @@ std::string SystolicDevice::target_source(const Kernel& k) {
   os << "; nest";
   for (const std::string& l : c->loops) os << " " << l;
   os << "; epilogue " << c->epilogue_ops << " vector ops per output\n";
+  if (k.array_tile.any()) {
+    Tiling t = scheduled_tiling(k, tiling_);
+    os << "// tiles " << t.tm << "x" << t.tk << "x" << t.tn << " (MxKxN, from the schedule; 0: the emitter's choice)\n";
+  }
   return os.str();
 }
 
@@ -399,8 +419,14 @@ void SystolicDevice::reset() {
   records_.clear();
 }
 
+int64_t SystolicDevice::cycles() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cycles_;
+}
+
 void SystolicDevice::record(LaunchRecord r) {
   std::lock_guard<std::mutex> lock(mu_);
+  cycles_ += r.stats.total_cycles;
   if (!tracing_) {
     r.program = {};
     r.timeline.instrs.clear();

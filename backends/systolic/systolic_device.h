@@ -29,6 +29,8 @@ struct LaunchRecord {
 
 class SystolicDevice : public Device {
  public:
+  // `tiling`: the GEMM tile where a kernel's schedule (its array_tile step)
+  // leaves a size at 0; a 0 here too leaves it to the emitter.
   explicit SystolicDevice(SystolicConfig c, Tiling tiling = {});
 
   const DeviceInfo& info() const override { return info_; }
@@ -48,8 +50,10 @@ class SystolicDevice : public Device {
   bool tracing() const { return tracing_; }
   std::vector<LaunchRecord> records() const;
   Stats total() const;
-  void reset();
+  void reset();  // forgets the records; the clock runs on
   void record(LaunchRecord r);
+  // Cycles of every launch since the device was made (the stream's simulated clock).
+  int64_t cycles() const;
 
  private:
   SystolicConfig config_;
@@ -59,6 +63,7 @@ class SystolicDevice : public Device {
   mutable std::mutex mu_;
   bool tracing_ = false;
   std::vector<LaunchRecord> records_;
+  int64_t cycles_ = 0;
 };
 
 // The registry's device: the default machine, with f32 contractions in

@@ -112,6 +112,16 @@ struct BufferDecl {
   bool output = false;  // Global: the kernel writes it
 };
 
+// How a matrix unit that takes a contraction in whole tiles (the systolic
+// array) should tile this kernel's: rows of the output, depth of the
+// reduction and columns of the output per tile. 0 leaves a size to the
+// backend. Set by the schedule's `array_tile` step; other targets ignore it.
+struct ArrayTile {
+  int64_t m = 0, k = 0, n = 0;
+  bool any() const { return m || k || n; }
+  bool operator==(const ArrayTile& o) const = default;
+};
+
 // A kernel. Global buffers are its arguments, in declaration order; Local and
 // Shared buffers are scratch it allocates. `params` are i64 scalars (the
 // symbolic dims it uses), passed at launch.
@@ -120,6 +130,7 @@ struct Kernel {
   std::vector<BufferDecl> buffers;
   std::vector<std::string> params;
   Stmt body;
+  ArrayTile array_tile;
 
   // Global buffers in argument order (indices into `buffers`).
   std::vector<int> global_buffers() const;

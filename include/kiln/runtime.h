@@ -27,6 +27,10 @@ struct DeviceInfo {
   int warp_size = 0;           // threads that run in lockstep (32 on NVIDIA)
   int max_threads = 0;         // per block / workgroup
   int64_t shared_bytes = 0;    // shared memory per block / workgroup
+  // What schedules need to know of a matrix unit that runs contractions in
+  // whole tiles (the systolic array; 0 elsewhere): the largest tile it takes
+  // along the output's rows (m), the reduction (k) and the output's columns (n).
+  int64_t matrix_tile_m = 0, matrix_tile_k = 0, matrix_tile_n = 0;
 };
 
 class Buffer {
@@ -62,6 +66,12 @@ class Stream {
     (void)record;
     throw Error("this device's stream cannot capture launches");
   }
+
+  // A simulated device's clock: the modeled seconds that the work launched on
+  // this stream has taken so far. It is deterministic, so the autotuner takes
+  // a launch's cost from it rather than from the host's clock. nullopt on real
+  // hardware.
+  virtual std::optional<double> simulated_seconds() const { return std::nullopt; }
 };
 
 class Executable {
