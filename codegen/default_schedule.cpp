@@ -367,6 +367,25 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
       }
     }
   }
+  // CUDA, short contiguous rows (an attention head's 64-long dot products,
+  // one per cached position): a thread a row, reading it in 16-byte pieces,
+  // rather than a warp sharing 64 elements and paying for the allreduce.
+  std::string short_red;
+  int64_t short_vec = t.backend == "cuda" ? vector_width(k, body, &short_red) : 0;
+  int64_t short_len = longest_reduction(k, body);
+  if (short_vec > 1 && short_len > 0 && short_len % short_vec == 0 && short_len * 16 / short_vec <= 256 &&
+      (points == 0 || points >= 1024) && kn.pick("thread_rows", true)) {
+    Schedule c = s;
+    std::string b = fresh(k, "blk"), th = fresh(k, "thr"), ro = fresh(k, short_red + "o"), rv = fresh(k, short_red + "v");
+    c.split(short_red, short_vec, ro, rv).unroll(rv);
+    c.split(cur, threads, b, th).bind(b, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
+    try {
+      apply(k, c);
+      return c;
+    } catch (const Error&) {
+      // The schedules below.
+    }
+  }
   if (points <= 65535 && (few || reduces_rows(k, body, chain[n - 1]->var)) && kn.pick("spread", true)) {
     Schedule rows = s;
     std::string th = fresh(k, "thr");

@@ -136,11 +136,17 @@ const char* kDivHelpers = R"(// Integer division never traps or overflows: x / 0
 __device__ __forceinline__ int kiln_div(int a, int b) {
   return b == 0 ? 0 : b == -1 ? (int)(0u - (unsigned)a) : a / b;
 }
+// Indices are mostly small and non-negative: 32-bit division then (64-bit
+// division is a long software sequence on the GPU).
 __device__ __forceinline__ long long kiln_div(long long a, long long b) {
+  if ((((unsigned long long)a | (unsigned long long)b) >> 31) == 0) return b == 0 ? 0 : (long long)((unsigned)a / (unsigned)b);
   return b == 0 ? 0 : b == -1 ? (long long)(0ull - (unsigned long long)a) : a / b;
 }
 __device__ __forceinline__ int kiln_mod(int a, int b) { return b == 0 || b == -1 ? 0 : a % b; }
-__device__ __forceinline__ long long kiln_mod(long long a, long long b) { return b == 0 || b == -1 ? 0 : a % b; }
+__device__ __forceinline__ long long kiln_mod(long long a, long long b) {
+  if ((((unsigned long long)a | (unsigned long long)b) >> 31) == 0) return b == 0 ? 0 : (long long)((unsigned)a % (unsigned)b);
+  return b == 0 || b == -1 ? 0 : a % b;
+}
 )";
 
 // cvt.rzi truncates and saturates; for NaN the H100 gives 0 in 32 bits but
