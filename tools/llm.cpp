@@ -185,6 +185,7 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
   // replay and decode_launch_tok_s launched one by one.
   bool replays = dev->stream().can_capture();
   std::vector<double> ttft, prefill, decode, decode_launch;
+  std::vector<LlmSession::DecodeTimes> steps;  // where each timed run's decode steps went
   Sampler greedy({});
   for (int r = 0; r < reps; ++r) {
     for (bool replay : {false, true}) {
@@ -195,9 +196,11 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
       double p_s = seconds_since(p0);
       int32_t tok = greedy.sample(logits);
       double t_s = seconds_since(p0);
+      s.reset_decode_times();
       auto d0 = std::chrono::steady_clock::now();
       for (int64_t i = 0; i < decode_n; ++i) tok = greedy.sample(s.decode(tok));
       double d_s = seconds_since(d0);
+      if (replay == replays) steps.push_back(s.decode_times());
       if (!replay) decode_launch.push_back(d_s);
       if (replay == replays) {
         prefill.push_back(p_s);
@@ -226,6 +229,16 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
   j["decode_tok_s"] = decode_tok_s;
   j["ttft_s"] = median(ttft);
   if (replays) j["decode_launch_tok_s"] = double(decode_n) / median(decode_launch);
+  // The decode steps of the median run, per step: graph, cache copies, logits read.
+  {
+    std::vector<size_t> order(decode.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return decode[a] < decode[b]; });
+    const LlmSession::DecodeTimes& m = steps[order[order.size() / 2]];
+    double n = double(std::max<int64_t>(m.steps, 1));
+    j["decode_step_ms"] = {{"graph", m.run_s / n * 1e3}, {"cache_copies", m.copy_s / n * 1e3},
+                           {"read_logits", m.read_s / n * 1e3}, {"graph_recordings", m.captures}};
+  }
   if (bw > 0) {
     j["bandwidth_gbps"] = bw * 1e-9;
     j["floor_tok_s"] = floor_tok_s;

@@ -213,14 +213,26 @@ std::vector<float> LlmSession::decode(int32_t token) {
                  {"position", i32_tensor({int32_t(length_)})},
                  {"cache_mask", std::move(mask)}},
                 {{"past", past}});
+  auto t0 = std::chrono::steady_clock::now();
+  int captures = cg.captures();
   cg.execute({.replay = replay_, .timing = false});
+  auto t1 = std::chrono::steady_clock::now();
   int64_t row = c_.kv_heads * c_.head_dim() * dtype_size(dtype_);
   for (int64_t l = 0; l < c_.layers; ++l) {
     dev_->copy(*cg.output_buffer(1 + 2 * l), 0, *k_cache_[l], length_ * row, row);
     dev_->copy(*cg.output_buffer(2 + 2 * l), 0, *v_cache_[l], length_ * row, row);
   }
   ++length_;
-  return logits_of(cg.output(0));
+  auto t2 = std::chrono::steady_clock::now();
+  std::vector<float> logits = logits_of(cg.output(0));
+  auto t3 = std::chrono::steady_clock::now();
+  using secs = std::chrono::duration<double>;
+  ++times_.steps;
+  times_.captures += cg.captures() - captures;
+  times_.run_s += secs(t1 - t0).count();
+  times_.copy_s += secs(t2 - t1).count();
+  times_.read_s += secs(t3 - t2).count();
+  return logits;
 }
 
 Sampler::Sampler(SamplingOptions o) : o_(o), state_(o.seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull) {

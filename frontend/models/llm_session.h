@@ -47,6 +47,17 @@ class LlmSession {
   // kernels see changes, once every 64 tokens.
   void set_replay(bool on) { replay_ = on; }
 
+  // Where decode steps spent their wall time since the last reset: running
+  // the graph (recording it anew included), copying the new keys and values
+  // into the cache, and reading the logits back.
+  struct DecodeTimes {
+    int64_t steps = 0;
+    int64_t captures = 0;  // decode graph recordings
+    double run_s = 0, copy_s = 0, read_s = 0;
+  };
+  const DecodeTimes& decode_times() const { return times_; }
+  void reset_decode_times() { times_ = {}; }
+
   // Compiles the decode graph and the bucket of an n-token prompt now, so that
   // a timed first request does not include it.
   void warm_up(int64_t prompt_tokens);
@@ -69,6 +80,7 @@ class LlmSession {
   int64_t weight_bytes_ = 0;
   double compile_seconds_ = 0;
   bool replay_ = false;
+  DecodeTimes times_;
 };
 
 struct SamplingOptions {
