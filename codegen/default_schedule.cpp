@@ -377,7 +377,8 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
       (points == 0 || points >= 1024) && kn.pick("thread_rows", true)) {
     Schedule c = s;
     std::string b = fresh(k, "blk"), th = fresh(k, "thr"), ro = fresh(k, short_red + "o"), rv = fresh(k, short_red + "v");
-    c.split(short_red, short_vec, ro, rv).unroll(rv);
+    // Both loops unrolled, so that every piece's load is in flight at once.
+    c.split(short_red, short_vec, ro, rv).unroll(rv).unroll(ro);
     c.split(cur, threads, b, th).bind(b, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
     try {
       apply(k, c);
@@ -396,13 +397,14 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     while (r > 0 && spread_threads > 32 && spread_threads > r / 2) spread_threads /= 2;
     // CUDA: a warp a row reading 16 bytes a thread a step (the GEMVs of a
     // decode step), when the row is a whole number of such steps.
-    std::string red;
+    std::string red, vec_outer;
     int64_t vec = t.backend == "cuda" ? vector_width(k, body, &red) : 0;
     // Fewer rows than keep the GPU busy a warp each (a norm's one row) keep
     // a block a row, with as many threads as the row has pieces for.
     if (vec > 1 && r % (vec * 32) == 0 && kn.pick("vector_rows", true)) {
       std::string ro = fresh(k, red + "o"), rv = fresh(k, red + "v");
       rows.split(red, vec, ro, rv).unroll(rv);
+      vec_outer = ro;
       int64_t many = 4 * std::max<int64_t>(t.cores, 32);
       if (points > 0 && points < many) {
         spread_threads = threads;
@@ -426,6 +428,9 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     } else {
       rows.spread(cur, spread_threads, th).bind(cur, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
     }
+    // A thread's pieces of a row (8 for a 2048-long f16 row on a warp) all
+    // in flight at once.
+    if (!vec_outer.empty() && r / (vec * spread_threads) <= 32 && kn.pick("unroll_pieces", true)) rows.unroll(vec_outer);
     try {
       apply(k, rows);
       return rows;

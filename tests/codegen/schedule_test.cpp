@@ -203,10 +203,10 @@ TEST(Schedule, GpuDefaultSpreadsRowReductionsAndFewPoints) {
   att16.outputs = {att16.reduce(Op::ReduceSum, att16.input("s", f16, {Dim(4), past, Dim(64)}), {2})};
   long16.outputs = {long16.reduce(Op::ReduceSum, long16.input("s", f16, {Dim(4096), Dim(2048)}), {1})};
   auto on_h100 = [&](const Graph& g) { return print(default_schedule(lower(g).kernels[0], h100_description())); };
-  EXPECT_EQ(on_h100(att16), "fuse i0, i1 -> f1\nsplit r2 by 8 -> r2o, r2v\nunroll r2v\nsplit f1 by 256 -> blk, thr\n"
+  EXPECT_EQ(on_h100(att16), "fuse i0, i1 -> f1\nsplit r2 by 8 -> r2o, r2v\nunroll r2v\nunroll r2o\nsplit f1 by 256 -> blk, thr\n"
                             "bind blk gpu_block\nbind thr gpu_thread\n");
   EXPECT_EQ(on_h100(long16), "split r1 by 8 -> r1o, r1v\nunroll r1v\nsplit i0 by 8 -> rowb, row\nspread row over 32 -> thr\n"
-                             "bind rowb gpu_block\nbind row gpu_thread\nbind thr gpu_thread\n");
+                             "bind rowb gpu_block\nbind row gpu_thread\nbind thr gpu_thread\nunroll r1o\n");
   // Few points reading columns: 16 neighbouring points along x, their
   // reductions shared along y.
   colsum.outputs = {colsum.reduce(Op::ReduceSum, colsum.input("v", f32, {past, Dim(64)}), {0})};
