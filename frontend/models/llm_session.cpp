@@ -6,7 +6,9 @@
 #include <cmath>
 #include <numeric>
 
+#include "codegen/schedule.h"
 #include "kiln/error.h"
+#include "runtime/kernel_cache.h"
 
 namespace kiln {
 
@@ -46,6 +48,24 @@ HostTensor i32_tensor(std::vector<int32_t> v) {
 
 std::vector<float> logits_of(const HostTensor& t) {
   return std::vector<float>(t.ptr<float>(), t.ptr<float>() + t.numel());
+}
+
+// Appends a decode step's keys and values to the caches of layers
+// [first, first + count): for each, k_l and v_l (one row each) are stored at
+// row `pos` of kc_l and vc_l. One launch in place of 2 x count device copies.
+Kernel cache_append_kernel(int64_t first, int64_t count, int64_t row, DType dt) {
+  std::string t = std::string(dtype_name(dt)), text = "kernel cache_append(pos) {\n";
+  for (int64_t l = first; l < first + count; ++l) {
+    std::string n = std::to_string(l);
+    text += "  buffer k" + n + ": " + t + " global\n  buffer v" + n + ": " + t + " global\n";
+    text += "  buffer kc" + n + ": " + t + " global out\n  buffer vc" + n + ": " + t + " global out\n";
+  }
+  text += "  serial for i in " + std::to_string(row) + " {\n";
+  for (int64_t l = first; l < first + count; ++l) {
+    std::string n = std::to_string(l), at = "[pos * " + std::to_string(row) + " + i]";
+    text += "    kc" + n + at + " = k" + n + "[i]\n    vc" + n + at + " = v" + n + "[i]\n";
+  }
+  return parse_kernel(text + "  }\n}\n");
 }
 
 }  // namespace
@@ -217,11 +237,7 @@ std::vector<float> LlmSession::decode(int32_t token) {
   int captures = cg.captures();
   cg.execute({.replay = replay_, .timing = false});
   auto t1 = std::chrono::steady_clock::now();
-  int64_t row = c_.kv_heads * c_.head_dim() * dtype_size(dtype_);
-  for (int64_t l = 0; l < c_.layers; ++l) {
-    dev_->copy(*cg.output_buffer(1 + 2 * l), 0, *k_cache_[l], length_ * row, row);
-    dev_->copy(*cg.output_buffer(2 + 2 * l), 0, *v_cache_[l], length_ * row, row);
-  }
+  append_to_cache(cg);
   ++length_;
   auto t2 = std::chrono::steady_clock::now();
   std::vector<float> logits = logits_of(cg.output(0));
@@ -233,6 +249,34 @@ std::vector<float> LlmSession::decode(int32_t token) {
   times_.copy_s += secs(t2 - t1).count();
   times_.read_s += secs(t3 - t2).count();
   return logits;
+}
+
+// On GPUs a few launches of cache_append kernels (a device copy there is a
+// driver call each, or a trip through the host on Vulkan); elsewhere copies.
+void LlmSession::append_to_cache(CompiledGraph& cg) {
+  int64_t elems = c_.kv_heads * c_.head_dim(), row = elems * dtype_size(dtype_);
+  const std::string& backend = dev_->info().backend;
+  if (backend != "cuda" && backend != "vulkan") {
+    for (int64_t l = 0; l < c_.layers; ++l) {
+      dev_->copy(*cg.output_buffer(1 + 2 * l), 0, *k_cache_[l], length_ * row, row);
+      dev_->copy(*cg.output_buffer(2 + 2 * l), 0, *v_cache_[l], length_ * row, row);
+    }
+    return;
+  }
+  const int64_t per_launch = 6;  // 24 buffers a kernel: within every GPU's binding limits
+  if (appenders_.empty())
+    for (int64_t first = 0; first < c_.layers; first += per_launch) {
+      Kernel k = cache_append_kernel(first, std::min(per_launch, c_.layers - first), elems, dtype_);
+      appenders_.push_back(KernelCache::global().get_or_compile(*dev_, apply(k, default_schedule(k, dev_->info()))));
+    }
+  for (size_t a = 0; a < appenders_.size(); ++a) {
+    std::vector<Buffer*> args;
+    for (int64_t l = int64_t(a) * per_launch; l < std::min<int64_t>(c_.layers, int64_t(a + 1) * per_launch); ++l)
+      for (Buffer* b : {cg.output_buffer(1 + 2 * l).get(), cg.output_buffer(2 + 2 * l).get(), k_cache_[l].get(),
+                        v_cache_[l].get()})
+        args.push_back(b);
+    appenders_[a]->launch(dev_->stream(), args, {length_});
+  }
 }
 
 Sampler::Sampler(SamplingOptions o) : o_(o), state_(o.seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull) {

@@ -67,6 +67,8 @@ class LlmSession {
   CompiledGraph& decode_graph();
   void bind_weights(CompiledGraph& cg);
   int32_t check_token(int32_t t) const;
+  // Appends the decode step's keys and values (outputs of `cg`) at row length_.
+  void append_to_cache(CompiledGraph& cg);
 
   LlmConfig c_;
   DType dtype_;
@@ -81,6 +83,7 @@ class LlmSession {
   double compile_seconds_ = 0;
   bool replay_ = false;
   DecodeTimes times_;
+  std::vector<std::shared_ptr<Executable>> appenders_;  // cache_append kernels, a few layers each
 };
 
 struct SamplingOptions {
