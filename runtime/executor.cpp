@@ -61,6 +61,12 @@ CompiledGraph::CompiledGraph(const Graph& g, std::shared_ptr<Device> dev, const 
   compile_seconds_ = seconds_since(t0);
 }
 
+// A recording that no longer applies is kept (never replayed) for the
+// stream to update into the next one, where it can.
+void CompiledGraph::retire_replay() {
+  if (replay_) retired_ = std::move(replay_);
+}
+
 Buffer& CompiledGraph::buffer(int node) {
   const Node& n = program_.graph.nodes[node];
   int64_t bytes = numel(n.shape, bound_) * dtype_size(n.dtype);
@@ -69,12 +75,12 @@ Buffer& CompiledGraph::buffer(int node) {
     if (it->second->bytes() < bytes)
       throw Error("input '" + n.name + "' needs " + std::to_string(bytes) + " bytes, but its bound buffer has " +
                   std::to_string(it->second->bytes()));
-    if (buf != it->second) replay_.reset();
+    if (buf != it->second) retire_replay();
     buf = it->second;
     return *buf;
   }
   if (!buf || buffer_bytes_[node] != bytes) {
-    replay_.reset();  // it launches with the old buffer
+    retire_replay();  // it launches with the old buffer
     buf = dev_->allocate(bytes);
     buffer_bytes_[node] = bytes;
   }
@@ -87,7 +93,7 @@ void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, 
   // buffers would still have the old sizes that the new symbols overrun.
   ready_ = false;
   Bindings bound = bind_symbols(g, inputs, symbols);
-  if (bound != bound_) replay_.reset();  // it launches with the old values as params
+  if (bound != bound_) retire_replay();  // it launches with the old values as params
   bound_ = std::move(bound);
   std::set<std::string> used;
   for (int id : g.input_nodes()) {
@@ -194,9 +200,10 @@ void CompiledGraph::execute(const ExecuteOptions& opt) {
     return;
   }
   if (!replay_) {
-    replay_ = stream.capture([&] {
+    auto record = [&] {
       for (size_t i = 0; i < program_.launches.size(); ++i) launch(i);
-    });
+    };
+    replay_ = retired_ ? stream.recapture(std::move(retired_), record) : stream.capture(record);
     ++captures_;
   }
   replay_->replay();

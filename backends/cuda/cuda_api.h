@@ -47,6 +47,8 @@ struct Driver {
   decltype(&::cuGraphLaunch) graph_launch = nullptr;
   decltype(&::cuGraphExecDestroy) graph_exec_destroy = nullptr;
   decltype(&::cuGraphDestroy) graph_destroy = nullptr;
+  // Optional (null where the driver lacks it): CudaStream::recapture.
+  decltype(&::cuGraphExecUpdate) graph_exec_update = nullptr;
 };
 
 // Opens `library` (dlopen name) and calls cuInit. Null, with the reason in

@@ -168,6 +168,15 @@ class CudaReplay : public Replay {
     gpu_->check(gpu_->api().graph_launch(exec_, stream_), "cuGraphLaunch");
   }
 
+  // Makes this the executable of `graph` (the same launches with other params
+  // or buffers) without instantiating anew; false where the driver cannot.
+  bool update(CUgraph graph) {
+    if (!gpu_->api().graph_exec_update) return false;
+    gpu_->make_current();
+    CUgraphExecUpdateResultInfo info{};
+    return gpu_->api().graph_exec_update(exec_, graph, &info) == CUDA_SUCCESS;
+  }
+
  private:
   std::shared_ptr<Gpu> gpu_;
   CUstream stream_;
@@ -200,6 +209,28 @@ class CudaStream : public Stream {
   // Thread-local mode: only this thread is barred from calls that would break
   // the capture; others may go on compiling and allocating meanwhile.
   std::unique_ptr<Replay> capture(const std::function<void()>& record) override {
+    return std::make_unique<CudaReplay>(gpu_, stream_, record_graph(record));
+  }
+
+  // The new recording updates the old executable where the driver can (a
+  // decode step's cache length changed: same kernels, other params).
+  std::unique_ptr<Replay> recapture(std::unique_ptr<Replay> old, const std::function<void()>& record) override {
+    CUgraph graph = record_graph(record);
+    auto* mine = dynamic_cast<CudaReplay*>(old.get());
+    if (mine && mine->update(graph)) {
+      gpu_->api().graph_destroy(graph);
+      return old;
+    }
+    old.reset();
+    return std::make_unique<CudaReplay>(gpu_, stream_, graph);
+  }
+
+  CUstream handle() const { return stream_; }
+  const Gpu* gpu() const { return gpu_.get(); }
+
+ private:
+  // Records `record`'s launches on this stream as a graph (the caller owns it).
+  CUgraph record_graph(const std::function<void()>& record) {
     const Driver& api = gpu_->api();
     gpu_->make_current();
     gpu_->check(api.stream_begin_capture(stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture");
@@ -212,13 +243,9 @@ class CudaStream : public Stream {
     CUgraph graph = nullptr;
     gpu_->make_current();  // `record` may have made another context current
     gpu_->check(api.stream_end_capture(stream_, &graph), "cuStreamEndCapture");
-    return std::make_unique<CudaReplay>(gpu_, stream_, graph);
+    return graph;
   }
 
-  CUstream handle() const { return stream_; }
-  const Gpu* gpu() const { return gpu_.get(); }
-
- private:
   // Ends a capture whose recording failed, so the stream runs work again.
   void drop_capture() noexcept {
     CUgraph graph = nullptr;

@@ -66,6 +66,14 @@ class Stream {
     (void)record;
     throw Error("this device's stream cannot capture launches");
   }
+  // As capture(), given an earlier recording of this stream that is out of
+  // date (the same launches with other params or buffers): a backend may
+  // update it in place, cheaper than making a new one. `old` is never
+  // replayed as it was.
+  virtual std::unique_ptr<Replay> recapture(std::unique_ptr<Replay> old, const std::function<void()>& record) {
+    old.reset();
+    return capture(record);
+  }
 
   // A simulated device's clock: the modeled seconds that the work launched on
   // this stream has taken so far. It is deterministic, so the autotuner takes
