@@ -227,6 +227,7 @@ std::vector<float> LlmSession::decode(int32_t token) {
   // that it (a kernel parameter) changes, and a replay is recorded anew, once
   // every 64 tokens; the rows beyond length_ are masked out.
   int64_t past = std::min((length_ + 63) / 64 * 64, c_.max_seq - 1);
+  auto t_in = std::chrono::steady_clock::now();
   HostTensor mask(f32, {past});
   for (int64_t j = length_; j < past; ++j) mask.ptr<float>()[j] = -1e30f;
   cg.set_inputs({{"token", i32_tensor({check_token(token)})},
@@ -245,6 +246,7 @@ std::vector<float> LlmSession::decode(int32_t token) {
   using secs = std::chrono::duration<double>;
   ++times_.steps;
   times_.captures += cg.captures() - captures;
+  times_.inputs_s += secs(t0 - t_in).count();
   times_.run_s += secs(t1 - t0).count();
   times_.copy_s += secs(t2 - t1).count();
   times_.read_s += secs(t3 - t2).count();

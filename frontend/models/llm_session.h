@@ -47,13 +47,14 @@ class LlmSession {
   // kernels see changes, once every 64 tokens.
   void set_replay(bool on) { replay_ = on; }
 
-  // Where decode steps spent their wall time since the last reset: running
+  // Where decode steps spent their wall time since the last reset: setting
+  // the step's inputs, running
   // the graph (recording it anew included), copying the new keys and values
   // into the cache, and reading the logits back.
   struct DecodeTimes {
     int64_t steps = 0;
     int64_t captures = 0;  // decode graph recordings
-    double run_s = 0, copy_s = 0, read_s = 0;
+    double inputs_s = 0, run_s = 0, copy_s = 0, read_s = 0;
   };
   const DecodeTimes& decode_times() const { return times_; }
   void reset_decode_times() { times_ = {}; }
