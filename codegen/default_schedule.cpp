@@ -370,11 +370,13 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   // CUDA, short contiguous rows (an attention head's 64-long dot products,
   // one per cached position): a thread a row, reading it in 16-byte pieces,
   // rather than a warp sharing 64 elements and paying for the allreduce.
+  // (On Vulkan, whose GLSL has no vector loads yet, a knob that is off.)
+  bool cuda = t.backend == "cuda";
   std::string short_red;
-  int64_t short_vec = t.backend == "cuda" ? vector_width(k, body, &short_red) : 0;
+  int64_t short_vec = vector_width(k, body, &short_red);
   int64_t short_len = longest_reduction(k, body);
   if (short_vec > 1 && short_len > 0 && short_len % short_vec == 0 && short_len * 16 / short_vec <= 256 &&
-      (points == 0 || points >= 1024) && kn.pick("thread_rows", true)) {
+      (points == 0 || points >= 1024) && kn.pick("thread_rows", cuda)) {
     Schedule c = s;
     std::string b = fresh(k, "blk"), th = fresh(k, "thr"), ro = fresh(k, short_red + "o"), rv = fresh(k, short_red + "v");
     // Both loops unrolled, so that every piece's load is in flight at once.
@@ -398,10 +400,10 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     // CUDA: a warp a row reading 16 bytes a thread a step (the GEMVs of a
     // decode step), when the row is a whole number of such steps.
     std::string red, vec_outer;
-    int64_t vec = t.backend == "cuda" ? vector_width(k, body, &red) : 0;
+    int64_t vec = vector_width(k, body, &red);
     // Fewer rows than keep the GPU busy a warp each (a norm's one row) keep
     // a block a row, with as many threads as the row has pieces for.
-    if (vec > 1 && r % (vec * 32) == 0 && kn.pick("vector_rows", true)) {
+    if (vec > 1 && r % (vec * 32) == 0 && kn.pick("vector_rows", cuda)) {
       std::string ro = fresh(k, red + "o"), rv = fresh(k, red + "v");
       rows.split(red, vec, ro, rv).unroll(rv);
       vec_outer = ro;
