@@ -50,6 +50,15 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
   for (int i = 0; i < n; ++i) {
     const Node& node = g.nodes[i];
     bool m = node.op == Op::Input || outputs.count(i) || !inlinable(node.op);
+    // An output that only reshapes a stored result (a decode step's new key
+    // or value row) shares its buffer: the same elements in the same order.
+    if (opt.enabled && outputs.count(i) && node.op == Op::Reshape) {
+      int x = node.inputs[0];
+      if (plan.materialized[x] && g.nodes[x].op != Op::Input && !outputs.count(x) && g.nodes[x].dtype == node.dtype) {
+        plan.aliases[i] = x;
+        m = false;
+      }
+    }
     if (!opt.enabled && op_class(node.op) != OpClass::Source && op_class(node.op) != OpClass::Movement) m = true;
     if (!m) {
       for (int in : node.inputs) size[i] += plan.materialized[in] ? 1 : size[in];
@@ -98,7 +107,9 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
     auto holds_contract = [&](const FusedKernel& k) {
       return is_contract(k.anchor) || std::any_of(k.stages.begin(), k.stages.end(), is_contract);
     };
-    if (opt.enabled && is_stage_op(node.op) && !outputs.count(i) && !opt.never_stage.count(i) &&
+    bool alias_target = false;
+    for (const auto& a : plan.aliases) alias_target |= a.second == i;
+    if (opt.enabled && is_stage_op(node.op) && !outputs.count(i) && !opt.never_stage.count(i) && !alias_target &&
         users.size() == 1 && !(is_contract(i) && holds_contract(kernels[kernel_of[*users.begin()]]))) {
       FusedKernel& k = kernels[kernel_of[*users.begin()]];
       const Shape& shape = g.nodes[k.anchor].shape;

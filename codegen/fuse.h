@@ -5,6 +5,7 @@
 // division in one kernel; matmul + bias + activation in one kernel).
 #pragma once
 
+#include <map>
 #include <set>
 #include <vector>
 
@@ -23,6 +24,9 @@ struct FusedKernel {
 struct FusionPlan {
   std::vector<bool> materialized;    // per node: owns a buffer (inputs, anchors)
   std::vector<FusedKernel> kernels;  // in execution order
+  // Graph outputs that are a reshape of a stored kernel result: no kernel
+  // copies them; they are read from that result's buffer (output -> node).
+  std::map<int, int> aliases;
 };
 
 struct FusionOptions {

@@ -437,6 +437,7 @@ Program lower(const Graph& input, const FusionOptions& options) {
     FusionPlan plan = plan_fusion(g, opt);
     Program p;
     p.graph = g;
+    p.aliases = plan.aliases;
     for (int id : g.input_nodes()) p.buffers.push_back(id);
     try {
       for (const FusedKernel& fk : plan.kernels) {

@@ -146,7 +146,9 @@ std::shared_ptr<Buffer> CompiledGraph::output_buffer(size_t i) const {
   if (i >= program_.graph.outputs.size())
     throw Error("output " + std::to_string(i) + " of a graph with " + std::to_string(program_.graph.outputs.size()) +
                 " outputs");
-  return buffers_.at(program_.graph.outputs[i]);
+  int node = program_.graph.outputs[i];
+  if (auto a = program_.aliases.find(node); a != program_.aliases.end()) node = a->second;
+  return buffers_.at(node);
 }
 
 void CompiledGraph::launch(size_t i) {

@@ -4,11 +4,41 @@
 
 #include "codegen/lower.h"
 #include "frontend/workloads.h"
+#include "kiln/kiln.h"
 
 namespace kiln {
 namespace {
 
 int kernels(const Graph& g) { return int(lower(g).kernels.size()); }
+
+// An output that only reshapes a stored result (a decode step's new key or
+// value row, also read by the attention) is read from that result's buffer:
+// no copy kernel. Outputs of the CPU and the interpreter agree.
+TEST(Fuse, ReshapedOutputsShareTheirProducersBuffer) {
+  Graph g;
+  int v = g.contract(g.input("x", f32, {1, 64}), g.input("w", f32, {64, 32}));
+  int rows = g.reshape(v, {1, 4, 8});
+  int sq = g.binary(Op::Mul, rows, rows);
+  g.outputs = {g.reduce(Op::ReduceSum, sq, {2}), rows};
+  Program p = lower(g);
+  EXPECT_EQ(p.kernels.size(), 2u);
+  ASSERT_EQ(p.aliases.size(), 1u);
+  EXPECT_EQ(p.aliases.begin()->first, rows);
+  EXPECT_EQ(p.aliases.begin()->second, v);
+  auto inputs = random_inputs(g, {});
+  std::vector<HostTensor> want = interpret(g, inputs, {});
+  CompiledGraph cg(g, device("cpu"));
+  std::vector<HostTensor> got = cg.run(inputs, {});
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(describe(got[1]), "f32[1, 4, 8]");
+  for (size_t o = 0; o < 2; ++o)
+    for (int64_t i = 0; i < want[o].numel(); ++i) EXPECT_NEAR(got[o].get(i), want[o].get(i), 1e-5) << o << " " << i;
+  // An output reshaping a graph input, or another output, is still copied.
+  Graph h;
+  int x = h.input("x", f32, {2, 6});
+  h.outputs = {h.reshape(x, {3, 4})};
+  EXPECT_TRUE(lower(h).aliases.empty());
+}
 
 TEST(Fuse, ElementwiseChainIsOneKernel) {
   EXPECT_EQ(kernels(make_workload("chain:1024").graph), 1);
