@@ -118,6 +118,10 @@ Tokens replace(const Tokens& tokens, const DecoderStep& step) {
 }  // namespace
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
+  return decode_part(ids, skip_special, true);
+}
+
+std::string Tokenizer::decode_part(std::span<const int32_t> ids, bool skip_special, bool text_start) const {
   const Impl& impl = *impl_;
   Tokens tokens;
   tokens.reserve(ids.size());
@@ -135,6 +139,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
     for (size_t i = 0; i < tokens.size(); ++i) out += (i ? " " : "") + tokens[i];
     return out;
   }
+  bool fused = false;  // after Fuse the one token is the whole text
   for (const DecoderStep& step : impl.decoders) {
     switch (step.kind) {
       case DecoderStep::ByteLevel:
@@ -151,10 +156,14 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
         break;
       case DecoderStep::Fuse:
         tokens = {join(tokens)};
+        fused = true;
         break;
-      case DecoderStep::Strip:
-        tokens = strip(tokens, step);
+      case DecoderStep::Strip: {
+        DecoderStep s = step;
+        if (fused && !text_start) s.start = 0;
+        tokens = strip(tokens, s);
         break;
+      }
     }
   }
   return utf8::lossy(join(tokens));
@@ -177,22 +186,26 @@ std::string Tokenizer::Stream::push(int32_t id) {
   }
   window_.push_back(id);
   if (impl.in_byte_run(id)) return "";  // decoding now would be wasted work
-  std::string text = tokenizer_->decode(window_, skip_special_);
+  std::string text = tokenizer_->decode_part(window_, skip_special_, from_start_);
   if (text.size() <= prefix_.size() || text.ends_with(utf8::kReplacement) || !text.starts_with(prefix_)) return "";
   std::string fresh = text.substr(prefix_.size());
   size_t keep = window_.size() - prefix_count_;
   window_.erase(window_.begin(), window_.begin() + prefix_count_);
-  prefix_ = tokenizer_->decode(window_, skip_special_);
+  // Once ids are dropped the window no longer starts the text: the text's
+  // start (Strip after Fuse) was dealt with in what came out before.
+  from_start_ = from_start_ && prefix_count_ == 0;
+  prefix_ = tokenizer_->decode_part(window_, skip_special_, from_start_);
   prefix_count_ = keep;
   return fresh;
 }
 
 std::string Tokenizer::Stream::flush() {
-  std::string text = tokenizer_->decode(window_, skip_special_);
+  std::string text = tokenizer_->decode_part(window_, skip_special_, from_start_);
   std::string rest = text.size() > prefix_.size() && text.starts_with(prefix_) ? text.substr(prefix_.size()) : "";
   window_.clear();
   prefix_.clear();
   prefix_count_ = 0;
+  from_start_ = true;
   return rest;
 }
 

@@ -69,6 +69,7 @@ class Tokenizer {
     std::vector<int32_t> window_;  // ids since the last emitted boundary, with one id of context
     std::string prefix_;           // decode() of the context ids
     size_t prefix_count_ = 0;      // how many ids of window_ prefix_ covers
+    bool from_start_ = true;       // window_ begins at the start of the text
   };
 
   int32_t bos_id() const { return bos_id_; }  // -1 when there is none
@@ -83,6 +84,13 @@ class Tokenizer {
   bool is_special(int32_t id) const;
 
   struct Impl;
+
+ private:
+  // decode() of ids that may start mid-text (`text_start` false): a Strip
+  // after Fuse, which trims the whole text's start, then leaves it alone.
+  std::string decode_part(std::span<const int32_t> ids, bool skip_special, bool text_start) const;
+
+ public:
 
  private:
   explicit Tokenizer(std::shared_ptr<const Impl> impl);

@@ -245,6 +245,24 @@ TEST(Tokenizer, MetaspaceSplitAndDecoder) {
   EXPECT_EQ(stream_decode(tok, leading), " hi   hi");
 }
 
+// A Strip after Fuse trims the start of the whole text only: streamed
+// windows that begin mid-text keep their leading spaces (two "▁" tokens in a
+// row under Strip start 2; found by fuzz/tokenizer_fuzz).
+TEST(Tokenizer, StreamKeepsSpacesThatAWholeTextStripLeaves) {
+  Tokenizer tok = Tokenizer::from_json_file(
+      (kData.parent_path().parent_path().parent_path().parent_path() / "fuzz/corpus/tokenizer_fuzz/strip-after-fuse-start-2.json")
+          .string());
+  for (std::string text : {"Hello world! Grüße, 世界 🎉 <s> 123\n\n  x", "  hi  hi", "hi", " ", ""}) {
+    std::vector<int32_t> ids = tok.encode(text, true);
+    EXPECT_EQ(stream_decode(tok, ids), tok.decode(ids)) << text;
+  }
+  // The text's own start is still trimmed, streamed or not.
+  int32_t space = tok.token_id("▁"), h = tok.token_id("h");
+  std::vector<int32_t> ids = {space, space, space, h};
+  EXPECT_EQ(tok.decode(ids), " h");
+  EXPECT_EQ(stream_decode(tok, ids), " h");
+}
+
 TEST(Tokenizer, StreamsLongByteRunsInLinearTime) {
   Tokenizer tok = Tokenizer::from_json_file((kData / "spm.json").string());
   std::string text;
