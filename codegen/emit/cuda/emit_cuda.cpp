@@ -573,7 +573,11 @@ class Emitter {
     switch (e.unop) {
       case UnOp::Neg:
         if (e.type == ValType::b1) return expr(a);  // -x == x in one bit
-        if (e.type == ValType::i32) return unary_op("(int)(0u - (unsigned)" + operand(a, kPrimary) + ")");
+        // Through an identity byte permute: ptxas 13.0 folds a negation into
+        // sm_90's three-input integer max (VIMNMX3) and drops it for some
+        // operands (a reduce_max of negated i32, kiln fuzz seed 8004).
+        if (e.type == ValType::i32)
+          return primary("(int)__byte_perm(0u - (unsigned)" + operand(a, kPrimary) + ", 0u, 0x3210u)");
         return unary_op("-" + operand(a, kPrimary));
       case UnOp::Exp2: return primary(call("exp2f", a));
       case UnOp::Log2: return primary(call("log2f", a));
