@@ -292,6 +292,16 @@ TEST(CudaCodegen, LongRowsAreReadInSixteenBytePieces) {
   EXPECT_TRUE(contains(emit_cuda(parse_kernel(aligned), "f"), "uint4 kiln_vec0[1];")) << emit_cuda(parse_kernel(aligned), "f");
 }
 
+// ptxas 13.0 drops some negations it folds into sm_90's three-input integer
+// max: an i32 negation goes through an identity byte permute it cannot fold.
+TEST(CudaCodegen, IntNegationIsKeptFromPtxas) {
+  Graph g;
+  g.outputs = {g.reduce(Op::ReduceMax, g.unary(Op::Neg, g.input("x", i32, {1, 7})), {1})};
+  Kernel k = scheduled(lower(g).kernels[0]);
+  EXPECT_TRUE(contains(emit_cuda(k, "f"), "(int)__byte_perm(0u - (unsigned)")) << emit_cuda(k, "f");
+  EXPECT_TRUE(contains(compile_cuda_to_ptx(k, "sm_90"), "prmt.b32")) << compile_cuda_to_ptx(k, "sm_90");
+}
+
 TEST(CudaCodegen, OtherBadIrIsAnError) {
   EXPECT_THROW(emit_cuda(copy_kernel({store(1, var("nowhere"), const_f32(1))}), "f"), Error);
   EXPECT_THROW(emit_cuda(copy_kernel({store(7, idx(0), const_f32(1))}), "f"), Error);
