@@ -372,15 +372,14 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   // rather than a warp sharing 64 elements and paying for the allreduce.
   // (On Vulkan, whose GLSL has no vector loads yet, a knob that is off.)
   bool cuda = t.backend == "cuda";
-  std::string short_red;
-  int64_t short_vec = vector_width(k, body, &short_red);
-  int64_t short_len = longest_reduction(k, body);
-  if (short_vec > 1 && short_len > 0 && short_len % short_vec == 0 && short_len * 16 / short_vec <= 256 &&
-      (points == 0 || points >= 1024) && kn.pick("thread_rows", cuda)) {
+  std::string red;  // the one reduction loop that vector_width() found
+  int64_t vec = vector_width(k, body, &red), r = longest_reduction(k, body);
+  if (vec > 1 && r > 0 && r % vec == 0 && r * 16 / vec <= 256 && (points == 0 || points >= 1024) &&
+      kn.pick("thread_rows", cuda)) {
     Schedule c = s;
-    std::string b = fresh(k, "blk"), th = fresh(k, "thr"), ro = fresh(k, short_red + "o"), rv = fresh(k, short_red + "v");
+    std::string b = fresh(k, "blk"), th = fresh(k, "thr"), ro = fresh(k, red + "o"), rv = fresh(k, red + "v");
     // Both loops unrolled, so that every piece's load is in flight at once.
-    c.split(short_red, short_vec, ro, rv).unroll(rv).unroll(ro);
+    c.split(red, vec, ro, rv).unroll(rv).unroll(ro);
     c.split(cur, threads, b, th).bind(b, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
     try {
       apply(k, c);
@@ -395,14 +394,13 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     // A short reduction (a head's 64-long dot product) shared by 256 threads
     // leaves most of them idle and pays the allreduce for nothing: a block
     // gets about one thread for every 2 elements, a warp at least.
-    int64_t spread_threads = threads, r = longest_reduction(k, body);
+    int64_t spread_threads = threads;
     while (r > 0 && spread_threads > 32 && spread_threads > r / 2) spread_threads /= 2;
     // CUDA: a warp a row reading 16 bytes a thread a step (the GEMVs of a
-    // decode step), when the row is a whole number of such steps.
-    std::string red, vec_outer;
-    int64_t vec = vector_width(k, body, &red);
-    // Fewer rows than keep the GPU busy a warp each (a norm's one row) keep
-    // a block a row, with as many threads as the row has pieces for.
+    // decode step), when the row is a whole number of such steps. Fewer rows
+    // than keep the GPU busy a warp each (a norm's one row) keep a block a
+    // row, with as many threads as the row has pieces for.
+    std::string vec_outer;
     if (vec > 1 && r % (vec * 32) == 0 && kn.pick("vector_rows", cuda)) {
       std::string ro = fresh(k, red + "o"), rv = fresh(k, red + "v");
       rows.split(red, vec, ro, rv).unroll(rv);

@@ -47,6 +47,7 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
   FusionPlan plan;
   plan.materialized.assign(n, false);
   std::vector<int> size(n, 1);
+  std::set<int> alias_targets;
   for (int i = 0; i < n; ++i) {
     const Node& node = g.nodes[i];
     bool m = node.op == Op::Input || outputs.count(i) || !inlinable(node.op);
@@ -56,6 +57,7 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
       int x = node.inputs[0];
       if (plan.materialized[x] && g.nodes[x].op != Op::Input && !outputs.count(x) && g.nodes[x].dtype == node.dtype) {
         plan.aliases[i] = x;
+        alias_targets.insert(x);  // must keep its buffer: never staged into a kernel
         m = false;
       }
     }
@@ -107,9 +109,7 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
     auto holds_contract = [&](const FusedKernel& k) {
       return is_contract(k.anchor) || std::any_of(k.stages.begin(), k.stages.end(), is_contract);
     };
-    bool alias_target = false;
-    for (const auto& a : plan.aliases) alias_target |= a.second == i;
-    if (opt.enabled && is_stage_op(node.op) && !outputs.count(i) && !opt.never_stage.count(i) && !alias_target &&
+    if (opt.enabled && is_stage_op(node.op) && !outputs.count(i) && !opt.never_stage.count(i) && !alias_targets.count(i) &&
         users.size() == 1 && !(is_contract(i) && holds_contract(kernels[kernel_of[*users.begin()]]))) {
       FusedKernel& k = kernels[kernel_of[*users.begin()]];
       const Shape& shape = g.nodes[k.anchor].shape;

@@ -95,9 +95,10 @@ void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, 
   ready_ = false;
   Bindings bound = bind_symbols(g, inputs, symbols);
   if (bound != bound_) retire_replay();  // it launches with the old values as params
-  // The same symbols and bound buffers as last time: every buffer still has
-  // its size, and only the host inputs need writing (a decode step).
-  bool same = was_ready && bound == bound_ && !rebound_;
+  // The same symbols as last time and no bind_input() since (which clears
+  // ready_): every buffer still has its size, and only the host inputs need
+  // writing (a decode step).
+  bool same = was_ready && bound == bound_;
   bound_ = std::move(bound);
   std::set<std::string> used;
   for (int id : g.input_nodes()) {
@@ -125,7 +126,6 @@ void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, 
     if (!used.count(name)) throw Error("the graph has no input named '" + name + "'");
   if (!same)
     for (int id : program_.buffers) buffer(id);
-  rebound_ = false;
   ready_ = true;
 }
 
@@ -135,7 +135,6 @@ void CompiledGraph::bind_input(const std::string& name, std::shared_ptr<Buffer> 
     if (program_.graph.nodes[id].name != name) continue;
     bound_inputs_[id] = std::move(buf);
     ready_ = false;  // set_inputs() checks its size
-    rebound_ = true;
     return;
   }
   throw Error("bind_input: the graph has no input named '" + name + "'");

@@ -253,18 +253,10 @@ std::vector<float> LlmSession::decode(int32_t token) {
   return logits;
 }
 
-// On GPUs a few launches of cache_append kernels (a device copy there is a
-// driver call each, or a trip through the host on Vulkan); elsewhere copies.
+// A few launches of cache_append kernels, on every device (a device copy is
+// a driver call each on CUDA, a trip through the host on Vulkan).
 void LlmSession::append_to_cache(CompiledGraph& cg) {
-  int64_t elems = c_.kv_heads * c_.head_dim(), row = elems * dtype_size(dtype_);
-  const std::string& backend = dev_->info().backend;
-  if (backend != "cuda" && backend != "vulkan") {
-    for (int64_t l = 0; l < c_.layers; ++l) {
-      dev_->copy(*cg.output_buffer(1 + 2 * l), 0, *k_cache_[l], length_ * row, row);
-      dev_->copy(*cg.output_buffer(2 + 2 * l), 0, *v_cache_[l], length_ * row, row);
-    }
-    return;
-  }
+  int64_t elems = c_.kv_heads * c_.head_dim();
   const int64_t per_launch = 6;  // 24 buffers a kernel: within every GPU's binding limits
   if (appenders_.empty())
     for (int64_t first = 0; first < c_.layers; first += per_launch) {

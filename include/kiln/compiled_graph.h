@@ -98,8 +98,7 @@ class CompiledGraph {
   // The recorded launches; refers to buffers_ and bound_ as they were, so
   // cleared whenever either changes. Declared after dev_: destroyed first.
   std::unique_ptr<Replay> replay_;
-  std::unique_ptr<Replay> retired_;
-  bool rebound_ = false;  // bind_input() since the last set_inputs()  // the last recording, out of date: a template for the next
+  std::unique_ptr<Replay> retired_;  // the last recording, out of date: a template for the next
   void retire_replay();
   int captures_ = 0;
   bool ready_ = false;

@@ -138,13 +138,16 @@ __device__ __forceinline__ int kiln_div(int a, int b) {
 }
 // Indices are mostly small and non-negative: 32-bit division then (64-bit
 // division is a long software sequence on the GPU).
+__device__ __forceinline__ bool kiln_fits_u31(long long a, long long b) {
+  return (((unsigned long long)a | (unsigned long long)b) >> 31) == 0;
+}
 __device__ __forceinline__ long long kiln_div(long long a, long long b) {
-  if ((((unsigned long long)a | (unsigned long long)b) >> 31) == 0) return b == 0 ? 0 : (long long)((unsigned)a / (unsigned)b);
+  if (kiln_fits_u31(a, b)) return b == 0 ? 0 : (long long)((unsigned)a / (unsigned)b);
   return b == 0 ? 0 : b == -1 ? (long long)(0ull - (unsigned long long)a) : a / b;
 }
 __device__ __forceinline__ int kiln_mod(int a, int b) { return b == 0 || b == -1 ? 0 : a % b; }
 __device__ __forceinline__ long long kiln_mod(long long a, long long b) {
-  if ((((unsigned long long)a | (unsigned long long)b) >> 31) == 0) return b == 0 ? 0 : (long long)((unsigned)a % (unsigned)b);
+  if (kiln_fits_u31(a, b)) return b == 0 ? 0 : (long long)((unsigned)a % (unsigned)b);
   return b == 0 || b == -1 ? 0 : a % b;
 }
 )";
@@ -411,10 +414,7 @@ class Emitter {
     emit_nested(s.body);
     line("}");
     scope_.pop_back();
-    for (const ExprNode* load : vectors) {
-      vector_element_.erase(load);
-      vector_var_.erase(load);
-    }
+    for (const ExprNode* load : vectors) vector_element_.erase(load);
   }
 
   // An unrolled loop of constant extent W whose body only stores: each load
@@ -466,8 +466,8 @@ class Emitter {
           line(it->second + "[" + std::to_string(p) + "] = reinterpret_cast<const " + piece + "*>(" +
                buffer_name(e->buffer) + " + (" + full(base) + "))[" + std::to_string(p) + "];");
       }
-      vector_element_[e] = "reinterpret_cast<const " + std::string(storage_type(b.dtype)) + "*>(" + it->second + ")";
-      vector_var_[e] = loop.var;
+      vector_element_[e] = {"reinterpret_cast<const " + std::string(storage_type(b.dtype)) + "*>(" + it->second + ")",
+                            loop.var};
       done.push_back(e);
     }
     return done;
@@ -553,7 +553,7 @@ class Emitter {
       fail(k_, "a load of " + std::string(valtype_name(e.type)) + " from " + std::string(dtype_name(buf.dtype)) +
                    " buffer '" + buf.name + "'");
     auto vec = vector_element_.find(&e);
-    std::string ref = vec != vector_element_.end() ? vec->second + "[" + var_name(vector_var_.at(&e)) + "]"
+    std::string ref = vec != vector_element_.end() ? vec->second.array + "[" + var_name(vec->second.loop) + "]"
                                                    : buffer_name(e.buffer) + "[" + full(e.args[0]) + "]";
     switch (buf.dtype) {
       case f32: case i32: return primary(ref);
@@ -683,8 +683,12 @@ class Emitter {
   int indent_ = 1;
   std::vector<std::pair<std::string, std::string>> scope_;  // loop variables in scope: IR name, C name
   int fresh_ = 0;
-  std::map<const ExprNode*, std::string> vector_element_;  // loads read by vector_loads(): the array of elements
-  std::map<const ExprNode*, std::string> vector_var_;      // and the loop variable that picks one
+  // Loads read by vector_loads(): the array of their elements, and the loop
+  // variable that picks one.
+  struct VectorElement {
+    std::string array, loop;
+  };
+  std::map<const ExprNode*, VectorElement> vector_element_;
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false;
 };
 
