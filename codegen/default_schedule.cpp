@@ -312,12 +312,86 @@ Schedule gpu_contraction_tiles(const Kernel& k, const std::vector<Stmt>& chain, 
   return s;
 }
 
+// The compute capability of a CUDA device ("sm_90" -> 90; 0 if unknown).
+int cuda_capability(const DeviceInfo& t) {
+  if (t.backend != "cuda" || t.features.rfind("sm_", 0) != 0) return 0;
+  int cc = 0;
+  for (char c : t.features.substr(3)) {
+    if (c < '0' || c > '9') break;
+    cc = cc * 10 + (c - '0');
+  }
+  return cc;
+}
+
+// A contraction of f16 or bf16 operands on tensor cores (CUDA, sm_80 and up):
+// a block of 8 warps per BM x BN outputs, the batch loops (fused) along z, the
+// reduction in steps of BK (`array_tile r by BM, BK, BN`): the emitter stages
+// each step's operand tiles in shared memory and multiplies them with
+// mma.sync. Output sides must divide by the tile and the reduction by BK.
+// Knobs: tensor_cores (on/off), mma_bm and mma_bn (the block's tile).
+Schedule gpu_tensor_core_tiles(const Kernel& k, const std::vector<Stmt>& chain, const DeviceInfo& t, Knobs& kn) {
+  Schedule s;
+  constexpr int64_t kDepth = 32;
+  if (cuda_capability(t) < 80 || chain.size() < 2) return s;
+  std::string r = reduction_loop(chain);
+  if (r.empty()) return s;
+  std::vector<Stmt> inner = chain.back()->body;
+  if (inner.size() == 1 && inner[0]->kind == StmtKind::Block) inner = inner[0]->body;
+  std::optional<HalfProduct> p;
+  int64_t depth = 0;
+  for (const Stmt& st : inner)
+    if (st->kind == StmtKind::For && st->var == r) {
+      p = half_product(k, st);
+      if (!const_extent(st, &depth)) return s;
+    }
+  if (!p || depth % kDepth) return s;
+  // The output loops: rows move only A's load, columns only B's; any others
+  // (outside them) are batches that both may use.
+  size_t n = chain.size();
+  const Stmt &x = chain[n - 2], &y = chain[n - 1];
+  auto only = [&](const Stmt& l, const Expr& mine, const Expr& other) {
+    return uses_var(mine->args[0], l->var) && !uses_var(other->args[0], l->var);
+  };
+  const Stmt* rows = only(x, p->a, p->b) && only(y, p->b, p->a) ? &x : only(y, p->a, p->b) && only(x, p->b, p->a) ? &y : nullptr;
+  if (!rows) return s;
+  const Stmt& cols = rows == &x ? y : x;
+  int64_t m = 0, nn = 0, e = 0;
+  if (!const_extent(*rows, &m) || !const_extent(cols, &nn)) return s;
+  for (size_t i = 0; i + 2 < n; ++i)
+    if (!const_extent(chain[i], &e)) return s;
+  std::vector<int64_t> bms = divisors_among(m, {128, 64}), bns = divisors_among(nn, {128, 64});
+  if (bms.empty() || bns.empty() || !kn.pick("tensor_cores", true)) return s;
+  int64_t bm = kn.pick("mma_bm", bms, bms[0]), bn = kn.pick("mma_bn", bns, bns[0]);
+  std::string batch;
+  for (size_t i = 0; i + 2 < n; ++i) {
+    if (batch.empty()) {
+      batch = chain[i]->var;
+      continue;
+    }
+    std::string f = fresh(k, "b" + std::to_string(i));
+    s.fuse(batch, chain[i]->var, f);
+    batch = f;
+  }
+  const std::string &i = (*rows)->var, &j = cols->var;
+  std::string io = fresh(k, i + "o"), ii = fresh(k, i + "i"), jo = fresh(k, j + "o"), ji = fresh(k, j + "i");
+  s.split(i, bm, io, ii).split(j, bn, jo, ji);
+  std::vector<std::string> order;
+  if (!batch.empty()) order.push_back(batch);
+  for (const std::string& v : {io, jo, ii, ji}) order.push_back(v);
+  s.reorder(order);
+  if (!batch.empty()) s.bind(batch, LoopKind::GpuBlock);
+  s.bind(io, LoopKind::GpuBlock).bind(jo, LoopKind::GpuBlock).array_tile(r, bm, kDepth, bn);
+  return s;
+}
+
 // Knobs: the threads per block, and whether a block shares each output
 // point's reduction (spread) where the heuristic would.
 Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   Schedule s;
   std::vector<Stmt> chain = top_chain(k);
   if (chain.empty()) return s;
+  Schedule tensor = gpu_tensor_core_tiles(k, chain, t, kn);
+  if (!tensor.steps.empty()) return tensor;
   Schedule tiles = gpu_contraction_tiles(k, chain, kn);
   if (!tiles.steps.empty()) return tiles;
   // Only the output loops: a reduction's loops stay serial inside each thread.

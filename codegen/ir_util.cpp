@@ -113,6 +113,30 @@ std::optional<Reduction> reduction_of(const Kernel& k, const Stmt& loop) {
   return ok ? std::optional<Reduction>(r) : std::nullopt;
 }
 
+std::optional<HalfProduct> half_product(const Kernel& k, const Stmt& loop) {
+  if (!loop || loop->kind != StmtKind::For || loop->body.size() != 1) return std::nullopt;
+  const Stmt& st = loop->body[0];
+  std::optional<Reduction> red = reduction_of(k, loop);
+  if (!red || red->op != BinOp::Add || st->kind != StmtKind::Store) return std::nullopt;
+  const Expr& v = st->value;  // add(acc[0], mul(a, b)), in either order
+  if (v->kind != ExprKind::Binary || v->binop != BinOp::Add) return std::nullopt;
+  const Expr& term = loads_buffer(v->args[0], red->acc) ? v->args[1] : v->args[0];
+  const Expr& self = loads_buffer(v->args[0], red->acc) ? v->args[0] : v->args[1];
+  if (self->kind != ExprKind::Load || self->buffer != red->acc || term->kind != ExprKind::Binary ||
+      term->binop != BinOp::Mul)
+    return std::nullopt;
+  HalfProduct p{red->acc, term->args[0], term->args[1], f16};
+  auto half = [&](const Expr& e) {
+    if (e->kind != ExprKind::Load || e->buffer < 0 || e->buffer >= int(k.buffers.size())) return false;
+    const BufferDecl& b = k.buffers[size_t(e->buffer)];
+    return b.scope == MemScope::Global && (b.dtype == f16 || b.dtype == bf16) && !loads_buffer(e->args[0], e->buffer);
+  };
+  if (!half(p.a) || !half(p.b)) return std::nullopt;
+  p.dtype = k.buffers[size_t(p.a->buffer)].dtype;
+  if (k.buffers[size_t(p.b->buffer)].dtype != p.dtype) return std::nullopt;
+  return p;
+}
+
 int64_t known_factor(const Expr& e) {
   if (!e) return 1;
   if (e->kind == ExprKind::Const) return e->ival > 0 ? e->ival : 1;

@@ -37,6 +37,16 @@ std::optional<Reduction> reduction_of(const Kernel& k, const Stmt& loop);
 
 bool loads_buffer(const Expr& e, int buffer);
 
+// A reduction loop that a tensor core takes as it is: its body is the one
+// store acc[0] = add(acc[0], mul(a, b)), with a and b loads of global buffers
+// of one 16-bit float dtype (f16 or bf16).
+struct HalfProduct {
+  int acc = -1;
+  Expr a, b;  // the two loads
+  DType dtype = f16;
+};
+std::optional<HalfProduct> half_product(const Kernel& k, const Stmt& loop);
+
 // A positive integer that divides every value of the i64 expression `e` (an
 // extent): 1 where nothing better is known (`32 * past` gives 32).
 int64_t known_factor(const Expr& e);

@@ -271,7 +271,7 @@ class CudaExecutable : public Executable {
  public:
   CudaExecutable(const Kernel& k, std::shared_ptr<Gpu> gpu, std::shared_ptr<MemoryPool> pool, const Limits& limits)
       : name_(k.name), params_(k.params), num_buffers_(k.global_buffers().size()),
-        grid_(gpu_grid(k, "cuda backend")), gpu_(std::move(gpu)), pool_(std::move(pool)), limits_(limits) {}
+        grid_(cuda_grid(k)), gpu_(std::move(gpu)), pool_(std::move(pool)), limits_(limits) {}
   ~CudaExecutable() override {
     if (module_ && gpu_->set_current() == CUDA_SUCCESS) gpu_->api().module_unload(module_);
   }

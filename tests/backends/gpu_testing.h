@@ -126,6 +126,21 @@ inline std::vector<GraphCase> op_cases() {
     tiled.outputs = {tiled.binary(Op::Add, y, tiled.input("res", t, {128, 64}))};
     add("tiled contract " + std::string(dtype_name(t)), tiled);
   }
+  // Sizes tensor cores take (CUDA): output sides multiples of 64, reductions of 32.
+  for (DType t : {f16, bf16}) {
+    std::string name = std::string(dtype_name(t));
+    Graph g;  // B with its columns contiguous, 3 steps of the reduction, an epilogue
+    int y = g.contract(g.input("a", t, {128, 96}), g.input("b", t, {96, 192}));
+    g.outputs = {g.binary(Op::Add, y, g.input("res", t, {128, 192}))};
+    add("tensor-core contract " + name, g);
+    Graph w;  // x times a weight stored [out, in] (the reduction contiguous in both)
+    w.outputs = {w.contract(w.input("x", t, {64, 64}), w.permute(w.input("w", t, {128, 64}), {1, 0}))};
+    add("tensor-core contract, weight rows " + name, w);
+    Graph b;  // batched, A with its rows contiguous
+    int a = b.permute(b.input("a", t, {2, 64, 128}), {0, 2, 1});
+    b.outputs = {b.contract(a, b.input("b", t, {2, 64, 64}))};
+    add("tensor-core batched contract, A columns " + name, b);
+  }
   {
     Graph g;
     g.outputs = {g.contract(g.input("a", f32, {2, 1, 5, 7}), g.input("b", f32, {3, 7, 4}))};

@@ -154,6 +154,48 @@ __device__ __forceinline__ long long kiln_mod(long long a, long long b) {
 
 // cvt.rzi truncates and saturates; for NaN the H100 gives 0 in 32 bits but
 // INT64_MIN in 64, so NaN is handled here.
+const char* kMmaHelpers = R"(// Tensor cores (sm_80 and up): 16-byte copies into shared memory that run
+// behind the threads (cp.async), ldmatrix, and mma.sync m16n8k16 with f32
+// accumulators.
+__device__ __forceinline__ unsigned kiln_smem(const void* p) {
+  unsigned a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+__device__ __forceinline__ void kiln_cp_async16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(kiln_smem(dst)), "l"(src) : "memory");
+}
+__device__ __forceinline__ void kiln_cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void kiln_cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
+__device__ __forceinline__ void kiln_ldmatrix_x4(unsigned* r, const unsigned short* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(kiln_smem(p)));
+}
+__device__ __forceinline__ void kiln_ldmatrix_x4_trans(unsigned* r, const unsigned short* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(kiln_smem(p)));
+}
+__device__ __forceinline__ void kiln_ldmatrix_x4_pair(unsigned* b0, unsigned* b1, const unsigned short* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(b0[0]), "=r"(b0[1]), "=r"(b1[0]), "=r"(b1[1]) : "r"(kiln_smem(p)));
+}
+__device__ __forceinline__ void kiln_ldmatrix_x4_trans_pair(unsigned* b0, unsigned* b1, const unsigned short* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(b0[0]), "=r"(b0[1]), "=r"(b1[0]), "=r"(b1[1]) : "r"(kiln_smem(p)));
+}
+__device__ __forceinline__ void kiln_mma_f16(float* c, const unsigned* a, const unsigned* b) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void kiln_mma_bf16(float* c, const unsigned* a, const unsigned* b) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+)";
+
 const char* kCastHelpers = R"(// Float -> integer truncates toward zero and saturates; NaN gives 0.
 __device__ __forceinline__ int kiln_f32_to_i32(float f) { return f != f ? 0 : __float2int_rz(f); }
 __device__ __forceinline__ long long kiln_f32_to_i64(float f) { return f != f ? 0 : __float2ll_rz(f); }
@@ -194,18 +236,22 @@ CExpr int_literal(int64_t v, ValType t) {
 
 class Emitter {
  public:
+  static constexpr int64_t kMmaThreads = 256;  // a tensor-core tile's block: 8 warps
+
   explicit Emitter(const Kernel& k) : k_(k), nest_(find_gpu_nest(k, kBackend)) {}
 
   std::string emit(const std::string& entry) {
     declare_scratch();
     bind_loops();
-    emit_stmts(*nest_.body);
+    if (k_.array_tile.any()) emit_tensor_core_tile();
+    else emit_stmts(*nest_.body);
 
     std::string text = header();
     if (use_f16_) text += "\n" + std::string(kF16Helpers);
     if (use_bf16_) text += "\n" + std::string(kBF16Helpers);
     if (use_div_) text += "\n" + std::string(kDivHelpers);
     if (use_cast_) text += "\n" + std::string(kCastHelpers);
+    if (use_mma_) text += "\n" + std::string(kMmaHelpers);
     text += "\nextern \"C\" __global__ void " + entry + "(" + arguments() + ") {\n";
     return text + body_ + "}\n";
   }
@@ -689,7 +735,262 @@ class Emitter {
     std::string array, loop;
   };
   std::map<const ExprNode*, VectorElement> vector_element_;
-  bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false;
+  bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false;
+
+  // --- Tensor cores: a kernel with the schedule's array_tile ---
+  //
+  // The per-thread code is `for i in BM { for j in BN { acc = 0; for r in K {
+  // acc += A[..i..r] * B[..j..r] }; epilogue } }` under gpu_block loops: one
+  // block computes the BM x BN tile with 8 warps (2 x 4), each warp a WM x WN
+  // part of it in m16n8k16 mma.sync steps, f32 accumulators in registers.
+  // The reduction goes in steps of BK: each step's A and B tiles are copied
+  // into shared memory (16-byte cp.async where the index proves 8 elements
+  // contiguous and aligned, element by element otherwise), one step ahead of
+  // the multiplication (two stages), and read with ldmatrix. Then each thread
+  // runs the kernel's epilogue for each accumulator it holds.
+
+  enum class Layout { KMajor, TileMajor, Elements };  // which index runs contiguous in shared memory
+
+  struct TileOperand {
+    Expr index;            // the load's index
+    int buffer = -1;
+    std::string tile_var;  // the tile loop it moves with (A: rows, B: columns)
+    int64_t tile = 0;      // that loop's extent (BM or BN)
+    Layout layout = Layout::Elements;
+    Expr base;             // KMajor: index of 8 elements at (tile_var, chunk); TileMajor: at (chunk, r)
+    int64_t rows = 0, pitch = 0;  // its tile in shared memory, 16-bit elements a row
+  };
+
+  static constexpr const char* kChunk = "kiln.chunk";  // names of the analysis; never IR names
+  static constexpr const char* kLane = "kiln.lane";
+
+  [[noreturn]] void not_tile(const std::string& why) {
+    fail(k_, "array_tile: not a contraction tensor cores take (" + why + ")");
+  }
+
+  // `index` with loop `v` (extent `n`) split into chunks of 8, simplified with
+  // the bounds of the block loops and `other` (extent `other_n`): the base of
+  // 8 contiguous elements whose start is a multiple of 8, or null.
+  Expr chunk_base(const Expr& index, const std::string& v, int64_t n, const std::string& other, int64_t other_n) {
+    if (n % 8) return nullptr;
+    Expr split = substitute(index, {{v, var(kChunk) * idx(8) + var(kLane)}});
+    Stmt body = store(0, split, const_f32(0));
+    body = for_loop(kLane, idx(8), LoopKind::Serial, {body});
+    body = for_loop(kChunk, idx(n / 8), LoopKind::Serial, {body});
+    body = for_loop(other, idx(other_n), LoopKind::Serial, {body});
+    for (auto it = nest_.loops.rbegin(); it != nest_.loops.rend(); ++it)
+      body = for_loop(it->stmt->var, it->stmt->extent, LoopKind::Serial, {body});
+    Kernel probe = k_;
+    probe.body = block({body});
+    Stmt s = simplify_indices(probe).body;
+    while (s->kind != StmtKind::Store) s = s->body[0];
+    Expr base = offset_base(s->index, kLane);
+    return base && multiple_of(base, 8) && !uses_var(base, kLane) ? base : nullptr;
+  }
+
+  TileOperand tile_operand(const Expr& load, const std::string& tile_var, int64_t tile, const std::string& r,
+                           int64_t depth, int64_t bk) {
+    TileOperand o{load->args[0], load->buffer, tile_var, tile, Layout::Elements, nullptr, 0, 0};
+    if ((o.base = chunk_base(o.index, r, depth, tile_var, tile))) {
+      o.layout = Layout::KMajor;
+    } else if ((o.base = chunk_base(o.index, tile_var, tile, r, depth))) {
+      o.layout = Layout::TileMajor;
+    }
+    // Rows padded by 16 bytes: ldmatrix's 8 rows then fall in distinct banks.
+    bool tile_major = o.layout == Layout::TileMajor;
+    o.rows = tile_major ? bk : tile;
+    o.pitch = (tile_major ? tile : bk) + 8;
+    return o;
+  }
+
+  // `const long long` locals for IR variables, in a C block of their own.
+  void open_vars(const std::vector<std::pair<std::string, std::string>>& vars) {
+    line("{");
+    ++indent_;
+    for (const auto& [name, value] : vars) line("const long long " + declare(name) + " = " + value + ";");
+  }
+  void close_vars(size_t n) {
+    scope_.resize(scope_.size() - n);
+    --indent_;
+    line("}");
+  }
+
+  // Copies the operand's BK-deep tile at reduction offset kiln_k0 into stage
+  // kiln_stage of `smem`.
+  void copy_tile(const TileOperand& o, const std::string& smem, const std::string& r, int64_t bk) {
+    const std::string b = buffer_name(o.buffer), tile = std::to_string(o.tile), pitch = std::to_string(o.pitch);
+    std::string dst = smem + "[kiln_stage]";
+    if (o.layout == Layout::Elements) {
+      int64_t per = o.tile * bk / kMmaThreads;
+      line("#pragma unroll");
+      line("for (int kiln_p = 0; kiln_p < " + std::to_string(per) + "; ++kiln_p) {");
+      ++indent_;
+      line("const int kiln_e = kiln_tid + kiln_p * " + std::to_string(kMmaThreads) + ";");
+      open_vars({{o.tile_var, "kiln_e / " + std::to_string(bk)}, {r, "kiln_k0 + kiln_e % " + std::to_string(bk)}});
+      line(dst + "[(kiln_e / " + std::to_string(bk) + ") * " + pitch + " + kiln_e % " + std::to_string(bk) + "] = " + b +
+           "[" + full(o.index) + "];");
+      close_vars(2);
+      --indent_;
+      return line("}");
+    }
+    bool k_major = o.layout == Layout::KMajor;
+    int64_t per_row = (k_major ? bk : o.tile) / 8, per = o.tile * bk / 8 / kMmaThreads;
+    std::string row = "kiln_c / " + std::to_string(per_row), col = "kiln_c % " + std::to_string(per_row);
+    line("#pragma unroll");
+    line("for (int kiln_p = 0; kiln_p < " + std::to_string(per) + "; ++kiln_p) {");
+    ++indent_;
+    line("const int kiln_c = kiln_tid + kiln_p * " + std::to_string(kMmaThreads) + ";");
+    if (k_major) open_vars({{o.tile_var, row}, {kChunk, "kiln_k0 / 8 + " + col}});
+    else open_vars({{r, "kiln_k0 + " + row}, {kChunk, col}});
+    line("kiln_cp_async16(&" + dst + "[(" + row + ") * " + pitch + " + (" + col + ") * 8], " + b + " + (" + full(o.base) +
+         "));");
+    close_vars(2);
+    --indent_;
+    line("}");
+  }
+
+  void emit_tensor_core_tile() {
+    const ArrayTile& at = k_.array_tile;
+    for (const GpuLoop& l : nest_.loops)
+      if (l.stmt->loop != LoopKind::GpuBlock) not_tile("thread loop '" + l.stmt->var + "'; only block loops may be bound");
+    const std::vector<Stmt>* body = nest_.body;
+    auto single = [&](const std::vector<Stmt>& b) -> const Stmt& {
+      const std::vector<Stmt>* x = &b;
+      while (x->size() == 1 && (*x)[0]->kind == StmtKind::Block) x = &(*x)[0]->body;
+      if (x->size() != 1 || (*x)[0]->kind != StmtKind::For) not_tile("the tile is not two loops around the reduction");
+      return (*x)[0];
+    };
+    const Stmt& outer = single(*body);
+    const Stmt& inner = single(outer->body);
+    std::vector<Stmt> stmts = inner->body;
+    while (stmts.size() == 1 && stmts[0]->kind == StmtKind::Block) stmts = stmts[0]->body;
+    // [acc = 0, for r {...}, epilogue...]
+    if (stmts.size() < 2 || stmts[0]->kind != StmtKind::Store || stmts[1]->kind != StmtKind::For)
+      not_tile("the tile's body is not `acc = 0; for r { ... }; ...`");
+    std::optional<HalfProduct> p = half_product(k_, stmts[1]);
+    if (!p) not_tile("the reduction is not acc += a * b of f16 or bf16 loads");
+    const Stmt& init = stmts[0];
+    if (init->buffer != p->acc || init->value->kind != ExprKind::Const || init->value->fval != 0)
+      not_tile("the accumulator does not start at 0");
+    std::vector<Stmt> epilogue(stmts.begin() + 2, stmts.end());
+    for (const Stmt& e : epilogue)
+      visit(e, [&](const Stmt& x) {
+        if (x->kind == StmtKind::Store && (x->buffer == p->a->buffer || x->buffer == p->b->buffer))
+          not_tile("the epilogue writes an operand");
+        if (x->kind == StmtKind::For && x->var == stmts[1]->var) not_tile("the epilogue reuses the reduction's loop");
+      });
+    const std::string &r = stmts[1]->var, &i = outer->var, &j = inner->var;
+    int64_t bm = 0, bn = 0, depth = 0;
+    auto constant = [&](const Stmt& l, int64_t* v) {
+      if (l->extent->kind != ExprKind::Const) not_tile("loop '" + l->var + "' has no constant extent");
+      *v = l->extent->ival;
+    };
+    constant(outer, &bm);
+    constant(inner, &bn);
+    constant(stmts[1], &depth);
+    Expr a = p->a, b = p->b;
+    if (uses_var(a->args[0], j) || uses_var(b->args[0], i)) std::swap(a, b);
+    if (uses_var(a->args[0], j) || uses_var(b->args[0], i)) not_tile("an operand moves with both output loops");
+    int64_t bk = at.k;
+    if (at.m != bm || at.n != bn) not_tile("array_tile's rows and columns are not the tile loops' extents");
+    if (bm % 32 || bn % 64 || bk % 16 || bk < 16 || depth % bk || bm * bk % (8 * kMmaThreads) ||
+        bn * bk % (8 * kMmaThreads))
+      not_tile("tile " + std::to_string(bm) + " x " + std::to_string(bk) + " x " + std::to_string(bn) +
+               " over a reduction of " + std::to_string(depth) +
+               ": rows a multiple of 32, columns of 64, depth of 16 dividing the reduction, and each tile at least 2048 elements");
+    TileOperand ta = tile_operand(a, i, bm, r, depth, bk), tb = tile_operand(b, j, bn, r, depth, bk);
+    int64_t bytes = 2 * 2 * (ta.rows * ta.pitch + tb.rows * tb.pitch);
+    if (bytes > 48 * 1024) not_tile("the two stages of tiles need " + std::to_string(bytes) + " bytes of shared memory (48 KiB at most)");
+    use_mma_ = true;
+    const bool bf = p->dtype == bf16;
+    const int64_t wm = bm / 2, wn = bn / 4, mi = wm / 16, ni = wn / 8;
+    auto n = [](int64_t v) { return std::to_string(v); };
+    line("// tensor cores: " + n(bm) + " x " + n(bn) + " outputs a block of 8 warps (each " + n(wm) + " x " + n(wn) +
+         "), the reduction in steps of " + n(bk));
+    line("__shared__ __align__(16) unsigned short kiln_as[2][" + n(ta.rows * ta.pitch) + "];");
+    line("__shared__ __align__(16) unsigned short kiln_bs[2][" + n(tb.rows * tb.pitch) + "];");
+    line("const int kiln_tid = threadIdx.x, kiln_lane = kiln_tid % 32, kiln_warp = kiln_tid / 32;");
+    line("const int kiln_wm = (kiln_warp / 4) * " + n(wm) + ", kiln_wn = (kiln_warp % 4) * " + n(wn) + ";");
+    line("float kiln_acc[" + n(mi) + "][" + n(ni) + "][4];");
+    line("#pragma unroll");
+    line("for (int kiln_x = 0; kiln_x < " + n(mi * ni * 4) + "; ++kiln_x) (&kiln_acc[0][0][0])[kiln_x] = 0.0f;");
+    line("auto kiln_load = [&](int kiln_stage, long long kiln_k0) {");
+    ++indent_;
+    copy_tile(ta, "kiln_as", r, bk);
+    copy_tile(tb, "kiln_bs", r, bk);
+    --indent_;
+    line("};");
+    line("kiln_load(0, 0);");
+    line("kiln_cp_async_commit();");
+    line("for (long long kiln_kt = 0; kiln_kt < " + n(depth / bk) + "LL; ++kiln_kt) {");
+    ++indent_;
+    line("if (kiln_kt + 1 < " + n(depth / bk) + "LL) {");
+    line("  kiln_load(int(kiln_kt + 1) & 1, (kiln_kt + 1) * " + n(bk) + "LL);");
+    line("  kiln_cp_async_commit();");
+    line("  kiln_cp_async_wait<1>();");
+    line("} else {");
+    line("  kiln_cp_async_wait<0>();");
+    line("}");
+    line("__syncthreads();");
+    line("const unsigned short* kiln_at = kiln_as[kiln_kt & 1];");
+    line("const unsigned short* kiln_bt = kiln_bs[kiln_kt & 1];");
+    line("const int kiln_q = kiln_lane / 8, kiln_qr = kiln_lane % 8;");
+    line("#pragma unroll");
+    line("for (int kiln_kk = 0; kiln_kk < " + n(bk) + "; kiln_kk += 16) {");
+    ++indent_;
+    line("unsigned kiln_a[" + n(mi) + "][4], kiln_b[" + n(ni) + "][2];");
+    // A fragments: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15).
+    line("#pragma unroll");
+    line("for (int kiln_i = 0; kiln_i < " + n(mi) + "; ++kiln_i) {");
+    std::string arow = "kiln_wm + kiln_i * 16 + (kiln_q % 2) * 8", acol = "kiln_kk + (kiln_q / 2) * 8";
+    if (ta.layout == Layout::TileMajor)
+      line("  kiln_ldmatrix_x4_trans(kiln_a[kiln_i], kiln_at + (" + acol + " + kiln_qr) * " + n(ta.pitch) + " + " + arow + ");");
+    else
+      line("  kiln_ldmatrix_x4(kiln_a[kiln_i], kiln_at + (" + arow + " + kiln_qr) * " + n(ta.pitch) + " + " + acol + ");");
+    line("}");
+    // B fragments, two n8 tiles a load: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
+    line("#pragma unroll");
+    line("for (int kiln_j = 0; kiln_j < " + n(ni) + "; kiln_j += 2) {");
+    std::string bcol = "kiln_wn + kiln_j * 8 + (kiln_q / 2) * 8", bk_ = "kiln_kk + (kiln_q % 2) * 8";
+    if (tb.layout == Layout::TileMajor)
+      line("  kiln_ldmatrix_x4_trans_pair(kiln_b[kiln_j], kiln_b[kiln_j + 1], kiln_bt + (" + bk_ + " + kiln_qr) * " +
+           n(tb.pitch) + " + " + bcol + ");");
+    else
+      line("  kiln_ldmatrix_x4_pair(kiln_b[kiln_j], kiln_b[kiln_j + 1], kiln_bt + (" + bcol + " + kiln_qr) * " +
+           n(tb.pitch) + " + " + bk_ + ");");
+    line("}");
+    line("#pragma unroll");
+    line("for (int kiln_i = 0; kiln_i < " + n(mi) + "; ++kiln_i)");
+    line("  #pragma unroll");
+    line("  for (int kiln_j = 0; kiln_j < " + n(ni) + "; ++kiln_j)");
+    line(std::string("    kiln_mma_") + (bf ? "bf16" : "f16") + "(kiln_acc[kiln_i][kiln_j], kiln_a[kiln_i], kiln_b[kiln_j]);");
+    --indent_;
+    line("}");
+    line("__syncthreads();");
+    --indent_;
+    line("}");
+    // Accumulator e of (kiln_i, kiln_j): row lane/4 (+8 for e >= 2), column 2 (lane % 4) + e % 2.
+    line("#pragma unroll");
+    line("for (int kiln_i = 0; kiln_i < " + n(mi) + "; ++kiln_i) {");
+    ++indent_;
+    line("#pragma unroll");
+    line("for (int kiln_j = 0; kiln_j < " + n(ni) + "; ++kiln_j) {");
+    ++indent_;
+    line("#pragma unroll");
+    line("for (int kiln_e = 0; kiln_e < 4; ++kiln_e) {");
+    ++indent_;
+    open_vars({{i, "kiln_wm + kiln_i * 16 + kiln_lane / 4 + (kiln_e / 2) * 8"},
+               {j, "kiln_wn + kiln_j * 8 + (kiln_lane % 4) * 2 + kiln_e % 2"}});
+    line(buffer_name(p->acc) + "[0] = kiln_acc[kiln_i][kiln_j][kiln_e];");
+    emit_stmts(epilogue);
+    close_vars(2);
+    --indent_;
+    line("}");
+    --indent_;
+    line("}");
+    --indent_;
+    line("}");
+  }
 };
 
 }  // namespace
@@ -699,6 +1000,12 @@ std::string cuda_entry_name(const Kernel& k) {
   for (char& c : s)
     if (!is_ascii_alnum(c)) c = '_';
   return is_safe_name(s) ? s : "kernel_" + s;
+}
+
+GpuGrid cuda_grid(const Kernel& k) {
+  GpuGrid g = gpu_grid(k, kBackend);
+  if (k.array_tile.any()) g.threads = {idx(Emitter::kMmaThreads), idx(1), idx(1)};
+  return g;
 }
 
 // Index arithmetic is simplified with the loops' bounds first (a q4 weight's

@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "codegen/emit/gpu_nest.h"
 #include "kiln/kernel.h"
 
 namespace kiln {
@@ -22,5 +23,10 @@ std::string cuda_entry_name(const Kernel& k);
 // Needs no CUDA headers. Throws kiln::Error for IR that the GPU cannot run,
 // "... not scheduled for the GPU ..." for a kernel not of that shape.
 std::string emit_cuda(const Kernel& k, const std::string& entry_name);
+
+// The launch of what emit_cuda() prints: gpu_grid(), except that a kernel
+// whose schedule tiles its contraction for tensor cores (array_tile) runs 256
+// threads a block (8 warps sharing the block's tile).
+GpuGrid cuda_grid(const Kernel& k);
 
 }  // namespace kiln

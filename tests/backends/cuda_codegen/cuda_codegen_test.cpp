@@ -292,6 +292,52 @@ TEST(CudaCodegen, LongRowsAreReadInSixteenBytePieces) {
   EXPECT_TRUE(contains(emit_cuda(parse_kernel(aligned), "f"), "uint4 kiln_vec0[1];")) << emit_cuda(parse_kernel(aligned), "f");
 }
 
+// f16 and bf16 contractions of tensor-core sizes run on them: cp.async copies
+// into shared memory, ldmatrix (transposed where the tile's rows are not the
+// reduction) and mma.sync, 256 threads a block; ptxas takes the PTX.
+TEST(CudaCodegen, TensorCoreTiles) {
+  const char* ptxas = "/usr/local/cuda/bin/ptxas";
+  auto dir = std::filesystem::temp_directory_path() / ("kiln_mma_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  int tiles = 0;
+  for (const testing::GraphCase& c : testing::op_cases()) {
+    if (c.name.rfind("tensor-core", 0) != 0) continue;
+    SCOPED_TRACE(c.name);
+    Kernel k = scheduled(lower(c.graph).kernels[0]);
+    ASSERT_TRUE(k.array_tile.any());
+    std::string src = emit_cuda(k, "f"), ptx = compile_cuda_to_ptx(k, "sm_90");
+    bool bf = contains(c.name, "bf16");
+    EXPECT_TRUE(contains(ptx, bf ? "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" : "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")) << src;
+    EXPECT_TRUE(contains(ptx, "cp.async.cg.shared.global")) << src;
+    EXPECT_TRUE(contains(ptx, "ldmatrix.sync.aligned.m8n8.x4")) << src;
+    // Transposed loads for a B with contiguous columns and for an A with contiguous rows.
+    EXPECT_EQ(contains(src, "kiln_ldmatrix_x4_trans_pair(kiln_b"), !contains(c.name, "weight rows")) << src;
+    EXPECT_EQ(contains(src, "kiln_ldmatrix_x4_trans(kiln_a"), contains(c.name, "A columns")) << src;
+    GpuGrid grid = cuda_grid(k);
+    EXPECT_EQ(evaluate_index(grid.threads[0], {}) * evaluate_index(grid.threads[1], {}), 256);
+    if (std::filesystem::exists(ptxas)) {
+      auto file = dir / ("tile" + std::to_string(tiles) + ".ptx");
+      std::ofstream(file) << ptx;
+      std::string command = std::string(ptxas) + " -arch=sm_90 " + file.string() + " -o " + file.string() + ".cubin";
+      EXPECT_EQ(std::system(command.c_str()), 0) << command;
+    }
+    ++tiles;
+  }
+  EXPECT_EQ(tiles, 6);
+  std::filesystem::remove_all(dir);
+  // A tile the operands cannot take is refused with the reason, not miscompiled.
+  Graph g;
+  g.outputs = {g.contract(g.input("a", f16, {128, 64}), g.input("b", f16, {64, 128}))};
+  Schedule s = default_schedule(lower(g).kernels[0], h100_description());
+  s.steps.back().sizes = {128, 24, 128};
+  try {
+    emit_cuda(apply(lower(g).kernels[0], s), "f");
+    ADD_FAILURE() << "a reduction step of 24 was emitted";
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), "depth of 16")) << e.what();
+  }
+}
+
 // ptxas 13.0 drops some negations it folds into sm_90's three-input integer
 // max: an i32 negation goes through an identity byte permute it cannot fold.
 TEST(CudaCodegen, IntNegationIsKeptFromPtxas) {
