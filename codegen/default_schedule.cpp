@@ -328,7 +328,8 @@ int cuda_capability(const DeviceInfo& t) {
 // reduction in steps of BK (`array_tile r by BM, BK, BN`): the emitter stages
 // each step's operand tiles in shared memory and multiplies them with
 // mma.sync. Output sides must divide by the tile and the reduction by BK.
-// Knobs: tensor_cores (on/off), mma_bm and mma_bn (the block's tile).
+// Knobs: tensor_cores (on/off), mma_bm and mma_bn (the block's tile), mma_bk
+// (its depth) and mma_stages (how many steps the copies run ahead, plus one).
 Schedule gpu_tensor_core_tiles(const Kernel& k, const std::vector<Stmt>& chain, const DeviceInfo& t, Knobs& kn) {
   Schedule s;
   constexpr int64_t kDepth = 32;
@@ -359,9 +360,11 @@ Schedule gpu_tensor_core_tiles(const Kernel& k, const std::vector<Stmt>& chain, 
   if (!const_extent(*rows, &m) || !const_extent(cols, &nn)) return s;
   for (size_t i = 0; i + 2 < n; ++i)
     if (!const_extent(chain[i], &e)) return s;
-  std::vector<int64_t> bms = divisors_among(m, {128, 64}), bns = divisors_among(nn, {128, 64});
+  std::vector<int64_t> bms = divisors_among(m, {128, 64}), bns = divisors_among(nn, {128, 64, 256});
   if (bms.empty() || bns.empty() || !kn.pick("tensor_cores", true)) return s;
   int64_t bm = kn.pick("mma_bm", bms, bms[0]), bn = kn.pick("mma_bn", bns, bns[0]);
+  int64_t bk = kn.pick("mma_bk", divisors_among(depth, {32, 64}), kDepth);
+  int64_t stages = kn.pick("mma_stages", {2, 3, 4}, 3);
   std::string batch;
   for (size_t i = 0; i + 2 < n; ++i) {
     if (batch.empty()) {
@@ -380,7 +383,7 @@ Schedule gpu_tensor_core_tiles(const Kernel& k, const std::vector<Stmt>& chain, 
   for (const std::string& v : {io, jo, ii, ji}) order.push_back(v);
   s.reorder(order);
   if (!batch.empty()) s.bind(batch, LoopKind::GpuBlock);
-  s.bind(io, LoopKind::GpuBlock).bind(jo, LoopKind::GpuBlock).array_tile(r, bm, kDepth, bn);
+  s.bind(io, LoopKind::GpuBlock).bind(jo, LoopKind::GpuBlock).array_tile(r, bm, bk, bn, stages);
   return s;
 }
 

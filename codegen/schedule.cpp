@@ -524,7 +524,8 @@ Kernel spread(const Kernel& k, const Step& st) {
 
 // Only records the tile on the kernel: the backend's emitter does the tiling.
 Kernel array_tile(const Kernel& k, const Step& st) {
-  if (st.sizes.size() != 3) refuse(st, "takes three tile sizes (output rows, reduction, output columns)");
+  if (st.sizes.size() != 3 && st.sizes.size() != 4)
+    refuse(st, "takes three tile sizes (output rows, reduction, output columns) and optionally the stages");
   for (int64_t v : st.sizes)
     if (v < 0 || v > (int64_t(1) << 24)) refuse(st, "tile sizes must be in 0..16777216 (0: the backend's choice)");
   bool found = false;
@@ -533,7 +534,7 @@ Kernel array_tile(const Kernel& k, const Step& st) {
   });
   if (!found) refuse(st, "the kernel has no reduction loop named '" + st.loops[0] + "'");
   Kernel out = k;
-  out.array_tile = {st.sizes[0], st.sizes[1], st.sizes[2]};
+  out.array_tile = {st.sizes[0], st.sizes[1], st.sizes[2], st.sizes.size() == 4 ? st.sizes[3] : 0};
   return out;
 }
 
@@ -587,8 +588,10 @@ Schedule& Schedule::bind(std::string loop, LoopKind kind) {
   steps.push_back({Prim::Bind, {std::move(loop)}, 0, kind});
   return *this;
 }
-Schedule& Schedule::array_tile(std::string reduction, int64_t m, int64_t k, int64_t n) {
-  steps.push_back({Prim::ArrayTile, {std::move(reduction)}, 0, LoopKind::Serial, {m, k, n}});
+Schedule& Schedule::array_tile(std::string reduction, int64_t m, int64_t k, int64_t n, int64_t stages) {
+  std::vector<int64_t> sizes = {m, k, n};
+  if (stages) sizes.push_back(stages);
+  steps.push_back({Prim::ArrayTile, {std::move(reduction)}, 0, LoopKind::Serial, std::move(sizes)});
   return *this;
 }
 
@@ -746,9 +749,9 @@ Step parse_step(const std::string& line) {
         } catch (const std::logic_error&) {
           used = std::string::npos;
         }
-        expect(used == v.size(), "array_tile REDUCTION by M, K, N");
+        expect(used == v.size(), "array_tile REDUCTION by M, K, N[, STAGES]");
       }
-      expect(b == "by" && st.sizes.size() == 3, "array_tile REDUCTION by M, K, N");
+      expect(b == "by" && (st.sizes.size() == 3 || st.sizes.size() == 4), "array_tile REDUCTION by M, K, N[, STAGES]");
       st.loops = {a};
       break;
     }

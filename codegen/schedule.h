@@ -22,6 +22,8 @@
 //                                  (the systolic array) in tiles of 256 output
 //                                  rows x 128 of r2 x 128 output columns; a 0
 //                                  leaves that size to the backend
+//   array_tile r2 by 128, 32, 128, 3   the same on tensor cores, the operands'
+//                                  copies running 3 tiles deep (stages)
 #pragma once
 
 #include <cstdint>
@@ -46,7 +48,7 @@ struct Step {
                                    // others: the loops they act on
   int64_t factor = 0;              // Split; Spread: the thread count
   LoopKind kind = LoopKind::Serial;  // Bind: GpuBlock or GpuThread
-  std::vector<int64_t> sizes;        // ArrayTile: {m, k, n}
+  std::vector<int64_t> sizes;        // ArrayTile: {m, k, n} or {m, k, n, stages}
 
   bool operator==(const Step& o) const = default;
 };
@@ -67,7 +69,7 @@ struct Schedule {
   Schedule& serial(std::string loop);
   Schedule& spread(std::string loop, int64_t threads, std::string thread);
   Schedule& bind(std::string loop, LoopKind kind);
-  Schedule& array_tile(std::string reduction, int64_t m, int64_t k, int64_t n);
+  Schedule& array_tile(std::string reduction, int64_t m, int64_t k, int64_t n, int64_t stages = 0);
 };
 
 std::string print(const Schedule& s);

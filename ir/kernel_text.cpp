@@ -180,11 +180,12 @@ void KernelParser::param() {
   scope_.push_back(name);
 }
 
-// `array_tile M, K, N`
+// `array_tile M, K, N` or `array_tile M, K, N, STAGES`
 void KernelParser::array_tile() {
   next();
-  int64_t* sizes[] = {&k_.array_tile.m, &k_.array_tile.k, &k_.array_tile.n};
-  for (int i = 0; i < 3; ++i) {
+  int64_t* sizes[] = {&k_.array_tile.m, &k_.array_tile.k, &k_.array_tile.n, &k_.array_tile.stages};
+  for (int i = 0; i < 4; ++i) {
+    if (i == 3 && !peek_is(",")) break;
     if (i) expect(",");
     Token t = peek();
     *sizes[i] = expect_int("an array tile size");
@@ -436,7 +437,8 @@ std::string print(const Kernel& k) {
   }
   const ArrayTile& t = k.array_tile;
   if (t.any())
-    s += "  array_tile " + std::to_string(t.m) + ", " + std::to_string(t.k) + ", " + std::to_string(t.n) + "\n";
+    s += "  array_tile " + std::to_string(t.m) + ", " + std::to_string(t.k) + ", " + std::to_string(t.n) +
+         (t.stages ? ", " + std::to_string(t.stages) : "") + "\n";
   // The body is a Block whose statements sit directly in the kernel's braces.
   if (k.body && k.body->kind == StmtKind::Block) print_stmts(s, k.body->body, k, 1);
   else if (k.body) print_stmt(s, k.body, k, 1);

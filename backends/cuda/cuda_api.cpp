@@ -57,6 +57,7 @@ std::string find_driver_symbols(void* lib, Driver& d) {
   KILN_FIND(lib, d, module_unload, cuModuleUnload);
   KILN_FIND(lib, d, module_get_function, cuModuleGetFunction);
   KILN_FIND(lib, d, func_get_attribute, cuFuncGetAttribute);
+  KILN_FIND(lib, d, func_set_attribute, cuFuncSetAttribute);
   KILN_FIND(lib, d, launch_kernel, cuLaunchKernel);
   KILN_FIND(lib, d, stream_begin_capture, cuStreamBeginCapture);
   KILN_FIND(lib, d, stream_end_capture, cuStreamEndCapture);

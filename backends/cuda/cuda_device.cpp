@@ -286,6 +286,11 @@ class CudaExecutable : public Executable {
     gpu_->check(api.module_get_function(&fn_, module_, entry.c_str()), "cuModuleGetFunction", name_);
     gpu_->check(api.func_get_attribute(&max_threads_, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, fn_),
                 "cuFuncGetAttribute", name_);
+    // Shared memory sized at launch past 48 KiB must be allowed first.
+    if (grid_.dynamic_shared_bytes > 48 * 1024)
+      gpu_->check(api.func_set_attribute(fn_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                         int(grid_.dynamic_shared_bytes)),
+                  "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)", name_);
   }
 
   const std::string& name() const override { return name_; }
@@ -312,7 +317,8 @@ class CudaExecutable : public Executable {
     for (long long& v : values) kernel_args.push_back(&v);
     gpu_->make_current();
     gpu_->check(gpu_->api().launch_kernel(fn_, unsigned(grid[0]), unsigned(grid[1]), unsigned(grid[2]),
-                                          unsigned(block[0]), unsigned(block[1]), unsigned(block[2]), 0,
+                                          unsigned(block[0]), unsigned(block[1]), unsigned(block[2]),
+                                          unsigned(grid_.dynamic_shared_bytes),
                                           cuda_stream->handle(), kernel_args.data(), nullptr),
                 "cuLaunchKernel", name_);
   }

@@ -60,6 +60,7 @@ GpuNest find_gpu_nest(const Kernel& k, std::string_view backend);
 struct GpuGrid {
   std::array<Expr, 3> blocks;
   std::array<Expr, 3> threads;
+  int64_t dynamic_shared_bytes = 0;  // shared memory sized at launch (CUDA's tensor-core tiles)
 };
 
 GpuGrid gpu_grid(const GpuNest& nest);

@@ -113,11 +113,13 @@ struct BufferDecl {
 };
 
 // How a matrix unit that takes a contraction in whole tiles (the systolic
-// array) should tile this kernel's: rows of the output, depth of the
-// reduction and columns of the output per tile. 0 leaves a size to the
-// backend. Set by the schedule's `array_tile` step; other targets ignore it.
+// array, tensor cores) should tile this kernel's: rows of the output, depth of
+// the reduction and columns of the output per tile, and how many tiles deep
+// the copies of the operands run ahead of the multiplication (stages; tensor
+// cores only). 0 leaves a size to the backend. Set by the schedule's
+// `array_tile` step; other targets ignore it.
 struct ArrayTile {
-  int64_t m = 0, k = 0, n = 0;
+  int64_t m = 0, k = 0, n = 0, stages = 0;
   bool any() const { return m || k || n; }
   bool operator==(const ArrayTile& o) const = default;
 };

@@ -234,6 +234,16 @@ CExpr int_literal(int64_t v, ValType t) {
   return v < 0 ? unary_op(s) : primary(s);
 }
 
+// A tensor-core tile's operands in shared memory: one stage of an operand
+// takes its tile in either layout (rows padded by 8 elements); all stages of
+// A, then all of B.
+int64_t tile_stage_elements(int64_t side, int64_t depth) { return std::max(side * (depth + 8), depth * (side + 8)); }
+int64_t tile_stages(const ArrayTile& t) { return t.stages > 0 ? t.stages : 3; }
+int64_t tile_shared_bytes(const ArrayTile& t) {
+  return 2 * tile_stages(t) * (tile_stage_elements(t.m, t.k) + tile_stage_elements(t.n, t.k));
+}
+constexpr int64_t kMaxSharedBytes = 227 * 1024;  // a block's shared memory on sm_90 (sm_80: 163 KiB)
+
 class Emitter {
  public:
   static constexpr int64_t kMmaThreads = 256;  // a tensor-core tile's block: 8 warps
@@ -817,9 +827,9 @@ class Emitter {
 
   // Copies the operand's BK-deep tile at reduction offset kiln_k0 into stage
   // kiln_stage of `smem`.
-  void copy_tile(const TileOperand& o, const std::string& smem, const std::string& r, int64_t bk) {
-    const std::string b = buffer_name(o.buffer), tile = std::to_string(o.tile), pitch = std::to_string(o.pitch);
-    std::string dst = smem + "[kiln_stage]";
+  void copy_tile(const TileOperand& o, const std::string& smem, int64_t stage, const std::string& r, int64_t bk) {
+    const std::string b = buffer_name(o.buffer), pitch = std::to_string(o.pitch);
+    std::string dst = smem + " + kiln_stage * " + std::to_string(stage);
     if (o.layout == Layout::Elements) {
       int64_t per = o.tile * bk / kMmaThreads;
       line("#pragma unroll");
@@ -827,8 +837,8 @@ class Emitter {
       ++indent_;
       line("const int kiln_e = kiln_tid + kiln_p * " + std::to_string(kMmaThreads) + ";");
       open_vars({{o.tile_var, "kiln_e / " + std::to_string(bk)}, {r, "kiln_k0 + kiln_e % " + std::to_string(bk)}});
-      line(dst + "[(kiln_e / " + std::to_string(bk) + ") * " + pitch + " + kiln_e % " + std::to_string(bk) + "] = " + b +
-           "[" + full(o.index) + "];");
+      line("(" + dst + ")[(kiln_e / " + std::to_string(bk) + ") * " + pitch + " + kiln_e % " + std::to_string(bk) + "] = " +
+           b + "[" + full(o.index) + "];");
       close_vars(2);
       --indent_;
       return line("}");
@@ -842,7 +852,7 @@ class Emitter {
     line("const int kiln_c = kiln_tid + kiln_p * " + std::to_string(kMmaThreads) + ";");
     if (k_major) open_vars({{o.tile_var, row}, {kChunk, "kiln_k0 / 8 + " + col}});
     else open_vars({{r, "kiln_k0 + " + row}, {kChunk, col}});
-    line("kiln_cp_async16(&" + dst + "[(" + row + ") * " + pitch + " + (" + col + ") * 8], " + b + " + (" + full(o.base) +
+    line("kiln_cp_async16(" + dst + " + (" + row + ") * " + pitch + " + (" + col + ") * 8, " + b + " + (" + full(o.base) +
          "));");
     close_vars(2);
     --indent_;
@@ -899,16 +909,20 @@ class Emitter {
                " over a reduction of " + std::to_string(depth) +
                ": rows a multiple of 32, columns of 64, depth of 16 dividing the reduction, and each tile at least 2048 elements");
     TileOperand ta = tile_operand(a, i, bm, r, depth, bk), tb = tile_operand(b, j, bn, r, depth, bk);
-    int64_t bytes = 2 * 2 * (ta.rows * ta.pitch + tb.rows * tb.pitch);
-    if (bytes > 48 * 1024) not_tile("the two stages of tiles need " + std::to_string(bytes) + " bytes of shared memory (48 KiB at most)");
+    const int64_t stages = tile_stages(at), stage_a = tile_stage_elements(bm, bk), stage_b = tile_stage_elements(bn, bk);
+    if (stages < 2 || stages > 8) not_tile("stages must be in 2..8");
+    if (tile_shared_bytes(at) > kMaxSharedBytes)
+      not_tile(std::to_string(stages) + " stages of tiles need " + std::to_string(tile_shared_bytes(at)) +
+               " bytes of shared memory (" + std::to_string(kMaxSharedBytes) + " at most)");
     use_mma_ = true;
     const bool bf = p->dtype == bf16;
     const int64_t wm = bm / 2, wn = bn / 4, mi = wm / 16, ni = wn / 8;
     auto n = [](int64_t v) { return std::to_string(v); };
     line("// tensor cores: " + n(bm) + " x " + n(bn) + " outputs a block of 8 warps (each " + n(wm) + " x " + n(wn) +
          "), the reduction in steps of " + n(bk));
-    line("__shared__ __align__(16) unsigned short kiln_as[2][" + n(ta.rows * ta.pitch) + "];");
-    line("__shared__ __align__(16) unsigned short kiln_bs[2][" + n(tb.rows * tb.pitch) + "];");
+    line("extern __shared__ __align__(16) unsigned short kiln_tiles[];  // " + n(stages) + " stages of A, then of B");
+    line("unsigned short* const kiln_as = kiln_tiles;");
+    line("unsigned short* const kiln_bs = kiln_tiles + " + n(stages * stage_a) + ";");
     line("const int kiln_tid = threadIdx.x, kiln_lane = kiln_tid % 32, kiln_warp = kiln_tid / 32;");
     line("const int kiln_wm = (kiln_warp / 4) * " + n(wm) + ", kiln_wn = (kiln_warp % 4) * " + n(wn) + ";");
     line("float kiln_acc[" + n(mi) + "][" + n(ni) + "][4];");
@@ -916,24 +930,30 @@ class Emitter {
     line("for (int kiln_x = 0; kiln_x < " + n(mi * ni * 4) + "; ++kiln_x) (&kiln_acc[0][0][0])[kiln_x] = 0.0f;");
     line("auto kiln_load = [&](int kiln_stage, long long kiln_k0) {");
     ++indent_;
-    copy_tile(ta, "kiln_as", r, bk);
-    copy_tile(tb, "kiln_bs", r, bk);
+    copy_tile(ta, "kiln_as", stage_a, r, bk);
+    copy_tile(tb, "kiln_bs", stage_b, r, bk);
     --indent_;
     line("};");
-    line("kiln_load(0, 0);");
-    line("kiln_cp_async_commit();");
-    line("for (long long kiln_kt = 0; kiln_kt < " + n(depth / bk) + "LL; ++kiln_kt) {");
-    ++indent_;
-    line("if (kiln_kt + 1 < " + n(depth / bk) + "LL) {");
-    line("  kiln_load(int(kiln_kt + 1) & 1, (kiln_kt + 1) * " + n(bk) + "LL);");
+    // Steps 0 .. stages - 2 in flight first (a group each, empty past the
+    // end, so that waiting for all but stages - 2 groups waits for step kt).
+    const std::string steps = n(depth / bk) + "LL";
+    line("#pragma unroll");
+    line("for (int kiln_s = 0; kiln_s < " + n(stages - 1) + "; ++kiln_s) {");
+    line("  if (kiln_s < " + steps + ") kiln_load(kiln_s, kiln_s * " + n(bk) + "LL);");
     line("  kiln_cp_async_commit();");
-    line("  kiln_cp_async_wait<1>();");
-    line("} else {");
-    line("  kiln_cp_async_wait<0>();");
     line("}");
-    line("__syncthreads();");
-    line("const unsigned short* kiln_at = kiln_as[kiln_kt & 1];");
-    line("const unsigned short* kiln_bt = kiln_bs[kiln_kt & 1];");
+    line("int kiln_read = 0, kiln_write = " + n(stages - 1) + ";");
+    line("for (long long kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
+    ++indent_;
+    line("kiln_cp_async_wait<" + n(stages - 2) + ">();");
+    line("__syncthreads();  // step kt is in; every warp is done with step kt - 1, whose stage is written next");
+    line("if (kiln_kt + " + n(stages - 1) + " < " + steps + ") kiln_load(kiln_write, (kiln_kt + " + n(stages - 1) + ") * " +
+         n(bk) + "LL);");
+    line("kiln_cp_async_commit();");
+    line("kiln_write = kiln_write + 1 == " + n(stages) + " ? 0 : kiln_write + 1;");
+    line("const unsigned short* kiln_at = kiln_as + kiln_read * " + n(stage_a) + ";");
+    line("const unsigned short* kiln_bt = kiln_bs + kiln_read * " + n(stage_b) + ";");
+    line("kiln_read = kiln_read + 1 == " + n(stages) + " ? 0 : kiln_read + 1;");
     line("const int kiln_q = kiln_lane / 8, kiln_qr = kiln_lane % 8;");
     line("#pragma unroll");
     line("for (int kiln_kk = 0; kiln_kk < " + n(bk) + "; kiln_kk += 16) {");
@@ -966,7 +986,6 @@ class Emitter {
     line(std::string("    kiln_mma_") + (bf ? "bf16" : "f16") + "(kiln_acc[kiln_i][kiln_j], kiln_a[kiln_i], kiln_b[kiln_j]);");
     --indent_;
     line("}");
-    line("__syncthreads();");
     --indent_;
     line("}");
     // Accumulator e of (kiln_i, kiln_j): row lane/4 (+8 for e >= 2), column 2 (lane % 4) + e % 2.
@@ -1004,7 +1023,10 @@ std::string cuda_entry_name(const Kernel& k) {
 
 GpuGrid cuda_grid(const Kernel& k) {
   GpuGrid g = gpu_grid(k, kBackend);
-  if (k.array_tile.any()) g.threads = {idx(Emitter::kMmaThreads), idx(1), idx(1)};
+  if (k.array_tile.any()) {
+    g.threads = {idx(Emitter::kMmaThreads), idx(1), idx(1)};
+    g.dynamic_shared_bytes = tile_shared_bytes(k.array_tile);
+  }
   return g;
 }
 
