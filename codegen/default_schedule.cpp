@@ -362,7 +362,13 @@ Schedule gpu_tensor_core_tiles(const Kernel& k, const std::vector<Stmt>& chain, 
     if (!const_extent(chain[i], &e)) return s;
   std::vector<int64_t> bms = divisors_among(m, {128, 64}), bns = divisors_among(nn, {128, 64, 256});
   if (bms.empty() || bns.empty() || !kn.pick("tensor_cores", true)) return s;
-  int64_t bm = kn.pick("mma_bm", bms, bms[0]), bn = kn.pick("mma_bn", bns, bns[0]);
+  // 128 x 128 tiles, halved (columns first) while that leaves over half the SMs idle.
+  int64_t batches = 1, dm = bms[0], dn = bns[0] == 256 ? 128 : bns[0];
+  for (size_t i = 0; i + 2 < n; ++i) batches *= chain[i]->extent->ival;
+  auto blocks = [&] { return batches * (m / dm) * (nn / dn); };
+  if (2 * blocks() < t.cores && dn == 128 && nn % 64 == 0) dn = 64;
+  if (2 * blocks() < t.cores && dm == 128 && m % 64 == 0) dm = 64;
+  int64_t bm = kn.pick("mma_bm", bms, dm), bn = kn.pick("mma_bn", bns, dn);
   int64_t bk = kn.pick("mma_bk", divisors_among(depth, {32, 64}), kDepth);
   int64_t stages = kn.pick("mma_stages", {2, 3, 4}, 3);
   std::string batch;
