@@ -66,6 +66,7 @@ std::string find_driver_symbols(void* lib, Driver& d) {
   KILN_FIND(lib, d, graph_exec_destroy, cuGraphExecDestroy);
   KILN_FIND(lib, d, graph_destroy, cuGraphDestroy);
   d.graph_exec_update = reinterpret_cast<decltype(d.graph_exec_update)>(dlsym(lib, KILN_SYMBOL_NAME(cuGraphExecUpdate)));
+  d.launch_kernel_ex = reinterpret_cast<decltype(d.launch_kernel_ex)>(dlsym(lib, KILN_SYMBOL_NAME(cuLaunchKernelEx)));
   return missing;
 }
 

@@ -50,6 +50,8 @@ struct Driver {
   decltype(&::cuGraphDestroy) graph_destroy = nullptr;
   // Optional (null where the driver lacks it): CudaStream::recapture.
   decltype(&::cuGraphExecUpdate) graph_exec_update = nullptr;
+  // Optional: launches that let the next kernel start early (sm_90).
+  decltype(&::cuLaunchKernelEx) launch_kernel_ex = nullptr;
 };
 
 // Opens `library` (dlopen name) and calls cuInit. Null, with the reason in

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -261,6 +262,11 @@ class CudaStream : public Stream {
 // The device's largest grid and block, per axis x, y, z.
 struct Limits {
   std::array<int64_t, 3> grid{}, block{};
+  // Programmatic dependent launch (sm_90 and a driver with cuLaunchKernelEx;
+  // KILN_CUDA_PDL=0 turns it off): each kernel may start while the one before
+  // it finishes, and waits for it (griddepcontrol.wait, emit/cuda) before it
+  // touches memory, so launch latency overlaps the previous kernel's tail.
+  bool dependent_launch = false;
 };
 
 std::string dims_str(const std::array<int64_t, 3>& d) {
@@ -271,7 +277,8 @@ class CudaExecutable : public Executable {
  public:
   CudaExecutable(const Kernel& k, std::shared_ptr<Gpu> gpu, std::shared_ptr<MemoryPool> pool, const Limits& limits)
       : name_(k.name), params_(k.params), num_buffers_(k.global_buffers().size()),
-        grid_(cuda_grid(k)), gpu_(std::move(gpu)), pool_(std::move(pool)), limits_(limits) {}
+        grid_(cuda_grid(k)), gpu_(std::move(gpu)), pool_(std::move(pool)), limits_(limits),
+        tensor_cores_(k.array_tile.any()) {}
   ~CudaExecutable() override {
     if (module_ && gpu_->set_current() == CUDA_SUCCESS) gpu_->api().module_unload(module_);
   }
@@ -316,6 +323,20 @@ class CudaExecutable : public Executable {
     for (CUdeviceptr& p : ptrs) kernel_args.push_back(&p);
     for (long long& v : values) kernel_args.push_back(&v);
     gpu_->make_current();
+    if (limits_.dependent_launch && !tensor_cores_) {
+      CUlaunchAttribute attr{};
+      attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+      attr.value.programmaticStreamSerializationAllowed = 1;
+      CUlaunchConfig config{};
+      config.gridDimX = unsigned(grid[0]), config.gridDimY = unsigned(grid[1]), config.gridDimZ = unsigned(grid[2]);
+      config.blockDimX = unsigned(block[0]), config.blockDimY = unsigned(block[1]), config.blockDimZ = unsigned(block[2]);
+      config.sharedMemBytes = unsigned(grid_.dynamic_shared_bytes);
+      config.hStream = cuda_stream->handle();
+      config.attrs = &attr;
+      config.numAttrs = 1;
+      gpu_->check(gpu_->api().launch_kernel_ex(&config, fn_, kernel_args.data(), nullptr), "cuLaunchKernelEx", name_);
+      return;
+    }
     gpu_->check(gpu_->api().launch_kernel(fn_, unsigned(grid[0]), unsigned(grid[1]), unsigned(grid[2]),
                                           unsigned(block[0]), unsigned(block[1]), unsigned(block[2]),
                                           unsigned(grid_.dynamic_shared_bytes),
@@ -362,6 +383,7 @@ class CudaExecutable : public Executable {
   std::shared_ptr<Gpu> gpu_;
   std::shared_ptr<MemoryPool> pool_;
   Limits limits_;
+  bool tensor_cores_ = false;  // launched without dependent launch (see emit/cuda)
   CUmodule module_ = nullptr;
   CUfunction fn_ = nullptr;
   int max_threads_ = 0;  // per block, for this kernel's register use
@@ -398,6 +420,9 @@ Limits query_limits(const Gpu& gpu) {
   l.block = {gpu.attribute(CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X, what),
              gpu.attribute(CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y, what),
              gpu.attribute(CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z, what)};
+  const char* pdl = std::getenv("KILN_CUDA_PDL");
+  l.dependent_launch = gpu.api().launch_kernel_ex && gpu.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, what) >= 9 &&
+                       !(pdl && std::string(pdl) == "0");
   return l;
 }
 

@@ -196,6 +196,22 @@ __device__ __forceinline__ void kiln_mma_bf16(float* c, const unsigned* a, const
 }
 )";
 
+// Launched as a programmatic dependent (sm_90): the kernel lets the next one
+// launch now and waits for the one before it to finish (and its writes to be
+// visible) before it reads or writes memory. Without that launch attribute
+// both are no-ops. A tensor-core tile only waits: the next kernel's blocks,
+// resident early, slowed the prefill's tiled contractions (H100: TTFT 11.0 ->
+// 13.5 ms), so it launches when they are done, as without the attribute.
+const char* kDependentLaunch = R"(#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+)";
+const char* kDependentWait = R"(#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+)";
+
 const char* kCastHelpers = R"(// Float -> integer truncates toward zero and saturates; NaN gives 0.
 __device__ __forceinline__ int kiln_f32_to_i32(float f) { return f != f ? 0 : __float2int_rz(f); }
 __device__ __forceinline__ long long kiln_f32_to_i64(float f) { return f != f ? 0 : __float2ll_rz(f); }
@@ -263,7 +279,7 @@ class Emitter {
     if (use_cast_) text += "\n" + std::string(kCastHelpers);
     if (use_mma_) text += "\n" + std::string(kMmaHelpers);
     text += "\nextern \"C\" __global__ void " + entry + "(" + arguments() + ") {\n";
-    return text + body_ + "}\n";
+    return text + (k_.array_tile.any() ? kDependentWait : kDependentLaunch) + body_ + "}\n";
   }
 
  private:
