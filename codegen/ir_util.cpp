@@ -126,15 +126,31 @@ std::optional<HalfProduct> half_product(const Kernel& k, const Stmt& loop) {
       term->binop != BinOp::Mul)
     return std::nullopt;
   HalfProduct p{red->acc, term->args[0], term->args[1], f16};
-  auto half = [&](const Expr& e) {
-    if (e->kind != ExprKind::Load || e->buffer < 0 || e->buffer >= int(k.buffers.size())) return false;
-    const BufferDecl& b = k.buffers[size_t(e->buffer)];
-    return b.scope == MemScope::Global && (b.dtype == f16 || b.dtype == bf16) && !loads_buffer(e->args[0], e->buffer);
+  // The operand's storage dtype, or f32 where a tensor core cannot take it as it is.
+  auto storage = [&](const Expr& e) -> DType {
+    bool rounded = e->kind == ExprKind::Round && (e->round_to == f16 || e->round_to == bf16);
+    const Expr& c = rounded ? e->args[0] : e;
+    bool widened = c->kind == ExprKind::Cast && c->type == ValType::f32;
+    if (rounded && !widened) return f32;
+    const ExprNode& l = widened ? *c->args[0] : *c;
+    if (l.kind != ExprKind::Load || l.buffer < 0 || l.buffer >= int(k.buffers.size())) return f32;
+    const BufferDecl& b = k.buffers[size_t(l.buffer)];
+    if (b.scope != MemScope::Global || loads_buffer(l.args[0], l.buffer)) return f32;
+    if (widened) return b.dtype == i8 || b.dtype == u8 ? b.dtype : f32;
+    return b.dtype == f16 || b.dtype == bf16 ? b.dtype : f32;
   };
-  if (!half(p.a) || !half(p.b)) return std::nullopt;
-  p.dtype = k.buffers[size_t(p.a->buffer)].dtype;
-  if (k.buffers[size_t(p.b->buffer)].dtype != p.dtype) return std::nullopt;
+  DType da = storage(p.a), db = storage(p.b);
+  if (da == f32 || db == f32) return std::nullopt;
+  bool fa = da == f16 || da == bf16, fb = db == f16 || db == bf16;
+  if (fa && fb && da != db) return std::nullopt;
+  p.dtype = fa ? da : fb ? db : f16;
   return p;
+}
+
+const ExprNode& operand_load(const Expr& operand) {
+  const ExprNode* e = operand.get();
+  while (e->kind == ExprKind::Round || e->kind == ExprKind::Cast) e = e->args[0].get();
+  return *e;
 }
 
 int64_t known_factor(const Expr& e) {

@@ -140,6 +140,10 @@ inline std::vector<GraphCase> op_cases() {
     int a = b.permute(b.input("a", t, {2, 64, 128}), {0, 2, 1});
     b.outputs = {b.contract(a, b.input("b", t, {2, 64, 64}))};
     add("tensor-core batched contract, A columns " + name, b);
+    Graph q;  // int8 weights stored [out, in] (q8), widened on their way into shared memory
+    int wq = q.cast(q.input("w", i8, {128, 96}), t);
+    q.outputs = {q.contract(q.input("x", t, {64, 96}), q.permute(wq, {1, 0}))};
+    add("tensor-core contract, int8 weight rows " + name, q);
   }
   {
     Graph g;

@@ -785,6 +785,8 @@ class Emitter {
     Layout layout = Layout::Elements;
     Expr base;             // KMajor: index of 8 elements at (tile_var, chunk); TileMajor: at (chunk, r)
     int64_t rows = 0, pitch = 0;  // its tile in shared memory, 16-bit elements a row
+    Expr value;             // the operand (the load, or an 8-bit load cast to f32)
+    DType dtype = f16;      // what shared memory holds
   };
 
   static constexpr const char* kChunk = "kiln.chunk";  // names of the analysis; never IR names
@@ -814,10 +816,15 @@ class Emitter {
     return base && multiple_of(base, 8) && !uses_var(base, kLane) ? base : nullptr;
   }
 
-  TileOperand tile_operand(const Expr& load, const std::string& tile_var, int64_t tile, const std::string& r,
-                           int64_t depth, int64_t bk) {
-    TileOperand o{load->args[0], load->buffer, tile_var, tile, Layout::Elements, nullptr, 0, 0};
-    if ((o.base = chunk_base(o.index, r, depth, tile_var, tile))) {
+  // An operand that is not a 16-bit load (an 8-bit weight) is converted
+  // element by element on its way into shared memory.
+  TileOperand tile_operand(const Expr& operand, const std::string& tile_var, int64_t tile, const std::string& r,
+                           int64_t depth, int64_t bk, DType dt) {
+    const ExprNode& load = operand_load(operand);
+    TileOperand o{load.args[0], load.buffer, tile_var, tile, Layout::Elements, nullptr, 0, 0, operand, dt};
+    bool raw = operand->kind == ExprKind::Load;
+    if (!raw) {
+    } else if ((o.base = chunk_base(o.index, r, depth, tile_var, tile))) {
       o.layout = Layout::KMajor;
     } else if ((o.base = chunk_base(o.index, tile_var, tile, r, depth))) {
       o.layout = Layout::TileMajor;
@@ -853,8 +860,9 @@ class Emitter {
       ++indent_;
       line("const int kiln_e = kiln_tid + kiln_p * " + std::to_string(kMmaThreads) + ";");
       open_vars({{o.tile_var, "kiln_e / " + std::to_string(bk)}, {r, "kiln_k0 + kiln_e % " + std::to_string(bk)}});
+      std::string value = o.value->kind == ExprKind::Load ? b + "[" + full(o.index) + "]" : to_storage(o.dtype, o.value);
       line("(" + dst + ")[(kiln_e / " + std::to_string(bk) + ") * " + pitch + " + kiln_e % " + std::to_string(bk) + "] = " +
-           b + "[" + full(o.index) + "];");
+           value + ";");
       close_vars(2);
       --indent_;
       return line("}");
@@ -901,7 +909,7 @@ class Emitter {
     std::vector<Stmt> epilogue(stmts.begin() + 2, stmts.end());
     for (const Stmt& e : epilogue)
       visit(e, [&](const Stmt& x) {
-        if (x->kind == StmtKind::Store && (x->buffer == p->a->buffer || x->buffer == p->b->buffer))
+        if (x->kind == StmtKind::Store && (x->buffer == operand_load(p->a).buffer || x->buffer == operand_load(p->b).buffer))
           not_tile("the epilogue writes an operand");
         if (x->kind == StmtKind::For && x->var == stmts[1]->var) not_tile("the epilogue reuses the reduction's loop");
       });
@@ -915,8 +923,8 @@ class Emitter {
     constant(inner, &bn);
     constant(stmts[1], &depth);
     Expr a = p->a, b = p->b;
-    if (uses_var(a->args[0], j) || uses_var(b->args[0], i)) std::swap(a, b);
-    if (uses_var(a->args[0], j) || uses_var(b->args[0], i)) not_tile("an operand moves with both output loops");
+    if (uses_var(a, j) || uses_var(b, i)) std::swap(a, b);
+    if (uses_var(a, j) || uses_var(b, i)) not_tile("an operand moves with both output loops");
     int64_t bk = at.k;
     if (at.m != bm || at.n != bn) not_tile("array_tile's rows and columns are not the tile loops' extents");
     if (bm % 32 || bn % 64 || bk % 16 || bk < 16 || depth % bk || bm * bk % (8 * kMmaThreads) ||
@@ -924,7 +932,7 @@ class Emitter {
       not_tile("tile " + std::to_string(bm) + " x " + std::to_string(bk) + " x " + std::to_string(bn) +
                " over a reduction of " + std::to_string(depth) +
                ": rows a multiple of 32, columns of 64, depth of 16 dividing the reduction, and each tile at least 2048 elements");
-    TileOperand ta = tile_operand(a, i, bm, r, depth, bk), tb = tile_operand(b, j, bn, r, depth, bk);
+    TileOperand ta = tile_operand(a, i, bm, r, depth, bk, p->dtype), tb = tile_operand(b, j, bn, r, depth, bk, p->dtype);
     const int64_t stages = tile_stages(at), stage_a = tile_stage_elements(bm, bk), stage_b = tile_stage_elements(bn, bk);
     if (stages < 2 || stages > 8) not_tile("stages must be in 2..8");
     if (tile_shared_bytes(at) > kMaxSharedBytes)
