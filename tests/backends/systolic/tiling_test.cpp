@@ -139,13 +139,18 @@ TEST(SystolicTiling, BadTilesAreRefusedWithAMessage) {
   refused(Schedule().array_tile("i0", 16, 16, 16), "no reduction loop named 'i0'");
   refused(Schedule().array_tile("nosuch", 16, 16, 16), "no reduction loop named 'nosuch'");
   for (const char* text : {"array_tile r2 by 1, 2\n", "array_tile r2 by 1, x, 3\n", "array_tile r2 1, 2, 3\n",
-                           "array_tile r2 by 1, 2, 3, 4\n", "array_tile r2 by 99999999999999999999, 1, 1\n"})
+                           "array_tile r2 by 1, 2, 3, 4, 5\n", "array_tile r2 by 99999999999999999999, 1, 1\n"})
     EXPECT_THROW(parse_schedule(text), Error) << text;
   // The kernel text carries the tile and refuses a negative one.
   Kernel tiled = apply(k, parse_schedule("array_tile r2 by 32, 0, 16\n"));
   EXPECT_EQ(parse_kernel(print(tiled)), tiled);
   EXPECT_NE(print(tiled).find("array_tile 32, 0, 16"), std::string::npos);
   EXPECT_EQ(print(k).find("array_tile"), std::string::npos);
+  // A fourth size, the stages of a tensor-core tile, round-trips too.
+  Kernel staged = apply(k, parse_schedule("array_tile r2 by 32, 16, 16, 3\n"));
+  EXPECT_EQ(staged.array_tile, (ArrayTile{32, 16, 16, 3}));
+  EXPECT_EQ(parse_kernel(print(staged)), staged);
+  EXPECT_EQ(print(parse_schedule("array_tile r2 by 32, 16, 16, 3\n")), "array_tile r2 by 32, 16, 16, 3\n");
   std::string text = print(tiled);
   size_t at = text.find("array_tile 32, 0, 16");
   for (const char* bad : {"-3, 0, 0", "1, 2", "1, x, 3", "99999999999999999999999, 0, 0"}) {
