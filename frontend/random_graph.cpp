@@ -95,6 +95,7 @@ class Generator {
   int make_flip();
   int make_gather();
   int make_contract();
+  int make_tile_contract();
   int make_scale();
 
   void declare_symbols();
@@ -439,6 +440,35 @@ int Generator::make_contract() {
   return y;
 }
 
+// A contraction of the sizes tensor cores take (CUDA): f16 or bf16, output
+// sides of 64 or 128, a reduction of 32 or 64; each operand maybe a transposed
+// view, B maybe an int8 weight widened (q8); often an epilogue. Its inputs
+// are larger than fresh() allows; whatever later reads the result keeps to
+// the usual limits.
+int Generator::make_tile_contract() {
+  DType t = pick<DType>({f16, bf16});
+  int64_t m = pick<int64_t>({64, 128}), n = pick<int64_t>({64, 128}), k = pick<int64_t>({32, 64});
+  auto input = [&](DType dt, Shape s) {
+    return note(g_.input("x" + std::to_string(names_++), dt, std::move(s)), true, dt == i8 ? 20 : 1);
+  };
+  auto maybe_transposed = [&](DType dt, int64_t rows, int64_t cols) {
+    if (chance(0.5)) return input(dt, {Dim(rows), Dim(cols)});
+    int x = input(dt, {Dim(cols), Dim(rows)});
+    return note(g_.permute(x, {1, 0}), true, bound(x));
+  };
+  int a = maybe_transposed(t, m, k);
+  int b;
+  if (chance(0.3)) {
+    int w = input(i8, {Dim(n), Dim(k)});
+    b = note(g_.permute(note(g_.cast(w, t), true, 20), {1, 0}), true, 20);
+  } else {
+    b = maybe_transposed(t, k, n);
+  }
+  int y = note_float(g_.contract(a, b), false, bound(a) * bound(b) * double(k));
+  if (chance(0.5)) y = note_float(g_.binary(Op::Max, y, constant(t, node(y).shape, 0)), false, bound(y));
+  return y;
+}
+
 // Multiplies by a power of two: exact, and it takes floats past [-1, 1), so
 // that casts to integers see more than zeros.
 int Generator::make_scale() {
@@ -463,7 +493,7 @@ int Generator::grow() {
     case 12: return make_pad();
     case 13: return make_flip();
     case 14: return make_gather();
-    default: return chance(0.2) ? make_scale() : make_contract();
+    default: return chance(0.2) ? make_scale() : chance(0.15) ? make_tile_contract() : make_contract();
   }
 }
 

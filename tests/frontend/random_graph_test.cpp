@@ -63,6 +63,9 @@ TEST(RandomGraph, CoversEveryOpAndDType) {
       if (n.op == Op::Contract && x->shape.size() != g.nodes[n.inputs[1]].shape.size())
         ++features["contract with broadcast batch"];
       if (n.op == Op::Expand) ++features["expand"];
+      if (n.op == Op::Contract && (n.dtype == f16 || n.dtype == bf16) && n.shape.size() == 2 && n.shape[0].is_const() &&
+          n.shape[0].value % 64 == 0 && n.shape[1].is_const() && n.shape[1].value % 64 == 0)
+        ++features["contract of tensor-core sizes"];
     }
   }
   for (int op = int(Op::Input); op <= int(Op::Contract); ++op)
@@ -74,7 +77,7 @@ TEST(RandomGraph, CoversEveryOpAndDType) {
           << "cast " << dtype_name(t) << " -> " << dtype_name(to);
   }
   for (const char* f : {"symbolic dims", "several outputs", "slice step > 1", "gather of input indices",
-                        "contract with broadcast batch", "expand"})
+                        "contract with broadcast batch", "expand", "contract of tensor-core sizes"})
     EXPECT_GT(features[f], 0) << f;
   std::cout << "over " << kSeeds << " seeds:\n ";
   for (auto* counts : {&ops, &dtypes, &features}) {
