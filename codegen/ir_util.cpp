@@ -126,12 +126,22 @@ std::optional<HalfProduct> half_product(const Kernel& k, const Stmt& loop) {
       term->binop != BinOp::Mul)
     return std::nullopt;
   HalfProduct p{red->acc, term->args[0], term->args[1], f16};
+  // Whether every load in e reads a global buffer (an operand is evaluated
+  // where its tile is copied, away from the thread's local values).
+  std::function<bool(const Expr&)> global_loads_only = [&](const Expr& e) {
+    if (e->kind == ExprKind::Load &&
+        (e->buffer < 0 || e->buffer >= int(k.buffers.size()) || k.buffers[size_t(e->buffer)].scope != MemScope::Global))
+      return false;
+    for (const Expr& a : e->args)
+      if (!global_loads_only(a)) return false;
+    return true;
+  };
   // The operand's storage dtype, or f32 where a tensor core cannot take it as it is.
   auto storage = [&](const Expr& e) -> DType {
     bool rounded = e->kind == ExprKind::Round && (e->round_to == f16 || e->round_to == bf16);
     const Expr& c = rounded ? e->args[0] : e;
     bool widened = c->kind == ExprKind::Cast && c->type == ValType::f32;
-    if (rounded && !widened) return f32;
+    if (rounded) return c->type == ValType::f32 && global_loads_only(c) ? e->round_to : f32;
     const ExprNode& l = widened ? *c->args[0] : *c;
     if (l.kind != ExprKind::Load || l.buffer < 0 || l.buffer >= int(k.buffers.size())) return f32;
     const BufferDecl& b = k.buffers[size_t(l.buffer)];
@@ -147,11 +157,6 @@ std::optional<HalfProduct> half_product(const Kernel& k, const Stmt& loop) {
   return p;
 }
 
-const ExprNode& operand_load(const Expr& operand) {
-  const ExprNode* e = operand.get();
-  while (e->kind == ExprKind::Round || e->kind == ExprKind::Cast) e = e->args[0].get();
-  return *e;
-}
 
 int64_t known_factor(const Expr& e) {
   if (!e) return 1;

@@ -38,17 +38,16 @@ std::optional<Reduction> reduction_of(const Kernel& k, const Stmt& loop);
 bool loads_buffer(const Expr& e, int buffer);
 
 // A reduction loop that a tensor core takes as it is: its body is the one
-// store acc[0] = add(acc[0], mul(a, b)), each of a and b a load of a global
-// buffer of one 16-bit float dtype (f16 or bf16), or a load of an 8-bit
-// integer buffer cast to f32, maybe rounded to f16 or bf16 (a q8 weight:
-// exact in either).
+// store acc[0] = add(acc[0], mul(a, b)), where a and b hold values of one
+// 16-bit float dtype (f16 or bf16) exactly: each is a load of a global buffer
+// of that dtype, an expression rounded to it (a dequantized q4 weight,
+// round<f16>(scale * (nibble - 8))), or a load of an 8-bit integer buffer
+// cast to f32 (a q8 weight, maybe rounded: exact in either dtype).
 struct HalfProduct {
   int acc = -1;
   Expr a, b;  // the two operands
   DType dtype = f16;  // the float operands' dtype (f16 where both are integers)
 };
-// The load of an operand of a HalfProduct.
-const ExprNode& operand_load(const Expr& operand);
 std::optional<HalfProduct> half_product(const Kernel& k, const Stmt& loop);
 
 // A positive integer that divides every value of the i64 expression `e` (an

@@ -144,6 +144,10 @@ inline std::vector<GraphCase> op_cases() {
     int wq = q.cast(q.input("w", i8, {128, 96}), t);
     q.outputs = {q.contract(q.input("x", t, {64, 96}), q.permute(wq, {1, 0}))};
     add("tensor-core contract, int8 weight rows " + name, q);
+    Graph d;  // a weight dequantized in the prologue (u8 x a row scale, rounded to t), as q4's
+    int wd = d.binary(Op::Mul, d.cast(d.input("w", u8, {64, 64}), f32), d.expand(d.input("s", f32, {64, 1}), {64, 64}));
+    d.outputs = {d.contract(d.input("x", t, {128, 64}), d.permute(d.cast(wd, t), {1, 0}))};
+    add("tensor-core contract, dequantized weight rows " + name, d);
   }
   {
     Graph g;

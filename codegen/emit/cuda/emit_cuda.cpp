@@ -785,7 +785,7 @@ class Emitter {
     Layout layout = Layout::Elements;
     Expr base;             // KMajor: index of 8 elements at (tile_var, chunk); TileMajor: at (chunk, r)
     int64_t rows = 0, pitch = 0;  // its tile in shared memory, 16-bit elements a row
-    Expr value;             // the operand (the load, or an 8-bit load cast to f32)
+    Expr value;             // the operand (a load, or an expression whose value is exact in `dtype`)
     DType dtype = f16;      // what shared memory holds
   };
 
@@ -816,13 +816,14 @@ class Emitter {
     return base && multiple_of(base, 8) && !uses_var(base, kLane) ? base : nullptr;
   }
 
-  // An operand that is not a 16-bit load (an 8-bit weight) is converted
-  // element by element on its way into shared memory.
+  // An operand that is not a 16-bit load (an 8-bit weight, a dequantized
+  // one) is evaluated and stored as f16/bf16 element by element on its way
+  // into shared memory.
   TileOperand tile_operand(const Expr& operand, const std::string& tile_var, int64_t tile, const std::string& r,
                            int64_t depth, int64_t bk, DType dt) {
-    const ExprNode& load = operand_load(operand);
-    TileOperand o{load.args[0], load.buffer, tile_var, tile, Layout::Elements, nullptr, 0, 0, operand, dt};
     bool raw = operand->kind == ExprKind::Load;
+    TileOperand o{raw ? operand->args[0] : nullptr, raw ? operand->buffer : -1, tile_var, tile, Layout::Elements,
+                  nullptr, 0, 0, operand, dt};
     if (!raw) {
     } else if ((o.base = chunk_base(o.index, r, depth, tile_var, tile))) {
       o.layout = Layout::KMajor;
@@ -909,7 +910,7 @@ class Emitter {
     std::vector<Stmt> epilogue(stmts.begin() + 2, stmts.end());
     for (const Stmt& e : epilogue)
       visit(e, [&](const Stmt& x) {
-        if (x->kind == StmtKind::Store && (x->buffer == operand_load(p->a).buffer || x->buffer == operand_load(p->b).buffer))
+        if (x->kind == StmtKind::Store && (loads_buffer(p->a, x->buffer) || loads_buffer(p->b, x->buffer)))
           not_tile("the epilogue writes an operand");
         if (x->kind == StmtKind::For && x->var == stmts[1]->var) not_tile("the epilogue reuses the reduction's loop");
       });
