@@ -168,21 +168,21 @@ __device__ __forceinline__ void kiln_cp_async16(void* dst, const void* src) {
 __device__ __forceinline__ void kiln_cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void kiln_cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
-__device__ __forceinline__ void kiln_ldmatrix_x4(unsigned* r, const unsigned short* p) {
+__device__ __forceinline__ void kiln_ldmatrix_x4(unsigned* r, unsigned p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(kiln_smem(p)));
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(p));
 }
-__device__ __forceinline__ void kiln_ldmatrix_x4_trans(unsigned* r, const unsigned short* p) {
+__device__ __forceinline__ void kiln_ldmatrix_x4_trans(unsigned* r, unsigned p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(kiln_smem(p)));
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(p));
 }
-__device__ __forceinline__ void kiln_ldmatrix_x4_pair(unsigned* b0, unsigned* b1, const unsigned short* p) {
+__device__ __forceinline__ void kiln_ldmatrix_x4_pair(unsigned* b0, unsigned* b1, unsigned p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(b0[0]), "=r"(b0[1]), "=r"(b1[0]), "=r"(b1[1]) : "r"(kiln_smem(p)));
+               : "=r"(b0[0]), "=r"(b0[1]), "=r"(b1[0]), "=r"(b1[1]) : "r"(p));
 }
-__device__ __forceinline__ void kiln_ldmatrix_x4_trans_pair(unsigned* b0, unsigned* b1, const unsigned short* p) {
+__device__ __forceinline__ void kiln_ldmatrix_x4_trans_pair(unsigned* b0, unsigned* b1, unsigned p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(b0[0]), "=r"(b0[1]), "=r"(b1[0]), "=r"(b1[1]) : "r"(kiln_smem(p)));
+               : "=r"(b0[0]), "=r"(b0[1]), "=r"(b1[0]), "=r"(b1[1]) : "r"(p));
 }
 __device__ __forceinline__ void kiln_mma_f16(float* c, const unsigned* a, const unsigned* b) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
@@ -968,6 +968,23 @@ class Emitter {
     line("  kiln_cp_async_commit();");
     line("}");
     line("int kiln_read = 0, kiln_write = " + n(stages - 1) + ";");
+    // Each lane's ldmatrix row address in the first stage (a shared-memory
+    // byte address); the unrolled loops below add constants to it. Lane l
+    // gives row l % 8 of matrix l / 8.
+    line("const int kiln_q = kiln_lane / 8, kiln_qr = kiln_lane % 8;");
+    const std::string pa = n(ta.pitch), pb = n(tb.pitch);
+    if (ta.layout == Layout::TileMajor)
+      line("const unsigned kiln_a_lane = kiln_smem(kiln_as) + 2u * unsigned(((kiln_q / 2) * 8 + kiln_qr) * " + pa +
+           " + kiln_wm + (kiln_q % 2) * 8);");
+    else
+      line("const unsigned kiln_a_lane = kiln_smem(kiln_as) + 2u * unsigned((kiln_wm + (kiln_q % 2) * 8 + kiln_qr) * " + pa +
+           " + (kiln_q / 2) * 8);");
+    if (tb.layout == Layout::TileMajor)
+      line("const unsigned kiln_b_lane = kiln_smem(kiln_bs) + 2u * unsigned(((kiln_q % 2) * 8 + kiln_qr) * " + pb +
+           " + kiln_wn + (kiln_q / 2) * 8);");
+    else
+      line("const unsigned kiln_b_lane = kiln_smem(kiln_bs) + 2u * unsigned((kiln_wn + (kiln_q / 2) * 8 + kiln_qr) * " + pb +
+           " + (kiln_q % 2) * 8);");
     line("for (long long kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
     ++indent_;
     line("kiln_cp_async_wait<" + n(stages - 2) + ">();");
@@ -976,10 +993,9 @@ class Emitter {
          n(bk) + "LL);");
     line("kiln_cp_async_commit();");
     line("kiln_write = kiln_write + 1 == " + n(stages) + " ? 0 : kiln_write + 1;");
-    line("const unsigned short* kiln_at = kiln_as + kiln_read * " + n(stage_a) + ";");
-    line("const unsigned short* kiln_bt = kiln_bs + kiln_read * " + n(stage_b) + ";");
+    line("const unsigned kiln_at = kiln_a_lane + kiln_read * " + n(2 * stage_a) + "u;");
+    line("const unsigned kiln_bt = kiln_b_lane + kiln_read * " + n(2 * stage_b) + "u;");
     line("kiln_read = kiln_read + 1 == " + n(stages) + " ? 0 : kiln_read + 1;");
-    line("const int kiln_q = kiln_lane / 8, kiln_qr = kiln_lane % 8;");
     line("#pragma unroll");
     line("for (int kiln_kk = 0; kiln_kk < " + n(bk) + "; kiln_kk += 16) {");
     ++indent_;
@@ -987,22 +1003,20 @@ class Emitter {
     // A fragments: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15).
     line("#pragma unroll");
     line("for (int kiln_i = 0; kiln_i < " + n(mi) + "; ++kiln_i) {");
-    std::string arow = "kiln_wm + kiln_i * 16 + (kiln_q % 2) * 8", acol = "kiln_kk + (kiln_q / 2) * 8";
     if (ta.layout == Layout::TileMajor)
-      line("  kiln_ldmatrix_x4_trans(kiln_a[kiln_i], kiln_at + (" + acol + " + kiln_qr) * " + n(ta.pitch) + " + " + arow + ");");
+      line("  kiln_ldmatrix_x4_trans(kiln_a[kiln_i], kiln_at + 2u * unsigned(kiln_kk * " + pa + " + kiln_i * 16));");
     else
-      line("  kiln_ldmatrix_x4(kiln_a[kiln_i], kiln_at + (" + arow + " + kiln_qr) * " + n(ta.pitch) + " + " + acol + ");");
+      line("  kiln_ldmatrix_x4(kiln_a[kiln_i], kiln_at + 2u * unsigned(kiln_i * 16 * " + pa + " + kiln_kk));");
     line("}");
     // B fragments, two n8 tiles a load: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
     line("#pragma unroll");
     line("for (int kiln_j = 0; kiln_j < " + n(ni) + "; kiln_j += 2) {");
-    std::string bcol = "kiln_wn + kiln_j * 8 + (kiln_q / 2) * 8", bk_ = "kiln_kk + (kiln_q % 2) * 8";
     if (tb.layout == Layout::TileMajor)
-      line("  kiln_ldmatrix_x4_trans_pair(kiln_b[kiln_j], kiln_b[kiln_j + 1], kiln_bt + (" + bk_ + " + kiln_qr) * " +
-           n(tb.pitch) + " + " + bcol + ");");
+      line("  kiln_ldmatrix_x4_trans_pair(kiln_b[kiln_j], kiln_b[kiln_j + 1], kiln_bt + 2u * unsigned(kiln_kk * " + pb +
+           " + kiln_j * 8));");
     else
-      line("  kiln_ldmatrix_x4_pair(kiln_b[kiln_j], kiln_b[kiln_j + 1], kiln_bt + (" + bcol + " + kiln_qr) * " +
-           n(tb.pitch) + " + " + bk_ + ");");
+      line("  kiln_ldmatrix_x4_pair(kiln_b[kiln_j], kiln_b[kiln_j + 1], kiln_bt + 2u * unsigned(kiln_j * 8 * " + pb +
+           " + kiln_kk));");
     line("}");
     line("#pragma unroll");
     line("for (int kiln_i = 0; kiln_i < " + n(mi) + "; ++kiln_i)");
