@@ -70,17 +70,25 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
   }
 
   // A contraction reads each operand element many times: an elementwise operand
-  // is inlined only when it reads graph inputs alone (a dequantizing prologue);
-  // one that reads computed values is stored, as the epilogue of its producer.
-  std::vector<bool> reads_computed(n, false);
+  // is inlined only when it reads graph inputs (a dequantizing prologue) and
+  // small graph outputs (stored anyway: a decode step's new key, selected into
+  // its row of the cache); one that reads other computed values is stored, as
+  // the epilogue of its producer.
+  auto small_output = [&](int id) {
+    return (outputs.count(id) || alias_targets.count(id)) && is_static(g.nodes[id].shape) && numel(g.nodes[id].shape) <= 4096;
+  };
+  std::vector<bool> reads_computed(n, false), reads_costly(n, false);
   for (int i = 0; i < n; ++i)
-    for (int in : g.nodes[i].inputs)
+    for (int in : g.nodes[i].inputs) {
       if (plan.materialized[in] ? g.nodes[in].op != Op::Input : reads_computed[in]) reads_computed[i] = true;
+      if (plan.materialized[in] ? g.nodes[in].op != Op::Input && !small_output(in) : reads_costly[in])
+        reads_costly[i] = true;
+    }
   for (int i = 0; i < n && opt.enabled; ++i) {
     if (g.nodes[i].op != Op::Contract) continue;
     for (int o : g.nodes[i].inputs) {
       while (!plan.materialized[o] && op_class(g.nodes[o].op) == OpClass::Movement) o = g.nodes[o].inputs[0];
-      if (!plan.materialized[o] && reads_computed[o]) plan.materialized[o] = true;
+      if (!plan.materialized[o] && reads_costly[o]) plan.materialized[o] = true;
     }
   }
 

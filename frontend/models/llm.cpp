@@ -776,8 +776,13 @@ Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf) {
   Builder b(g, c, dt, wf);
   int token = g.input("token", i32, {1});
   int position = g.input("position", i32, {1});
-  Dim past = Dim::symbol("past", 1, c.max_seq - 1);
+  // The attention reads `past` rows of the caches, one of them (`cache_new`)
+  // the new token's slot, whose key and value come from this step (they go
+  // into the cache after it); `cache_mask` is 0 for rows to attend to (the
+  // filled ones and the new one) and -1e30 for the rest.
+  Dim past = Dim::symbol("past", 1, c.max_seq);
   int cache_mask = g.input("cache_mask", f32, {past});
+  int cache_new = g.input("cache_new", boolean, {past});
   int64_t hd = c.head_dim(), group = c.heads / c.kv_heads;
   double scale = 1.0 / std::sqrt(double(hd));
   std::vector<int> kv_out;
@@ -785,18 +790,17 @@ Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf) {
     int kc = g.input("k_cache." + std::to_string(l), dt, {past, c.kv_heads, hd});
     int vc = g.input("v_cache." + std::to_string(l), dt, {past, c.kv_heads, hd});
     int qg = g.reshape(q, {c.kv_heads, group, hd});
-    // Scores against the cache and against the new token, softmax over both.
-    int s_past = b.scale(b.f32_of(g.contract(qg, g.permute(kc, {1, 2, 0}))), scale);  // [KVH, G, P]
-    s_past = b.add(s_past, b.bcast(g.reshape(cache_mask, {1, 1, past}), b.shape(s_past)));
-    int s_new = b.scale(b.f32_of(g.contract(qg, g.reshape(k, {c.kv_heads, hd, 1}))), scale);  // [KVH, G, 1]
-    int m = g.binary(Op::Max, g.reduce(Op::ReduceMax, s_past, {2}), s_new);
-    int e_past = b.exp(b.sub(s_past, b.bcast(m, b.shape(s_past))));
-    int e_new = b.exp(b.sub(s_new, m));
-    int den = b.add(g.reduce(Op::ReduceSum, e_past, {2}), e_new);
-    Shape os{c.kv_heads, group, hd};
-    int o = b.f32_of(g.contract(b.to_dt(e_past), g.permute(vc, {1, 0, 2})));  // [KVH, G, hd]
-    o = b.add(o, b.mul(b.bcast(e_new, os), b.bcast(g.reshape(b.f32_of(v), {c.kv_heads, 1, hd}), os)));
-    return g.reshape(b.to_dt(b.div(o, b.bcast(den, os))), {1, c.dim});
+    // The caches with this step's key and value in the new token's row.
+    Shape cs{past, c.kv_heads, hd};
+    int slot = b.bcast(g.reshape(cache_new, {past, 1, 1}), cs);
+    int keys = g.where(slot, b.bcast(g.reshape(k, {1, c.kv_heads, hd}), cs), kc);
+    int values = g.where(slot, b.bcast(g.reshape(v, {1, c.kv_heads, hd}), cs), vc);
+    int s = b.scale(b.f32_of(g.contract(qg, g.permute(keys, {1, 2, 0}))), scale);  // [KVH, G, P]
+    s = b.add(s, b.bcast(g.reshape(cache_mask, {1, 1, past}), b.shape(s)));
+    int e = b.exp(b.sub(s, b.bcast(g.reduce(Op::ReduceMax, s, {2}), b.shape(s))));
+    int pr = b.to_dt(b.div(e, b.bcast(g.reduce(Op::ReduceSum, e, {2}), b.shape(e))));
+    int o = g.contract(pr, g.permute(values, {1, 0, 2}));  // [KVH, G, hd]
+    return g.reshape(o, {1, c.dim});
   }, &kv_out);
   g.outputs = {b.logits(x)};
   for (int n : kv_out) g.outputs.push_back(n);

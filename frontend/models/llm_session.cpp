@@ -223,16 +223,20 @@ std::vector<float> LlmSession::decode(int32_t token) {
   if (length_ >= c_.max_seq)
     throw Error("the KV cache is full (" + std::to_string(c_.max_seq) + " tokens of " + c_.name + ")");
   CompiledGraph& cg = decode_graph();
-  // The cache length the kernels see is rounded up to a multiple of 64, so
-  // that it (a kernel parameter) changes, and a replay is recorded anew, once
-  // every 64 tokens; the rows beyond length_ are masked out.
-  int64_t past = std::min((length_ + 63) / 64 * 64, c_.max_seq - 1);
+  // The attention reads the cache's first `past` rows, row length_ being
+  // this token's (its key and value come from the step itself and go into
+  // the cache after it). `past` is rounded up to a multiple of 64, so that it
+  // (a kernel parameter) changes, and a replay is recorded anew, once every
+  // 64 tokens; the rows beyond length_ are masked out.
+  int64_t past = std::min((length_ + 1 + 63) / 64 * 64, c_.max_seq);
   auto t_in = std::chrono::steady_clock::now();
-  HostTensor mask(f32, {past});
-  for (int64_t j = length_; j < past; ++j) mask.ptr<float>()[j] = -1e30f;
+  HostTensor mask(f32, {past}), slot(boolean, {past});
+  for (int64_t j = length_ + 1; j < past; ++j) mask.ptr<float>()[j] = -1e30f;
+  slot.ptr<uint8_t>()[length_] = 1;
   cg.set_inputs({{"token", i32_tensor({check_token(token)})},
                  {"position", i32_tensor({int32_t(length_)})},
-                 {"cache_mask", std::move(mask)}},
+                 {"cache_mask", std::move(mask)},
+                 {"cache_new", std::move(slot)}},
                 {{"past", past}});
   auto t0 = std::chrono::steady_clock::now();
   int captures = cg.captures();

@@ -75,9 +75,11 @@ TEST(Llm, DecodeGraphMatchesInterpreter) {
     int64_t past = 5;
     in["token"] = ints({17});
     in["position"] = ints({int32_t(past)});
-    HostTensor mask(f32, {past});  // the last two rows are not filled yet
-    mask.ptr<float>()[past - 1] = mask.ptr<float>()[past - 2] = -1e30f;
+    HostTensor mask(f32, {past}), slot(boolean, {past});  // 3 rows filled, the new token's, one not filled
+    mask.ptr<float>()[past - 1] = -1e30f;
+    slot.ptr<uint8_t>()[past - 2] = 1;
     in["cache_mask"] = mask;
+    in["cache_new"] = slot;
     for (int64_t l = 0; l < c.layers; ++l)
       for (const char* kv : {"k_cache.", "v_cache."})
         in[kv + std::to_string(l)] = HostTensor::random(dt, {past, c.kv_heads, c.head_dim()}, 40 + l);
@@ -208,6 +210,9 @@ TEST(Llm, Q8MatchesInterpreterAndStaysNearF32) {
   in["token"] = ints({9});
   in["position"] = ints({int32_t(past)});
   in["cache_mask"] = HostTensor(f32, {past});
+  HostTensor slot(boolean, {past});
+  slot.ptr<uint8_t>()[past - 1] = 1;
+  in["cache_new"] = slot;
   for (int64_t l = 0; l < c.layers; ++l)
     for (const char* kv : {"k_cache.", "v_cache."})
       in[kv + std::to_string(l)] = HostTensor::random(f32, {past, c.kv_heads, c.head_dim()}, 60 + l);

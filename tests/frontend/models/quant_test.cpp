@@ -153,6 +153,9 @@ std::map<std::string, HostTensor> decode_inputs(const LlmConfig& c, const std::m
   HostTensor mask(f32, {past});
   mask.ptr<float>()[past - 1] = -1e30f;
   in["cache_mask"] = mask;
+  HostTensor slot(boolean, {past});
+  slot.ptr<uint8_t>()[past - 2] = 1;
+  in["cache_new"] = slot;
   for (int64_t l = 0; l < c.layers; ++l)
     for (const char* kv : {"k_cache.", "v_cache."})
       in[kv + std::to_string(l)] = HostTensor::random(f32, {past, c.kv_heads, c.head_dim()}, 60 + l);
