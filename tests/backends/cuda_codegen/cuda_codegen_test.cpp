@@ -341,6 +341,26 @@ TEST(CudaCodegen, TensorCoreTiles) {
   }
 }
 
+// Programmatic dependent launch: every kernel waits for the one before it
+// before touching memory (sm_90 only, a no-op without the launch attribute);
+// all but tensor-core tiles let the next one launch at once.
+TEST(CudaCodegen, KernelsWaitForTheirPredecessor) {
+  Graph g;
+  g.outputs = {g.binary(Op::Add, g.input("a", f32, {1000}), g.input("b", f32, {1000}))};
+  std::string plain = emit_cuda(scheduled(lower(g).kernels[0]), "f");
+  EXPECT_TRUE(contains(plain, "griddepcontrol.wait")) << plain;
+  EXPECT_TRUE(contains(plain, "griddepcontrol.launch_dependents")) << plain;
+  EXPECT_LT(plain.find("griddepcontrol.wait"), plain.find("buf0[")) << plain;
+  Graph mm;
+  mm.outputs = {mm.contract(mm.input("a", f16, {128, 64}), mm.input("b", f16, {64, 128}))};
+  Kernel tile = scheduled(lower(mm).kernels[0]);
+  ASSERT_TRUE(tile.array_tile.any());
+  std::string src = emit_cuda(tile, "f");
+  EXPECT_TRUE(contains(src, "griddepcontrol.wait")) << src;
+  EXPECT_FALSE(contains(src, "griddepcontrol.launch_dependents")) << src;
+  EXPECT_TRUE(contains(compile_cuda_to_ptx(tile, "sm_90"), "griddepcontrol.wait"));
+}
+
 // ptxas 13.0 drops some negations it folds into sm_90's three-input integer
 // max: an i32 negation goes through an identity byte permute it cannot fold.
 TEST(CudaCodegen, IntNegationIsKeptFromPtxas) {
