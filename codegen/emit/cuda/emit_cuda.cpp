@@ -784,7 +784,7 @@ class Emitter {
     int64_t tile = 0;      // that loop's extent (BM or BN)
     Layout layout = Layout::Elements;
     Expr base;             // KMajor: index of 8 elements at (tile_var, chunk); TileMajor: at (chunk, r)
-    int64_t rows = 0, pitch = 0;  // its tile in shared memory, 16-bit elements a row
+    int64_t pitch = 0;      // 16-bit elements a row of its tile in shared memory
     Expr value;             // the operand (a load, or an expression whose value is exact in `dtype`)
     DType dtype = f16;      // what shared memory holds
   };
@@ -823,17 +823,14 @@ class Emitter {
                            int64_t depth, int64_t bk, DType dt) {
     bool raw = operand->kind == ExprKind::Load;
     TileOperand o{raw ? operand->args[0] : nullptr, raw ? operand->buffer : -1, tile_var, tile, Layout::Elements,
-                  nullptr, 0, 0, operand, dt};
-    if (!raw) {
-    } else if ((o.base = chunk_base(o.index, r, depth, tile_var, tile))) {
+                  nullptr, 0, operand, dt};
+    if (raw && (o.base = chunk_base(o.index, r, depth, tile_var, tile))) {
       o.layout = Layout::KMajor;
-    } else if ((o.base = chunk_base(o.index, tile_var, tile, r, depth))) {
+    } else if (raw && (o.base = chunk_base(o.index, tile_var, tile, r, depth))) {
       o.layout = Layout::TileMajor;
     }
     // Rows padded by 16 bytes: ldmatrix's 8 rows then fall in distinct banks.
-    bool tile_major = o.layout == Layout::TileMajor;
-    o.rows = tile_major ? bk : tile;
-    o.pitch = (tile_major ? tile : bk) + 8;
+    o.pitch = (o.layout == Layout::TileMajor ? tile : bk) + 8;
     return o;
   }
 
