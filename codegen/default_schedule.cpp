@@ -457,6 +457,47 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   bool cuda = t.backend == "cuda";
   std::string red;  // the one reduction loop that vector_width() found
   int64_t vec = vector_width(k, body, &red), r = longest_reduction(k, body);
+  // Better still on CUDA: the row's pieces spread over as many lanes (8 for a
+  // 64-long f16 row), so a warp reads 4 whole rows in one coalesced step and a
+  // decode step's 20,000 scores run as 160,000 threads, not 20,000 whose
+  // serial loads keep 80 blocks busy; a butterfly of 3 shuffles combines them.
+  // Rows a block: as many as fill `threads` and divide the output points, in
+  // whole warps (the shuffles take every lane of a warp).
+  int64_t lanes = vec > 1 && r > 0 && r % vec == 0 ? r / vec : 0, lane_rows = 1;
+  while (lanes > 0 && lane_rows * 2 * lanes <= threads && factor % (lane_rows * 2) == 0) lane_rows *= 2;
+  if (lanes >= 2 && lanes <= 16 && (lanes & (lanes - 1)) == 0 && (points == 0 || points >= 1024) &&
+      lane_rows * lanes % 32 == 0 && kn.pick("lane_rows", cuda)) {
+    // Loops of symbolic extent (the cache's length) outermost, so that a
+    // row's indices come from the fused index by constant divisions (which
+    // the bounds simplify: q[head * 64 + r], not a 64-bit division by `past`
+    // and three more in every element's index).
+    Schedule c;
+    std::vector<std::string> order;
+    for (int pass = 0; pass < 2; ++pass)
+      for (size_t i = 0; i < n; ++i)
+        if ((chain[i]->extent->kind == ExprKind::Const) == (pass == 1)) order.push_back(chain[i]->var);
+    if (order[0] != chain[0]->var) {
+      if (chain[0]->loop == LoopKind::Parallel) c.serial(chain[0]->var);  // a parallel loop stays outermost
+      c.reorder(order);
+    }
+    std::string fused = order[0];
+    for (size_t i = 1; i < order.size(); ++i) {
+      std::string f = fresh(k, "f" + std::to_string(i));
+      c.fuse(fused, order[i], f);
+      fused = f;
+    }
+    std::string outer = fresh(k, "rowb"), row = fresh(k, "row"), th = fresh(k, "lane");
+    std::string ro = fresh(k, red + "o"), rv = fresh(k, red + "v");
+    c.split(red, vec, ro, rv).unroll(rv);
+    c.split(fused, lane_rows, outer, row).spread(row, lanes, th);
+    c.bind(outer, LoopKind::GpuBlock).bind(row, LoopKind::GpuThread).bind(th, LoopKind::GpuThread);
+    try {
+      apply(k, c);
+      return c;
+    } catch (const Error&) {
+      // The schedules below.
+    }
+  }
   if (vec > 1 && r > 0 && r % vec == 0 && r * 16 / vec <= 256 && (points == 0 || points >= 1024) &&
       kn.pick("thread_rows", cuda)) {
     Schedule c = s;

@@ -197,14 +197,18 @@ TEST(Schedule, GpuDefaultSpreadsRowReductionsAndFewPoints) {
   Kernel att_k = lower(att).kernels[0];
   std::string att_text = print(apply(att_k, default_schedule(att_k, gpu)));
   EXPECT_EQ(att_text.find("if cmplt"), std::string::npos) << att_text;
-  // On CUDA such rows (16-byte pieces at most 256 bytes long) are a thread's
-  // each, read in pieces; long ones a warp's each.
+  // On CUDA such rows (a power of two of 16-byte pieces, under 32) are
+  // shared by as many lanes, a piece each, as many rows a block as divide
+  // the points (4 here; TinyLlama's 4 x 8 heads fill 256 threads); long ones a
+  // warp's each.
   Graph att16, long16;
   att16.outputs = {att16.reduce(Op::ReduceSum, att16.input("s", f16, {Dim(4), past, Dim(64)}), {2})};
   long16.outputs = {long16.reduce(Op::ReduceSum, long16.input("s", f16, {Dim(4096), Dim(2048)}), {1})};
   auto on_h100 = [&](const Graph& g) { return print(default_schedule(lower(g).kernels[0], h100_description())); };
-  EXPECT_EQ(on_h100(att16), "fuse i0, i1 -> f1\nsplit r2 by 8 -> r2o, r2v\nunroll r2v\nunroll r2o\nsplit f1 by 256 -> blk, thr\n"
-                            "bind blk gpu_block\nbind thr gpu_thread\n");
+  // The cache's symbolic loop goes outermost, so a row's indices come by
+  // constant divisions.
+  EXPECT_EQ(on_h100(att16), "serial i0\nreorder i1, i0\nfuse i1, i0 -> f1\nsplit r2 by 8 -> r2o, r2v\nunroll r2v\nsplit f1 by 4 -> rowb, row\n"
+                            "spread row over 8 -> lane\nbind rowb gpu_block\nbind row gpu_thread\nbind lane gpu_thread\n");
   EXPECT_EQ(on_h100(long16), "split r1 by 8 -> r1o, r1v\nunroll r1v\nsplit i0 by 8 -> rowb, row\nspread row over 32 -> thr\n"
                              "bind rowb gpu_block\nbind row gpu_thread\nbind thr gpu_thread\nunroll r1o\n");
   // Few points reading columns: 16 neighbouring points along x, their

@@ -332,8 +332,9 @@ class Emitter {
     }
     if (nest_.allreduce_threads == 0) return;
     bool along_x = nest_.allreduce_axis == 0;
-    if (along_x && nest_.allreduce_threads % 32) fail(k_, "an allreduce along x needs a multiple of 32 threads (whole warps)");
-    if (along_x && nest_.allreduce_threads == 32) return;  // shuffles alone
+    if (along_x && nest_.allreduce_threads % 32 && (32 % nest_.allreduce_threads || nest_.threads_per_block() % 32))
+      fail(k_, "an allreduce along x needs whole warps, or a power of two threads under 32 in blocks of whole warps");
+    if (along_x && nest_.allreduce_threads <= 32) return;  // shuffles alone
     int64_t size = along_x ? nest_.threads_per_block() / 32 : nest_.threads_per_block();
     for (ValType t : nest_.allreduce_types)
       line("__shared__ " + c_type(t) + " " + scratch(t) + "[" + std::to_string(size) + "];  // " +
@@ -425,9 +426,10 @@ class Emitter {
     }
   }
 
-  // Along x: a butterfly of shuffles within each warp, then every thread of a
-  // row combines its row's warps' partials in the same order, so all hold the
-  // same value (a row of one warp needs no more). Along y or z: each thread
+  // Along x: a butterfly of shuffles within each warp (within each aligned
+  // group of n lanes where n < 32: a row of an attention head's 8 lanes),
+  // then every thread of a row combines its row's warps' partials in the same
+  // order, so all hold the same value (a row of one warp needs no more). Along y or z: each thread
   // leaves its partial in shared memory and combines those of its column in
   // order.
   void emit_allreduce(const StmtNode& s) {
@@ -439,7 +441,7 @@ class Emitter {
     ++indent_;
     line(c_type(t) + " kiln_r = " + acc + ";");
     if (nest_.allreduce_axis == 0) {
-      line("for (int kiln_o = 16; kiln_o > 0; kiln_o >>= 1)");
+      line("for (int kiln_o = " + std::to_string(std::min<int64_t>(n, 32) / 2) + "; kiln_o > 0; kiln_o >>= 1)");
       line("  kiln_r = " + combine(s.binop, t, "kiln_r", "__shfl_xor_sync(0xffffffffu, kiln_r, kiln_o)") + ";");
       if (n > 32) {
         std::string warps = std::to_string(n / 32);

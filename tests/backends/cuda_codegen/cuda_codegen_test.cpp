@@ -263,6 +263,19 @@ TEST(CudaCodegen, AllReduceOverRowsAndColumns) {
   EXPECT_TRUE(contains(src, "over t (axis y)")) << src;
   EXPECT_TRUE(contains(src, "kiln_red_f32[kiln_c + kiln_j * 32]")) << src;
   EXPECT_TRUE(contains(compile_cuda_to_ptx(parse_kernel(cols), "sm_90"), "bar.sync"));
+  // Rows of 8 lanes (an attention head's 64-long dot product in 16-byte
+  // pieces), 32 a block: 3 shuffles within each aligned group of 8, no shared
+  // memory; groups that do not fill whole warps are refused.
+  std::string lanes = text, ragged;
+  lanes.replace(lanes.find("    gpu_thread for t in 256 {\n"), 29, "    gpu_thread for y in 32 {\n    gpu_thread for t in 8 {\n");
+  lanes.replace(lanes.rfind("  }\n}"), 5, "  }\n  }\n}");
+  ragged = lanes;
+  ragged.replace(ragged.find("for y in 32"), 11, "for y in 3");
+  src = emit_cuda(parse_kernel(lanes), "f");
+  EXPECT_TRUE(contains(src, "for (int kiln_o = 4; kiln_o > 0; kiln_o >>= 1)")) << src;
+  EXPECT_FALSE(contains(src, "__shared__")) << src;
+  EXPECT_TRUE(contains(compile_cuda_to_ptx(parse_kernel(lanes), "sm_90"), "shfl.sync.bfly"));
+  EXPECT_THROW(emit_cuda(parse_kernel(ragged), "f"), Error);
 }
 
 // A GEMV's rows are read a warp a row, 16 bytes a thread a step, by vector
@@ -275,6 +288,19 @@ TEST(CudaCodegen, LongRowsAreReadInSixteenBytePieces) {
     std::string src = emit_cuda(k, "f"), ptx = compile_cuda_to_ptx(k, "sm_90");
     EXPECT_TRUE(contains(src, "uint4 kiln_vec0[1];")) << src;
     EXPECT_TRUE(contains(ptx, ".v4.u32")) << ptx;
+  }
+  // Short rows over a cache of symbolic length (an attention head's 64-long
+  // dot products): 8 lanes a row, a 16-byte piece each, 3 shuffles; the
+  // symbolic loop outermost, so no index divides by the cache's length.
+  {
+    Graph g;
+    g.outputs = {g.reduce(Op::ReduceSum, g.input("s", f16, {Dim(32), Dim::symbol("past", 1, 4096), Dim(64)}), {2})};
+    Kernel k = scheduled(lower(g).kernels[0]);
+    std::string src = emit_cuda(k, "f");
+    EXPECT_TRUE(contains(src, "uint4 kiln_vec0[1];")) << src;
+    EXPECT_TRUE(contains(src, "for (int kiln_o = 4; kiln_o > 0; kiln_o >>= 1)")) << src;
+    EXPECT_FALSE(contains(src, "kiln_div(")) << src;
+    EXPECT_TRUE(contains(compile_cuda_to_ptx(k, "sm_90"), "shfl.sync.bfly")) << src;
   }
   Kernel odd = parse_kernel(R"(kernel odd() {
   buffer y: f32 global out
