@@ -14,6 +14,7 @@
 #include "frontend/models/llm.h"
 #include "frontend/models/llm_load.h"
 #include "frontend/tokenizer/tokenizer.h"
+#include "kiln/compiled_graph.h"
 #include "kiln/error.h"
 #include "runtime/kernel_cache.h"
 #include "runtime/thread_pool.h"
@@ -36,8 +37,12 @@ std::vector<int32_t> byte_tokens(const std::string& text, int64_t vocab) {
 
 // The bandwidth that bounds decode on `dev`, in bytes per second: the best
 // of 7 runs (so the floor is never flattered by a slow probe), measured now: on the CPU, every thread summing its share of a 512 MiB buffer (bytes
-// read); on a GPU, a device-to-device copy of 1 GiB (bytes read + written,
-// as ../shared/GPU.md measures). 0 where there is no such measurement.
+// read); on CUDA, a device-to-device copy of 1 GiB (bytes read + written,
+// as ../shared/GPU.md measures); on Vulkan, whose copies between buffers go
+// through the host here, a kiln kernel negating 256 Mi f32 (bytes read +
+// written; a compiled kernel's bandwidth, a little under a copy's, so the
+// floor it gives is if anything lower than a copy's would be). 0 where there
+// is no such measurement (the systolic simulator).
 double measured_bandwidth(Device& dev) {
   const std::string& backend = dev.info().backend;
   if (backend == "cpu") {
@@ -70,6 +75,29 @@ double measured_bandwidth(Device& dev) {
       t.push_back(seconds_since(t0));
     }
     return 2.0 * double(bytes) / *std::min_element(t.begin(), t.end());
+  }
+  if (backend == "vulkan") {
+    // 256 MiB, or as much as the device binds to one kernel (lavapipe: 128 MiB).
+    for (int64_t n = int64_t(1) << 26; n >= int64_t(1) << 22; n /= 2) {
+      try {
+        Graph g;
+        g.outputs = {g.unary(Op::Neg, g.input("x", f32, {n}))};
+        std::shared_ptr<Device> shared(&dev, [](Device*) {});  // borrowed for the probe's lifetime
+        CompiledGraph cg(g, shared);
+        cg.set_inputs({{"x", HostTensor(f32, {n})}});
+        ExecuteOptions run{.replay = dev.stream().can_capture(), .timing = false};
+        cg.execute(run);  // warm-up (and the recording)
+        std::vector<double> t;
+        for (int rep = 0; rep < 7; ++rep) {
+          auto t0 = std::chrono::steady_clock::now();
+          cg.execute(run);
+          t.push_back(seconds_since(t0));
+        }
+        return 2.0 * double(n) * 4.0 / *std::min_element(t.begin(), t.end());
+      } catch (const Error&) {
+        // Too large a buffer for one binding: half of it.
+      }
+    }
   }
   return 0;
 }
