@@ -67,6 +67,10 @@ std::string find_driver_symbols(void* lib, Driver& d) {
   KILN_FIND(lib, d, graph_destroy, cuGraphDestroy);
   d.graph_exec_update = reinterpret_cast<decltype(d.graph_exec_update)>(dlsym(lib, KILN_SYMBOL_NAME(cuGraphExecUpdate)));
   d.launch_kernel_ex = reinterpret_cast<decltype(d.launch_kernel_ex)>(dlsym(lib, KILN_SYMBOL_NAME(cuLaunchKernelEx)));
+  d.mem_alloc_host = reinterpret_cast<decltype(d.mem_alloc_host)>(dlsym(lib, KILN_SYMBOL_NAME(cuMemAllocHost)));
+  d.mem_free_host = reinterpret_cast<decltype(d.mem_free_host)>(dlsym(lib, KILN_SYMBOL_NAME(cuMemFreeHost)));
+  d.memcpy_htod_async = reinterpret_cast<decltype(d.memcpy_htod_async)>(dlsym(lib, KILN_SYMBOL_NAME(cuMemcpyHtoDAsync)));
+  d.memcpy_dtoh_async = reinterpret_cast<decltype(d.memcpy_dtoh_async)>(dlsym(lib, KILN_SYMBOL_NAME(cuMemcpyDtoHAsync)));
   return missing;
 }
 

@@ -52,6 +52,11 @@ struct Driver {
   decltype(&::cuGraphExecUpdate) graph_exec_update = nullptr;
   // Optional: launches that let the next kernel start early (sm_90).
   decltype(&::cuLaunchKernelEx) launch_kernel_ex = nullptr;
+  // Optional: small transfers through pinned memory (CudaDevice::write/read).
+  decltype(&::cuMemAllocHost) mem_alloc_host = nullptr;
+  decltype(&::cuMemFreeHost) mem_free_host = nullptr;
+  decltype(&::cuMemcpyHtoDAsync) memcpy_htod_async = nullptr;
+  decltype(&::cuMemcpyDtoHAsync) memcpy_dtoh_async = nullptr;
 };
 
 // Opens `library` (dlopen name) and calls cuInit. Null, with the reason in

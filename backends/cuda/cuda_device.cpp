@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <cstring>
 #include <mutex>
 #include <type_traits>
 
@@ -468,11 +469,30 @@ class CudaDevice : public Device {
     return std::make_shared<CudaBuffer>(pool_, bytes);
   }
 
+  ~CudaDevice() override {
+    if (pinned_ && gpu_->set_current() == CUDA_SUCCESS) gpu_->api().mem_free_host(pinned_);
+  }
+  CudaDevice(const CudaDevice&) = delete;
+  CudaDevice& operator=(const CudaDevice&) = delete;
+
+  // Transfers of up to kStaged bytes go through a pinned staging ring by the
+  // driver's async copies on the legacy stream, ordered as the synchronous
+  // ones are with every launch: a write returns once its bytes are in the
+  // ring (cuMemcpyHtoD from pageable memory first waits for the GPU, then
+  // stages), a read waits for the GPU and its own copy. A decode step's
+  // inputs and logits are such transfers (H100: 61 + 50 us a step before).
+  // Larger ones, or a driver without these entry points: the synchronous copies.
   void write(Buffer& dst, const void* src, int64_t bytes) override {
     CudaBuffer& buf = cuda_buffer(dst, pool_.get(), "cannot write");
     check_size(bytes, buf, "cannot write");
     if (bytes == 0) return;
     gpu_->make_current();
+    std::lock_guard<std::mutex> lock(staging_mu_);
+    if (char* ring = staging(bytes)) {
+      std::memcpy(ring, src, size_t(bytes));
+      gpu_->check(gpu_->api().memcpy_htod_async(buf.ptr(), ring, size_t(bytes), CU_STREAM_LEGACY), "cuMemcpyHtoDAsync");
+      return;
+    }
     gpu_->check(gpu_->api().memcpy_htod(buf.ptr(), src, size_t(bytes)), "cuMemcpyHtoD");
   }
 
@@ -481,6 +501,14 @@ class CudaDevice : public Device {
     check_size(bytes, buf, "cannot read");
     if (bytes == 0) return;
     gpu_->make_current();
+    std::lock_guard<std::mutex> lock(staging_mu_);
+    if (char* ring = staging(bytes)) {
+      gpu_->check(gpu_->api().memcpy_dtoh_async(ring, buf.ptr(), size_t(bytes), CU_STREAM_LEGACY), "cuMemcpyDtoHAsync");
+      gpu_->check(gpu_->api().stream_synchronize(CU_STREAM_LEGACY), "cuStreamSynchronize");
+      pinned_used_ = 0;  // every staged copy is done
+      std::memcpy(dst, ring, size_t(bytes));
+      return;
+    }
     gpu_->check(gpu_->api().memcpy_dtoh(dst, buf.ptr(), size_t(bytes)), "cuMemcpyDtoH");
   }
 
@@ -528,11 +556,39 @@ class CudaDevice : public Device {
   Stream& stream() override { return stream_; }
 
  private:
+  static constexpr int64_t kStaged = int64_t(256) << 10, kRing = int64_t(4) << 20;
+
+  // Room for `bytes` in the staging ring (allocated at first use; a full ring
+  // is reused once its copies are done), or null for the synchronous path.
+  // Holds staging_mu_.
+  char* staging(int64_t bytes) {
+    const Driver& api = gpu_->api();
+    if (bytes > kStaged || pinned_failed_ || !api.mem_alloc_host || !api.mem_free_host || !api.memcpy_htod_async ||
+        !api.memcpy_dtoh_async)
+      return nullptr;
+    if (!pinned_ && api.mem_alloc_host(&pinned_, size_t(kRing)) != CUDA_SUCCESS) {
+      pinned_ = nullptr;
+      pinned_failed_ = true;  // no pinned memory to be had: the synchronous copies
+      return nullptr;
+    }
+    if (pinned_used_ + bytes > kRing) {
+      gpu_->check(api.stream_synchronize(CU_STREAM_LEGACY), "cuStreamSynchronize");
+      pinned_used_ = 0;
+    }
+    char* at = static_cast<char*>(pinned_) + pinned_used_;
+    pinned_used_ += (bytes + 255) / 256 * 256;
+    return at;
+  }
+
   std::shared_ptr<Gpu> gpu_;
   DeviceInfo info_;
   Limits limits_;
   std::shared_ptr<MemoryPool> pool_;
   CudaStream stream_;
+  std::mutex staging_mu_;
+  void* pinned_ = nullptr;
+  int64_t pinned_used_ = 0;
+  bool pinned_failed_ = false;
 };
 
 }  // namespace

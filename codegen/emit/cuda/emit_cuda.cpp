@@ -202,6 +202,12 @@ __device__ __forceinline__ void kiln_mma_bf16(float* c, const unsigned* a, const
 // both are no-ops. A tensor-core tile only waits: the next kernel's blocks,
 // resident early, slowed the prefill's tiled contractions (H100: TTFT 11.0 ->
 // 13.5 ms), so it launches when they are done, as without the attribute.
+const char* kSelectHelpers = R"(// A select whose operands load: both are read before choosing (kiln's loads
+// are always in bounds), so the loads need not wait for the condition's.
+template <class T>
+__device__ __forceinline__ T kiln_sel(bool c, T a, T b) { return c ? a : b; }
+)";
+
 const char* kDependentLaunch = R"(#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -277,6 +283,7 @@ class Emitter {
     if (use_bf16_) text += "\n" + std::string(kBF16Helpers);
     if (use_div_) text += "\n" + std::string(kDivHelpers);
     if (use_cast_) text += "\n" + std::string(kCastHelpers);
+    if (use_sel_) text += "\n" + std::string(kSelectHelpers);
     if (use_mma_) text += "\n" + std::string(kMmaHelpers);
     text += "\nextern \"C\" __global__ void " + entry + "(" + arguments() + ") {\n";
     return text + (k_.array_tile.any() ? kDependentWait : kDependentLaunch) + body_ + "}\n";
@@ -603,6 +610,15 @@ class Emitter {
       case ExprKind::Unary: return emit_unary(*e);
       case ExprKind::Binary: return emit_binary(*e);
       case ExprKind::Select:
+        // A branch on the condition would make an operand's load wait for
+        // the condition's own (two memory latencies in a row, in a loop over
+        // a cache: a decode's P x V whose new row is selected in).
+        if (has_load(e->args[1]) || has_load(e->args[2])) {
+          use_sel_ = true;
+          static const char* types[] = {"float", "int", "long long", "bool"};
+          return primary("kiln_sel<" + std::string(types[int(e->type)]) + ">(" + full(e->args[0]) + ", " +
+                         full(e->args[1]) + ", " + full(e->args[2]) + ")");
+        }
         return {operand(e->args[0], kCompare) + " ? " + operand(e->args[1], kCompare) + " : " +
                     operand(e->args[2], kCompare),
                 kTernary};
@@ -763,7 +779,7 @@ class Emitter {
     std::string array, loop;
   };
   std::map<const ExprNode*, VectorElement> vector_element_;
-  bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false;
+  bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false, use_sel_ = false;
 
   // --- Tensor cores: a kernel with the schedule's array_tile ---
   //

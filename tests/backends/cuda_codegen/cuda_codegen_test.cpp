@@ -318,6 +318,25 @@ TEST(CudaCodegen, LongRowsAreReadInSixteenBytePieces) {
   EXPECT_TRUE(contains(emit_cuda(parse_kernel(aligned), "f"), "uint4 kiln_vec0[1];")) << emit_cuda(parse_kernel(aligned), "f");
 }
 
+// A select whose operands load reads both before choosing (no branch that
+// makes a load wait for the condition's); one without loads stays a ternary.
+TEST(CudaCodegen, SelectsOfLoadsReadBothOperands) {
+  Kernel k = parse_kernel(R"(kernel sel() {
+  buffer y: f32 global out
+  buffer c: bool global
+  buffer a: f32 global
+  buffer b: f32 global
+  gpu_block for i in 4 {
+    y[i] = add(select(c[i], a[i], b[i]), select(cmplt(i, 2), 1f, 2f))
+  }
+}
+)");
+  std::string src = emit_cuda(k, "f");
+  EXPECT_TRUE(contains(src, "kiln_sel<float>(buf1[i] != 0, buf2[i], buf3[i])")) << src;
+  EXPECT_TRUE(contains(src, "? 1.0f : 2.0f")) << src;
+  EXPECT_FALSE(contains(compile_cuda_to_ptx(k, "sm_90"), "bra")) << src;
+}
+
 // f16 and bf16 contractions of tensor-core sizes run on them: cp.async copies
 // into shared memory, ldmatrix (transposed where the tile's rows are not the
 // reduction) and mma.sync, 256 threads a block; ptxas takes the PTX.
