@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <chrono>
 #include <set>
 
@@ -21,23 +22,36 @@ std::string sizes_str(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
+// The symbols the inputs given fix, by input name (set_inputs keeps the map).
+Bindings bind_symbols(const Graph& g, const std::map<std::string, int>& input_ids,
+                      const std::map<std::string, HostTensor>& inputs, Bindings b) {
+  std::vector<std::pair<int, const HostTensor*>> given;  // in the graph's order: its first input fixes a symbol
+  for (const auto& [name, t] : inputs)
+    if (auto id = input_ids.find(name); id != input_ids.end()) given.emplace_back(id->second, &t);
+  std::sort(given.begin(), given.end());
+  for (const auto& [id, t] : given) {
+    const Node& n = g.nodes[id];
+    if (t->sizes.size() != n.shape.size()) continue;
+    for (size_t i = 0; i < n.shape.size(); ++i)
+      if (!n.shape[i].is_const()) b.emplace(n.shape[i].sym, t->sizes[i]);
+  }
+  return b;
+}
+
 }  // namespace
 
 Bindings bind_symbols(const Graph& g, const std::map<std::string, HostTensor>& inputs, Bindings b) {
-  for (int id : g.input_nodes()) {
-    const Node& n = g.nodes[id];
-    auto it = inputs.find(n.name);
-    if (it == inputs.end() || it->second.sizes.size() != n.shape.size()) continue;
-    for (size_t i = 0; i < n.shape.size(); ++i)
-      if (!n.shape[i].is_const()) b.emplace(n.shape[i].sym, it->second.sizes[i]);
-  }
-  return b;
+  std::map<std::string, int> ids;
+  for (int id : g.input_nodes()) ids.emplace(g.nodes[id].name, id);
+  return bind_symbols(g, ids, inputs, std::move(b));
 }
 
 CompiledGraph::CompiledGraph(const Graph& g, std::shared_ptr<Device> dev, const std::vector<Schedule>& schedules)
     : dev_(std::move(dev)) {
   auto t0 = std::chrono::steady_clock::now();
   program_ = lower(g);
+  input_nodes_ = program_.graph.input_nodes();
+  for (int id : input_nodes_) input_ids_.emplace(program_.graph.nodes[id].name, id);
   if (!schedules.empty() && schedules.size() != program_.kernels.size())
     throw Error("got " + std::to_string(schedules.size()) + " schedules for " + std::to_string(program_.kernels.size()) +
                 " kernels");
@@ -93,7 +107,7 @@ void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, 
   // buffers would still have the old sizes that the new symbols overrun.
   bool was_ready = ready_;
   ready_ = false;
-  Bindings bound = bind_symbols(g, inputs, symbols);
+  Bindings bound = bind_symbols(g, input_ids_, inputs, symbols);
   if (bound != bound_) retire_replay();  // it launches with the old values as params
   // The same symbols as last time and no bind_input() since (which clears
   // ready_): every buffer still has its size, and only the host inputs need
@@ -101,7 +115,13 @@ void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, 
   bool same = was_ready && bound == bound_;
   bound_ = std::move(bound);
   std::set<std::string> used;
-  for (int id : g.input_nodes()) {
+  // A decode step visits its few host inputs only, not every bound weight.
+  if (!same) {
+    host_inputs_.clear();
+    for (int id : input_nodes_)
+      if (!bound_inputs_.count(id)) host_inputs_.push_back(id);
+  }
+  for (int id : same ? host_inputs_ : input_nodes_) {
     const Node& n = g.nodes[id];
     auto it = inputs.find(n.name);
     if (bound_inputs_.count(id)) {
@@ -123,7 +143,12 @@ void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, 
     used.insert(n.name);
   }
   for (auto& [name, t] : inputs)
-    if (!used.count(name)) throw Error("the graph has no input named '" + name + "'");
+    if (!used.count(name)) {
+      auto id = input_ids_.find(name);
+      if (id != input_ids_.end() && bound_inputs_.count(id->second))
+        throw Error("input '" + name + "' is bound to a device buffer; it takes no host data");
+      throw Error("the graph has no input named '" + name + "'");
+    }
   if (!same)
     for (int id : program_.buffers) buffer(id);
   ready_ = true;
@@ -131,7 +156,7 @@ void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, 
 
 void CompiledGraph::bind_input(const std::string& name, std::shared_ptr<Buffer> buf) {
   if (!buf) throw Error("bind_input('" + name + "'): no buffer");
-  for (int id : program_.graph.input_nodes()) {
+  for (int id : input_nodes_) {
     if (program_.graph.nodes[id].name != name) continue;
     bound_inputs_[id] = std::move(buf);
     ready_ = false;  // set_inputs() checks its size

@@ -85,6 +85,9 @@ class CompiledGraph {
   void launch_one_by_one(bool timing);
 
   Program program_;
+  std::vector<int> input_nodes_;  // the graph's inputs (a decode step's set_inputs scans no other node)
+  std::map<std::string, int> input_ids_;  // by name
+  std::vector<int> host_inputs_;  // those not bound to a device buffer, as of the last full set_inputs
   std::shared_ptr<Device> dev_;
   std::vector<Schedule> schedules_;
   std::vector<Kernel> scheduled_;
