@@ -470,7 +470,10 @@ class CudaDevice : public Device {
   }
 
   ~CudaDevice() override {
-    if (pinned_ && gpu_->set_current() == CUDA_SUCCESS) gpu_->api().mem_free_host(pinned_);
+    if (pinned_ && gpu_->set_current() == CUDA_SUCCESS) {
+      gpu_->api().stream_synchronize(CU_STREAM_LEGACY);  // no staged copy still reads the ring
+      gpu_->api().mem_free_host(pinned_);
+    }
   }
   CudaDevice(const CudaDevice&) = delete;
   CudaDevice& operator=(const CudaDevice&) = delete;
