@@ -230,6 +230,47 @@ bool reduces_rows(const Kernel& k, const Stmt& body, const std::string& v) { ret
 // attention's `probabilities x V`, a column sum.
 bool reduces_columns(const Kernel& k, const Stmt& body, const std::string& v) { return reduces(k, body, v, true); }
 
+// Whether index `e` moves by one element a step over `n` steps of `v` from 0
+// (other variables at 0, params at an arbitrary size).
+bool unit_run(const Expr& e, const std::string& v, const Kernel& k, int64_t n) {
+  std::map<std::string, int64_t> at;
+  for (const std::string& p : k.params) at[p] = 64;
+  visit(k.body, [&](const Stmt& s) {
+    if (s->kind == StmtKind::For) at[s->var] = 0;
+  });
+  try {
+    int64_t base = evaluate_index(e, at);
+    for (int64_t i = 1; i < n; ++i) {
+      at[v] = i;
+      if (evaluate_index(e, at) - base != i) return false;
+    }
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// Whether `body` loads a global byte buffer (u8/i8) inside reduction loop `r`
+// at an index that does not move by one element with it over 32 steps
+// (packed 4-bit pairs: 16 bytes hold 32 elements).
+bool packs_bytes(const Kernel& k, const Stmt& body, const std::string& r) {
+  bool found = false;
+  std::function<void(const Expr&)> expr = [&](const Expr& e) {
+    if (!e) return;
+    if (e->kind == ExprKind::Load) {
+      const BufferDecl& b = k.buffers[e->buffer];
+      if (b.scope == MemScope::Global && (b.dtype == u8 || b.dtype == i8) && uses_var(e->args[0], r) &&
+          !unit_run(e->args[0], r, k, 32))
+        found = true;
+    }
+    for (const Expr& a : e->args) expr(a);
+  };
+  visit(body, [&](const Stmt& s) {
+    if (s->kind == StmtKind::For && s->var == r) visit(s, [&](const Stmt& x) { expr(x->value), expr(x->index); });
+  });
+  return found;
+}
+
 // CUDA reads a row in 16-byte pieces when `body` has one reduction loop, of
 // constant extent, whose global loads all move by one element with it: the
 // elements a piece holds of its narrowest such load (8 for f16). 0 otherwise.
@@ -532,8 +573,19 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     // decode step), when the row is a whole number of such steps. Fewer rows
     // than keep the GPU busy a warp each (a norm's one row) keep a block a
     // row, with as many threads as the row has pieces for.
-    std::string vec_outer;
-    if (vec > 1 && r % (vec * 32) == 0 && kn.pick("vector_rows", cuda)) {
+    std::string vec_outer, packed = vec > 1 ? "" : reduction_loop(chain);
+    if (!packed.empty() && !(r > 0 && r % 32 == 0 && packs_bytes(k, body, packed))) packed.clear();
+    if (!packed.empty() && kn.pick("packed_rows", cuda)) {
+      // A 4-bit weight (two elements a byte, 32 a group) has no unit-stride
+      // index, but 32 elements are 16 whole bytes: a warp a row, each lane
+      // 32 elements a step, which the emitter reads as one 16-byte load of
+      // the weight (and 64 bytes of the activations).
+      std::string ro = fresh(k, packed + "o"), rv = fresh(k, packed + "v");
+      rows.split(packed, 32, ro, rv).unroll(rv);
+      vec_outer = ro;
+      spread_threads = 32;
+      vec = 32;
+    } else if (vec > 1 && r % (vec * 32) == 0 && kn.pick("vector_rows", cuda)) {
       std::string ro = fresh(k, red + "o"), rv = fresh(k, red + "v");
       rows.split(red, vec, ro, rv).unroll(rv);
       vec_outer = ro;

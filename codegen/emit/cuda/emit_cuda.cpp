@@ -92,6 +92,34 @@ Expr offset_base(const Expr& e, const std::string& v) {
   return base->kind == ExprKind::Const && base->ival == 0 ? fixed : base + fixed;
 }
 
+// `e` as base + off where off uses only `v` and base not at all (the terms of
+// a sum split by whether they use v): a packed operand's index, such as a q4
+// weight's byte (group * 16 + v % 16 for 32 elements v). False otherwise.
+bool split_offset(const Expr& e, const std::string& v, Expr* base, Expr* off) {
+  if (e->kind == ExprKind::Binary && e->binop == BinOp::Add) {
+    Expr b0, o0, b1, o1;
+    if (!split_offset(e->args[0], v, &b0, &o0) || !split_offset(e->args[1], v, &b1, &o1)) return false;
+    *base = !b0 ? b1 : !b1 ? b0 : b0 + b1;
+    *off = !o0 ? o1 : !o1 ? o0 : o0 + o1;
+    return true;
+  }
+  if (!uses_var(e, v)) {
+    *base = e, *off = nullptr;
+    return true;
+  }
+  // A term that uses v must use nothing else (and load nothing).
+  bool alone = true;
+  std::function<void(const Expr&)> check = [&](const Expr& x) {
+    if (!x) return;
+    if (x->kind == ExprKind::Load || (x->kind == ExprKind::Var && x->name != v)) alone = false;
+    for (const Expr& a : x->args) check(a);
+  };
+  check(e);
+  if (!alone) return false;
+  *base = nullptr, *off = e;
+  return true;
+}
+
 // Whether every value of the i64 expression `e` is a multiple of `n`, as its
 // structure shows.
 bool multiple_of(const Expr& e, int64_t n) {
@@ -532,23 +560,47 @@ class Emitter {
     for (const ExprNode* e : loads) {
       const BufferDecl& b = buffer(e->buffer);
       if (b.scope != MemScope::Global || stored.count(e->buffer) || b.dtype == boolean) continue;
-      Expr base = offset_base(e->args[0], loop.var);
-      int64_t bytes = w * dtype_size(b.dtype);
-      if (!base || !multiple_of(base, w) || (bytes != 4 && bytes != 8 && bytes % 16) || bytes > 64) continue;
-      std::string key = std::to_string(e->buffer) + "@" + full(base);
+      Expr base = offset_base(e->args[0], loop.var), element;  // element: which one iteration v takes (null: v)
+      int64_t elems = w;
+      if (!base) {
+        // base + off(v) with off in [0, P) for every v: P elements read at
+        // once, iteration v taking element off(v) (a q4 weight's 16 bytes
+        // for 32 elements, each byte twice).
+        Expr off;
+        if (!split_offset(e->args[0], loop.var, &base, &off) || !base || !off) continue;
+        int64_t hi = -1;
+        bool fits = true;
+        for (int64_t c = 0; c < w && fits; ++c) {
+          int64_t x = -1;
+          try {
+            x = evaluate_index(off, {{loop.var, c}});
+          } catch (const Error&) {
+            fits = false;
+          }
+          fits = fits && x >= 0 && x < w;
+          hi = std::max(hi, x);
+        }
+        if (!fits) continue;
+        elems = 1;
+        while (elems <= hi) elems *= 2;
+        element = off;
+      }
+      int64_t bytes = elems * dtype_size(b.dtype);
+      if (!multiple_of(base, elems) || (bytes != 4 && bytes != 8 && bytes % 16) || bytes > 64) continue;
+      std::string key = std::to_string(e->buffer) + "@" + full(base) + "#" + std::to_string(elems);
       auto [it, fresh] = arrays.emplace(key, "kiln_vec" + std::to_string(fresh_));
       if (fresh) {
         ++fresh_;
         const char* piece = bytes == 4 ? "unsigned int" : bytes == 8 ? "uint2" : "uint4";
         int64_t pieces = std::max<int64_t>(1, bytes / 16);
-        line(std::string(piece) + " " + it->second + "[" + std::to_string(pieces) + "];  // " + std::to_string(w) +
+        line(std::string(piece) + " " + it->second + "[" + std::to_string(pieces) + "];  // " + std::to_string(elems) +
              " elements of " + comment_text(b.name));
         for (int64_t p = 0; p < pieces; ++p)
           line(it->second + "[" + std::to_string(p) + "] = reinterpret_cast<const " + piece + "*>(" +
                buffer_name(e->buffer) + " + (" + full(base) + "))[" + std::to_string(p) + "];");
       }
       vector_element_[e] = {"reinterpret_cast<const " + std::string(storage_type(b.dtype)) + "*>(" + it->second + ")",
-                            loop.var};
+                            loop.var, element};
       done.push_back(e);
     }
     return done;
@@ -643,8 +695,9 @@ class Emitter {
       fail(k_, "a load of " + std::string(valtype_name(e.type)) + " from " + std::string(dtype_name(buf.dtype)) +
                    " buffer '" + buf.name + "'");
     auto vec = vector_element_.find(&e);
-    std::string ref = vec != vector_element_.end() ? vec->second.array + "[" + var_name(vec->second.loop) + "]"
-                                                   : buffer_name(e.buffer) + "[" + full(e.args[0]) + "]";
+    std::string ref = vec == vector_element_.end() ? buffer_name(e.buffer) + "[" + full(e.args[0]) + "]"
+                      : vec->second.element      ? vec->second.array + "[" + full(vec->second.element) + "]"
+                                                 : vec->second.array + "[" + var_name(vec->second.loop) + "]";
     switch (buf.dtype) {
       case f32: case i32: return primary(ref);
       case f16: use_f16_ = true; return primary("kiln_f16_to_f32(" + ref + ")");
@@ -777,6 +830,7 @@ class Emitter {
   // variable that picks one.
   struct VectorElement {
     std::string array, loop;
+    Expr element;  // the element iteration `loop` takes; null: the loop variable itself
   };
   std::map<const ExprNode*, VectorElement> vector_element_;
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false, use_sel_ = false;

@@ -19,6 +19,7 @@
 #include "backends/cuda/nvrtc.h"
 #include "codegen/emit/cuda/emit_cuda.h"
 #include "codegen/emit/gpu_nest.h"
+#include "frontend/workloads.h"
 #include "tests/backends/gpu_testing.h"
 
 namespace kiln {
@@ -301,6 +302,23 @@ TEST(CudaCodegen, LongRowsAreReadInSixteenBytePieces) {
     EXPECT_TRUE(contains(src, "for (int kiln_o = 4; kiln_o > 0; kiln_o >>= 1)")) << src;
     EXPECT_FALSE(contains(src, "kiln_div(")) << src;
     EXPECT_TRUE(contains(compile_cuda_to_ptx(k, "sm_90"), "shfl.sync.bfly")) << src;
+  }
+  // A 4-bit weight's GEMV (two elements a byte, groups of 32): a lane takes
+  // 32 elements a step, its 16 packed bytes in one 16-byte load, element v
+  // reading byte v % 16.
+  {
+    Program p = lower(make_workload("llm-decode:stories15m:40:q4", f16).graph);
+    int packed = 0;
+    for (const Kernel& raw : p.kernels) {
+      Kernel k = scheduled(raw);
+      std::string src = emit_cuda(k, "f");
+      if (!contains(src, "reinterpret_cast<const unsigned char*>(kiln_vec")) continue;
+      EXPECT_TRUE(contains(src, "16 elements of")) << src;
+      if (packed++ == 0) {
+        EXPECT_TRUE(contains(compile_cuda_to_ptx(k, "sm_90"), "ld.global.nc.v4.u32")) << src;
+      }
+    }
+    EXPECT_GT(packed, 0);
   }
   Kernel odd = parse_kernel(R"(kernel odd() {
   buffer y: f32 global out
