@@ -568,7 +568,7 @@ class Emitter {
         // for 32 elements, each byte twice).
         Expr off;
         if (!split_offset(e->args[0], loop.var, &base, &off) || !base || !off) continue;
-        int64_t hi = -1;
+        int64_t hi = -1, lo = w;
         bool fits = true;
         for (int64_t c = 0; c < w && fits; ++c) {
           int64_t x = -1;
@@ -579,10 +579,14 @@ class Emitter {
           }
           fits = fits && x >= 0 && x < w;
           hi = std::max(hi, x);
+          lo = std::min(lo, x);
         }
         if (!fits) continue;
         elems = 1;
         while (elems <= hi) elems *= 2;
+        // The first and the last element are ones an iteration reads, so all
+        // between are in bounds.
+        if (lo != 0 || hi + 1 != elems) continue;
         element = off;
       }
       int64_t bytes = elems * dtype_size(b.dtype);
