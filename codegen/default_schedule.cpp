@@ -187,9 +187,9 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   return s;
 }
 
-// Whether index `e` moves by one element when `v` does (other variables at 0,
-// params at an arbitrary size): threads along v then read neighbouring elements.
-bool unit_stride(const Expr& e, const std::string& v, const Kernel& k) {
+// Whether index `e` moves by one element a step over `n` steps of `v` from 0
+// (other variables at 0, params at an arbitrary size).
+bool unit_run(const Expr& e, const std::string& v, const Kernel& k, int64_t n) {
   std::map<std::string, int64_t> at;
   for (const std::string& p : k.params) at[p] = 64;
   visit(k.body, [&](const Stmt& s) {
@@ -197,12 +197,19 @@ bool unit_stride(const Expr& e, const std::string& v, const Kernel& k) {
   });
   try {
     int64_t base = evaluate_index(e, at);
-    at[v] = 1;
-    return evaluate_index(e, at) - base == 1;
+    for (int64_t i = 1; i < n; ++i) {
+      at[v] = i;
+      if (evaluate_index(e, at) - base != i) return false;
+    }
+    return true;
   } catch (const Error&) {
     return false;  // a gathered index: no pattern to rely on
   }
 }
+
+// Whether index `e` moves by one element when `v` does: threads along v then
+// read neighbouring elements.
+bool unit_stride(const Expr& e, const std::string& v, const Kernel& k) { return unit_run(e, v, k, 2); }
 
 // The body holds reduction loops, and no load in them moves with the
 // innermost output loop `v` (rows reduced along their length, not columns or
@@ -229,26 +236,6 @@ bool reduces_rows(const Kernel& k, const Stmt& body, const std::string& v) { ret
 // Reductions whose loads move by one element with the output loop `v`: the
 // attention's `probabilities x V`, a column sum.
 bool reduces_columns(const Kernel& k, const Stmt& body, const std::string& v) { return reduces(k, body, v, true); }
-
-// Whether index `e` moves by one element a step over `n` steps of `v` from 0
-// (other variables at 0, params at an arbitrary size).
-bool unit_run(const Expr& e, const std::string& v, const Kernel& k, int64_t n) {
-  std::map<std::string, int64_t> at;
-  for (const std::string& p : k.params) at[p] = 64;
-  visit(k.body, [&](const Stmt& s) {
-    if (s->kind == StmtKind::For) at[s->var] = 0;
-  });
-  try {
-    int64_t base = evaluate_index(e, at);
-    for (int64_t i = 1; i < n; ++i) {
-      at[v] = i;
-      if (evaluate_index(e, at) - base != i) return false;
-    }
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
 
 // Whether `body` loads a global byte buffer (u8/i8) inside reduction loop `r`
 // at an index that does not move by one element with it over 32 steps
