@@ -4,9 +4,9 @@
 #include <array>
 #include <bit>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
-#include <cstring>
 #include <mutex>
 #include <type_traits>
 
@@ -459,7 +459,10 @@ class CudaDevice : public Device {
  public:
   explicit CudaDevice(const std::shared_ptr<Gpu>& gpu)
       : gpu_(gpu), info_(query_info(*gpu)), limits_(query_limits(*gpu)),
-        pool_(std::make_shared<MemoryPool>(gpu)), stream_(gpu) {}
+        pool_(std::make_shared<MemoryPool>(gpu)), stream_(gpu) {
+    const Driver& api = gpu_->api();
+    no_staging_ = !api.mem_alloc_host || !api.mem_free_host || !api.memcpy_htod_async || !api.memcpy_dtoh_async;
+  }
 
   const DeviceInfo& info() const override { return info_; }
 
@@ -565,13 +568,11 @@ class CudaDevice : public Device {
   // is reused once its copies are done), or null for the synchronous path.
   // Holds staging_mu_.
   char* staging(int64_t bytes) {
+    if (bytes > kStaged || no_staging_) return nullptr;
     const Driver& api = gpu_->api();
-    if (bytes > kStaged || pinned_failed_ || !api.mem_alloc_host || !api.mem_free_host || !api.memcpy_htod_async ||
-        !api.memcpy_dtoh_async)
-      return nullptr;
     if (!pinned_ && api.mem_alloc_host(&pinned_, size_t(kRing)) != CUDA_SUCCESS) {
       pinned_ = nullptr;
-      pinned_failed_ = true;  // no pinned memory to be had: the synchronous copies
+      no_staging_ = true;  // no pinned memory to be had: the synchronous copies
       return nullptr;
     }
     if (pinned_used_ + bytes > kRing) {
@@ -591,7 +592,7 @@ class CudaDevice : public Device {
   std::mutex staging_mu_;
   void* pinned_ = nullptr;
   int64_t pinned_used_ = 0;
-  bool pinned_failed_ = false;
+  bool no_staging_ = false;  // the driver lacks an entry point, or pinned memory could not be had
 };
 
 }  // namespace

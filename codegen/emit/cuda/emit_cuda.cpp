@@ -224,18 +224,18 @@ __device__ __forceinline__ void kiln_mma_bf16(float* c, const unsigned* a, const
 }
 )";
 
-// Launched as a programmatic dependent (sm_90): the kernel lets the next one
-// launch now and waits for the one before it to finish (and its writes to be
-// visible) before it reads or writes memory. Without that launch attribute
-// both are no-ops. A tensor-core tile only waits: the next kernel's blocks,
-// resident early, slowed the prefill's tiled contractions (H100: TTFT 11.0 ->
-// 13.5 ms), so it launches when they are done, as without the attribute.
 const char* kSelectHelpers = R"(// A select whose operands load: both are read before choosing (kiln's loads
 // are always in bounds), so the loads need not wait for the condition's.
 template <class T>
 __device__ __forceinline__ T kiln_sel(bool c, T a, T b) { return c ? a : b; }
 )";
 
+// Launched as a programmatic dependent (sm_90): the kernel lets the next one
+// launch now and waits for the one before it to finish (and its writes to be
+// visible) before it reads or writes memory. Without that launch attribute
+// both are no-ops. A tensor-core tile only waits: the next kernel's blocks,
+// resident early, slowed the prefill's tiled contractions (H100: TTFT 11.0 ->
+// 13.5 ms), so it launches when they are done, as without the attribute.
 const char* kDependentLaunch = R"(#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -464,9 +464,9 @@ class Emitter {
   // Along x: a butterfly of shuffles within each warp (within each aligned
   // group of n lanes where n < 32: a row of an attention head's 8 lanes),
   // then every thread of a row combines its row's warps' partials in the same
-  // order, so all hold the same value (a row of one warp needs no more). Along y or z: each thread
-  // leaves its partial in shared memory and combines those of its column in
-  // order.
+  // order, so all hold the same value (a row of one warp needs no more).
+  // Along y or z: each thread leaves its partial in shared memory and
+  // combines those of its column in order.
   void emit_allreduce(const StmtNode& s) {
     ValType t = valtype_of(buffer(s.buffer).dtype);
     std::string acc = buffer_name(s.buffer) + "[0]", red = scratch(t);
