@@ -33,6 +33,36 @@ bool compatible(const Shape& stage_shape, const Shape& shape, int p) {
   return true;
 }
 
+// Output `i` (a reshape or slice) as a run of the first stored node below it:
+// {that node, the run's first element}, or {i, 0} where a slice on the way
+// does not keep the run contiguous.
+std::pair<int, int64_t> contiguous_run(const Graph& g, int i, const std::vector<bool>& materialized) {
+  int x = i;
+  int64_t offset = 0;
+  while (x == i || !materialized[x]) {
+    const Node& n = g.nodes[x];
+    if (n.op == Op::Slice) {
+      // Contiguous when every dim inside the outermost partial one is whole
+      // and every dim outside it keeps a single index.
+      const Shape& in = g.nodes[n.inputs[0]].shape;
+      if (!is_static(in)) return {i, 0};
+      bool inside_whole = true;
+      int64_t stride = 1;
+      for (size_t d = in.size(); d-- > 0;) {
+        int64_t size = in[d].value, extent = n.shape[d].value;
+        if ((!inside_whole && extent != 1) || (extent > 1 && n.steps[d] != 1)) return {i, 0};
+        offset += n.starts[d] * stride;
+        inside_whole = inside_whole && extent == size;
+        stride *= size;
+      }
+    } else if (n.op != Op::Reshape) {
+      break;
+    }
+    x = n.inputs[0];
+  }
+  return {x, offset};
+}
+
 }  // namespace
 
 FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
@@ -51,12 +81,17 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
   for (int i = 0; i < n; ++i) {
     const Node& node = g.nodes[i];
     bool m = node.op == Op::Input || outputs.count(i) || !inlinable(node.op);
-    // An output that only reshapes a stored result (a decode step's new key
-    // or value row) shares its buffer: the same elements in the same order.
-    if (opt.enabled && outputs.count(i) && node.op == Op::Reshape) {
-      int x = node.inputs[0];
-      if (plan.materialized[x] && g.nodes[x].op != Op::Input && !outputs.count(x) && g.nodes[x].dtype == node.dtype) {
-        plan.aliases[i] = x;
+    // An output that is a contiguous run of a computed result (a decode
+    // step's new key or value row, reshaped or sliced out of a larger
+    // product) shares its buffer: the same elements in the same order. The
+    // result is stored for it if it is not already and others read it too.
+    if (opt.enabled && outputs.count(i) && (node.op == Op::Reshape || node.op == Op::Slice)) {
+      auto [x, offset] = contiguous_run(g, i, plan.materialized);
+      const Node& src = g.nodes[x];
+      if (src.op != Op::Input && !outputs.count(x) && src.dtype == node.dtype &&
+          (plan.materialized[x] || consumers[x].size() > 1)) {
+        plan.materialized[x] = true;
+        plan.aliases[i] = {x, offset};
         alias_targets.insert(x);  // must keep its buffer: never staged into a kernel
         m = false;
       }

@@ -21,12 +21,20 @@ struct FusedKernel {
   int outer = 0;
 };
 
+struct ViewAlias {
+  int node = -1;       // the stored result
+  int64_t offset = 0;  // in elements
+  bool operator==(const ViewAlias&) const = default;
+};
+
 struct FusionPlan {
   std::vector<bool> materialized;    // per node: owns a buffer (inputs, anchors)
   std::vector<FusedKernel> kernels;  // in execution order
-  // Graph outputs that are a reshape of a stored kernel result: no kernel
-  // copies them; they are read from that result's buffer (output -> node).
-  std::map<int, int> aliases;
+  // Graph outputs whose elements are a contiguous run of a stored kernel
+  // result, in order (reshapes, and slices that keep the run whole: a decode
+  // step's new key or value row): no kernel copies them; they are read from
+  // that result's buffer (output -> node and element offset).
+  std::map<int, ViewAlias> aliases;
 };
 
 struct FusionOptions {

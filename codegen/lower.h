@@ -24,7 +24,7 @@ struct Program {
   std::vector<Launch> launches;             // in execution order
   std::vector<std::vector<int>> kernel_ops;  // graph nodes each kernel computes
   std::vector<int> buffers;                 // nodes that own a buffer: inputs and kernel results
-  std::map<int, int> aliases;               // outputs read from another node's buffer (FusionPlan::aliases)
+  std::map<int, ViewAlias> aliases;         // outputs read from another node's buffer (FusionPlan::aliases)
 };
 
 // Lowers `g` after canonicalize_gemv: Program::graph is the rewritten graph,

@@ -171,8 +171,15 @@ std::shared_ptr<Buffer> CompiledGraph::output_buffer(size_t i) const {
     throw Error("output " + std::to_string(i) + " of a graph with " + std::to_string(program_.graph.outputs.size()) +
                 " outputs");
   int node = program_.graph.outputs[i];
-  if (auto a = program_.aliases.find(node); a != program_.aliases.end()) node = a->second;
+  if (auto a = program_.aliases.find(node); a != program_.aliases.end()) node = a->second.node;
   return buffers_.at(node);
+}
+
+int64_t CompiledGraph::output_offset(size_t i) const {
+  output_buffer(i);  // the same checks
+  int node = program_.graph.outputs[i];
+  auto a = program_.aliases.find(node);
+  return a == program_.aliases.end() ? 0 : a->second.offset * dtype_size(program_.graph.nodes[node].dtype);
 }
 
 void CompiledGraph::launch(size_t i) {
@@ -254,7 +261,14 @@ HostTensor CompiledGraph::output(size_t i) {
   const Buffer& buf = *output_buffer(i);
   const Node& n = program_.graph.nodes[program_.graph.outputs[i]];
   HostTensor t(n.dtype, concrete(n.shape, bound_));
-  dev_->read(buf, t.data.data(), int64_t(t.data.size()));
+  int64_t bytes = int64_t(t.data.size()), offset = output_offset(i);
+  if (offset == 0) {
+    dev_->read(buf, t.data.data(), bytes);
+    return t;
+  }
+  std::shared_ptr<Buffer> run = dev_->allocate(bytes);  // the output's run of a larger result
+  dev_->copy(buf, offset, *run, 0, bytes);
+  dev_->read(*run, t.data.data(), bytes);
   return t;
 }
 

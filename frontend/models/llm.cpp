@@ -69,6 +69,12 @@ class Builder {
  public:
   Builder(Graph& g, const LlmConfig& c, DType dt, WeightFormat wf) : g_(g), c_(c), dt_(dt), wf_(wf) {
     for (auto& [name, shape] : llm_weight_shapes(c)) shapes_[name] = shape;
+    for (auto& [name, parts] : llm_stacked_weights(c)) {
+      std::vector<int64_t> shape = shapes_.at(parts[0]);
+      shape[0] = 0;
+      for (const std::string& part : parts) shape[0] += shapes_.at(part)[0];
+      shapes_[name] = shape;
+    }
   }
 
   // The weight's value in the model's dtype; a q8 matrix is dequantized here
@@ -253,13 +259,15 @@ class Builder {
       v = g_.reshape(part(2), {seq, c_.kv_heads, hd});
       return {q, k, v};
     }
-    auto bias = [&](const char* n) { return c_.qkv_bias ? p + "self_attn." + n + ".bias" : std::string(); };
-    q = linear(x, p + "self_attn.q_proj.weight", bias("q_proj"));
-    k = linear(x, p + "self_attn.k_proj.weight", bias("k_proj"));
-    v = linear(x, p + "self_attn.v_proj.weight", bias("v_proj"));
-    q = g_.reshape(rope(g_.reshape(q, {seq, c_.heads, hd}), positions), {seq, c_.dim});
-    k = rope(g_.reshape(k, {seq, c_.kv_heads, hd}), positions);
-    v = g_.reshape(v, {seq, c_.kv_heads, hd});
+    // One GEMV for q, k and v (their rows stacked), one RoPE for q and k.
+    std::string qkv_bias = c_.qkv_bias ? p + "self_attn.qkv_proj.bias" : std::string();
+    int all = linear(x, p + "self_attn.qkv_proj.weight", qkv_bias);  // [S, (H + 2 KVH) hd]
+    int64_t rotated = c_.heads + c_.kv_heads;
+    int qk = g_.reshape(g_.slice(all, {0, 0}, {kSliceEnd, rotated * hd}, {1, 1}), {seq, rotated, hd});
+    qk = rope(qk, positions);
+    q = g_.reshape(g_.slice(qk, {0, 0, 0}, {kSliceEnd, c_.heads, kSliceEnd}, {1, 1, 1}), {seq, c_.dim});
+    k = g_.slice(qk, {0, c_.heads, 0}, {kSliceEnd, kSliceEnd, kSliceEnd}, {1, 1, 1});
+    v = g_.reshape(g_.slice(all, {0, rotated * hd}, {kSliceEnd, kSliceEnd}, {1, 1}), {seq, c_.kv_heads, hd});
     return {q, k, v};
   }
 
@@ -397,6 +405,54 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> llm_weight_shapes(cons
   w.push_back({"model.norm.weight", {d}});
   if (!c.tied_embeddings) w.push_back({"lm_head.weight", {c.vocab, d}});
   return w;
+}
+
+std::vector<std::pair<std::string, std::vector<std::string>>> llm_stacked_weights(const LlmConfig& c) {
+  std::vector<std::pair<std::string, std::vector<std::string>>> out;
+  if (c.arch != "llama") return out;
+  for (int64_t l = 0; l < c.layers; ++l) {
+    std::string p = layer_prefix(c, l) + "self_attn.";
+    for (std::string what : {".weight", ".bias"}) {
+      if (what == ".bias" && !c.qkv_bias) continue;
+      out.push_back({p + "qkv_proj" + what, {p + "q_proj" + what, p + "k_proj" + what, p + "v_proj" + what}});
+    }
+  }
+  return out;
+}
+
+HostTensor stack_rows(const std::vector<const HostTensor*>& parts) {
+  if (parts.empty()) throw Error("stack_rows: nothing to stack");
+  const HostTensor& first = *parts[0];
+  if (first.sizes.empty()) throw Error("stack_rows: a scalar has no rows");
+  std::vector<int64_t> sizes = first.sizes;
+  sizes[0] = 0;
+  for (const HostTensor* t : parts) {
+    if (t->dtype != first.dtype || t->sizes.size() != first.sizes.size() ||
+        !std::equal(t->sizes.begin() + 1, t->sizes.end(), first.sizes.begin() + 1))
+      throw Error("stack_rows: " + describe(*t) + " does not stack with " + describe(first));
+    sizes[0] += t->sizes[0];
+  }
+  HostTensor out(first.dtype, sizes);
+  size_t at = 0;
+  for (const HostTensor* t : parts) {
+    std::copy(t->data.begin(), t->data.end(), out.data.begin() + ptrdiff_t(at));
+    at += t->data.size();
+  }
+  return out;
+}
+
+std::map<std::string, HostTensor> stack_llm_weights(const LlmConfig& c, std::map<std::string, HostTensor> weights) {
+  for (auto& [name, parts] : llm_stacked_weights(c))
+    for (std::string suffix : {"", ".scale", ".min"}) {
+      std::vector<const HostTensor*> found;
+      for (const std::string& part : parts)
+        if (auto it = weights.find(part + suffix); it != weights.end()) found.push_back(&it->second);
+      if (found.size() != parts.size()) continue;
+      HostTensor stacked = stack_rows(found);
+      for (const std::string& part : parts) weights.erase(part + suffix);
+      weights.insert_or_assign(name + suffix, std::move(stacked));
+    }
+  return weights;
 }
 
 int64_t llm_param_count(const LlmConfig& c) {

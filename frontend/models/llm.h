@@ -69,6 +69,21 @@ std::vector<std::string> llm_config_names();
 // Every weight's name and shape, in a fixed order.
 std::vector<std::pair<std::string, std::vector<int64_t>>> llm_weight_shapes(const LlmConfig& c);
 int64_t llm_param_count(const LlmConfig& c);
+// Matrices the graphs read as one: each llama layer's q, k and v projections
+// (and biases) stacked along the output dim as "<layer>self_attn.qkv_proj.weight"
+// (rows q, then k, then v), so that one GEMV reads all three and one RoPE
+// rotates q and k together (two kernels fewer a layer, and three launches).
+// Each entry: the graphs' input name and the llm_weight_shapes names it
+// stacks, in order. GPT-2 stores its c_attn stacked already.
+std::vector<std::pair<std::string, std::vector<std::string>>> llm_stacked_weights(const LlmConfig& c);
+// `weights` (names of llm_weight_shapes, in any one format) with each stack's
+// parts replaced by their rows stacked, and their ".scale" / ".min" tensors
+// likewise: the inputs the graphs name. A stack with a part missing is left
+// as it is (the graph's binding then names what is missing).
+std::map<std::string, HostTensor> stack_llm_weights(const LlmConfig& c, std::map<std::string, HostTensor> weights);
+// The rows of `parts` one after another (same dtype and trailing dims, else
+// kiln::Error).
+HostTensor stack_rows(const std::vector<const HostTensor*>& parts);
 // Seeded random weights of `dtype`, scaled so that activations stay of order 1
 // through every layer (uniform in +-1/sqrt(fan_in); norm gains near 1).
 std::map<std::string, HostTensor> random_llm_weights(const LlmConfig& c, DType dtype, uint64_t seed);
@@ -110,7 +125,8 @@ bool is_embedding_table(const std::string& name);
 // bucket, so kernels tile on constant extents).
 //   inputs:  tokens i32[seq], positions i32[seq], mask f32[seq, seq] (0 or -inf:
 //            causal, and padding), last i32[1] (which position's logits), and
-//            the weights (names of llm_weight_shapes)
+//            the weights (names of llm_weight_shapes, stacked as
+//            llm_stacked_weights says)
 //   outputs: logits f32[1, vocab] at position `last`, then for each layer l
 //            its keys and values [seq, kv_heads, head_dim] (in `dtype`).
 Graph llm_prefill_graph(const LlmConfig& c, DType dtype, int64_t seq, WeightFormat wf = WeightFormat::dense);

@@ -53,7 +53,9 @@ std::vector<float> logits_of(const HostTensor& t) {
 // Appends a decode step's keys and values to the caches of layers
 // [first, first + count): for each, k_l and v_l (one row each) are stored at
 // row `pos` of kc_l and vc_l. One launch in place of 2 x count device copies.
-Kernel cache_append_kernel(int64_t first, int64_t count, int64_t row, DType dt) {
+// k_l and v_l start at element offsets[2 l] and offsets[2 l + 1] of their
+// buffers (the graph's outputs may be rows of a larger result).
+Kernel cache_append_kernel(int64_t first, int64_t count, int64_t row, DType dt, const std::vector<int64_t>& offsets) {
   std::string t = std::string(dtype_name(dt)), text = "kernel cache_append(pos) {\n";
   for (int64_t l = first; l < first + count; ++l) {
     std::string n = std::to_string(l);
@@ -63,7 +65,8 @@ Kernel cache_append_kernel(int64_t first, int64_t count, int64_t row, DType dt) 
   text += "  serial for i in " + std::to_string(row) + " {\n";
   for (int64_t l = first; l < first + count; ++l) {
     std::string n = std::to_string(l), at = "[pos * " + std::to_string(row) + " + i]";
-    text += "    kc" + n + at + " = k" + n + "[i]\n    vc" + n + at + " = v" + n + "[i]\n";
+    std::string k_at = "[" + std::to_string(offsets[2 * l]) + " + i]", v_at = "[" + std::to_string(offsets[2 * l + 1]) + " + i]";
+    text += "    kc" + n + at + " = k" + n + k_at + "\n    vc" + n + at + " = v" + n + v_at + "\n";
   }
   return parse_kernel(text + "  }\n}\n");
 }
@@ -79,6 +82,32 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
     dev_->write(*buf, t.data.data(), int64_t(t.data.size()));
     if (is_weight) weight_bytes_ += int64_t(t.data.size());
     weights_[name] = std::move(buf);
+  };
+  // Parts of a stacked matrix (llm_stacked_weights) wait here until their
+  // stack (or its scales, or minima) is whole, then go up as one tensor.
+  std::map<std::string, std::pair<std::string, size_t>> part_of;  // part -> its stack, its place
+  std::map<std::string, size_t> stack_size;
+  for (auto& [name, parts] : llm_stacked_weights(c_)) {
+    stack_size[name] = parts.size();
+    for (size_t i = 0; i < parts.size(); ++i) part_of[parts[i]] = {name, i};
+  }
+  std::map<std::string, std::vector<HostTensor>> waiting;  // stack name + suffix -> its parts so far
+  auto put = [&](const std::string& name, const HostTensor& t) {
+    std::string base = name, suffix;
+    for (std::string aux : {".scale", ".min"})
+      if (name.ends_with(aux)) base = name.substr(0, name.size() - aux.size()), suffix = aux;
+    auto part = part_of.find(base);
+    if (part == part_of.end()) return upload(name, t);
+    const auto& [stack, index] = part->second;
+    std::vector<HostTensor>& parts = waiting[stack + suffix];
+    parts.resize(stack_size[stack]);
+    parts[index] = t;
+    std::vector<const HostTensor*> ready;
+    for (const HostTensor& p : parts)
+      if (!p.sizes.empty()) ready.push_back(&p);
+    if (ready.size() < parts.size()) return;
+    upload(stack + suffix, stack_rows(ready));
+    waiting.erase(stack + suffix);
   };
   auto find = [&](const std::map<std::string, HostTensor>& from, const std::string& name, DType want_dtype,
                   const std::vector<int64_t>& sizes) -> const HostTensor& {
@@ -102,8 +131,8 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
       const HostTensor& scale = find(src, name + ".scale", f32, {sizes[0]});
       if (q.dtype != i8 || scale.dtype != f32)
         throw Error("llm: q8 weight '" + name + "' must be i8 with an f32 scale per row");
-      upload(name, q);
-      upload(name + ".scale", scale);
+      put(name, q);
+      put(name + ".scale", scale);
       continue;
     }
     if (wf_ != WeightFormat::dense && sizes.size() == 2) {
@@ -113,18 +142,18 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
       std::vector<int64_t> groups{sizes[0], sizes[1] / kQ4Group};
       const HostTensor& q = find(src, name, u8, {sizes[0], sizes[1] / 2});
       if (q.dtype != u8) throw Error("llm: " + weight_format_name(wf_) + " weight '" + name + "' must be u8");
-      upload(name, q);
+      put(name, q);
       for (const char* suffix : {".scale", ".min"}) {
         if (wf_ == WeightFormat::q4 && suffix == std::string(".min")) continue;
         const HostTensor& p = find(src, name + suffix, f16, groups);
         if (p.dtype != f16) throw Error("llm: '" + name + suffix + "' must be f16, one per group of 32");
-        upload(name + suffix, p);
+        put(name + suffix, p);
       }
       continue;
     }
     const HostTensor& t = find(src, name, dtype, sizes);
     if (!is_float(t.dtype)) throw Error("weight '" + name + "' is " + describe(t) + "; a float dtype is needed");
-    upload(name, t.dtype == dtype ? t : converted(t, dtype));
+    put(name, t.dtype == dtype ? t : converted(t, dtype));
   }
   for (auto& [name, t] : llm_rope_tables(c_)) upload(name, t, /*is_weight=*/false);
   // Zeroed: rows beyond the filled part are read (and masked), so they must
@@ -211,8 +240,8 @@ std::vector<float> LlmSession::prefill(std::span<const int32_t> tokens) {
   cg.execute({.replay = replay_, .timing = false});
   int64_t row = c_.kv_heads * c_.head_dim() * dtype_size(dtype_);
   for (int64_t l = 0; l < c_.layers; ++l) {
-    dev_->copy(*cg.output_buffer(1 + 2 * l), 0, *k_cache_[l], 0, n * row);
-    dev_->copy(*cg.output_buffer(2 + 2 * l), 0, *v_cache_[l], 0, n * row);
+    dev_->copy(*cg.output_buffer(1 + 2 * l), cg.output_offset(1 + 2 * l), *k_cache_[l], 0, n * row);
+    dev_->copy(*cg.output_buffer(2 + 2 * l), cg.output_offset(2 + 2 * l), *v_cache_[l], 0, n * row);
   }
   length_ = n;
   return logits_of(cg.output(0));
@@ -262,11 +291,14 @@ std::vector<float> LlmSession::decode(int32_t token) {
 void LlmSession::append_to_cache(CompiledGraph& cg) {
   int64_t elems = c_.kv_heads * c_.head_dim();
   const int64_t per_launch = 6;  // 24 buffers a kernel: within every GPU's binding limits
-  if (appenders_.empty())
+  if (appenders_.empty()) {
+    std::vector<int64_t> offsets;  // fixed once the decode graph is compiled
+    for (int64_t o = 1; o <= 2 * c_.layers; ++o) offsets.push_back(cg.output_offset(size_t(o)) / dtype_size(dtype_));
     for (int64_t first = 0; first < c_.layers; first += per_launch) {
-      Kernel k = cache_append_kernel(first, std::min(per_launch, c_.layers - first), elems, dtype_);
+      Kernel k = cache_append_kernel(first, std::min(per_launch, c_.layers - first), elems, dtype_, offsets);
       appenders_.push_back(KernelCache::global().get_or_compile(*dev_, apply(k, default_schedule(k, dev_->info()))));
     }
+  }
   for (size_t a = 0; a < appenders_.size(); ++a) {
     std::vector<Buffer*> args;
     for (int64_t l = int64_t(a) * per_launch; l < std::min<int64_t>(c_.layers, int64_t(a + 1) * per_launch); ++l)

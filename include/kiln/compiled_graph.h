@@ -56,6 +56,10 @@ class CompiledGraph {
   // The device buffer of the i-th output after execute(), for device-side
   // copies (Device::copy) without a trip through the host.
   std::shared_ptr<Buffer> output_buffer(size_t i) const;
+  // Where in output_buffer(i) the output starts, in bytes: non-zero for an
+  // output that is a run of a larger result (a slice of it), which no kernel
+  // copies out.
+  int64_t output_offset(size_t i) const;
   void execute(const ExecuteOptions& opt = {});  // launches every kernel and waits
   std::vector<HostTensor> outputs();
   HostTensor output(size_t i);  // the i-th output alone

@@ -18,7 +18,7 @@ using testing::ints;
 using testing::some_tokens;
 
 std::map<std::string, HostTensor> model_inputs(const LlmConfig& c, DType dt) {
-  auto in = random_llm_weights(c, dt, 3);
+  auto in = stack_llm_weights(c, random_llm_weights(c, dt, 3));
   for (auto& [k, v] : llm_rope_tables(c)) in[k] = v;
   return in;
 }
@@ -204,7 +204,7 @@ TEST(Llm, Q8MatchesInterpreterAndStaysNearF32) {
   ASSERT_EQ(q.at("model.layers.0.mlp.up_proj.weight").dtype, i8);
   ASSERT_EQ(q.at("model.layers.0.mlp.up_proj.weight.scale").sizes, std::vector<int64_t>{c.hidden});
   Graph g = llm_decode_graph(c, f32, WeightFormat::q8);
-  auto in = q;
+  auto in = stack_llm_weights(c, q);
   for (auto& [k, v] : llm_rope_tables(c)) in[k] = v;
   int64_t past = 3;
   in["token"] = ints({9});

@@ -146,7 +146,7 @@ TEST(Quant, Q4HasTheQ4_0BlockLayout) {
 
 std::map<std::string, HostTensor> decode_inputs(const LlmConfig& c, const std::map<std::string, HostTensor>& w,
                                                 int64_t past) {
-  auto in = w;
+  auto in = stack_llm_weights(c, w);
   for (auto& [k, v] : llm_rope_tables(c)) in[k] = v;
   in["token"] = ints({9});
   in["position"] = ints({int32_t(past)});
@@ -184,7 +184,7 @@ TEST(Quant, FourBitGraphsMatchInterpreter) {
     }
     int64_t seq = 8;
     Graph pg = llm_prefill_graph(c, f32, seq, f);
-    auto pin = q;
+    auto pin = stack_llm_weights(c, q);
     for (auto& [k, v] : llm_rope_tables(c)) pin[k] = v;
     std::vector<int32_t> pos(seq);
     std::iota(pos.begin(), pos.end(), 0);
