@@ -175,6 +175,14 @@ std::shared_ptr<Buffer> CompiledGraph::output_buffer(size_t i) const {
   return buffers_.at(node);
 }
 
+std::shared_ptr<Buffer> CompiledGraph::input_buffer(const std::string& name) const {
+  if (!ready_) throw Error("input_buffer() before set_inputs()");
+  auto id = input_ids_.find(name);
+  if (id == input_ids_.end()) throw Error("input_buffer: the graph has no input named '" + name + "'");
+  if (auto b = bound_inputs_.find(id->second); b != bound_inputs_.end()) return b->second;
+  return buffers_.at(id->second);
+}
+
 int64_t CompiledGraph::output_offset(size_t i) const {
   output_buffer(i);  // the same checks
   int node = program_.graph.outputs[i];
@@ -192,10 +200,11 @@ void CompiledGraph::launch(size_t i) {
   exes_[l.kernel]->launch(dev_->stream(), args, params);
 }
 
-void CompiledGraph::launch_one_by_one(bool timing) {
+void CompiledGraph::launch_one_by_one(bool timing, const std::function<void()>& after) {
   Stream& stream = dev_->stream();
   if (!timing) {
     for (size_t i = 0; i < program_.launches.size(); ++i) launch(i);
+    if (after) after();
     stream.synchronize();
     return;
   }
@@ -205,6 +214,10 @@ void CompiledGraph::launch_one_by_one(bool timing) {
     launch(i);
     stream.synchronize();
     kernel_seconds_[i] = seconds_since(t0);
+  }
+  if (after) {
+    after();
+    stream.synchronize();
   }
 }
 
@@ -237,13 +250,19 @@ void CompiledGraph::execute(const ExecuteOptions& opt) {
   kernel_seconds_.clear();
   Stream& stream = dev_->stream();
   if (!opt.replay || !stream.can_capture()) {
-    launch_one_by_one(opt.timing);
+    launch_one_by_one(opt.timing, opt.after);
     return;
+  }
+  if (replay_has_after_ != bool(opt.after)) {  // other launches: no template for the next recording
+    replay_.reset();
+    retired_.reset();
   }
   if (!replay_) {
     auto record = [&] {
       for (size_t i = 0; i < program_.launches.size(); ++i) launch(i);
+      if (opt.after) opt.after();
     };
+    replay_has_after_ = bool(opt.after);
     replay_ = retired_ ? stream.recapture(std::move(retired_), record) : stream.capture(record);
     ++captures_;
   }

@@ -264,7 +264,7 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
     std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return decode[a] < decode[b]; });
     const LlmSession::DecodeTimes& m = steps[order[order.size() / 2]];
     double n = double(std::max<int64_t>(m.steps, 1));
-    j["decode_step_ms"] = {{"inputs", m.inputs_s / n * 1e3}, {"graph", m.run_s / n * 1e3}, {"cache_copies", m.copy_s / n * 1e3},
+    j["decode_step_ms"] = {{"inputs", m.inputs_s / n * 1e3}, {"graph", m.run_s / n * 1e3},
                            {"read_logits", m.read_s / n * 1e3}, {"graph_recordings", m.captures}};
   }
   if (bw > 0) {

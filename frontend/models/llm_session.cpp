@@ -52,11 +52,13 @@ std::vector<float> logits_of(const HostTensor& t) {
 
 // Appends a decode step's keys and values to the caches of layers
 // [first, first + count): for each, k_l and v_l (one row each) are stored at
-// row `pos` of kc_l and vc_l. One launch in place of 2 x count device copies.
-// k_l and v_l start at element offsets[2 l] and offsets[2 l + 1] of their
-// buffers (the graph's outputs may be rows of a larger result).
+// row pos[0] of kc_l and vc_l (pos: the decode graph's "position" input, so
+// that the launch reads the step's row on the device and replays unchanged).
+// One launch in place of 2 x count device copies. k_l and v_l start at
+// element offsets[2 l] and offsets[2 l + 1] of their buffers (the graph's
+// outputs may be rows of a larger result).
 Kernel cache_append_kernel(int64_t first, int64_t count, int64_t row, DType dt, const std::vector<int64_t>& offsets) {
-  std::string t = std::string(dtype_name(dt)), text = "kernel cache_append(pos) {\n";
+  std::string t = std::string(dtype_name(dt)), text = "kernel cache_append() {\n  buffer pos: i32 global\n";
   for (int64_t l = first; l < first + count; ++l) {
     std::string n = std::to_string(l);
     text += "  buffer k" + n + ": " + t + " global\n  buffer v" + n + ": " + t + " global\n";
@@ -64,7 +66,7 @@ Kernel cache_append_kernel(int64_t first, int64_t count, int64_t row, DType dt, 
   }
   text += "  serial for i in " + std::to_string(row) + " {\n";
   for (int64_t l = first; l < first + count; ++l) {
-    std::string n = std::to_string(l), at = "[pos * " + std::to_string(row) + " + i]";
+    std::string n = std::to_string(l), at = "[cast<i64>(pos[0]) * " + std::to_string(row) + " + i]";
     std::string k_at = "[" + std::to_string(offsets[2 * l]) + " + i]", v_at = "[" + std::to_string(offsets[2 * l + 1]) + " + i]";
     text += "    kc" + n + at + " = k" + n + k_at + "\n    vc" + n + at + " = v" + n + v_at + "\n";
   }
@@ -267,13 +269,13 @@ std::vector<float> LlmSession::decode(int32_t token) {
                  {"cache_mask", std::move(mask)},
                  {"cache_new", std::move(slot)}},
                 {{"past", past}});
+  compile_appenders(cg);
   auto t0 = std::chrono::steady_clock::now();
   int captures = cg.captures();
-  cg.execute({.replay = replay_, .timing = false});
+  // The new key and value rows go into the caches in the same replay.
+  cg.execute({.replay = replay_, .timing = false, .after = [&] { append_to_cache(cg); }});
   auto t1 = std::chrono::steady_clock::now();
-  append_to_cache(cg);
   ++length_;
-  auto t2 = std::chrono::steady_clock::now();
   std::vector<float> logits = logits_of(cg.output(0));
   auto t3 = std::chrono::steady_clock::now();
   using secs = std::chrono::duration<double>;
@@ -281,16 +283,17 @@ std::vector<float> LlmSession::decode(int32_t token) {
   times_.captures += cg.captures() - captures;
   times_.inputs_s += secs(t0 - t_in).count();
   times_.run_s += secs(t1 - t0).count();
-  times_.copy_s += secs(t2 - t1).count();
-  times_.read_s += secs(t3 - t2).count();
+  times_.read_s += secs(t3 - t1).count();
   return logits;
 }
 
-// A few launches of cache_append kernels, on every device (a device copy is
-// a driver call each on CUDA, a trip through the host on Vulkan).
-void LlmSession::append_to_cache(CompiledGraph& cg) {
+namespace {
+const int64_t kAppendLayers = 6;  // layers a cache_append launch: 25 buffers, within every GPU's binding limits
+}
+
+void LlmSession::compile_appenders(CompiledGraph& cg) {
   int64_t elems = c_.kv_heads * c_.head_dim();
-  const int64_t per_launch = 6;  // 24 buffers a kernel: within every GPU's binding limits
+  const int64_t per_launch = kAppendLayers;
   if (appenders_.empty()) {
     std::vector<int64_t> offsets;  // fixed once the decode graph is compiled
     for (int64_t o = 1; o <= 2 * c_.layers; ++o) offsets.push_back(cg.output_offset(size_t(o)) / dtype_size(dtype_));
@@ -299,13 +302,21 @@ void LlmSession::append_to_cache(CompiledGraph& cg) {
       appenders_.push_back(KernelCache::global().get_or_compile(*dev_, apply(k, default_schedule(k, dev_->info()))));
     }
   }
+}
+
+// A few launches of cache_append kernels, on every device (a device copy is
+// a driver call each on CUDA, a trip through the host on Vulkan), queued
+// after the decode graph's launches and recorded with them.
+void LlmSession::append_to_cache(CompiledGraph& cg) {
+  const int64_t per_launch = kAppendLayers;
+  Buffer* pos = cg.input_buffer("position").get();
   for (size_t a = 0; a < appenders_.size(); ++a) {
-    std::vector<Buffer*> args;
+    std::vector<Buffer*> args{pos};
     for (int64_t l = int64_t(a) * per_launch; l < std::min<int64_t>(c_.layers, int64_t(a + 1) * per_launch); ++l)
       for (Buffer* b : {cg.output_buffer(1 + 2 * l).get(), cg.output_buffer(2 + 2 * l).get(), k_cache_[l].get(),
                         v_cache_[l].get()})
         args.push_back(b);
-    appenders_[a]->launch(dev_->stream(), args, {length_});
+    appenders_[a]->launch(dev_->stream(), args, {});
   }
 }
 

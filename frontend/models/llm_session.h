@@ -48,13 +48,13 @@ class LlmSession {
   void set_replay(bool on) { replay_ = on; }
 
   // Where decode steps spent their wall time since the last reset: setting
-  // the step's inputs, running
-  // the graph (recording it anew included), copying the new keys and values
-  // into the cache, and reading the logits back.
+  // the step's inputs, running the graph with the appends of the new keys and
+  // values to the cache (recording it anew included), and reading the logits
+  // back.
   struct DecodeTimes {
     int64_t steps = 0;
     int64_t captures = 0;  // decode graph recordings
-    double inputs_s = 0, run_s = 0, copy_s = 0, read_s = 0;
+    double inputs_s = 0, run_s = 0, read_s = 0;
   };
   const DecodeTimes& decode_times() const { return times_; }
   void reset_decode_times() { times_ = {}; }
@@ -69,7 +69,8 @@ class LlmSession {
   void bind_weights(CompiledGraph& cg);
   int32_t check_token(int32_t t) const;
   // Appends the decode step's keys and values (outputs of `cg`) at row length_.
-  void append_to_cache(CompiledGraph& cg);
+  void compile_appenders(CompiledGraph& cg);  // once, before the first step's replay is recorded
+  void append_to_cache(CompiledGraph& cg);     // queues the step's key and value rows into the caches
 
   LlmConfig c_;
   DType dtype_;

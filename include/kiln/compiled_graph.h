@@ -3,6 +3,7 @@
 // symbolic dims; nothing recompiles.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -27,6 +28,14 @@ struct ExecuteOptions {
   // kernel_seconds()). Off, the launches are queued back to back and waited
   // for once at the end, so the per-launch wait adds no overhead.
   bool timing = true;
+  // Queues more launches on the device's stream after the graph's own (a
+  // decode step's appends to its KV cache): run and waited for with them, and
+  // recorded into the replay with them. Under replay it is called only when
+  // recording, so it must queue the same work on every call until set_inputs()
+  // changes a buffer or a symbol: values that change from call to call come
+  // from device buffers (input_buffer()), not launch params. Give it on every
+  // execute() or on none.
+  std::function<void()> after;
 };
 
 // `b` with each symbolic dim it lacks bound from the first input that has it.
@@ -60,6 +69,9 @@ class CompiledGraph {
   // output that is a run of a larger result (a slice of it), which no kernel
   // copies out.
   int64_t output_offset(size_t i) const;
+  // The device buffer that input `name` reads after set_inputs(): the one
+  // bind_input() gave, or the graph's own copy of the host data.
+  std::shared_ptr<Buffer> input_buffer(const std::string& name) const;
   void execute(const ExecuteOptions& opt = {});  // launches every kernel and waits
   std::vector<HostTensor> outputs();
   HostTensor output(size_t i);  // the i-th output alone
@@ -86,7 +98,7 @@ class CompiledGraph {
  private:
   Buffer& buffer(int node);
   void launch(size_t i);  // the i-th launch, on the device's stream
-  void launch_one_by_one(bool timing);
+  void launch_one_by_one(bool timing, const std::function<void()>& after);
 
   Program program_;
   std::vector<int> input_nodes_;  // the graph's inputs (a decode step's set_inputs scans no other node)
@@ -108,6 +120,7 @@ class CompiledGraph {
   std::unique_ptr<Replay> retired_;  // the last recording, out of date: a template for the next
   void retire_replay();
   int captures_ = 0;
+  bool replay_has_after_ = false;  // replay_ holds ExecuteOptions::after's launches
   bool ready_ = false;
 };
 
