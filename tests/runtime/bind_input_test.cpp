@@ -5,6 +5,7 @@
 
 #include <numeric>
 
+#include "runtime/kernel_cache.h"
 #include "tests/testing.h"
 
 namespace kiln {
@@ -68,6 +69,55 @@ TEST(BindInput, MisuseIsAnError) {
   EXPECT_THROW(dev->copy(*a, 8, *b, 0, 16), Error);
   EXPECT_THROW(dev->copy(*a, 0, *b, -1, 4), Error);
   EXPECT_THROW(dev->copy(*a, 0, *b, 0, -1), Error);
+}
+
+// ExecuteOptions::after queues launches behind the graph's own (a decode
+// step's cache appends), recorded with them where the device replays: a
+// kernel that reads the position from the graph's input buffer and copies
+// the output there sees every execute's new values, replayed or not.
+TEST(BindInput, LaunchesAfterTheGraphRunWithItAndReadItsBuffers) {
+  for (const char* name : {"cpu", "vulkan"}) {
+    std::shared_ptr<Device> dev;
+    try {
+      dev = device(name);
+    } catch (const Error&) {
+      continue;  // no such device here
+    }
+    SCOPED_TRACE(name);
+    Graph g;
+    int x = g.input("x", f32, {4});
+    g.input("at", i32, {1});
+    g.outputs = {g.binary(Op::Mul, x, x)};
+    CompiledGraph cg(g, dev);
+    Kernel k = parse_kernel(
+        "kernel put() {\n  buffer at: i32 global\n  buffer y: f32 global\n  buffer rows: f32 global out\n"
+        "  serial for i in 4 {\n    rows[cast<i64>(at[0]) * 4 + i] = y[i]\n  }\n}\n");
+    std::shared_ptr<Executable> put = KernelCache::global().get_or_compile(*dev, apply(k, default_schedule(k, dev->info())));
+    auto rows = dev->allocate(3 * 4 * 4);
+    int calls = 0;
+    auto after = [&] {
+      ++calls;
+      put->launch(dev->stream(), {cg.input_buffer("at").get(), cg.output_buffer(0).get(), rows.get()}, {});
+    };
+    EXPECT_THROW(cg.input_buffer("at"), Error);  // not ready
+    for (int32_t step = 0; step < 3; ++step) {
+      HostTensor xs(f32, {4});
+      for (int i = 0; i < 4; ++i) xs.ptr<float>()[i] = float(step * 4 + i + 1);
+      HostTensor at(i32, {1});
+      at.ptr<int32_t>()[0] = step;
+      cg.set_inputs({{"x", xs}, {"at", at}});
+      cg.execute({.replay = true, .timing = false, .after = after});
+      int32_t seen = 0;
+      dev->read(*cg.input_buffer("at"), &seen, 4);
+      EXPECT_EQ(seen, step);
+    }
+    EXPECT_THROW(cg.input_buffer("nope"), Error);
+    std::vector<float> got(12);
+    dev->read(*rows, got.data(), 48);
+    for (int i = 0; i < 12; ++i) EXPECT_EQ(got[i], float((i + 1) * (i + 1))) << i;
+    // Recorded once where the device replays, else called on every execute.
+    EXPECT_EQ(calls, dev->stream().can_capture() ? 1 : 3);
+  }
 }
 
 }  // namespace
