@@ -584,11 +584,13 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
         spread_threads = 32;
       }
     }
-    // CUDA, a few rows of symbolic length (a decode step's softmax over the
-    // cache: 32 rows of `past`): twice the threads a row, so that each
-    // thread's three passes over its share are half as long (TinyLlama's
-    // softmax, run 31: 3.4 -> 3.1 us a layer at 512 threads; 1024 gave 3.4).
-    if (cuda && r == 0 && points > 0 && points * 4 <= t.cores && spread_threads == threads && vec_outer.empty())
+    // CUDA, a few long rows or rows of symbolic length (a decode step's
+    // softmax over the cache: 32 rows of `past`; its greedy argmax over the
+    // vocabulary): twice the threads a row, so that each thread's passes over
+    // its share are half as long (TinyLlama's softmax, run 31: 3.4 -> 3.1 us a
+    // layer at 512 threads; 1024 gave 3.4).
+    if (cuda && (r == 0 || r >= 8192) && points > 0 && points * 4 <= t.cores && spread_threads == threads &&
+        vec_outer.empty())
       spread_threads = std::min<int64_t>(2 * threads, max_threads);
     // Such short rows share a block (a warp each, rows along y), so that a
     // block does not do a single 64-long dot product: as many as fill

@@ -226,7 +226,7 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
       double t_s = seconds_since(p0);
       s.reset_decode_times();
       auto d0 = std::chrono::steady_clock::now();
-      for (int64_t i = 0; i < decode_n; ++i) tok = greedy.sample(s.decode(tok));
+      for (int64_t i = 0; i < decode_n; ++i) tok = s.decode_greedy(tok);
       double d_s = seconds_since(d0);
       if (replay == replays) steps.push_back(s.decode_times());
       if (!replay) decode_launch.push_back(d_s);

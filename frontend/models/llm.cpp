@@ -858,9 +858,26 @@ Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf) {
     int o = g.contract(pr, g.permute(values, {1, 0, 2}));  // [KVH, G, hd]
     return g.reshape(o, {1, c.dim});
   }, &kv_out);
-  g.outputs = {b.logits(x)};
+  int logits = b.logits(x);
+  g.outputs = {logits};
   for (int n : kv_out) g.outputs.push_back(n);
+  // The greedy choice, on the device: the first id of the largest logit
+  // (-max(-id) over the ids that hold it), so a greedy step reads 4 bytes,
+  // not the vocabulary's logits. vocab_ids holds 0 .. vocab-1 as f32 (exact).
+  int ids = g.input("vocab_ids", f32, {1, c.vocab});
+  Shape vs{1, c.vocab};
+  int top = b.bcast(g.reduce(Op::ReduceMax, logits, {1}), vs);
+  int neg_id = g.where(g.binary(Op::CmpEq, logits, top), g.unary(Op::Neg, ids), b.fill(-1e9, f32, vs));
+  g.outputs.push_back(g.unary(Op::Neg, g.reduce(Op::ReduceMax, neg_id, {1})));
   return g;
+}
+
+std::map<std::string, HostTensor> llm_tables(const LlmConfig& c) {
+  std::map<std::string, HostTensor> out = llm_rope_tables(c);
+  HostTensor ids(f32, {1, c.vocab});
+  for (int64_t i = 0; i < c.vocab; ++i) ids.ptr<float>()[i] = float(i);
+  out.emplace("vocab_ids", std::move(ids));
+  return out;
 }
 
 }  // namespace kiln

@@ -138,12 +138,16 @@ Graph llm_prefill_graph(const LlmConfig& c, DType dtype, int64_t seq, WeightForm
 // launches (and replay them) for many steps.
 //   inputs:  token i32[1], position i32[1], cache_mask f32[past], k_cache.l /
 //            v_cache.l [past, kv_heads, head_dim] for each layer l, the weights
+//            and vocab_ids f32[1, vocab] (0 .. vocab-1, from llm_tables)
 //   outputs: logits f32[1, vocab], then the new token's key and value
-//            [1, kv_heads, head_dim] for each layer.
+//            [1, kv_heads, head_dim] for each layer, then the greedy token
+//            f32[1, 1] (the first id of the largest logit).
 Graph llm_decode_graph(const LlmConfig& c, DType dtype, WeightFormat wf = WeightFormat::dense);
 
 // RoPE tables: the graphs gather rows of these by position.
 //   cos/sin f32[max_seq, head_dim / 2]; inputs "rope_cos", "rope_sin".
 std::map<std::string, HostTensor> llm_rope_tables(const LlmConfig& c);
+// The graphs' constant inputs: the RoPE tables and "vocab_ids".
+std::map<std::string, HostTensor> llm_tables(const LlmConfig& c);
 
 }  // namespace kiln

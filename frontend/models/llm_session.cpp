@@ -157,7 +157,7 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
     if (!is_float(t.dtype)) throw Error("weight '" + name + "' is " + describe(t) + "; a float dtype is needed");
     put(name, t.dtype == dtype ? t : converted(t, dtype));
   }
-  for (auto& [name, t] : llm_rope_tables(c_)) upload(name, t, /*is_weight=*/false);
+  for (auto& [name, t] : llm_tables(c_)) upload(name, t, /*is_weight=*/false);
   // Zeroed: rows beyond the filled part are read (and masked), so they must
   // hold finite values.
   std::vector<uint8_t> zeros(size_t(c_.max_seq * c_.kv_heads * c_.head_dim() * dtype_size(dtype_)), 0);
@@ -250,6 +250,25 @@ std::vector<float> LlmSession::prefill(std::span<const int32_t> tokens) {
 }
 
 std::vector<float> LlmSession::decode(int32_t token) {
+  CompiledGraph& cg = decode_step(token);
+  auto t1 = std::chrono::steady_clock::now();
+  std::vector<float> logits = logits_of(cg.output(0));
+  times_.read_s += seconds_since(t1);
+  return logits;
+}
+
+int32_t LlmSession::decode_greedy(int32_t token) {
+  CompiledGraph& cg = decode_step(token);
+  auto t1 = std::chrono::steady_clock::now();
+  HostTensor best = cg.output(cg.program().graph.outputs.size() - 1);
+  times_.read_s += seconds_since(t1);
+  float id = best.ptr<float>()[0];
+  if (!(id >= 0 && id < float(c_.vocab)))  // no logit equals the largest: NaNs
+    throw Error("decode: the logits have no largest value (NaN?); no greedy token");
+  return int32_t(id);
+}
+
+CompiledGraph& LlmSession::decode_step(int32_t token) {
   if (length_ < 1) throw Error("decode() before prefill()");
   if (length_ >= c_.max_seq)
     throw Error("the KV cache is full (" + std::to_string(c_.max_seq) + " tokens of " + c_.name + ")");
@@ -276,15 +295,12 @@ std::vector<float> LlmSession::decode(int32_t token) {
   cg.execute({.replay = replay_, .timing = false, .after = [&] { append_to_cache(cg); }});
   auto t1 = std::chrono::steady_clock::now();
   ++length_;
-  std::vector<float> logits = logits_of(cg.output(0));
-  auto t3 = std::chrono::steady_clock::now();
   using secs = std::chrono::duration<double>;
   ++times_.steps;
   times_.captures += cg.captures() - captures;
   times_.inputs_s += secs(t0 - t_in).count();
   times_.run_s += secs(t1 - t0).count();
-  times_.read_s += secs(t3 - t1).count();
-  return logits;
+  return cg;
 }
 
 namespace {
@@ -375,8 +391,7 @@ GenerateStats generate(LlmSession& s, std::span<const int32_t> prompt, const Gen
     ++st.generated;
     bool stop = std::find(opt.stop_tokens.begin(), opt.stop_tokens.end(), tok) != opt.stop_tokens.end();
     if (stop || st.generated >= opt.max_tokens || s.length() >= s.config().max_seq) break;
-    logits = s.decode(tok);
-    tok = sampler.sample(logits);
+    tok = opt.sampling.temperature == 0 ? s.decode_greedy(tok) : sampler.sample(s.decode(tok));
   }
   st.decode_s = seconds_since(t1);
   return st;

@@ -32,6 +32,9 @@ class LlmSession {
   std::vector<float> prefill(std::span<const int32_t> tokens);
   // Appends one token; returns the logits for the token after it.
   std::vector<float> decode(int32_t token);
+  // The same step, returning the greedy choice (the first id of the largest
+  // logit), picked on the device: reads 4 bytes back, not the logits.
+  int32_t decode_greedy(int32_t token);
 
   const LlmConfig& config() const { return c_; }
   Device& device() { return *dev_; }
@@ -69,6 +72,7 @@ class LlmSession {
   void bind_weights(CompiledGraph& cg);
   int32_t check_token(int32_t t) const;
   // Appends the decode step's keys and values (outputs of `cg`) at row length_.
+  CompiledGraph& decode_step(int32_t token);  // runs a decode step; its outputs wait in the graph
   void compile_appenders(CompiledGraph& cg);  // once, before the first step's replay is recorded
   void append_to_cache(CompiledGraph& cg);     // queues the step's key and value rows into the caches
 

@@ -72,6 +72,7 @@ TEST(Llm, DecodeGraphMatchesInterpreter) {
     SCOPED_TRACE(std::string(dtype_name(dt)));
     Graph g = llm_decode_graph(c, dt);
     auto in = model_inputs(c, dt);
+    in["vocab_ids"] = llm_tables(c).at("vocab_ids");
     int64_t past = 5;
     in["token"] = ints({17});
     in["position"] = ints({int32_t(past)});
@@ -87,6 +88,33 @@ TEST(Llm, DecodeGraphMatchesInterpreter) {
     CompiledGraph cg(g, device("cpu"));
     double tol = dt == f32 ? 1e-4 : 2e-2;
     expect_close(want, cg.run(in, {{"past", past}}), {tol, tol});
+  }
+}
+
+// The greedy token picked on the device (decode_greedy) is the first id of the
+// largest logit that decode() returns, step after step, on every device here.
+TEST(Llm, GreedyOnTheDeviceEqualsTheLogitsArgmax) {
+  LlmConfig c = llm_config("tiny");
+  auto w = random_llm_weights(c, f32, 9);
+  for (const char* name : {"cpu", "vulkan"}) {
+    std::shared_ptr<Device> dev;
+    try {
+      dev = device(name);
+    } catch (const Error&) {
+      continue;
+    }
+    SCOPED_TRACE(name);
+    LlmSession a(c, f32, dev, w), b(c, f32, dev, w);
+    std::vector<int32_t> prompt = some_tokens(c, 5, 3);
+    std::vector<float> la = a.prefill(prompt);
+    b.prefill(prompt);
+    int32_t ta = int32_t(std::max_element(la.begin(), la.end()) - la.begin()), tb = ta;
+    for (int step = 0; step < 6; ++step) {
+      std::vector<float> l = a.decode(ta);
+      ta = int32_t(std::max_element(l.begin(), l.end()) - l.begin());
+      tb = b.decode_greedy(tb);
+      ASSERT_EQ(ta, tb) << "step " << step;
+    }
   }
 }
 
@@ -205,7 +233,7 @@ TEST(Llm, Q8MatchesInterpreterAndStaysNearF32) {
   ASSERT_EQ(q.at("model.layers.0.mlp.up_proj.weight.scale").sizes, std::vector<int64_t>{c.hidden});
   Graph g = llm_decode_graph(c, f32, WeightFormat::q8);
   auto in = stack_llm_weights(c, q);
-  for (auto& [k, v] : llm_rope_tables(c)) in[k] = v;
+  for (auto& [k, v] : llm_tables(c)) in[k] = v;
   int64_t past = 3;
   in["token"] = ints({9});
   in["position"] = ints({int32_t(past)});

@@ -147,7 +147,7 @@ TEST(Quant, Q4HasTheQ4_0BlockLayout) {
 std::map<std::string, HostTensor> decode_inputs(const LlmConfig& c, const std::map<std::string, HostTensor>& w,
                                                 int64_t past) {
   auto in = stack_llm_weights(c, w);
-  for (auto& [k, v] : llm_rope_tables(c)) in[k] = v;
+  for (auto& [k, v] : llm_tables(c)) in[k] = v;
   in["token"] = ints({9});
   in["position"] = ints({int32_t(past)});
   HostTensor mask(f32, {past});
