@@ -91,6 +91,38 @@ TEST(Llm, DecodeGraphMatchesInterpreter) {
   }
 }
 
+// A layer's q, k and v matrices (and in q8 their row scales, in q4z their
+// group scales and minima) stack into the one matrix the graphs read, rows in
+// that order; what does not stack is refused.
+TEST(Llm, StackedWeightsKeepEveryPartsRows) {
+  LlmConfig c = llm_config("tiny");
+  auto w = random_llm_weights(c, f32, 4);
+  std::string p = "model.layers.1.self_attn.";
+  int64_t d = c.dim, kv = c.kv_heads * c.head_dim();
+  for (WeightFormat f : {WeightFormat::dense, WeightFormat::q8, WeightFormat::q4z}) {
+    SCOPED_TRACE(weight_format_name(f));
+    auto parts = convert_weights(w, f);
+    auto stacked = stack_llm_weights(c, parts);
+    EXPECT_FALSE(stacked.count(p + "q_proj.weight"));
+    const HostTensor& all = stacked.at(p + "qkv_proj.weight");
+    ASSERT_EQ(all.sizes[0], d + 2 * kv);
+    size_t at = 0;
+    for (const char* part : {"q_proj", "k_proj", "v_proj"}) {
+      const HostTensor& t = parts.at(p + part + ".weight");
+      EXPECT_TRUE(std::equal(t.data.begin(), t.data.end(), all.data.begin() + ptrdiff_t(at))) << part;
+      at += t.data.size();
+    }
+    for (const char* aux : {".scale", ".min"})
+      if (parts.count(p + "q_proj.weight" + aux))
+        EXPECT_EQ(stacked.at(p + "qkv_proj.weight" + aux).sizes[0], d + 2 * kv) << aux;
+  }
+  HostTensor a(f32, {2, 3}), b(f32, {2, 4}), h(f16, {2, 3});
+  EXPECT_THROW(stack_rows({&a, &b}), Error);
+  EXPECT_THROW(stack_rows({&a, &h}), Error);
+  EXPECT_THROW(stack_rows({}), Error);
+  EXPECT_EQ(stack_rows({&a, &a}).sizes, (std::vector<int64_t>{4, 3}));
+}
+
 // The greedy token picked on the device (decode_greedy) is the first id of the
 // largest logit that decode() returns, step after step, on every device here.
 TEST(Llm, GreedyOnTheDeviceEqualsTheLogitsArgmax) {
