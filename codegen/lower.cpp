@@ -187,7 +187,13 @@ class KernelBuilder {
       case OpClass::Source: return constant(n.value, n.dtype);
       case OpClass::Unary: {
         Expr x = value(n.inputs[0], at);
-        if (n.op == Op::Cast) return round_to(n.dtype, cast(valtype_of(n.dtype), x));
+        if (n.op == Op::Cast) {
+          // 8-bit integers and bools are exact in f16 and bf16: no rounding
+          // (a q8 weight's conversion, once per weight element in a GEMV).
+          DType from = g_.nodes[n.inputs[0]].dtype;
+          bool exact = (from == i8 || from == u8 || from == boolean) && (n.dtype == f16 || n.dtype == bf16);
+          return exact ? cast(valtype_of(n.dtype), x) : round_to(n.dtype, cast(valtype_of(n.dtype), x));
+        }
         return round_to(n.dtype, unary(unop_of(n.op), x));
       }
       case OpClass::Binary:

@@ -45,6 +45,21 @@ TEST(Lower, ElementwiseKernelText) {
             "}\n");
 }
 
+// An 8-bit integer or a bool is exact in f16 and bf16: its cast is not
+// rounded (a q8 GEMV would otherwise round every weight twice); an i32's is.
+TEST(Lower, CastsOfBytesToHalfAreNotRounded) {
+  for (DType from : {i8, u8, boolean, i32})
+    for (DType to : {f16, bf16}) {
+      Graph g;
+      g.outputs = {g.cast(g.input("x", from, {8}), to)};
+      Program p = lower(g);
+      ASSERT_EQ(p.kernels.size(), 1u);
+      std::string text = print(p.kernels[0]);
+      bool rounded = text.find("round<") != std::string::npos;
+      EXPECT_EQ(rounded, from == i32) << dtype_name(from) << " -> " << dtype_name(to) << "\n" << text;
+    }
+}
+
 TEST(Lower, SymbolicDimsBecomeParams) {
   Graph g;
   Dim seq = Dim::symbol("seq", 1, 4096);

@@ -491,16 +491,42 @@ class Emitter {
         line("__syncthreads();  // the next allreduce reuses the scratch");
       }
     } else {
-      std::string stride = std::to_string(nest_.allreduce_stride());
+      // Along y or z, a column's threads lie `stride` apart in the block's
+      // linear order. Where a warp holds several of them (stride a power of
+      // two under 32, the axis filling whole warps), shuffles combine those
+      // first; then the column's groups (a warp each, or a thread each where
+      // stride >= 32) are combined in shared memory: by halves, a barrier a
+      // round, where their number is a power of two, else each thread reads
+      // them all. (A decode step's P x V, 16 columns by 64 parts: 5 rounds
+      // over 32 warps instead of 64 reads a thread.)
+      int64_t stride = nest_.allreduce_stride();
+      bool shuffle = stride < 32 && 32 % stride == 0 && (stride * n) % 32 == 0;
+      int64_t per_group = shuffle ? 32 / stride : 1, groups = n / per_group, step = per_group * stride;
       std::string mine = nest_.allreduce_axis == 1 ? "threadIdx.y" : "threadIdx.z";
-      line("const int kiln_l = (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;");
-      line("const int kiln_c = kiln_l - (int)" + mine + " * " + stride + ";  // this column's first thread");
-      line(red + "[kiln_l] = kiln_r;");
-      line("__syncthreads();");
-      line("kiln_r = " + red + "[kiln_c];");
-      line("for (int kiln_j = 1; kiln_j < " + std::to_string(n) + "; ++kiln_j) kiln_r = " +
-           combine(s.binop, t, "kiln_r", red + "[kiln_c + kiln_j * " + stride + "]") + ";");
-      line("__syncthreads();  // the next allreduce reuses the scratch");
+      if (shuffle)
+        line("for (int kiln_o = 16; kiln_o >= " + std::to_string(stride) + "; kiln_o >>= 1) kiln_r = " +
+             combine(s.binop, t, "kiln_r", "__shfl_xor_sync(0xffffffffu, kiln_r, kiln_o)") + ";");
+      if (groups > 1) {
+        std::string at = std::to_string(step);
+        line("const int kiln_l = (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;");
+        line("const int kiln_c = kiln_l - (int)" + mine + " * " + std::to_string(stride) + ";  // this column's first thread");
+        line(red + "[kiln_l] = kiln_r;");
+        line("__syncthreads();");
+        if ((groups & (groups - 1)) == 0) {
+          line("const int kiln_g = (int)" + mine + " / " + std::to_string(per_group) + ";  // this thread's group");
+          line("for (int kiln_h = " + std::to_string(groups / 2) + "; kiln_h > 0; kiln_h >>= 1) {");
+          line("  if (kiln_g < kiln_h) " + red + "[kiln_l] = kiln_r = " +
+               combine(s.binop, t, "kiln_r", red + "[kiln_l + kiln_h * " + at + "]") + ";");
+          line("  __syncthreads();");
+          line("}");
+          line("kiln_r = " + red + "[kiln_c];");
+        } else {
+          line("kiln_r = " + red + "[kiln_c];");
+          line("for (int kiln_j = 1; kiln_j < " + std::to_string(groups) + "; ++kiln_j) kiln_r = " +
+               combine(s.binop, t, "kiln_r", red + "[kiln_c + kiln_j * " + at + "]") + ";");
+        }
+        line("__syncthreads();  // the next allreduce reuses the scratch");
+      }
     }
     line(acc + " = kiln_r;");
     --indent_;

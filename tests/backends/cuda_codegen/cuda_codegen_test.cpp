@@ -262,8 +262,25 @@ TEST(CudaCodegen, AllReduceOverRowsAndColumns) {
   src = emit_cuda(parse_kernel(cols), "f");
   EXPECT_TRUE(contains(src, "__shared__ float kiln_red_f32[256];")) << src;
   EXPECT_TRUE(contains(src, "over t (axis y)")) << src;
-  EXPECT_TRUE(contains(src, "kiln_red_f32[kiln_c + kiln_j * 32]")) << src;
+  EXPECT_TRUE(contains(src, "for (int kiln_h = 4; kiln_h > 0; kiln_h >>= 1)")) << src;
+  EXPECT_TRUE(contains(src, "kiln_red_f32[kiln_l + kiln_h * 32]")) << src;
+  EXPECT_FALSE(contains(src, "__shfl_xor_sync")) << src;  // a warp holds 32 columns, one thread each
   EXPECT_TRUE(contains(compile_cuda_to_ptx(parse_kernel(cols), "sm_90"), "bar.sync"));
+  // 16 columns by 64 parts (a decode step's P x V): a warp's two parts of a
+  // column combine by a shuffle, then the column's 32 warps by halves; 6
+  // parts of 32 columns (not a power of two): every thread reads all 6.
+  std::string pv = text, six = cols;
+  pv.replace(pv.find("    gpu_thread for t in 256 {\n"), 29, "    gpu_thread for t in 64 {\n    gpu_thread for c in 16 {\n");
+  pv.replace(pv.rfind("  }\n}"), 5, "  }\n  }\n}");
+  src = emit_cuda(parse_kernel(pv), "f");
+  EXPECT_TRUE(contains(src, "for (int kiln_o = 16; kiln_o >= 16; kiln_o >>= 1)")) << src;
+  EXPECT_TRUE(contains(src, "for (int kiln_h = 16; kiln_h > 0; kiln_h >>= 1)")) << src;
+  EXPECT_TRUE(contains(src, "kiln_red_f32[kiln_l + kiln_h * 32]")) << src;
+  EXPECT_TRUE(contains(compile_cuda_to_ptx(parse_kernel(pv), "sm_90"), "shfl.sync.bfly"));
+  six.replace(six.find("for t in 8"), 10, "for t in 6");
+  src = emit_cuda(parse_kernel(six), "f");
+  EXPECT_TRUE(contains(src, "kiln_red_f32[kiln_c + kiln_j * 32]")) << src;
+  EXPECT_TRUE(contains(src, "kiln_j < 6;")) << src;
   // Rows of 8 lanes (an attention head's 64-long dot product in 16-byte
   // pieces), 32 a block: 3 shuffles within each aligned group of 8, no shared
   // memory; groups that do not fill whole warps are refused.
