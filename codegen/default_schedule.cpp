@@ -489,7 +489,7 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   // CUDA, short contiguous rows (an attention head's 64-long dot products,
   // one per cached position): a thread a row, reading it in 16-byte pieces,
   // rather than a warp sharing 64 elements and paying for the allreduce.
-  // (On Vulkan, whose GLSL has no vector loads yet, a knob that is off.)
+  // (On Vulkan, whose GLSL has no shuffles, a knob that is off.)
   bool cuda = t.backend == "cuda";
   std::string red;  // the one reduction loop that vector_width() found
   int64_t vec = vector_width(k, body, &red), r = longest_reduction(k, body);
@@ -535,7 +535,7 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     }
   }
   if (vec > 1 && r > 0 && r % vec == 0 && r * 16 / vec <= 256 && (points == 0 || points >= 1024) &&
-      kn.pick("thread_rows", cuda)) {
+      kn.pick("thread_rows", true)) {
     Schedule c = s;
     std::string b = fresh(k, "blk"), th = fresh(k, "thr"), ro = fresh(k, red + "o"), rv = fresh(k, red + "v");
     // Both loops unrolled, so that every piece's load is in flight at once.
@@ -562,7 +562,7 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     // row, with as many threads as the row has pieces for.
     std::string vec_outer, packed = vec > 1 ? "" : reduction_loop(chain);
     if (!packed.empty() && !(r > 0 && r % 32 == 0 && packs_bytes(k, body, packed))) packed.clear();
-    if (!packed.empty() && kn.pick("packed_rows", cuda)) {
+    if (!packed.empty() && kn.pick("packed_rows", true)) {
       // A 4-bit weight (two elements a byte, 32 a group) has no unit-stride
       // index, but 32 elements are 16 whole bytes: a warp a row, each lane
       // 32 elements a step, which the emitter reads as one 16-byte load of
@@ -572,7 +572,7 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
       vec_outer = ro;
       spread_threads = 32;
       vec = 32;
-    } else if (vec > 1 && r % (vec * 32) == 0 && kn.pick("vector_rows", cuda)) {
+    } else if (vec > 1 && r % (vec * 32) == 0 && kn.pick("vector_rows", true)) {
       std::string ro = fresh(k, red + "o"), rv = fresh(k, red + "v");
       rows.split(red, vec, ro, rv).unroll(rv);
       vec_outer = ro;

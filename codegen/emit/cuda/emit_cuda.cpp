@@ -15,6 +15,7 @@
 #include "codegen/ir_util.h"
 #include "codegen/simplify_indices.h"
 #include "codegen/emit/gpu_nest.h"
+#include "codegen/emit/vector_loads.h"
 #include "kiln/error.h"
 
 namespace kiln {
@@ -78,58 +79,6 @@ const char* storage_type(DType t) {
     case u8: case boolean: return "unsigned char";
   }
   return "?";
-}
-
-// `e` as `base + v` with no `v` in base (through sums only); null otherwise.
-Expr offset_base(const Expr& e, const std::string& v) {
-  if (e->kind == ExprKind::Var && e->name == v) return idx(0);
-  if (e->kind != ExprKind::Binary || e->binop != BinOp::Add) return nullptr;
-  bool a = uses_var(e->args[0], v), b = uses_var(e->args[1], v);
-  if (a == b) return nullptr;
-  const Expr &moving = a ? e->args[0] : e->args[1], &fixed = a ? e->args[1] : e->args[0];
-  Expr base = offset_base(moving, v);
-  if (!base) return nullptr;
-  return base->kind == ExprKind::Const && base->ival == 0 ? fixed : base + fixed;
-}
-
-// `e` as base + off where off uses only `v` and base not at all (the terms of
-// a sum split by whether they use v): a packed operand's index, such as a q4
-// weight's byte (group * 16 + v % 16 for 32 elements v). False otherwise.
-bool split_offset(const Expr& e, const std::string& v, Expr* base, Expr* off) {
-  if (e->kind == ExprKind::Binary && e->binop == BinOp::Add) {
-    Expr b0, o0, b1, o1;
-    if (!split_offset(e->args[0], v, &b0, &o0) || !split_offset(e->args[1], v, &b1, &o1)) return false;
-    *base = !b0 ? b1 : !b1 ? b0 : b0 + b1;
-    *off = !o0 ? o1 : !o1 ? o0 : o0 + o1;
-    return true;
-  }
-  if (!uses_var(e, v)) {
-    *base = e, *off = nullptr;
-    return true;
-  }
-  // A term that uses v must use nothing else (and load nothing).
-  bool alone = true;
-  std::function<void(const Expr&)> check = [&](const Expr& x) {
-    if (!x) return;
-    if (x->kind == ExprKind::Load || (x->kind == ExprKind::Var && x->name != v)) alone = false;
-    for (const Expr& a : x->args) check(a);
-  };
-  check(e);
-  if (!alone) return false;
-  *base = nullptr, *off = e;
-  return true;
-}
-
-// Whether every value of the i64 expression `e` is a multiple of `n`, as its
-// structure shows.
-bool multiple_of(const Expr& e, int64_t n) {
-  if (e->kind == ExprKind::Const) return e->ival % n == 0;
-  if (e->kind != ExprKind::Binary) return false;
-  switch (e->binop) {
-    case BinOp::Mul: return multiple_of(e->args[0], n) || multiple_of(e->args[1], n);
-    case BinOp::Add: case BinOp::Sub: return multiple_of(e->args[0], n) && multiple_of(e->args[1], n);
-    default: return false;
-  }
 }
 
 // --- Helpers the kernel may call ---
@@ -552,86 +501,29 @@ class Emitter {
     for (const ExprNode* load : vectors) vector_element_.erase(load);
   }
 
-  // An unrolled loop of constant extent W whose body only stores: each load
-  // of a global buffer it does not store to, at `base + v` with base a
-  // multiple of W, reads its W elements (4 to 64 bytes) before the loop in
-  // 4-, 8- or 16-byte loads, and the body takes element v of them. Returns
-  // the loads so read.
+  // The loads of an unrolled loop that read whole pieces of a buffer
+  // (find_vector_loads) are read before the loop in 4-, 8- or 16-byte loads,
+  // and the body takes its element of them. Returns the loads so read.
   std::vector<const ExprNode*> vector_loads(const StmtNode& loop) {
     std::vector<const ExprNode*> done;
-    int64_t w = 0;
-    if (loop.loop != LoopKind::Unrolled || loop.extent->kind != ExprKind::Const || (w = loop.extent->ival) < 2) return done;
-    std::set<int> stored;
-    bool simple = true;
-    std::vector<const ExprNode*> loads;
-    std::function<void(const Expr&)> find = [&](const Expr& e) {
-      if (!e) return;
-      if (e->kind == ExprKind::Load) loads.push_back(e.get());
-      for (const Expr& a : e->args) find(a);
-    };
-    std::function<void(const std::vector<Stmt>&)> walk = [&](const std::vector<Stmt>& body) {
-      for (const Stmt& x : body) {
-        if (x->kind == StmtKind::Block) walk(x->body);
-        else if (x->kind != StmtKind::Store) simple = false;
-        else {
-          stored.insert(x->buffer);
-          find(x->index);
-          find(x->value);
-        }
-      }
-    };
-    walk(loop.body);
-    if (!simple) return done;
-    std::map<std::string, std::string> arrays;  // "buffer@base" -> the array holding it
-    for (const ExprNode* e : loads) {
-      const BufferDecl& b = buffer(e->buffer);
-      if (b.scope != MemScope::Global || stored.count(e->buffer) || b.dtype == boolean) continue;
-      Expr base = offset_base(e->args[0], loop.var), element;  // element: which one iteration v takes (null: v)
-      int64_t elems = w;
-      if (!base) {
-        // base + off(v) with off in [0, P) for every v: P elements read at
-        // once, iteration v taking element off(v) (a q4 weight's 16 bytes
-        // for 32 elements, each byte twice).
-        Expr off;
-        if (!split_offset(e->args[0], loop.var, &base, &off) || !base || !off) continue;
-        int64_t hi = -1, lo = w;
-        bool fits = true;
-        for (int64_t c = 0; c < w && fits; ++c) {
-          int64_t x = -1;
-          try {
-            x = evaluate_index(off, {{loop.var, c}});
-          } catch (const Error&) {
-            fits = false;
-          }
-          fits = fits && x >= 0 && x < w;
-          hi = std::max(hi, x);
-          lo = std::min(lo, x);
-        }
-        if (!fits) continue;
-        elems = 1;
-        while (elems <= hi) elems *= 2;
-        // The first and the last element are ones an iteration reads, so all
-        // between are in bounds.
-        if (lo != 0 || hi + 1 != elems) continue;
-        element = off;
-      }
-      int64_t bytes = elems * dtype_size(b.dtype);
-      if (!multiple_of(base, elems) || (bytes != 4 && bytes != 8 && bytes % 16) || bytes > 64) continue;
-      std::string key = std::to_string(e->buffer) + "@" + full(base) + "#" + std::to_string(elems);
+    std::map<std::string, std::string> arrays;  // "buffer@base#elems" -> the array holding it
+    for (const VectorLoad& v : find_vector_loads(k_, loop, false)) {
+      const BufferDecl& b = buffer(v.load->buffer);
+      std::string key = std::to_string(v.load->buffer) + "@" + full(v.base) + "#" + std::to_string(v.elems);
       auto [it, fresh] = arrays.emplace(key, "kiln_vec" + std::to_string(fresh_));
       if (fresh) {
         ++fresh_;
-        const char* piece = bytes == 4 ? "unsigned int" : bytes == 8 ? "uint2" : "uint4";
-        int64_t pieces = std::max<int64_t>(1, bytes / 16);
-        line(std::string(piece) + " " + it->second + "[" + std::to_string(pieces) + "];  // " + std::to_string(elems) +
-             " elements of " + comment_text(b.name));
+        const char* piece = v.bytes == 4 ? "unsigned int" : v.bytes == 8 ? "uint2" : "uint4";
+        int64_t pieces = std::max<int64_t>(1, v.bytes / 16);
+        line(std::string(piece) + " " + it->second + "[" + std::to_string(pieces) + "];  // " +
+             std::to_string(v.elems) + " elements of " + comment_text(b.name));
         for (int64_t p = 0; p < pieces; ++p)
           line(it->second + "[" + std::to_string(p) + "] = reinterpret_cast<const " + piece + "*>(" +
-               buffer_name(e->buffer) + " + (" + full(base) + "))[" + std::to_string(p) + "];");
+               buffer_name(v.load->buffer) + " + (" + full(v.base) + "))[" + std::to_string(p) + "];");
       }
-      vector_element_[e] = {"reinterpret_cast<const " + std::string(storage_type(b.dtype)) + "*>(" + it->second + ")",
-                            loop.var, element};
-      done.push_back(e);
+      vector_element_[v.load] = {"reinterpret_cast<const " + std::string(storage_type(b.dtype)) + "*>(" + it->second + ")",
+                                 loop.var, v.element};
+      done.push_back(v.load);
     }
     return done;
   }

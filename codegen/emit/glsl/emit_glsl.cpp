@@ -12,6 +12,7 @@
 #include "codegen/emit/glsl/glsl_library.h"
 #include "codegen/simplify_indices.h"
 #include "codegen/emit/gpu_nest.h"
+#include "codegen/emit/vector_loads.h"
 #include "kiln/error.h"
 
 namespace kiln {
@@ -144,6 +145,7 @@ struct BufferInfo {
   std::string load, store;      // accessor functions
   int binding = -1;             // global buffers
   bool loaded = false, stored = false;
+  std::string pieces;           // a uvec4 view of the same binding, for vector loads ("": none)
 };
 
 class Emitter {
@@ -257,6 +259,9 @@ class Emitter {
         s += "layout(std430, binding = " + binding + ") restrict " + (info.stored ? "" : "readonly ") +
              "buffer " + info.block + " { " + element_type(b.dtype) + " data[]; } " + info.array + ";  // " +
              what + (b.output ? " output" : "") + "\n";
+        if (!info.pieces.empty())
+          s += "layout(std430, binding = " + binding + ") restrict readonly buffer " + info.block +
+               "_pieces { uvec4 data[]; } " + info.pieces + ";  // the same, 16 bytes an element\n";
       }
     }
     return s;
@@ -306,8 +311,13 @@ class Emitter {
   std::string load_text(const BufferDecl& b, const BufferInfo& info) {
     if (b.scope != MemScope::Global || b.dtype == f32 || b.dtype == i32)
       return info.array + (b.scope == MemScope::Global ? ".data" : "") + "[uint(i)]";
-    std::string bits = bits_at(b, info.array);
-    switch (b.dtype) {
+    return value_of_bits(b.dtype, bits_at(b, info.array));
+  }
+
+  // The compute value of a 8- or 16-bit element whose bits are the low bits
+  // of the uint `bits`.
+  std::string value_of_bits(DType t, const std::string& bits) {
+    switch (t) {
       case f16: use(GlslHelper::F16Value); return "kiln_f16_value(" + bits + ")";
       case bf16: return "uintBitsToFloat((" + bits + ") << 16)";
       case i8: return "int((" + bits + ") << 24) >> 24";
@@ -434,6 +444,7 @@ class Emitter {
       line("const int64_t " + end + " = " + extent.text + ";");
       extent = {end, kPrimary};
     }
+    std::vector<const ExprNode*> vectors = vector_loads(s);
     if (s.loop == LoopKind::Unrolled) {
       unrolled_ = true;
       line("[[unroll]]");
@@ -446,6 +457,51 @@ class Emitter {
     --indent_;
     scope_.pop_back();
     line("}");
+    for (const ExprNode* load : vectors) vector_element_.erase(load);
+  }
+
+  // The loads of an unrolled loop that read whole 16-byte pieces of a buffer
+  // (find_vector_loads) are read before the loop as uvec4s through a second
+  // view of the buffer's binding, and the body takes its element of them:
+  // a thread of a GEMV has 16 bytes of its row in flight a load, not 2.
+  // Returns the loads so read.
+  std::vector<const ExprNode*> vector_loads(const StmtNode& loop) {
+    std::vector<const ExprNode*> done;
+    std::map<std::string, std::string> arrays;  // "buffer@base#elems" -> the array holding it
+    for (const VectorLoad& v : find_vector_loads(k_, loop, true)) {
+      const BufferDecl& b = buffer(v.load->buffer);
+      BufferInfo& info = buffers_[v.load->buffer];
+      begin_statement({v.base});
+      Code base = index_code(v.base);
+      std::string key = std::to_string(v.load->buffer) + "@" + base.text + "#" + std::to_string(v.elems);
+      auto [it, fresh] = arrays.emplace(key, "");
+      if (fresh) {
+        it->second = names_.unique("pieces");
+        if (info.pieces.empty()) info.pieces = names_.unique(b.name + "_pieces");
+        int64_t count = v.bytes / 16, per_piece = 16 / dtype_size(b.dtype);
+        line("uvec4 " + it->second + "[" + std::to_string(count) + "];  // " + std::to_string(v.elems) +
+             " elements of " + one_line(b.name));
+        for (int64_t p = 0; p < count; ++p)
+          line(it->second + "[" + std::to_string(p) + "] = " + info.pieces + ".data[uint((" + base.text +
+               ") / " + std::to_string(per_piece) + "l) + " + std::to_string(p) + "u];");
+      }
+      vector_element_[v.load] = {it->second, loop.var, v.element};
+      done.push_back(v.load);
+    }
+    return done;
+  }
+
+  // Element `j` (a uint) of the pieces `array` of a buffer of dtype t.
+  std::string piece_element(DType t, const std::string& array, const std::string& j) {
+    int64_t size = dtype_size(t), per_word = 4 / size;
+    int word_shift = per_word == 1 ? 0 : per_word == 2 ? 1 : 2;
+    std::string word = array + "[" + j + " >> " + std::to_string(word_shift + 2) + "u][(" + j + " >> " +
+                       std::to_string(word_shift) + "u) & 3u]";
+    if (t == f32) return "uintBitsToFloat(" + word + ")";
+    if (t == i32) return "int(" + word + ")";
+    std::string bits = "(" + word + " >> ((" + j + " & " + std::to_string(per_word - 1) + "u) * " +
+                       std::to_string(8 * size) + "u)) & " + (size == 2 ? "0xffffu" : "0xffu");
+    return value_of_bits(t, bits);
   }
 
   void emit_if(const StmtNode& s) {
@@ -558,6 +614,11 @@ class Emitter {
       fail(k_, "a load of " + std::string(valtype_name(e.type)) + " from " + std::string(dtype_name(b.dtype)) +
                    " buffer '" + b.name + "'");
     if (e.args.size() != 1) fail(k_, "a load takes one index");
+    auto vec = vector_element_.find(&e);
+    if (vec != vector_element_.end()) {
+      Code j = vec->second.element ? index_code(vec->second.element) : Code{names_.of(vec->second.loop), kPrimary};
+      return {"(" + piece_element(b.dtype, vec->second.array, "uint(" + j.text + ")") + ")", kPrimary};
+    }
     buffers_[e.buffer].loaded = true;
     return call(buffers_[e.buffer].load, {index_code(e.args[0])});
   }
@@ -687,6 +748,14 @@ class Emitter {
   Names names_;
   std::vector<BufferInfo> buffers_;
   std::set<GlslHelper> used_helpers_;
+  // Loads read by vector_loads(): the array of their pieces, the loop whose
+  // variable picks the element, and the element iteration takes (null: the
+  // loop variable itself).
+  struct VectorElement {
+    std::string array, loop;
+    Expr element;
+  };
+  std::map<const ExprNode*, VectorElement> vector_element_;
   std::map<ValType, std::string> scratch_;  // shared arrays for allreduce, per accumulator type
   std::string step_;                        // the allreduce tree's loop variable
   bool unrolled_ = false;

@@ -313,6 +313,49 @@ TEST_F(VulkanBackend, KeywordNamesSharedLocalAndUnrolledLoops) {
   }
 }
 
+// An unrolled loop whose loads read whole 16-byte pieces (a GEMV thread's
+// share of a row) reads them as uvec4s through a second view of the buffer's
+// binding, each iteration taking its element: every dtype, two pieces a
+// thread, and a q4-like packed byte read twice (element v % 16 of 32
+// iterations); with and without 8/16-bit storage.
+TEST_F(VulkanBackend, UnrolledLoopsReadSixteenBytePieces) {
+  for (DType t : {f32, i32, f16, bf16, i8, u8})
+    for (bool packed : {false, true}) {
+      if (packed && t != u8) continue;
+      int64_t size = dtype_size(t), w = packed ? 32 : 32 / size, span = packed ? 16 : w;
+      Kernel k;
+      k.name = "pieces";
+      k.buffers = {global("y", f32, true), global("x", t), {"acc", f32, MemScope::Local, 1, false}};
+      Expr row = var("b") * idx(32) + var("t");
+      Expr at = packed ? row * idx(16) + var("v") % idx(16) : row * idx(w) + var("v");
+      Expr x = load(1, valtype_of(t), at);
+      if (x->type != ValType::f32) x = cast(ValType::f32, x);
+      Expr term = binary(BinOp::Mul, x, cast(ValType::f32, var("v") + idx(1)));
+      Stmt add = store(2, idx(0), binary(BinOp::Add, load(2, ValType::f32, idx(0)), term));
+      k.body = block({for_loop("b", idx(4), LoopKind::GpuBlock,
+                               {for_loop("t", idx(32), LoopKind::GpuThread,
+                                         {store(2, idx(0), const_f32(0)), for_loop("v", idx(w), LoopKind::Unrolled, {add}),
+                                          store(0, row, load(2, ValType::f32, idx(0)))})})});
+      std::string glsl = emit_glsl(k);
+      SCOPED_TRACE(std::string(dtype_name(t)) + (packed ? " packed" : ""));
+      EXPECT_NE(glsl.find("x_pieces.data["), std::string::npos) << glsl;
+      // Small integers, exact in every dtype, so the sums are exact too.
+      int64_t n = 128 * span;
+      Bytes in(size_t(n * size));
+      for (int64_t i = 0; i < n; ++i)
+        store_from_double(&in[size_t(i * size)], t, double((i * 7) % 23) - (t == u8 ? 0.0 : 11.0));
+      for (Device* d : vulkan_variants()) {
+        auto y = from_bytes<float>(run(*d, k, {Bytes(128 * 4), in})[0]);
+        for (int64_t r = 0; r < 128; ++r) {
+          float want = 0;
+          for (int64_t v = 0; v < w; ++v)
+            want += float(load_as_double(&in[size_t((r * span + (packed ? v % 16 : v)) * size)], t)) * float(v + 1);
+          ASSERT_EQ(y[size_t(r)], want) << d->info().features << " row " << r;
+        }
+      }
+    }
+}
+
 // --- Errors ---
 
 TEST_F(VulkanBackend, UnscheduledKernelsAreRefused) {
