@@ -535,7 +535,7 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     }
   }
   if (vec > 1 && r > 0 && r % vec == 0 && r * 16 / vec <= 256 && (points == 0 || points >= 1024) &&
-      kn.pick("thread_rows", true)) {
+      kn.pick("thread_rows", cuda)) {
     Schedule c = s;
     std::string b = fresh(k, "blk"), th = fresh(k, "thr"), ro = fresh(k, red + "o"), rv = fresh(k, red + "v");
     // Both loops unrolled, so that every piece's load is in flight at once.
@@ -562,7 +562,7 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     // row, with as many threads as the row has pieces for.
     std::string vec_outer, packed = vec > 1 ? "" : reduction_loop(chain);
     if (!packed.empty() && !(r > 0 && r % 32 == 0 && packs_bytes(k, body, packed))) packed.clear();
-    if (!packed.empty() && kn.pick("packed_rows", true)) {
+    if (!packed.empty() && kn.pick("packed_rows", cuda)) {
       // A 4-bit weight (two elements a byte, 32 a group) has no unit-stride
       // index, but 32 elements are 16 whole bytes: a warp a row, each lane
       // 32 elements a step, which the emitter reads as one 16-byte load of

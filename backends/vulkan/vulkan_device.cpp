@@ -303,6 +303,7 @@ struct Capabilities {
   uint32_t api = 0;
   uint32_t queue_family = 0;
   uint32_t subgroup_size = 0;
+  bool subgroup_arithmetic = false, subgroup_clustered = false;  // in compute shaders
   int compute_units = 1;
   int64_t memory_bytes = 0;
   bool storage16 = false, storage8 = false, float16 = false, int8 = false, denorm_preserve = false;
@@ -350,6 +351,9 @@ void query_properties(const vk::Instance& inst, VkPhysicalDevice pd, const std::
   }
   inst.fn().vkGetPhysicalDeviceProperties2(pd, &props);
   c.subgroup_size = subgroup.subgroupSize;
+  bool compute = subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT;
+  c.subgroup_arithmetic = compute && (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+  c.subgroup_clustered = c.subgroup_arithmetic && (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_CLUSTERED_BIT);
   c.denorm_preserve = has_controls && controls.shaderDenormPreserveFloat32;
   c.needs_float_controls_extension = c.denorm_preserve && c.api < VK_API_VERSION_1_2;
   if (has_nv) c.compute_units = int(nv.shaderSMCount);
@@ -400,6 +404,7 @@ std::string feature_list(const Capabilities& c) {
   if (c.storage16) s += ",storage16";
   if (c.storage8) s += ",storage8";
   if (c.denorm_preserve) s += ",denorm_preserve";
+  if (c.subgroup_arithmetic) s += c.subgroup_clustered ? ",subgroup_clustered" : ",subgroup_arithmetic";
   return s;
 }
 
@@ -459,12 +464,17 @@ std::shared_ptr<Device> make_device(const std::shared_ptr<vk::Instance>& inst, V
   glsl.storage16 = c.storage16 && options.storage16;
   glsl.storage8 = c.storage8 && options.storage8;
   glsl.denorm_preserve = c.denorm_preserve;
+  if (options.subgroups && c.subgroup_arithmetic) {
+    glsl.subgroup_size = int(c.subgroup_size);
+    glsl.subgroup_clustered = c.subgroup_clustered;
+  }
   auto core = open_device(inst, pd, c, glsl);
 
   DeviceInfo info;
   info.name = c.props.deviceName;
   // Caches key kernels by device name; this device compiles them differently.
   if (glsl.storage16 != c.storage16 || glsl.storage8 != c.storage8) info.name += " (8/16-bit storage off)";
+  if (c.subgroup_arithmetic && !options.subgroups) info.name += " (subgroup operations off)";
   info.backend = "vulkan";
   info.cores = c.compute_units;
   info.features = feature_list(c);

@@ -19,6 +19,9 @@ struct VulkanOptions {
   // false forces the fallback (atomics on the containing uint), for tests.
   bool storage8 = true;
   bool storage16 = true;
+  // Allreduce sums by subgroup operations where the device has them; false
+  // forces shared memory, for tests.
+  bool subgroups = true;
 };
 
 // One Device per physical device that has a compute queue, Vulkan 1.1 and

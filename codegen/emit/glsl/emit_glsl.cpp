@@ -209,6 +209,8 @@ class Emitter {
     if (opt_.storage16 && small_storage(2)) s += "#extension GL_EXT_shader_16bit_storage : require\n";
     if (opt_.storage8 && small_storage(1)) s += "#extension GL_EXT_shader_8bit_storage : require\n";
     if (unrolled_) s += "#extension GL_EXT_control_flow_attributes : require\n";
+    if (subgroups_) s += "#extension GL_KHR_shader_subgroup_arithmetic : require\n";
+    if (clustered_) s += "#extension GL_KHR_shader_subgroup_clustered : require\n";
     if (opt_.denorm_preserve) {
       s += "#extension GL_EXT_spirv_intrinsics : require\n";
       s += "// f32 subnormals are kept: execution mode DenormPreserve (4459) for 32 bits.\n";
@@ -400,6 +402,7 @@ class Emitter {
   // sit in uniform control flow; the last one lets the next allreduce reuse
   // the scratch.
   void emit_allreduce(const StmtNode& s) {
+    if (subgroup_allreduce(s)) return;
     ValType t = valtype_of(buffer(s.buffer).dtype);
     const std::string &red = scratch_.at(t), &acc = buffers_[s.buffer].array;
     std::string me = "gl_LocalInvocationIndex", n = std::to_string(nest_.allreduce_threads) + "u";
@@ -427,6 +430,45 @@ class Emitter {
     line(acc + "[0] = " + red + "[" + first + "];");
     line("memoryBarrierShared();");
     line("barrier();");
+  }
+
+  // A sum over the whole x axis in blocks of whole subgroups (a GEMV's or an
+  // attention score's row of 32 or 8 lanes, a norm's row of 256): the
+  // subgroup adds its own invocations (clustered for rows shorter than a
+  // subgroup); rows longer than a subgroup add their subgroups' sums through
+  // shared memory, one barrier. Max and min keep the shared-memory tree (a
+  // subgroup max's NaN handling is the driver's). False where it does not apply.
+  bool subgroup_allreduce(const StmtNode& s) {
+    int64_t sg = opt_.subgroup_size, n = nest_.allreduce_threads;
+    auto pow2 = [](int64_t x) { return x > 0 && (x & (x - 1)) == 0; };
+    if (sg <= 0 || s.binop != BinOp::Add || nest_.allreduce_axis != 0 || nest_.block_threads[0] != n || !pow2(sg) ||
+        !pow2(n) || nest_.threads_per_block() % sg || (n < sg && !opt_.subgroup_clustered))
+      return false;
+    const std::string& acc = buffers_[s.buffer].array;
+    std::string sgs = std::to_string(sg) + "u";
+    subgroups_ = true;
+    line("// allreduce " + one_line(buffer(s.buffer).name) + " add, by subgroup operations");
+    if (n < sg) {
+      clustered_ = true;
+      line(acc + "[0] = subgroupClusteredAdd(" + acc + "[0], " + std::to_string(n) + "u);");
+      return true;
+    }
+    line(acc + "[0] = subgroupAdd(" + acc + "[0]);");
+    if (n == sg) return true;
+    const std::string& red = scratch_.at(valtype_of(buffer(s.buffer).dtype));
+    std::string first = names_.unique("row_first"), j = names_.unique("j"), parts = std::to_string(n / sg) + "u";
+    line("if (gl_SubgroupInvocationID == 0u) " + red + "[gl_LocalInvocationIndex / " + sgs + "] = " + acc + "[0];");
+    line("memoryBarrierShared();");
+    line("barrier();");
+    line("{");
+    line("  const uint " + first + " = gl_LocalInvocationIndex / " + std::to_string(n) + "u * " + parts + ";");
+    line("  " + acc + "[0] = " + red + "[" + first + "];");
+    line("  for (uint " + j + " = 1u; " + j + " < " + parts + "; ++" + j + ") " + acc + "[0] = " + acc + "[0] + " + red +
+         "[" + first + " + " + j + "];");
+    line("}");
+    line("memoryBarrierShared();");
+    line("barrier();");
+    return true;
   }
 
   // Max and min follow fmax/fmin (a NaN operand yields the other); ints wrap.
@@ -759,6 +801,7 @@ class Emitter {
   std::map<ValType, std::string> scratch_;  // shared arrays for allreduce, per accumulator type
   std::string step_;                        // the allreduce tree's loop variable
   bool unrolled_ = false;
+  bool subgroups_ = false, clustered_ = false;  // subgroup operations used
   std::vector<std::string> scope_;  // IR names of the enclosing loop variables
   std::map<const ExprNode*, int> uses_;
   std::map<const ExprNode*, std::string> temps_;

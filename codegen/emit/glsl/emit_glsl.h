@@ -24,6 +24,12 @@ struct GlslOptions {
   // Keep f32 subnormals, as the CPU and the interpreter do (Vulkan lets a
   // driver flush them, and NVIDIA's does): SPV_KHR_float_controls.
   bool denorm_preserve = false;
+  // Sums across a row of invocations along x by subgroup operations
+  // (GL_KHR_shader_subgroup_arithmetic, and _clustered for rows shorter
+  // than a subgroup) where the device runs compute shaders in subgroups of
+  // this fixed size, consecutive in gl_LocalInvocationIndex; 0: shared memory.
+  int subgroup_size = 0;
+  bool subgroup_clustered = false;
 };
 
 // The workgroup size x, y, z: the extents of the gpu_thread loops, 1 on an axis

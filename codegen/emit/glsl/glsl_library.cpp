@@ -31,13 +31,7 @@ uint kiln_f16_bits(float f) {
 }
 )";
     case GlslHelper::F16Value:
-      return R"(float kiln_f16_value(uint h) {
-  uint sign = (h & 0x8000u) << 16;
-  uint e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-  if (e == 0u) return uintBitsToFloat(floatBitsToUint(float(m) * 5.9604644775390625e-8) | sign);  // m * 2^-24
-  if (e == 31u) return uintBitsToFloat(sign | 0x7f800000u | (m << 13));
-  return uintBitsToFloat(sign | ((e + 112u) << 23) | (m << 13));
-}
+      return R"(float kiln_f16_value(uint h) { return unpackHalf2x16(h).x; }
 )";
     case GlslHelper::Bf16Bits:
       return R"(// f32 -> bf16 bits, to nearest even, exactly as f32_to_bf16_bits (ir/dtype.cpp).

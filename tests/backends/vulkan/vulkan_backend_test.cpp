@@ -313,6 +313,79 @@ TEST_F(VulkanBackend, KeywordNamesSharedLocalAndUnrolledLoops) {
   }
 }
 
+// Sums over rows of 4 to 256 invocations along x, several rows a workgroup
+// along y: with subgroup operations where the device has them (the default
+// device: a subgroup's own sum, clustered for shorter rows, then the row's
+// subgroups through shared memory) and without (the shared-memory tree); f32
+// sums of small integers (exact in any order) and i32 sums that wrap. The
+// text for a device with subgroups of 32: subgroupAdd for 32 and 256,
+// subgroupClusteredAdd for 8, the tree for a max.
+TEST_F(VulkanBackend, RowSumsBySubgroupsOrSharedMemory) {
+  for (int64_t lanes : {4, 8, 32, 256}) {
+    int64_t rows = 256 / lanes;
+    std::string text = R"(kernel rowsum() {
+  buffer x: f32 global
+  buffer xi: i32 global
+  buffer y: f32 global out
+  buffer yi: i32 global out
+  buffer s: f32 local[1]
+  buffer si: i32 local[1]
+  gpu_block for b in 3 {
+    gpu_thread for r in ROWS {
+      gpu_thread for t in LANES {
+        s[0] = x[(b * ROWS + r) * LANES + t]
+        si[0] = xi[(b * ROWS + r) * LANES + t]
+        allreduce s[0] add over t
+        allreduce si[0] add over t
+        y[(b * ROWS + r) * LANES + t] = s[0]
+        yi[(b * ROWS + r) * LANES + t] = si[0]
+      }
+    }
+  }
+}
+)";
+    for (auto [from, to] : {std::pair<std::string, std::string>{"ROWS", std::to_string(rows)}, {"LANES", std::to_string(lanes)}})
+      for (size_t at; (at = text.find(from)) != std::string::npos;) text.replace(at, from.size(), to);
+    Kernel k = parse_kernel(text);
+    SCOPED_TRACE(std::to_string(lanes) + " lanes");
+    GlslOptions sg32;
+    sg32.subgroup_size = 32;
+    sg32.subgroup_clustered = true;
+    std::string glsl = emit_glsl(k, sg32);
+    EXPECT_EQ(glsl.find("subgroupClusteredAdd(") != std::string::npos, lanes < 32) << glsl;
+    EXPECT_EQ(glsl.find("subgroupAdd(") != std::string::npos, lanes >= 32) << glsl;
+    std::vector<float> x(size_t(3 * 256));
+    std::vector<int32_t> xi(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      x[i] = float(int(i * 37 % 101) - 50);
+      xi[i] = std::numeric_limits<int32_t>::max() - int32_t(i % 5);
+    }
+    for (Device* d : vulkan_variants()) {
+      auto out = run(*d, k, {to_bytes(x), to_bytes(xi), Bytes(x.size() * 4), Bytes(x.size() * 4)});
+      auto y = from_bytes<float>(out[2]);
+      auto yi = from_bytes<int32_t>(out[3]);
+      for (size_t row = 0; row < x.size() / size_t(lanes); ++row) {
+        float want = 0;
+        uint32_t want_i = 0;
+        for (size_t t = 0; t < size_t(lanes); ++t) {
+          want += x[row * size_t(lanes) + t];
+          want_i += uint32_t(xi[row * size_t(lanes) + t]);
+        }
+        for (size_t t = 0; t < size_t(lanes); ++t) {
+          ASSERT_EQ(y[row * size_t(lanes) + t], want) << d->info().name << " row " << row << " lane " << t;
+          ASSERT_EQ(yi[row * size_t(lanes) + t], int32_t(want_i)) << d->info().name << " row " << row;
+        }
+      }
+    }
+  }
+  std::string max_text = print(testing::allreduce_kernel());
+  GlslOptions sg32;
+  sg32.subgroup_size = 32;
+  std::string glsl = emit_glsl(parse_kernel(max_text), sg32);
+  EXPECT_NE(glsl.find("allreduce_step"), std::string::npos) << "max and min keep the tree";
+  EXPECT_NE(glsl.find("subgroupAdd("), std::string::npos) << glsl;
+}
+
 // An unrolled loop whose loads read whole 16-byte pieces (a GEMV thread's
 // share of a row) reads them as uvec4s through a second view of the buffer's
 // binding, each iteration taking its element: every dtype, two pieces a

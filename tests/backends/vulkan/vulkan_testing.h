@@ -28,12 +28,13 @@ inline std::shared_ptr<Device> vulkan_device() {
   return dev;
 }
 
-// The same physical device without the 8/16-bit storage extensions: small
-// elements go through atomics on their containing uint.
+// The same physical device without the 8/16-bit storage extensions (small
+// elements go through atomics on their containing uint) and without subgroup
+// operations (allreduce sums through shared memory).
 inline std::shared_ptr<Device> vulkan_device_without_small_storage() {
   static std::shared_ptr<Device> dev = [] {
     if (!vulkan_device()) return std::shared_ptr<Device>();
-    auto all = make_vulkan_devices(VulkanOptions{false, false});
+    auto all = make_vulkan_devices(VulkanOptions{false, false, false});
     return all.empty() ? nullptr : all[0];
   }();
   return dev;
