@@ -434,10 +434,34 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   // Only the output loops: a reduction's loops stay serial inside each thread.
   size_t n = 1;
   while (n < chain.size() && chain[n - 1]->body.size() == 1 && chain[n]->loop == LoopKind::Serial) ++n;
-  std::string cur = chain[0]->var;
+  // Vulkan: loops of symbolic extent (a decode step's cache length) go
+  // outermost before the output loops are fused, so that each index comes
+  // from the fused one by constant divisions, not 64-bit divisions by the
+  // symbol (the GLSL counterpart of the CUDA lane_rows order below: Vulkan's
+  // attention scores, 28 us a layer on the H100 with them).
+  std::vector<std::string> order;
+  for (int pass = 0; pass < 2; ++pass)
+    for (size_t i = 0; i < n; ++i)
+      if ((chain[i]->extent->kind == ExprKind::Const) == (pass == 1)) order.push_back(chain[i]->var);
+  if (t.backend == "vulkan" && n > 1 && order[0] != chain[0]->var && kn.pick("symbols_outermost", true)) {
+    Schedule c;
+    if (chain[0]->loop == LoopKind::Parallel) c.serial(chain[0]->var);  // a parallel loop stays outermost
+    c.reorder(order);
+    try {
+      apply(k, c);
+      s = c;
+    } catch (const Error&) {
+      order.clear();
+    }
+  } else {
+    order.clear();
+  }
+  if (order.empty())
+    for (size_t i = 0; i < n; ++i) order.push_back(chain[i]->var);
+  std::string cur = order[0];
   for (size_t i = 1; i < n; ++i) {
     std::string f = fresh(k, "f" + std::to_string(i));
-    s.fuse(cur, chain[i]->var, f);
+    s.fuse(cur, order[i], f);
     cur = f;
   }
   int64_t max_threads = t.max_threads > 0 ? t.max_threads : 256;
