@@ -14,6 +14,26 @@ Tolerance tolerance_for(DType t) {
   }
 }
 
+Tolerance tolerance_for(const Graph& g, int node) {
+  Tolerance loosest = tolerance_for(g.nodes.at(node).dtype);
+  std::vector<bool> seen(g.nodes.size(), false);
+  std::vector<int> todo = {node};
+  while (!todo.empty()) {
+    int x = todo.back();
+    todo.pop_back();
+    if (seen[x]) continue;
+    seen[x] = true;
+    const Node& n = g.nodes[x];
+    OpClass c = op_class(n.op);
+    if (n.op != Op::Input && c != OpClass::Source && c != OpClass::Movement) {
+      Tolerance t = tolerance_for(n.dtype);
+      loosest = {std::max(loosest.rtol, t.rtol), std::max(loosest.atol, t.atol)};
+    }
+    for (int in : n.inputs) todo.push_back(in);
+  }
+  return loosest;
+}
+
 std::string compare(const HostTensor& want, const HostTensor& got, Tolerance tol) {
   if (want.dtype != got.dtype || want.sizes != got.sizes)
     return "got " + describe(got) + ", want " + describe(want);

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "kiln/graph.h"
 #include "kiln/host_tensor.h"
 
 namespace kiln {
@@ -15,6 +16,13 @@ struct Tolerance {
 // Floats get a few units in the last place of their dtype; integers and bools
 // are exact.
 Tolerance tolerance_for(DType t);
+
+// For graph output `node`: the loosest tolerance among the dtypes of the
+// values computed on the way to it (the node and its ancestors, less inputs,
+// constants and views, which carry values exactly). An f32 output cast from
+// an f16 contraction carries the f16 rounding of a sum whose order differs
+// between backends, one f16 unit apart at worst (`kiln fuzz`, seed 1065286).
+Tolerance tolerance_for(const Graph& g, int node);
 
 // Empty when equal within tolerance, else a description of the first mismatch.
 // NaN matches NaN and an infinity matches itself.
