@@ -168,11 +168,21 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     if (st->kind == StmtKind::For && st->var == r) packable = outer_pair && const_extent(st, &depth);
   });
   if (packable && kn.pick("pack", true)) {
-    // The operand whose index moves with the columns is the one to pack.
+    // The operand whose index moves with the columns is the one to pack,
+    // unless the panel's loops read it at another index too (an epilogue
+    // that reads the weight at the output's point: kiln fuzz, seeds 2004469
+    // and 2006272), which cache_read refuses: then nothing is packed.
     for (const BufferDecl& b : k.buffers)
       if (b.scope == MemScope::Global && !b.output && packs_with(k, b.name, cols->var)) {
         std::string pb = fresh(k, "p" + b.name);
-        s.cache_read(b.name, jo, pb).vectorize(pb + "_" + ji);
+        Schedule packed = s;
+        packed.cache_read(b.name, jo, pb).vectorize(pb + "_" + ji);
+        try {
+          apply(k, packed);
+          s = packed;
+        } catch (const Error&) {
+          // Left unpacked.
+        }
         break;
       }
   }
