@@ -431,6 +431,24 @@ Schedule gpu_tensor_core_tiles(const Kernel& k, const std::vector<Stmt>& chain, 
   return s;
 }
 
+// The first n (output) loops of the chain with those of symbolic extent (the
+// cache's length) first, so that once fused each index comes from the fused
+// one by constant divisions (which the bounds simplify: q[head * 64 + r], not
+// a 64-bit division by `past` and three more in every element's index): the
+// order in *order and the steps that make it (none where it is already so).
+Schedule symbols_outermost(const std::vector<Stmt>& chain, size_t n, std::vector<std::string>* order) {
+  order->clear();
+  for (int pass = 0; pass < 2; ++pass)
+    for (size_t i = 0; i < n; ++i)
+      if ((chain[i]->extent->kind == ExprKind::Const) == (pass == 1)) order->push_back(chain[i]->var);
+  Schedule s;
+  if ((*order)[0] != chain[0]->var) {
+    if (chain[0]->loop == LoopKind::Parallel) s.serial(chain[0]->var);  // a parallel loop stays outermost
+    s.reorder(*order);
+  }
+  return s;
+}
+
 // Knobs: the threads per block, and whether a block shares each output
 // point's reduction (spread) where the heuristic would.
 Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
@@ -444,30 +462,25 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   // Only the output loops: a reduction's loops stay serial inside each thread.
   size_t n = 1;
   while (n < chain.size() && chain[n - 1]->body.size() == 1 && chain[n]->loop == LoopKind::Serial) ++n;
-  // Vulkan: loops of symbolic extent (a decode step's cache length) go
-  // outermost before the output loops are fused, so that each index comes
-  // from the fused one by constant divisions, not 64-bit divisions by the
-  // symbol (the GLSL counterpart of the CUDA lane_rows order below: Vulkan's
-  // attention scores, 28 us a layer on the H100 with them).
+  // Vulkan: loops of symbolic extent outermost before the output loops are
+  // fused (the GLSL counterpart of the CUDA lane_rows order below: Vulkan's
+  // attention scores took 28 us a layer on the H100 without it).
   std::vector<std::string> order;
-  for (int pass = 0; pass < 2; ++pass)
-    for (size_t i = 0; i < n; ++i)
-      if ((chain[i]->extent->kind == ExprKind::Const) == (pass == 1)) order.push_back(chain[i]->var);
-  if (t.backend == "vulkan" && n > 1 && order[0] != chain[0]->var && kn.pick("symbols_outermost", true)) {
-    Schedule c;
-    if (chain[0]->loop == LoopKind::Parallel) c.serial(chain[0]->var);  // a parallel loop stays outermost
-    c.reorder(order);
+  Schedule symbols_first = symbols_outermost(chain, n, &order);
+  bool reordered = false;
+  if (t.backend == "vulkan" && !symbols_first.steps.empty() && kn.pick("symbols_outermost", true)) {
     try {
-      apply(k, c);
-      s = c;
+      apply(k, symbols_first);
+      s = symbols_first;
+      reordered = true;
     } catch (const Error&) {
-      order.clear();
+      // Fused in their own order.
     }
-  } else {
-    order.clear();
   }
-  if (order.empty())
+  if (!reordered) {
+    order.clear();
     for (size_t i = 0; i < n; ++i) order.push_back(chain[i]->var);
+  }
   std::string cur = order[0];
   for (size_t i = 1; i < n; ++i) {
     std::string f = fresh(k, "f" + std::to_string(i));
@@ -537,19 +550,8 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   while (lanes > 0 && lane_rows * 2 * lanes <= threads && factor % (lane_rows * 2) == 0) lane_rows *= 2;
   if (lanes >= 2 && lanes <= 16 && (lanes & (lanes - 1)) == 0 && (points == 0 || points >= 1024) &&
       lane_rows * lanes % 32 == 0 && kn.pick("lane_rows", cuda)) {
-    // Loops of symbolic extent (the cache's length) outermost, so that a
-    // row's indices come from the fused index by constant divisions (which
-    // the bounds simplify: q[head * 64 + r], not a 64-bit division by `past`
-    // and three more in every element's index).
-    Schedule c;
     std::vector<std::string> order;
-    for (int pass = 0; pass < 2; ++pass)
-      for (size_t i = 0; i < n; ++i)
-        if ((chain[i]->extent->kind == ExprKind::Const) == (pass == 1)) order.push_back(chain[i]->var);
-    if (order[0] != chain[0]->var) {
-      if (chain[0]->loop == LoopKind::Parallel) c.serial(chain[0]->var);  // a parallel loop stays outermost
-      c.reorder(order);
-    }
+    Schedule c = symbols_outermost(chain, n, &order);
     std::string fused = order[0];
     for (size_t i = 1; i < order.size(); ++i) {
       std::string f = fresh(k, "f" + std::to_string(i));

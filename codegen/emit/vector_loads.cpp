@@ -114,7 +114,10 @@ std::vector<VectorLoad> find_vector_loads(const Kernel& k, const StmtNode& loop,
     int64_t bytes = elems * dtype_size(b.dtype);
     bool size_ok = sixteen_only ? bytes % 16 == 0 : (bytes == 4 || bytes == 8 || bytes % 16 == 0);
     if (!multiple_of(base, elems) || !size_ok || bytes > 64) continue;
-    out.push_back({e, base, elems, bytes, element});
+    size_t first = out.size();
+    for (size_t i = 0; i < out.size() && first == out.size(); ++i)
+      if (out[i].load->buffer == e->buffer && out[i].elems == elems && equal(out[i].base, base)) first = i;
+    out.push_back({e, base, elems, bytes, element, first});
   }
   return out;
 }

@@ -30,6 +30,7 @@ struct VectorLoad {
   int64_t elems = 0;               // elements read at once (a power of two)
   int64_t bytes = 0;               // elems times the element size
   Expr element;                    // the element iteration v takes; null: v itself
+  size_t first = 0;                // the first of the list reading the same pieces (itself if none before)
 };
 
 // For an unrolled loop of constant extent W >= 2 whose body only stores: each

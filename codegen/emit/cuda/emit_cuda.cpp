@@ -506,23 +506,23 @@ class Emitter {
   // and the body takes its element of them. Returns the loads so read.
   std::vector<const ExprNode*> vector_loads(const StmtNode& loop) {
     std::vector<const ExprNode*> done;
-    std::map<std::string, std::string> arrays;  // "buffer@base#elems" -> the array holding it
+    std::vector<std::string> arrays;  // per load: the array holding its pieces
     for (const VectorLoad& v : find_vector_loads(k_, loop, false)) {
       const BufferDecl& b = buffer(v.load->buffer);
-      std::string key = std::to_string(v.load->buffer) + "@" + full(v.base) + "#" + std::to_string(v.elems);
-      auto [it, fresh] = arrays.emplace(key, "kiln_vec" + std::to_string(fresh_));
-      if (fresh) {
-        ++fresh_;
+      if (v.first == arrays.size()) {
+        arrays.push_back("kiln_vec" + std::to_string(fresh_++));
         const char* piece = v.bytes == 4 ? "unsigned int" : v.bytes == 8 ? "uint2" : "uint4";
         int64_t pieces = std::max<int64_t>(1, v.bytes / 16);
-        line(std::string(piece) + " " + it->second + "[" + std::to_string(pieces) + "];  // " +
+        line(std::string(piece) + " " + arrays.back() + "[" + std::to_string(pieces) + "];  // " +
              std::to_string(v.elems) + " elements of " + comment_text(b.name));
         for (int64_t p = 0; p < pieces; ++p)
-          line(it->second + "[" + std::to_string(p) + "] = reinterpret_cast<const " + piece + "*>(" +
+          line(arrays.back() + "[" + std::to_string(p) + "] = reinterpret_cast<const " + piece + "*>(" +
                buffer_name(v.load->buffer) + " + (" + full(v.base) + "))[" + std::to_string(p) + "];");
+      } else {
+        arrays.push_back(arrays[v.first]);
       }
-      vector_element_[v.load] = {"reinterpret_cast<const " + std::string(storage_type(b.dtype)) + "*>(" + it->second + ")",
-                                 loop.var, v.element};
+      vector_element_[v.load] = {"reinterpret_cast<const " + std::string(storage_type(b.dtype)) + "*>(" +
+                                 arrays.back() + ")", loop.var, v.element};
       done.push_back(v.load);
     }
     return done;

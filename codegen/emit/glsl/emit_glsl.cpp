@@ -509,25 +509,25 @@ class Emitter {
   // Returns the loads so read.
   std::vector<const ExprNode*> vector_loads(const StmtNode& loop) {
     std::vector<const ExprNode*> done;
-    std::map<std::string, std::string> arrays;  // "buffer@base#elems" -> the array holding it
+    std::vector<std::string> arrays;  // per load: the array holding its pieces
     for (const VectorLoad& v : find_vector_loads(k_, loop, true)) {
       const BufferDecl& b = buffer(v.load->buffer);
       BufferInfo& info = buffers_[v.load->buffer];
-      begin_statement({v.base});
-      Code base = index_code(v.base);
-      std::string key = std::to_string(v.load->buffer) + "@" + base.text + "#" + std::to_string(v.elems);
-      auto [it, fresh] = arrays.emplace(key, "");
-      if (fresh) {
-        it->second = names_.unique("pieces");
+      if (v.first == arrays.size()) {
+        arrays.push_back(names_.unique("pieces"));
         if (info.pieces.empty()) info.pieces = names_.unique(b.name + "_pieces");
+        begin_statement({v.base});
+        Code base = index_code(v.base);
         int64_t count = v.bytes / 16, per_piece = 16 / dtype_size(b.dtype);
-        line("uvec4 " + it->second + "[" + std::to_string(count) + "];  // " + std::to_string(v.elems) +
+        line("uvec4 " + arrays.back() + "[" + std::to_string(count) + "];  // " + std::to_string(v.elems) +
              " elements of " + one_line(b.name));
         for (int64_t p = 0; p < count; ++p)
-          line(it->second + "[" + std::to_string(p) + "] = " + info.pieces + ".data[uint((" + base.text +
+          line(arrays.back() + "[" + std::to_string(p) + "] = " + info.pieces + ".data[uint((" + base.text +
                ") / " + std::to_string(per_piece) + "l) + " + std::to_string(p) + "u];");
+      } else {
+        arrays.push_back(arrays[v.first]);
       }
-      vector_element_[v.load] = {it->second, loop.var, v.element};
+      vector_element_[v.load] = {arrays.back(), loop.var, v.element};
       done.push_back(v.load);
     }
     return done;
