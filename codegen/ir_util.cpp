@@ -113,7 +113,10 @@ std::optional<Reduction> reduction_of(const Kernel& k, const Stmt& loop) {
   return ok ? std::optional<Reduction>(r) : std::nullopt;
 }
 
-std::optional<HalfProduct> half_product(const Kernel& k, const Stmt& loop) {
+namespace {
+
+// acc[0] = add(acc[0], mul(a, b)) as the loop's one statement: {acc, a, b}.
+std::optional<HalfProduct> product_of(const Kernel& k, const Stmt& loop) {
   if (!loop || loop->kind != StmtKind::For || loop->body.size() != 1) return std::nullopt;
   const Stmt& st = loop->body[0];
   std::optional<Reduction> red = reduction_of(k, loop);
@@ -125,7 +128,28 @@ std::optional<HalfProduct> half_product(const Kernel& k, const Stmt& loop) {
   if (self->kind != ExprKind::Load || self->buffer != red->acc || term->kind != ExprKind::Binary ||
       term->binop != BinOp::Mul)
     return std::nullopt;
-  HalfProduct p{red->acc, term->args[0], term->args[1], f16};
+  return HalfProduct{red->acc, term->args[0], term->args[1], f16};
+}
+
+}  // namespace
+
+std::optional<HalfProduct> f32_product(const Kernel& k, const Stmt& loop) {
+  std::optional<HalfProduct> p = product_of(k, loop);
+  if (!p) return std::nullopt;
+  auto f32_load = [&](const Expr& e) {
+    if (e->kind != ExprKind::Load || e->buffer < 0 || e->buffer >= int(k.buffers.size())) return false;
+    const BufferDecl& b = k.buffers[size_t(e->buffer)];
+    return b.scope == MemScope::Global && b.dtype == f32 && !loads_buffer(e->args[0], e->buffer);
+  };
+  if (!f32_load(p->a) || !f32_load(p->b) || k.buffers[size_t(p->acc)].dtype != f32) return std::nullopt;
+  p->dtype = f32;
+  return p;
+}
+
+std::optional<HalfProduct> half_product(const Kernel& k, const Stmt& loop) {
+  std::optional<HalfProduct> product = product_of(k, loop);
+  if (!product) return std::nullopt;
+  HalfProduct p = *product;
   // Whether every load in e reads a global buffer (an operand is evaluated
   // where its tile is copied, away from the thread's local values).
   std::function<bool(const Expr&)> global_loads_only = [&](const Expr& e) {

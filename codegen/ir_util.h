@@ -50,6 +50,11 @@ struct HalfProduct {
 };
 std::optional<HalfProduct> half_product(const Kernel& k, const Stmt& loop);
 
+// The same loop shape with f32 operands that are plain loads of f32 global
+// buffers (dtype f32): what the CUDA emitter's SIMT tile takes (an
+// array_tile on f32 contractions, products on the CUDA cores).
+std::optional<HalfProduct> f32_product(const Kernel& k, const Stmt& loop);
+
 // A positive integer that divides every value of the i64 expression `e` (an
 // extent): 1 where nothing better is known (`32 * past` gives 32).
 int64_t known_factor(const Expr& e);

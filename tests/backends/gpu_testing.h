@@ -3,16 +3,21 @@
 // the default GPU schedule for codegen tests without a GPU.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "codegen/device_presets.h"
 #include "codegen/lower.h"
 #include "codegen/schedule.h"
+#include "codegen/schedule_space.h"
 #include "kiln/kiln.h"
+#include "tests/backends/kernel_testing.h"
 
 namespace kiln::testing {
 
@@ -148,6 +153,20 @@ inline std::vector<GraphCase> op_cases() {
     int wd = d.binary(Op::Mul, d.cast(d.input("w", u8, {64, 64}), f32), d.expand(d.input("s", f32, {64, 1}), {64, 64}));
     d.outputs = {d.contract(d.input("x", t, {128, 64}), d.permute(d.cast(wd, t), {1, 0}))};
     add("tensor-core contract, dequantized weight rows " + name, d);
+  }
+  // Sizes CUDA's f32 tiles take (output sides multiples of 64, reductions of 8).
+  {
+    Graph g;  // B with its columns contiguous (16-byte copies), A element by element, an epilogue
+    int y = g.contract(g.input("a", f32, {128, 96}), g.input("b", f32, {96, 192}));
+    g.outputs = {g.binary(Op::Add, y, g.input("res", f32, {128, 192}))};
+    add("f32 tile contract", g);
+    Graph w;  // x times a weight stored [out, in]: both element by element
+    w.outputs = {w.contract(w.input("x", f32, {64, 64}), w.permute(w.input("w", f32, {128, 64}), {1, 0}))};
+    add("f32 tile contract, weight rows", w);
+    Graph b;  // batched, A with its rows contiguous (16-byte copies of both)
+    int a = b.permute(b.input("a", f32, {2, 64, 128}), {0, 2, 1});
+    b.outputs = {b.contract(a, b.input("b", f32, {2, 64, 64}))};
+    add("f32 tile batched contract, A columns", b);
   }
   {
     Graph g;
@@ -336,6 +355,65 @@ inline std::string check_allreduce(const std::vector<float>& x, const std::vecto
     }
   }
   return "";
+}
+
+// f32 contractions on tiles (array_tile) of every side (64, 128) and each
+// depth in `depths` whose two stages fit `shared_limit` bytes (0: any; stages
+// 2 or 3 where the backend takes the knob), with A read row by row and B
+// either way, on `dev` against a product in double.
+inline void expect_f32_tiles_match_a_product_in_double(Device& dev, const std::vector<int64_t>& depths,
+                                                        int64_t shared_limit = 0) {
+  const int64_t m = 128, kd = 96, n = 256;
+  std::mt19937 rng(11);
+  std::vector<float> a = random_floats(rng, size_t(m * kd), -2.0f, 2.0f);
+  std::vector<float> b = random_floats(rng, size_t(kd * n), -2.0f, 2.0f);
+  for (bool weight_rows : {false, true}) {
+    Graph g;
+    int x = g.input("a", f32, {m, kd});
+    int y = weight_rows ? g.permute(g.input("w", f32, {n, kd}), {1, 0}) : g.input("b", f32, {kd, n});
+    g.outputs = {g.contract(x, y)};
+    Kernel k = lower(g).kernels[0];
+    // B as the kernel reads it: [k][n], or the weight's [n][k].
+    std::vector<float> bk(b.size());
+    for (int64_t r = 0; r < kd; ++r)
+      for (int64_t c = 0; c < n; ++c) bk[size_t(weight_rows ? c * kd + r : r * n + c)] = b[size_t(r * n + c)];
+    std::vector<Bytes> buffers;
+    for (const BufferDecl& d : k.buffers)
+      if (d.scope == MemScope::Global)
+        buffers.push_back(d.output ? Bytes(size_t(m * n) * 4) : d.name == "a" ? to_bytes(a) : to_bytes(bk));
+    for (int64_t bm : {64, 128})
+      for (int64_t bn : {64, 128})
+        for (int64_t depth : depths) {
+          if (shared_limit && 4 * 2 * depth * (bm + 4 + bn + 4) > shared_limit) continue;
+          int64_t stages = depth == 16 ? 3 : 2;
+          SCOPED_TRACE(std::to_string(bm) + " x " + std::to_string(depth) + " x " + std::to_string(bn) +
+                       (weight_rows ? ", weight rows" : ""));
+          Knobs knobs({{"mma_bm", bm}, {"mma_bn", bn}, {"simt_bk", depth}, {"mma_stages", stages}});
+          Kernel tiled = apply(k, schedule_with(k, dev.info(), knobs));
+          ASSERT_EQ(tiled.array_tile.m, bm);
+          ASSERT_EQ(tiled.array_tile.k, depth);
+          ASSERT_EQ(tiled.array_tile.n, bn);
+          std::vector<Bytes> out = run(dev, tiled, buffers);
+          std::vector<float> got;
+          for (size_t i = 0; i < k.buffers.size(); ++i)
+            if (k.buffers[i].output) got = from_bytes<float>(out[i]);
+          ASSERT_EQ(got.size(), size_t(m * n));
+          int bad = 0;
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+              double want = 0, scale = 0;
+              for (int64_t r = 0; r < kd; ++r) {
+                double p = double(a[size_t(i * kd + r)]) * double(b[size_t(r * n + j)]);
+                want += p;
+                scale += std::fabs(p);
+              }
+              double err = std::fabs(double(got[size_t(i * n + j)]) - want);
+              if (err > 1e-5 * scale && bad++ < 5)
+                ADD_FAILURE() << "(" << i << ", " << j << "): " << got[size_t(i * n + j)] << " != " << want;
+            }
+          EXPECT_EQ(bad, 0);
+        }
+  }
 }
 
 }  // namespace kiln::testing

@@ -142,6 +142,9 @@ __device__ __forceinline__ unsigned kiln_smem(const void* p) {
 __device__ __forceinline__ void kiln_cp_async16(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(kiln_smem(dst)), "l"(src) : "memory");
 }
+__device__ __forceinline__ void kiln_cp_async4(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" :: "r"(kiln_smem(dst)), "l"(src) : "memory");
+}
 __device__ __forceinline__ void kiln_cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void kiln_cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
@@ -240,6 +243,12 @@ int64_t tile_stage_elements(int64_t side, int64_t depth) { return std::max(side 
 int64_t tile_stages(const ArrayTile& t) { return t.stages > 0 ? t.stages : 3; }
 int64_t tile_shared_bytes(const ArrayTile& t) {
   return 2 * tile_stages(t) * (tile_stage_elements(t.m, t.k) + tile_stage_elements(t.n, t.k));
+}
+// A SIMT tile (f32 operands) holds each stage of an operand as BK rows of
+// its tile's side, padded by 4 elements.
+int64_t simt_stage_elements(int64_t side, int64_t depth) { return depth * (side + 4); }
+int64_t simt_shared_bytes(const ArrayTile& t) {
+  return 4 * tile_stages(t) * (simt_stage_elements(t.m, t.k) + simt_stage_elements(t.n, t.k));
 }
 constexpr int64_t kMaxSharedBytes = 227 * 1024;  // a block's shared memory on sm_90 (sm_80: 163 KiB)
 
@@ -793,12 +802,13 @@ class Emitter {
   // `index` with loop `v` (extent `n`) split into chunks of 8, simplified with
   // the bounds of the block loops and `other` (extent `other_n`): the base of
   // 8 contiguous elements whose start is a multiple of 8, or null.
-  Expr chunk_base(const Expr& index, const std::string& v, int64_t n, const std::string& other, int64_t other_n) {
-    if (n % 8) return nullptr;
-    Expr split = substitute(index, {{v, var(kChunk) * idx(8) + var(kLane)}});
+  Expr chunk_base(const Expr& index, const std::string& v, int64_t n, const std::string& other, int64_t other_n,
+                  int64_t chunk = 8) {
+    if (n % chunk) return nullptr;
+    Expr split = substitute(index, {{v, var(kChunk) * idx(chunk) + var(kLane)}});
     Stmt body = store(0, split, const_f32(0));
-    body = for_loop(kLane, idx(8), LoopKind::Serial, {body});
-    body = for_loop(kChunk, idx(n / 8), LoopKind::Serial, {body});
+    body = for_loop(kLane, idx(chunk), LoopKind::Serial, {body});
+    body = for_loop(kChunk, idx(n / chunk), LoopKind::Serial, {body});
     body = for_loop(other, idx(other_n), LoopKind::Serial, {body});
     for (auto it = nest_.loops.rbegin(); it != nest_.loops.rend(); ++it)
       body = for_loop(it->stmt->var, it->stmt->extent, LoopKind::Serial, {body});
@@ -807,7 +817,7 @@ class Emitter {
     Stmt s = simplify_indices(probe).body;
     while (s->kind != StmtKind::Store) s = s->body[0];
     Expr base = offset_base(s->index, kLane);
-    return base && multiple_of(base, 8) && !uses_var(base, kLane) ? base : nullptr;
+    return base && multiple_of(base, chunk) && !uses_var(base, kLane) ? base : nullptr;
   }
 
   // An operand that is not a 16-bit load (an 8-bit weight, a dequantized
@@ -875,6 +885,140 @@ class Emitter {
     line("}");
   }
 
+  // --- SIMT tiles: an array_tile on f32 operands ---
+  //
+  // The same block tile and pipeline as the tensor cores' (cp.async copies
+  // of each BK-deep step, stages - 1 steps ahead), multiplied on the CUDA
+  // cores: 256 threads (16 x 16) a block, each BM / 16 x BN / 16 outputs in
+  // registers, at rows (g * 64 + ty * 4 + e) and columns (g * 64 + tx * 4 +
+  // e), so that a thread's operands for one step of the reduction are whole
+  // 16-byte words of shared memory, where each operand's stage is BK rows of
+  // its tile's side (padded by 4 elements). An operand whose tile side is
+  // contiguous comes by 16-byte copies; any other element by element
+  // (transposed on the way).
+  void emit_simt_copy(const Expr& operand, const std::string& tile_var, int64_t tile, const std::string& r,
+                      int64_t depth, int64_t bk, const std::string& smem, int64_t stage) {
+    const std::string b = buffer_name(operand->buffer), pitch = std::to_string(tile + 4);
+    const Expr& index = operand->args[0];
+    std::string dst = smem + " + kiln_stage * " + std::to_string(stage);
+    auto n = [](int64_t v) { return std::to_string(v); };
+    if (Expr base = chunk_base(index, tile_var, tile, r, depth, 4)) {
+      // The tile's 16-byte words, a thread each in turn (the last turn maybe partial).
+      int64_t per_row = tile / 4, words = tile * bk / 4, per = (words + kMmaThreads - 1) / kMmaThreads;
+      line("#pragma unroll");
+      line("for (int kiln_p = 0; kiln_p < " + n(per) + "; ++kiln_p) {");
+      ++indent_;
+      line("const int kiln_c = kiln_tid + kiln_p * " + n(kMmaThreads) + ";");
+      if (words % kMmaThreads) line("if (kiln_c >= " + n(words) + ") break;");
+      open_vars({{r, "kiln_k0 + kiln_c / " + n(per_row)}, {kChunk, "kiln_c % " + n(per_row)}});
+      line("kiln_cp_async16(" + dst + " + (kiln_c / " + n(per_row) + ") * " + pitch + " + (kiln_c % " + n(per_row) +
+           ") * 4, " + b + " + (" + full(base) + "));");
+      close_vars(2);
+      --indent_;
+      return line("}");
+    }
+    // Element by element: consecutive threads take consecutive elements of
+    // the reduction where it is contiguous in memory, else of the tile's side.
+    bool k_fastest = chunk_base(index, r, depth, tile_var, tile, 4) != nullptr;
+    std::string side = k_fastest ? "kiln_e / " + n(bk) : "kiln_e % " + n(tile);
+    std::string step = k_fastest ? "kiln_e % " + n(bk) : "kiln_e / " + n(tile);
+    line("#pragma unroll");
+    line("for (int kiln_p = 0; kiln_p < " + n(tile * bk / kMmaThreads) + "; ++kiln_p) {");
+    ++indent_;
+    line("const int kiln_e = kiln_tid + kiln_p * " + n(kMmaThreads) + ";");
+    open_vars({{tile_var, side}, {r, "kiln_k0 + " + step}});
+    line("kiln_cp_async4(" + dst + " + (" + step + ") * " + pitch + " + " + side + ", " + b + " + (" + full(index) + "));");
+    close_vars(2);
+    --indent_;
+    line("}");
+  }
+
+  void emit_simt_tile(const HalfProduct& p, const Expr& a, const Expr& b, const std::string& r, const std::string& i,
+                      const std::string& j, int64_t bm, int64_t bn, int64_t bk, int64_t depth,
+                      const std::vector<Stmt>& epilogue) {
+    const ArrayTile& at = k_.array_tile;
+    if (bm % 64 || bn % 64 || bm > 128 || bn > 128 || bk < 4 || bk % 4 || depth % bk || bm * bk % kMmaThreads ||
+        bn * bk % kMmaThreads)
+      not_tile("f32 tile " + std::to_string(bm) + " x " + std::to_string(bk) + " x " + std::to_string(bn) +
+               " over a reduction of " + std::to_string(depth) +
+               ": rows and columns 64 or 128, a depth that is a multiple of 4 dividing the reduction, and each tile at least 256 elements");
+    const int64_t stages = tile_stages(at), stage_a = simt_stage_elements(bm, bk), stage_b = simt_stage_elements(bn, bk);
+    if (stages < 2 || stages > 8) not_tile("stages must be in 2..8");
+    if (simt_shared_bytes(at) > kMaxSharedBytes)
+      not_tile(std::to_string(stages) + " stages of tiles need " + std::to_string(simt_shared_bytes(at)) +
+               " bytes of shared memory (" + std::to_string(kMaxSharedBytes) + " at most)");
+    use_mma_ = true;  // the cp.async helpers
+    const int64_t tm = bm / 16, tn = bn / 16;
+    auto n = [](int64_t v) { return std::to_string(v); };
+    line("// CUDA cores: " + n(bm) + " x " + n(bn) + " outputs a block of 16 x 16 threads (each " + n(tm) + " x " + n(tn) +
+         "), the reduction in steps of " + n(bk));
+    line("extern __shared__ __align__(16) float kiln_ftiles[];  // " + n(stages) + " stages of A, then of B");
+    line("float* const kiln_as = kiln_ftiles;");
+    line("float* const kiln_bs = kiln_ftiles + " + n(stages * stage_a) + ";");
+    line("const int kiln_tid = threadIdx.x, kiln_tx = kiln_tid % 16, kiln_ty = kiln_tid / 16;");
+    line("float kiln_acc[" + n(tm) + "][" + n(tn) + "];");
+    line("#pragma unroll");
+    line("for (int kiln_x = 0; kiln_x < " + n(tm * tn) + "; ++kiln_x) (&kiln_acc[0][0])[kiln_x] = 0.0f;");
+    line("auto kiln_load = [&](int kiln_stage, long long kiln_k0) {");
+    ++indent_;
+    emit_simt_copy(a, i, bm, r, depth, bk, "kiln_as", stage_a);
+    emit_simt_copy(b, j, bn, r, depth, bk, "kiln_bs", stage_b);
+    --indent_;
+    line("};");
+    const std::string steps = n(depth / bk) + "LL";
+    line("#pragma unroll");
+    line("for (int kiln_s = 0; kiln_s < " + n(stages - 1) + "; ++kiln_s) {");
+    line("  if (kiln_s < " + steps + ") kiln_load(kiln_s, kiln_s * " + n(bk) + "LL);");
+    line("  kiln_cp_async_commit();");
+    line("}");
+    line("int kiln_read = 0, kiln_write = " + n(stages - 1) + ";");
+    line("for (long long kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
+    ++indent_;
+    line("kiln_cp_async_wait<" + n(stages - 2) + ">();");
+    line("__syncthreads();  // step kt is in; every thread is done with step kt - 1, whose stage is written next");
+    line("if (kiln_kt + " + n(stages - 1) + " < " + steps + ") kiln_load(kiln_write, (kiln_kt + " + n(stages - 1) + ") * " +
+         n(bk) + "LL);");
+    line("kiln_cp_async_commit();");
+    line("kiln_write = kiln_write + 1 == " + n(stages) + " ? 0 : kiln_write + 1;");
+    line("const float* const kiln_at = kiln_as + kiln_read * " + n(stage_a) + " + kiln_ty * 4;");
+    line("const float* const kiln_bt = kiln_bs + kiln_read * " + n(stage_b) + " + kiln_tx * 4;");
+    line("kiln_read = kiln_read + 1 == " + n(stages) + " ? 0 : kiln_read + 1;");
+    line("#pragma unroll");
+    line("for (int kiln_kk = 0; kiln_kk < " + n(bk) + "; ++kiln_kk) {");
+    ++indent_;
+    line("float kiln_a[" + n(tm) + "], kiln_b[" + n(tn) + "];");
+    line("#pragma unroll");
+    line("for (int kiln_g = 0; kiln_g < " + n(tm / 4) + "; ++kiln_g)");
+    line("  *reinterpret_cast<float4*>(kiln_a + kiln_g * 4) = *reinterpret_cast<const float4*>(kiln_at + kiln_kk * " +
+         n(bm + 4) + " + kiln_g * 64);");
+    line("#pragma unroll");
+    line("for (int kiln_g = 0; kiln_g < " + n(tn / 4) + "; ++kiln_g)");
+    line("  *reinterpret_cast<float4*>(kiln_b + kiln_g * 4) = *reinterpret_cast<const float4*>(kiln_bt + kiln_kk * " +
+         n(bn + 4) + " + kiln_g * 64);");
+    line("#pragma unroll");
+    line("for (int kiln_i = 0; kiln_i < " + n(tm) + "; ++kiln_i)");
+    line("  #pragma unroll");
+    line("  for (int kiln_j = 0; kiln_j < " + n(tn) + "; ++kiln_j) kiln_acc[kiln_i][kiln_j] += kiln_a[kiln_i] * kiln_b[kiln_j];");
+    --indent_;
+    line("}");
+    --indent_;
+    line("}");
+    line("#pragma unroll");
+    line("for (int kiln_i = 0; kiln_i < " + n(tm) + "; ++kiln_i) {");
+    ++indent_;
+    line("#pragma unroll");
+    line("for (int kiln_j = 0; kiln_j < " + n(tn) + "; ++kiln_j) {");
+    ++indent_;
+    open_vars({{i, "(kiln_i / 4) * 64 + kiln_ty * 4 + kiln_i % 4"}, {j, "(kiln_j / 4) * 64 + kiln_tx * 4 + kiln_j % 4"}});
+    line(buffer_name(p.acc) + "[0] = kiln_acc[kiln_i][kiln_j];");
+    emit_stmts(epilogue);
+    close_vars(2);
+    --indent_;
+    line("}");
+    --indent_;
+    line("}");
+  }
+
   void emit_tensor_core_tile() {
     const ArrayTile& at = k_.array_tile;
     for (const GpuLoop& l : nest_.loops)
@@ -894,7 +1038,8 @@ class Emitter {
     if (stmts.size() < 2 || stmts[0]->kind != StmtKind::Store || stmts[1]->kind != StmtKind::For)
       not_tile("the tile's body is not `acc = 0; for r { ... }; ...`");
     std::optional<HalfProduct> p = half_product(k_, stmts[1]);
-    if (!p) not_tile("the reduction is not acc += a * b of f16 or bf16 loads");
+    if (!p) p = f32_product(k_, stmts[1]);
+    if (!p) not_tile("the reduction is not acc += a * b of f16 or bf16 loads, or of f32 loads");
     const Stmt& init = stmts[0];
     if (init->buffer != p->acc || init->value->kind != ExprKind::Const || init->value->fval != 0)
       not_tile("the accumulator does not start at 0");
@@ -919,6 +1064,7 @@ class Emitter {
     if (uses_var(a, j) || uses_var(b, i)) not_tile("an operand moves with both output loops");
     int64_t bk = at.k;
     if (at.m != bm || at.n != bn) not_tile("array_tile's rows and columns are not the tile loops' extents");
+    if (p->dtype == f32) return emit_simt_tile(*p, a, b, r, i, j, bm, bn, bk, depth, epilogue);
     if (bm % 32 || bn % 64 || bk % 16 || bk < 16 || depth % bk || bm * bk % (8 * kMmaThreads) ||
         bn * bk % (8 * kMmaThreads))
       not_tile("tile " + std::to_string(bm) + " x " + std::to_string(bk) + " x " + std::to_string(bn) +
@@ -1055,7 +1201,9 @@ GpuGrid cuda_grid(const Kernel& k) {
   GpuGrid g = gpu_grid(k, kBackend);
   if (k.array_tile.any()) {
     g.threads = {idx(Emitter::kMmaThreads), idx(1), idx(1)};
-    g.dynamic_shared_bytes = tile_shared_bytes(k.array_tile);
+    bool simt = false;
+    visit(k.body, [&](const Stmt& s) { simt |= f32_product(k, s).has_value(); });
+    g.dynamic_shared_bytes = simt ? simt_shared_bytes(k.array_tile) : tile_shared_bytes(k.array_tile);
   }
   return g;
 }

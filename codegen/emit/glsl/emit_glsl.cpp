@@ -13,6 +13,7 @@
 #include "codegen/simplify_indices.h"
 #include "codegen/emit/gpu_nest.h"
 #include "codegen/emit/vector_loads.h"
+#include "codegen/ir_util.h"
 #include "kiln/error.h"
 
 namespace kiln {
@@ -27,8 +28,12 @@ constexpr const char* kBackend = "glsl";
 
 // The workgroup size is fixed in the shader: the gpu_thread loops' extents
 // must be positive constants.
+constexpr int64_t kTileThreads = 256;        // an f32 tile's workgroup (16 x 16 invocations)
+constexpr int64_t kTileSharedBytes = 32768;  // what an f32 tile may take of shared memory
+
 std::array<int64_t, 3> workgroup_size(const Kernel& k, const GpuNest& nest) {
   std::array<int64_t, 3> size{1, 1, 1};
+  if (k.array_tile.any()) return {kTileThreads, 1, 1};
   for (const GpuLoop& l : nest.loops) {
     if (l.stmt->loop != LoopKind::GpuThread) continue;
     const Expr& e = l.stmt->extent;
@@ -159,7 +164,8 @@ class Emitter {
     // Each part records what the parts printed before it need.
     std::string body = main_body();
     std::string access = accessors();
-    return header() + buffer_declarations() + allreduce_scratch() + helpers() + access + "\nvoid main() {\n" + body + "}\n";
+    return header() + buffer_declarations() + tile_shared_ + allreduce_scratch() + helpers() + access +
+           "\nvoid main() {\n" + body + "}\n";
   }
 
  private:
@@ -369,8 +375,186 @@ class Emitter {
       std::string id = l.stmt->loop == LoopKind::GpuBlock ? "gl_WorkGroupID." : "gl_LocalInvocationID.";
       bind(l.stmt, id + "xyz"[l.axis]);
     }
-    emit_stmts(*nest_.body);
+    if (k_.array_tile.any()) emit_simt_tile();
+    else emit_stmts(*nest_.body);
     return out_;
+  }
+
+  // --- f32 tiles: a kernel with the schedule's array_tile ---
+  //
+  // As CUDA's SIMT tile (codegen/emit/cuda/emit_cuda.cpp): the per-thread
+  // code `for i in BM { for j in BN { acc = 0; for r in K { acc += A[..i..r] *
+  // B[..j..r] }; epilogue } }` under workgroup loops becomes one workgroup of
+  // 16 x 16 invocations a BM x BN tile, each BM / 16 x BN / 16 outputs in
+  // registers at rows (g * 64 + ty * 4 + e) and columns (g * 64 + tx * 4 +
+  // e). The reduction goes in steps of BK through two stages of shared
+  // memory (each BK rows of the tile's side, padded by 4 floats, read as
+  // vec4s): the next step's elements are loaded into registers before the
+  // current step is multiplied and stored after it, one barrier a step.
+
+  [[noreturn]] void not_tile(const std::string& why) { fail(k_, "array_tile: not an f32 tile (" + why + ")"); }
+
+  struct TileCopy {
+    Expr operand;          // the load
+    std::string tile_var;  // the tile loop it moves with
+    int64_t tile = 0;      // that loop's extent
+    bool k_fastest = false;  // consecutive invocations take consecutive steps of the reduction
+    std::string regs, smem;  // the registers holding the next step, the shared array
+  };
+
+  // Invocation-local element p of a copy: (side, step) as GLSL uint expressions.
+  std::pair<std::string, std::string> tile_element(const TileCopy& c, int64_t bk, int64_t p) {
+    std::string e = "(kiln_tid + " + std::to_string(p * kTileThreads) + "u)";
+    if (c.k_fastest) return {e + " / " + std::to_string(bk) + "u", e + " % " + std::to_string(bk) + "u"};
+    return {e + " % " + std::to_string(c.tile) + "u", e + " / " + std::to_string(c.tile) + "u"};
+  }
+
+  // Loads the elements of the step at reduction offset `k0` into c.regs.
+  void fetch(const TileCopy& c, const std::string& r, int64_t bk, const std::string& k0) {
+    for (int64_t p = 0; p < c.tile * bk / kTileThreads; ++p) {
+      auto [side, step] = tile_element(c, bk, p);
+      line("{");
+      ++indent_;
+      line("const int64_t " + names_.of(c.tile_var) + " = int64_t(" + side + ");");
+      line("const int64_t " + names_.of(r) + " = " + k0 + " + int64_t(" + step + ");");
+      scope_.push_back(c.tile_var);
+      scope_.push_back(r);
+      begin_statement({c.operand});
+      Code v = expr(c.operand);
+      line(c.regs + "[" + std::to_string(p) + "] = " + v.text + ";");
+      scope_.resize(scope_.size() - 2);
+      --indent_;
+      line("}");
+    }
+  }
+
+  // Stores c.regs into stage `stage` (a uint expression) of c.smem.
+  void put(const TileCopy& c, int64_t bk, const std::string& stage) {
+    const std::string pitch = std::to_string(c.tile + 4), size = std::to_string(bk * (c.tile + 4));
+    for (int64_t p = 0; p < c.tile * bk / kTileThreads; ++p) {
+      auto [side, step] = tile_element(c, bk, p);
+      std::string at = "(" + stage + ") * " + size + "u + (" + step + ") * " + pitch + "u + " + side;
+      line("{ const uint kiln_at = " + at + "; " + c.smem + "[kiln_at >> 2][kiln_at & 3u] = " + c.regs + "[" +
+           std::to_string(p) + "]; }");
+    }
+  }
+
+  // Whether `index` takes consecutive elements for consecutive values of `v`.
+  bool contiguous_in(const Expr& index, const std::string& v) { return offset_base(index, v) != nullptr; }
+
+  void emit_simt_tile() {
+    const ArrayTile& at = k_.array_tile;
+    for (const GpuLoop& l : nest_.loops)
+      if (l.stmt->loop != LoopKind::GpuBlock) not_tile("thread loop '" + l.stmt->var + "'; only block loops may be bound");
+    auto single = [&](const std::vector<Stmt>& b) -> const Stmt& {
+      const std::vector<Stmt>* x = &b;
+      while (x->size() == 1 && (*x)[0]->kind == StmtKind::Block) x = &(*x)[0]->body;
+      if (x->size() != 1 || (*x)[0]->kind != StmtKind::For) not_tile("the tile is not two loops around the reduction");
+      return (*x)[0];
+    };
+    const Stmt& outer = single(*nest_.body);
+    const Stmt& inner = single(outer->body);
+    std::vector<Stmt> stmts = inner->body;
+    while (stmts.size() == 1 && stmts[0]->kind == StmtKind::Block) stmts = stmts[0]->body;
+    if (stmts.size() < 2 || stmts[0]->kind != StmtKind::Store || stmts[1]->kind != StmtKind::For)
+      not_tile("the tile's body is not `acc = 0; for r { ... }; ...`");
+    std::optional<HalfProduct> p = f32_product(k_, stmts[1]);
+    if (!p) not_tile("the reduction is not acc += a * b of f32 loads");
+    const Stmt& init = stmts[0];
+    if (init->buffer != p->acc || init->value->kind != ExprKind::Const || init->value->fval != 0)
+      not_tile("the accumulator does not start at 0");
+    std::vector<Stmt> epilogue(stmts.begin() + 2, stmts.end());
+    for (const Stmt& e : epilogue)
+      visit(e, [&](const Stmt& x) {
+        if (x->kind == StmtKind::Store && (loads_buffer(p->a, x->buffer) || loads_buffer(p->b, x->buffer)))
+          not_tile("the epilogue writes an operand");
+        if (x->kind == StmtKind::For && x->var == stmts[1]->var) not_tile("the epilogue reuses the reduction's loop");
+      });
+    const std::string &r = stmts[1]->var, &i = outer->var, &j = inner->var;
+    auto constant = [&](const Stmt& l) {
+      if (l->extent->kind != ExprKind::Const) not_tile("loop '" + l->var + "' has no constant extent");
+      return l->extent->ival;
+    };
+    const int64_t bm = constant(outer), bn = constant(inner), depth = constant(stmts[1]), bk = at.k;
+    Expr a = p->a, b = p->b;
+    if (uses_var(a, j) || uses_var(b, i)) std::swap(a, b);
+    if (uses_var(a, j) || uses_var(b, i)) not_tile("an operand moves with both output loops");
+    if (at.m != bm || at.n != bn) not_tile("array_tile's rows and columns are not the tile loops' extents");
+    const int64_t shared_bytes = 4 * 2 * bk * (bm + 4 + bn + 4);
+    if (bm % 64 || bn % 64 || bm > 128 || bn > 128 || bk < 4 || bk % 4 || depth % bk || bm * bk % kTileThreads ||
+        bn * bk % kTileThreads || shared_bytes > kTileSharedBytes)
+      not_tile("tile " + std::to_string(bm) + " x " + std::to_string(bk) + " x " + std::to_string(bn) +
+               " over a reduction of " + std::to_string(depth) +
+               ": rows and columns 64 or 128, a depth that is a multiple of 4 dividing the reduction, each tile at "
+               "least 256 elements and both stages within " + std::to_string(kTileSharedBytes) + " bytes");
+    unrolled_ = true;
+    const int64_t tm = bm / 16, tn = bn / 16, steps = depth / bk;
+    auto n = [](int64_t v) { return std::to_string(v); };
+    TileCopy ca{a, i, bm, contiguous_in(a->args[0], r), names_.unique("kiln_next_a"), names_.unique("kiln_as")};
+    TileCopy cb{b, j, bn, contiguous_in(b->args[0], r), names_.unique("kiln_next_b"), names_.unique("kiln_bs")};
+    tile_shared_ = "shared vec4 " + ca.smem + "[" + n(2 * bk * (bm + 4) / 4) + "];  // 2 stages of A's tile\n" +
+                   "shared vec4 " + cb.smem + "[" + n(2 * bk * (bn + 4) / 4) + "];  // 2 stages of B's tile\n";
+    line("// " + n(bm) + " x " + n(bn) + " outputs a workgroup of 16 x 16 invocations (each " + n(tm) + " x " + n(tn) +
+         "), the reduction in steps of " + n(bk));
+    line("const uint kiln_tid = gl_LocalInvocationIndex, kiln_tx = kiln_tid % 16u, kiln_ty = kiln_tid / 16u;");
+    line("float kiln_acc[" + n(tm * tn) + "];");
+    line("[[unroll]] for (int kiln_x = 0; kiln_x < " + n(tm * tn) + "; ++kiln_x) kiln_acc[kiln_x] = 0.0;");
+    line("float " + ca.regs + "[" + n(bm * bk / kTileThreads) + "], " + cb.regs + "[" + n(bn * bk / kTileThreads) + "];");
+    fetch(ca, r, bk, "0l");
+    fetch(cb, r, bk, "0l");
+    put(ca, bk, "0u");
+    put(cb, bk, "0u");
+    line("memoryBarrierShared();");
+    line("barrier();");
+    line("for (int kiln_kt = 0; kiln_kt < " + n(steps) + "; ++kiln_kt) {");
+    ++indent_;
+    line("const uint kiln_cur = uint(kiln_kt) & 1u;");
+    line("if (kiln_kt + 1 < " + n(steps) + ") {");
+    ++indent_;
+    fetch(ca, r, bk, "int64_t(kiln_kt + 1) * " + n(bk) + "l");
+    fetch(cb, r, bk, "int64_t(kiln_kt + 1) * " + n(bk) + "l");
+    --indent_;
+    line("}");
+    line("const uint kiln_a0 = kiln_cur * " + n(bk * (bm + 4) / 4) + "u + kiln_ty, kiln_b0 = kiln_cur * " +
+         n(bk * (bn + 4) / 4) + "u + kiln_tx;");
+    line("[[unroll]] for (uint kiln_kk = 0u; kiln_kk < " + n(bk) + "u; ++kiln_kk) {");
+    ++indent_;
+    line("vec4 kiln_a[" + n(tm / 4) + "], kiln_b[" + n(tn / 4) + "];");
+    line("[[unroll]] for (uint kiln_g = 0u; kiln_g < " + n(tm / 4) + "u; ++kiln_g) kiln_a[kiln_g] = " + ca.smem +
+         "[kiln_a0 + kiln_kk * " + n((bm + 4) / 4) + "u + kiln_g * 16u];");
+    line("[[unroll]] for (uint kiln_g = 0u; kiln_g < " + n(tn / 4) + "u; ++kiln_g) kiln_b[kiln_g] = " + cb.smem +
+         "[kiln_b0 + kiln_kk * " + n((bn + 4) / 4) + "u + kiln_g * 16u];");
+    line("[[unroll]] for (uint kiln_i = 0u; kiln_i < " + n(tm) + "u; ++kiln_i)");
+    line("  [[unroll]] for (uint kiln_j = 0u; kiln_j < " + n(tn) + "u; ++kiln_j)");
+    line("    kiln_acc[kiln_i * " + n(tn) + "u + kiln_j] = fma(kiln_a[kiln_i >> 2][kiln_i & 3u], kiln_b[kiln_j >> 2][kiln_j & 3u], kiln_acc[kiln_i * " +
+         n(tn) + "u + kiln_j]);");
+    --indent_;
+    line("}");
+    line("if (kiln_kt + 1 < " + n(steps) + ") {");
+    ++indent_;
+    put(ca, bk, "kiln_cur ^ 1u");
+    put(cb, bk, "kiln_cur ^ 1u");
+    --indent_;
+    line("}");
+    line("memoryBarrierShared();");
+    line("barrier();");
+    --indent_;
+    line("}");
+    line("[[unroll]] for (int kiln_i = 0; kiln_i < " + n(tm) + "; ++kiln_i) {");
+    ++indent_;
+    line("[[unroll]] for (int kiln_j = 0; kiln_j < " + n(tn) + "; ++kiln_j) {");
+    ++indent_;
+    line("const int64_t " + names_.of(i) + " = int64_t((kiln_i / 4) * 64 + int(kiln_ty) * 4 + kiln_i % 4);");
+    line("const int64_t " + names_.of(j) + " = int64_t((kiln_j / 4) * 64 + int(kiln_tx) * 4 + kiln_j % 4);");
+    scope_.push_back(i);
+    scope_.push_back(j);
+    line(buffers_[size_t(p->acc)].array + "[0] = kiln_acc[kiln_i * " + n(tn) + " + kiln_j];");
+    emit_stmts(epilogue);
+    scope_.resize(scope_.size() - 2);
+    --indent_;
+    line("}");
+    --indent_;
+    line("}");
   }
 
   void bind(const StmtNode* loop, const std::string& builtin) {
@@ -802,6 +986,7 @@ class Emitter {
   std::string step_;                        // the allreduce tree's loop variable
   bool unrolled_ = false;
   bool subgroups_ = false, clustered_ = false;  // subgroup operations used
+  std::string tile_shared_;                     // an f32 tile's shared arrays
   std::vector<std::string> scope_;  // IR names of the enclosing loop variables
   std::map<const ExprNode*, int> uses_;
   std::map<const ExprNode*, std::string> temps_;

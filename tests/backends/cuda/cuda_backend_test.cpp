@@ -470,6 +470,12 @@ TEST(CudaReplay, FailedCapturesAreErrorsAndTheStreamRecovers) {
   EXPECT_EQ(got, (std::vector<float>{2, 3, 4, 5}));
 }
 
+// f32 contractions on SIMT tiles of every side, depth and stage count.
+TEST(CudaBackend, F32TilesOfEveryShapeMatchAProductInDouble) {
+  REQUIRE_GPU();
+  testing::expect_f32_tiles_match_a_product_in_double(*gpu(), {8, 16, 32});
+}
+
 TEST(CudaBackend, Info) {
   REQUIRE_GPU();
   const DeviceInfo& info = gpu()->info();

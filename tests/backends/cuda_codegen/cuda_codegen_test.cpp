@@ -421,6 +421,55 @@ TEST(CudaCodegen, TensorCoreTiles) {
   }
 }
 
+// f32 contractions of tile sizes run on SIMT tiles: the same cp.async
+// pipeline (16-byte copies where a tile's side is contiguous, 4-byte ones
+// otherwise), each thread's outputs from 16-byte shared-memory reads, fused
+// multiply-adds; 256 threads a block; ptxas takes the PTX.
+TEST(CudaCodegen, SimtTiles) {
+  const char* ptxas = "/usr/local/cuda/bin/ptxas";
+  auto dir = std::filesystem::temp_directory_path() / ("kiln_simt_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  int tiles = 0;
+  for (const testing::GraphCase& c : testing::op_cases()) {
+    if (c.name.rfind("f32 tile", 0) != 0) continue;
+    SCOPED_TRACE(c.name);
+    Kernel k = scheduled(lower(c.graph).kernels[0]);
+    ASSERT_TRUE(k.array_tile.any());
+    std::string src = emit_cuda(k, "f"), ptx = compile_cuda_to_ptx(k, "sm_90");
+    EXPECT_TRUE(contains(src, "// CUDA cores: 64 x 64 outputs a block")) << src;
+    EXPECT_FALSE(contains(ptx, "mma.sync")) << src;
+    EXPECT_TRUE(contains(ptx, "fma.rn.f32")) << src;
+    EXPECT_TRUE(contains(ptx, "ld.shared.v4.f32")) << src;
+    // 16-byte copies for every operand with a contiguous side, 4-byte ones for the rest.
+    EXPECT_EQ(contains(ptx, "cp.async.cg.shared.global"), !contains(c.name, "weight rows")) << src;
+    EXPECT_EQ(contains(ptx, "cp.async.ca.shared.global"), !contains(c.name, "A columns")) << src;
+    GpuGrid grid = cuda_grid(k);
+    EXPECT_EQ(evaluate_index(grid.threads[0], {}) * evaluate_index(grid.threads[1], {}), 256);
+    EXPECT_EQ(grid.dynamic_shared_bytes, 4 * 4 * 2 * 8 * (64 + 4));  // 4 stages of 8 x (64 + 4) floats for A and for B
+    if (std::filesystem::exists(ptxas)) {
+      auto file = dir / ("tile" + std::to_string(tiles) + ".ptx");
+      std::ofstream(file) << ptx;
+      std::string command = std::string(ptxas) + " -arch=sm_90 " + file.string() + " -o " + file.string() + ".cubin";
+      EXPECT_EQ(std::system(command.c_str()), 0) << command;
+    }
+    ++tiles;
+  }
+  EXPECT_EQ(tiles, 3);
+  std::filesystem::remove_all(dir);
+  // A tile the SIMT tile cannot take is refused with the reason.
+  Graph g;
+  g.outputs = {g.contract(g.input("a", f32, {128, 64}), g.input("b", f32, {64, 128}))};
+  Schedule s = default_schedule(lower(g).kernels[0], h100_description());
+  ASSERT_FALSE(s.steps.empty());
+  s.steps.back().sizes[1] = 6;  // a reduction step that is not a multiple of 4
+  try {
+    emit_cuda(apply(lower(g).kernels[0], s), "f");
+    ADD_FAILURE() << "a reduction step of 6 was emitted";
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), "multiple of 4")) << e.what();
+  }
+}
+
 // Programmatic dependent launch: every kernel waits for the one before it
 // before touching memory (sm_90 only, a no-op without the launch attribute);
 // all but tensor-core tiles let the next one launch at once.

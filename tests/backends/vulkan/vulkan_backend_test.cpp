@@ -431,6 +431,12 @@ TEST_F(VulkanBackend, UnrolledLoopsReadSixteenBytePieces) {
 
 // --- Errors ---
 
+// f32 contractions on tiles of every side and depth (two stages: registers
+// carry the next step), on lavapipe in CI.
+TEST_F(VulkanBackend, F32TilesOfEveryShapeMatchAProductInDouble) {
+  testing::expect_f32_tiles_match_a_product_in_double(*testing::vulkan_device(), {8, 16}, 32768);
+}
+
 TEST_F(VulkanBackend, UnscheduledKernelsAreRefused) {
   Kernel k = map_kernel({f32}, f32, [](auto& v) { return v[0]; });
   try {
