@@ -67,6 +67,7 @@ class VulkanStream : public Stream {
   VkResult queue(VkCommandBuffer cmd, VkFence fence);  // needs mutex_; gives `fence` back on failure
   void check_not_capturing(const std::string& what);  // needs mutex_
   void check_wait(VkResult r);
+  void wait_for(const std::vector<VkFence>& fences);  // all of them; needs mutex_
 
   std::shared_ptr<DeviceCore> core_;
   std::mutex mutex_;
