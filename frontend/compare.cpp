@@ -34,21 +34,53 @@ Tolerance tolerance_for(const Graph& g, int node) {
   return loosest;
 }
 
-std::string compare(const HostTensor& want, const HostTensor& got, Tolerance tol) {
+namespace {
+
+// Errors measured against `size` (want itself, or the magnitudes of its terms).
+std::string compare_against(const HostTensor& want, const HostTensor& got, Tolerance tol, const HostTensor& size) {
   if (want.dtype != got.dtype || want.sizes != got.sizes)
     return "got " + describe(got) + ", want " + describe(want);
+  if (size.numel() != want.numel()) return "magnitudes " + describe(size) + " for " + describe(want);
   double scale = 0;
-  for (int64_t i = 0; i < want.numel(); ++i)
-    if (std::isfinite(want.get(i))) scale = std::max(scale, std::fabs(want.get(i)));
+  for (int64_t i = 0; i < size.numel(); ++i)
+    if (std::isfinite(size.get(i))) scale = std::max(scale, std::fabs(size.get(i)));
   for (int64_t i = 0; i < want.numel(); ++i) {
     double w = want.get(i), g = got.get(i);
     if (std::isnan(w) && std::isnan(g)) continue;
     if (std::isinf(w) && w == g) continue;
-    if (std::fabs(g - w) <= tol.rtol * std::fabs(w) + tol.atol * scale) continue;
+    if (std::fabs(g - w) <= tol.rtol * std::fabs(size.get(i)) + tol.atol * scale) continue;
     return "element " + std::to_string(i) + " of " + describe(want) + ": got " + std::to_string(g) + ", want " +
            std::to_string(w);
   }
   return "";
+}
+
+}  // namespace
+
+std::string compare(const HostTensor& want, const HostTensor& got, Tolerance tol) {
+  return compare_against(want, got, tol, want);
+}
+
+std::string compare(const HostTensor& want, const HostTensor& got, Tolerance tol, const HostTensor& magnitude) {
+  return compare_against(want, got, tol, magnitude);
+}
+
+std::optional<Graph> magnitude_graph(const Graph& g, int node) {
+  // Views that keep the elements' order, and casts between floats.
+  int s = node;
+  while (g.nodes.at(s).op == Op::Reshape || (g.nodes[s].op == Op::Cast && is_float(g.nodes[s].dtype) &&
+                                              is_float(g.nodes[g.nodes[s].inputs[0]].dtype)))
+    s = g.nodes[s].inputs[0];
+  const Node& sum = g.nodes[s];
+  if ((sum.op != Op::ReduceSum && sum.op != Op::Contract) || !is_float(sum.dtype)) return std::nullopt;
+  Graph m;
+  m.name = g.name;
+  m.nodes.assign(g.nodes.begin(), g.nodes.begin() + s);
+  auto abs = [&](int x) { return m.binary(Op::Max, x, m.unary(Op::Neg, x)); };
+  int out = sum.op == Op::ReduceSum ? m.reduce(Op::ReduceSum, abs(sum.inputs[0]), sum.axes)
+                                    : m.contract(abs(sum.inputs[0]), abs(sum.inputs[1]));
+  m.outputs = {out};
+  return m;
 }
 
 }  // namespace kiln
