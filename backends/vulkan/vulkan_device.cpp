@@ -62,9 +62,12 @@ constexpr VkAccessFlags kWrites = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFE
 class VulkanExecutable : public Executable {
  public:
   VulkanExecutable(const Kernel& k, std::array<Expr, 3> groups, std::shared_ptr<vk::Program> program,
-                   std::shared_ptr<vk::DeviceCore> core)
+                   std::shared_ptr<vk::DeviceCore> core, bool index32)
       : name_(k.name), params_(k.params), num_buffers_(k.global_buffers().size()), groups_(std::move(groups)),
-        program_(std::move(program)), core_(std::move(core)) {}
+        program_(std::move(program)), core_(std::move(core)), index32_(index32) {
+    for (const BufferDecl& b : k.buffers)
+      if (b.scope == MemScope::Global) element_bytes_.push_back(dtype_size(b.dtype));
+  }
 
   const std::string& name() const override { return name_; }
 
@@ -75,14 +78,22 @@ class VulkanExecutable : public Executable {
            std::to_string(params.size()));
     auto* stream = dynamic_cast<vk::VulkanStream*>(&s);
     if (!stream || stream->core() != core_.get()) fail("kernel '" + name_ + "' launched on another device's stream");
+    if (index32_)  // the shader's indices are 32-bit ints
+      for (int64_t p : params)
+        if (p > INT32_MAX || p < INT32_MIN)
+          fail("kernel '" + name_ + "' has 32-bit indices and was given the param " + std::to_string(p));
     std::array<int64_t, 3> groups = group_counts(params);
     if (groups[0] == 0 || groups[1] == 0 || groups[2] == 0) return;
 
     vk::VulkanStream::Keep keep{program_};
     std::vector<VkDescriptorBufferInfo> infos;
-    for (Buffer* b : args) {
+    for (size_t i = 0; i < args.size(); ++i) {
+      Buffer* b = args[i];
       if (!b) fail("kernel '" + name_ + "' was given a null buffer");
       const VulkanBuffer& vb = vulkan_buffer(*b, core_.get(), "kernel '" + name_ + "' launched with");
+      if (index32_ && vb.bytes() / element_bytes_.at(i) > INT32_MAX)
+        fail("kernel '" + name_ + "' has 32-bit indices and was given a buffer of " +
+             std::to_string(vb.bytes() / element_bytes_[i]) + " elements");
       infos.push_back(descriptor(vb));
       keep.push_back(vb.allocation());
     }
@@ -158,6 +169,8 @@ class VulkanExecutable : public Executable {
   std::array<Expr, 3> groups_;  // workgroup counts x, y, z
   std::shared_ptr<vk::Program> program_;
   std::shared_ptr<vk::DeviceCore> core_;
+  bool index32_;
+  std::vector<int64_t> element_bytes_;  // per global buffer
 };
 
 class VulkanDevice : public Device {
@@ -222,7 +235,8 @@ class VulkanDevice : public Device {
            std::to_string(GLSLANG_VERSION_PATCH) + GLSLANG_VERSION_FLAVOR + "; vulkan " +
            std::to_string(p.apiVersion) + "; driver " + std::to_string(p.driverVersion) + "; ids " +
            std::to_string(p.vendorID) + ":" + std::to_string(p.deviceID) + "; glsl " +
-           std::to_string(glsl_.storage8) + std::to_string(glsl_.storage16) + std::to_string(glsl_.denorm_preserve);
+           std::to_string(glsl_.storage8) + std::to_string(glsl_.storage16) + std::to_string(glsl_.denorm_preserve) +
+           (glsl_.index32 ? " index32" : "");
   }
 
   std::optional<std::string> compile_artifact(const Kernel& k) override {
@@ -242,7 +256,8 @@ class VulkanDevice : public Device {
       fail("kernel '" + k.name + "': the bytes to load are not SPIR-V");
     auto program = std::make_shared<vk::Program>(core_, cache_, spirv, int(k.global_buffers().size()),
                                                  int(k.params.size()), k.name);
-    return std::make_shared<VulkanExecutable>(k, std::move(grid.blocks), std::move(program), core_);
+    return std::make_shared<VulkanExecutable>(k, std::move(grid.blocks), std::move(program), core_,
+                                              uses_index32(k, glsl_));
   }
 
   std::string target_source(const Kernel& k) override { return emit_glsl(k, glsl_); }
@@ -464,6 +479,7 @@ std::shared_ptr<Device> make_device(const std::shared_ptr<vk::Instance>& inst, V
   glsl.storage16 = c.storage16 && options.storage16;
   glsl.storage8 = c.storage8 && options.storage8;
   glsl.denorm_preserve = c.denorm_preserve;
+  glsl.index32 = options.index32;
   if (options.subgroups && c.subgroup_arithmetic) {
     glsl.subgroup_size = int(c.subgroup_size);
     glsl.subgroup_clustered = c.subgroup_clustered;
@@ -475,6 +491,7 @@ std::shared_ptr<Device> make_device(const std::shared_ptr<vk::Instance>& inst, V
   // Caches key kernels by device name; this device compiles them differently.
   if (glsl.storage16 != c.storage16 || glsl.storage8 != c.storage8) info.name += " (8/16-bit storage off)";
   if (c.subgroup_arithmetic && !options.subgroups) info.name += " (subgroup operations off)";
+  if (!options.index32) info.name += " (64-bit indices)";
   info.backend = "vulkan";
   info.cores = c.compute_units;
   info.features = feature_list(c);

@@ -22,6 +22,9 @@ struct VulkanOptions {
   // Allreduce sums by subgroup operations where the device has them; false
   // forces shared memory, for tests.
   bool subgroups = true;
+  // Index arithmetic in 32-bit ints (GlslOptions::index32); false keeps the
+  // 64-bit ints, for tests.
+  bool index32 = true;
 };
 
 // One Device per physical device that has a compute queue, Vulkan 1.1 and

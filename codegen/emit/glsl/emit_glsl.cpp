@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <limits>
 #include <map>
 #include <set>
@@ -143,6 +144,55 @@ Code int_literal(ValType t, int64_t v) {
   return {std::to_string(v) + suffix, v < 0 ? kUnary : kPrimary};
 }
 
+// The kernel with its i64 values (loop variables, params, index arithmetic)
+// as i32 (GlslOptions::index32); null where an i64 constant does not fit 32
+// bits. Casts between i32 and i64 vanish; bools and floats cast to i32.
+struct Narrower {
+  std::map<const ExprNode*, Expr> done;
+  bool fits = true;
+
+  Expr expr(const Expr& e) {
+    if (!e) return e;
+    auto it = done.find(e.get());
+    if (it != done.end()) return it->second;
+    auto n = std::make_shared<ExprNode>(*e);
+    for (Expr& a : n->args) a = expr(a);
+    if (n->type == ValType::i64) {
+      n->type = ValType::i32;
+      if (n->kind == ExprKind::Const &&
+          (n->ival < std::numeric_limits<int32_t>::min() || n->ival > std::numeric_limits<int32_t>::max()))
+        fits = false;
+    }
+    Expr out = n;
+    if (n->kind == ExprKind::Cast && e->type == ValType::i64) {
+      // A float saturates at 64 bits: that is not 32 bits' saturation.
+      if (e->args[0]->type == ValType::f32) fits = false;
+      if (n->args[0]->type == n->type) out = n->args[0];
+    }
+    return done[e.get()] = out;
+  }
+
+  Stmt stmt(const Stmt& s) {
+    auto n = std::make_shared<StmtNode>(*s);
+    // A bound loop's extent is the launch's (the host evaluates it in 64 bits).
+    bool bound = s->kind == StmtKind::For && (s->loop == LoopKind::GpuBlock || s->loop == LoopKind::GpuThread);
+    if (!bound) n->extent = expr(s->extent);
+    n->index = expr(s->index);
+    n->value = expr(s->value);
+    n->cond = expr(s->cond);
+    for (Stmt& b : n->body) b = stmt(b);
+    return n;
+  }
+};
+
+std::optional<Kernel> narrow_indices(const Kernel& k) {
+  Narrower n;
+  Kernel out = k;
+  out.body = n.stmt(k.body);
+  if (!n.fits) return std::nullopt;
+  return out;
+}
+
 // How a buffer lives in the shader.
 struct BufferInfo {
   std::string array;            // the storage block instance or the array
@@ -157,7 +207,8 @@ class Emitter {
  public:
   Emitter(const Kernel& k, const GlslOptions& options)
       : k_(k), opt_(options), nest_(find_gpu_nest(k, kBackend)), groups_(gpu_grid(nest_).blocks),
-        size_(workgroup_size(k, nest_)) {}
+        size_(workgroup_size(k, nest_)), ix_(options.index32 ? "int" : "int64_t"),
+        index_type_(options.index32 ? ValType::i32 : ValType::i64) {}
 
   std::string emit() {
     name_everything();
@@ -303,8 +354,8 @@ class Emitter {
       const BufferInfo& info = buffers_[i];
       std::string type = glsl_type(valtype_of(b.dtype));
       if (info.loaded)
-        s += type + " " + info.load + "(int64_t i) { return " + load_text(b, info) + "; }\n";
-      if (info.stored) s += "void " + info.store + "(int64_t i, " + type + " v) {" + store_text(b, info) + "}\n";
+        s += type + " " + info.load + "(" + ix_ + " i) { return " + load_text(b, info) + "; }\n";
+      if (info.stored) s += "void " + info.store + "(" + ix_ + " i, " + type + " v) {" + store_text(b, info) + "}\n";
     }
     return s.empty() ? s : "\n" + s;
   }
@@ -312,8 +363,8 @@ class Emitter {
   // The element's bits in the low bits of a uint.
   std::string bits_at(const BufferDecl& b, const std::string& array) const {
     if (!packed(b.dtype)) return "uint(" + array + ".data[uint(i)])";
-    if (dtype_size(b.dtype) == 2) return "(" + array + ".data[uint(i >> 1)] >> (uint(i & 1l) * 16u)) & 0xffffu";
-    return "(" + array + ".data[uint(i >> 2)] >> (uint(i & 3l) * 8u)) & 0xffu";
+    if (dtype_size(b.dtype) == 2) return "(" + array + ".data[uint(i >> 1)] >> (uint(i & " + lit(1) + ") * 16u)) & 0xffffu";
+    return "(" + array + ".data[uint(i >> 2)] >> (uint(i & " + lit(3) + ") * 8u)) & 0xffu";
   }
 
   std::string load_text(const BufferDecl& b, const BufferInfo& info) {
@@ -360,7 +411,7 @@ class Emitter {
     // may be writing its neighbours.
     bool half = dtype_size(b.dtype) == 2;
     std::string word = data + (half ? "[uint(i >> 1)]" : "[uint(i >> 2)]");
-    std::string shift = half ? "uint(i & 1l) * 16u" : "uint(i & 3l) * 8u";
+    std::string shift = half ? "uint(i & " + lit(1) + ") * 16u" : "uint(i & " + lit(3) + ") * 8u";
     std::string mask = half ? "0xffffu" : "0xffu";
     return "\n  uint shift = " + shift + ";\n  atomicAnd(" + word + ", ~(" + mask + " << shift));\n  atomicOr(" +
            word + ", (" + bits + ") << shift);\n";
@@ -370,7 +421,8 @@ class Emitter {
 
   std::string main_body() {
     indent_ = 1;
-    for (const std::string& p : k_.params) line("const int64_t " + names_.of(p) + " = pc." + names_.of(p) + ";");
+    for (const std::string& p : k_.params)
+      line("const " + ix_ + " " + names_.of(p) + " = " + ix_ + "(pc." + names_.of(p) + ");");
     for (const GpuLoop& l : nest_.loops) {
       std::string id = l.stmt->loop == LoopKind::GpuBlock ? "gl_WorkGroupID." : "gl_LocalInvocationID.";
       bind(l.stmt, id + "xyz"[l.axis]);
@@ -415,8 +467,8 @@ class Emitter {
       auto [side, step] = tile_element(c, bk, p);
       line("{");
       ++indent_;
-      line("const int64_t " + names_.of(c.tile_var) + " = int64_t(" + side + ");");
-      line("const int64_t " + names_.of(r) + " = " + k0 + " + int64_t(" + step + ");");
+      line("const " + ix_ + " " + names_.of(c.tile_var) + " = " + ix_ + "(" + side + ");");
+      line("const " + ix_ + " " + names_.of(r) + " = " + k0 + " + " + ix_ + "(" + step + ");");
       scope_.push_back(c.tile_var);
       scope_.push_back(r);
       begin_statement({c.operand});
@@ -500,8 +552,8 @@ class Emitter {
     line("float kiln_acc[" + n(tm * tn) + "];");
     line("[[unroll]] for (int kiln_x = 0; kiln_x < " + n(tm * tn) + "; ++kiln_x) kiln_acc[kiln_x] = 0.0;");
     line("float " + ca.regs + "[" + n(bm * bk / kTileThreads) + "], " + cb.regs + "[" + n(bn * bk / kTileThreads) + "];");
-    fetch(ca, r, bk, "0l");
-    fetch(cb, r, bk, "0l");
+    fetch(ca, r, bk, lit(0));
+    fetch(cb, r, bk, lit(0));
     put(ca, bk, "0u");
     put(cb, bk, "0u");
     line("memoryBarrierShared();");
@@ -511,8 +563,8 @@ class Emitter {
     line("const uint kiln_cur = uint(kiln_kt) & 1u;");
     line("if (kiln_kt + 1 < " + n(steps) + ") {");
     ++indent_;
-    fetch(ca, r, bk, "int64_t(kiln_kt + 1) * " + n(bk) + "l");
-    fetch(cb, r, bk, "int64_t(kiln_kt + 1) * " + n(bk) + "l");
+    fetch(ca, r, bk, ix_ + "(kiln_kt + 1) * " + lit(bk));
+    fetch(cb, r, bk, ix_ + "(kiln_kt + 1) * " + lit(bk));
     --indent_;
     line("}");
     line("const uint kiln_a0 = kiln_cur * " + n(bk * (bm + 4) / 4) + "u + kiln_ty, kiln_b0 = kiln_cur * " +
@@ -544,8 +596,8 @@ class Emitter {
     ++indent_;
     line("[[unroll]] for (int kiln_j = 0; kiln_j < " + n(tn) + "; ++kiln_j) {");
     ++indent_;
-    line("const int64_t " + names_.of(i) + " = int64_t((kiln_i / 4) * 64 + int(kiln_ty) * 4 + kiln_i % 4);");
-    line("const int64_t " + names_.of(j) + " = int64_t((kiln_j / 4) * 64 + int(kiln_tx) * 4 + kiln_j % 4);");
+    line("const " + ix_ + " " + names_.of(i) + " = " + ix_ + "((kiln_i / 4) * 64 + int(kiln_ty) * 4 + kiln_i % 4);");
+    line("const " + ix_ + " " + names_.of(j) + " = " + ix_ + "((kiln_j / 4) * 64 + int(kiln_tx) * 4 + kiln_j % 4);");
     scope_.push_back(i);
     scope_.push_back(j);
     line(buffers_[size_t(p->acc)].array + "[0] = kiln_acc[kiln_i * " + n(tn) + " + kiln_j];");
@@ -558,12 +610,15 @@ class Emitter {
   }
 
   void bind(const StmtNode* loop, const std::string& builtin) {
-    line("const int64_t " + names_.of(loop->var) + " = int64_t(" + builtin + ");  // " +
+    line("const " + ix_ + " " + names_.of(loop->var) + " = " + ix_ + "(" + builtin + ");  // " +
          std::string(loopkind_name(loop->loop)) + " loop");
     scope_.push_back(loop->var);
   }
 
   void line(const std::string& s) { out_ += std::string(2 * indent_, ' ') + s + "\n"; }
+
+  // An index literal: 8l, or 8 with 32-bit indices.
+  std::string lit(int64_t v) const { return std::to_string(v) + (opt_.index32 ? "" : "l"); }
 
   void emit_stmts(const std::vector<Stmt>& stmts) {
     for (const Stmt& s : stmts) emit_stmt(*s);
@@ -662,12 +717,12 @@ class Emitter {
 
   void emit_for(const StmtNode& s) {
     begin_statement({s.extent});
-    Code extent = expr(s.extent, ValType::i64, "loop extent");
+    Code extent = expr(s.extent, index_type_, "loop extent");
     const std::string& v = names_.of(s.var);
     // The IR evaluates the extent once, before the loop.
     if (s.extent->kind != ExprKind::Const && s.extent->kind != ExprKind::Var) {
       std::string end = names_.unique(v + "_end");
-      line("const int64_t " + end + " = " + extent.text + ";");
+      line("const " + ix_ + " " + end + " = " + extent.text + ";");
       extent = {end, kPrimary};
     }
     std::vector<const ExprNode*> vectors = vector_loads(s);
@@ -676,7 +731,7 @@ class Emitter {
       line("[[unroll]]");
     }
     std::string kind = s.loop == LoopKind::Serial ? "" : "  // " + std::string(loopkind_name(s.loop));
-    line("for (int64_t " + v + " = 0; " + v + " < " + extent.text + "; ++" + v + ") {" + kind);
+    line("for (" + ix_ + " " + v + " = 0; " + v + " < " + extent.text + "; ++" + v + ") {" + kind);
     scope_.push_back(s.var);
     ++indent_;
     emit_stmts(s.body);
@@ -707,7 +762,7 @@ class Emitter {
              " elements of " + one_line(b.name));
         for (int64_t p = 0; p < count; ++p)
           line(arrays.back() + "[" + std::to_string(p) + "] = " + info.pieces + ".data[uint((" + base.text +
-               ") / " + std::to_string(per_piece) + "l) + " + std::to_string(p) + "u];");
+               ") / " + lit(per_piece) + ") + " + std::to_string(p) + "u];");
       } else {
         arrays.push_back(arrays[v.first]);
       }
@@ -971,6 +1026,8 @@ class Emitter {
   GpuNest nest_;
   std::array<Expr, 3> groups_;   // workgroup counts x, y, z
   std::array<int64_t, 3> size_;  // the workgroup size
+  std::string ix_;               // the GLSL type of indices: int or int64_t
+  ValType index_type_;           // and the IR's
   Names names_;
   std::vector<BufferInfo> buffers_;
   std::set<GlslHelper> used_helpers_;
@@ -1002,7 +1059,14 @@ std::array<int64_t, 3> workgroup_size(const Kernel& k) { return workgroup_size(k
 // Index arithmetic is simplified with the loops' bounds first, as for CUDA.
 std::string emit_glsl(const Kernel& k, const GlslOptions& options) {
   Kernel simplified = simplify_indices(k);
-  return Emitter(simplified, options).emit();
+  std::optional<Kernel> narrow = options.index32 ? narrow_indices(simplified) : std::nullopt;
+  GlslOptions o = options;
+  o.index32 = narrow.has_value();
+  return Emitter(narrow ? *narrow : simplified, o).emit();
+}
+
+bool uses_index32(const Kernel& k, const GlslOptions& options) {
+  return options.index32 && narrow_indices(simplify_indices(k)).has_value();
 }
 
 }  // namespace kiln

@@ -30,7 +30,16 @@ struct GlslOptions {
   // this fixed size, consecutive in gl_LocalInvocationIndex; 0: shared memory.
   int subgroup_size = 0;
   bool subgroup_clustered = false;
+  // Index arithmetic (loop variables, params, the IR's i64 values) in 32-bit
+  // ints: a GPU's 64-bit integer multiplies and divisions take several
+  // instructions each. The device must then bind no buffer of more than
+  // INT32_MAX elements and pass no param beyond INT32_MAX. A kernel with an
+  // i64 constant beyond 32 bits keeps 64-bit indices.
+  bool index32 = false;
 };
+
+// Whether emit_glsl(k, options) gives `k` 32-bit indices.
+bool uses_index32(const Kernel& k, const GlslOptions& options);
 
 // The workgroup size x, y, z: the extents of the gpu_thread loops, 1 on an axis
 // without one. Throws kiln::Error for a kernel not scheduled for the GPU and

@@ -245,9 +245,9 @@ TEST_F(VulkanBackend, BoundLoopsMapInnermostToX) {
   Kernel k = grid_kernel();
   std::string glsl = dev().target_source(k);
   EXPECT_NE(glsl.find("layout(local_size_x = 8, local_size_y = 4, local_size_z = 1) in;"), std::string::npos) << glsl;
-  EXPECT_NE(glsl.find("bx = int64_t(gl_WorkGroupID.x)"), std::string::npos) << glsl;
-  EXPECT_NE(glsl.find("bz = int64_t(gl_WorkGroupID.z)"), std::string::npos) << glsl;
-  EXPECT_NE(glsl.find("tx = int64_t(gl_LocalInvocationID.x)"), std::string::npos) << glsl;
+  EXPECT_NE(glsl.find("bx = int(gl_WorkGroupID.x)"), std::string::npos) << glsl;
+  EXPECT_NE(glsl.find("bz = int(gl_WorkGroupID.z)"), std::string::npos) << glsl;
+  EXPECT_NE(glsl.find("tx = int(gl_LocalInvocationID.x)"), std::string::npos) << glsl;
   GpuGrid grid = gpu_grid(k);
   EXPECT_EQ(grid.blocks[0]->ival, 5);
   EXPECT_EQ(grid.blocks[2]->ival, 2);
@@ -435,6 +435,43 @@ TEST_F(VulkanBackend, UnrolledLoopsReadSixteenBytePieces) {
 // carry the next step), on lavapipe in CI.
 TEST_F(VulkanBackend, F32TilesOfEveryShapeMatchAProductInDouble) {
   testing::expect_f32_tiles_match_a_product_in_double(*testing::vulkan_device(), {8, 16}, 32768);
+}
+
+// Index arithmetic runs in 32-bit ints (64-bit integer multiplies and
+// divisions take several instructions each on a GPU): on the default device,
+// unless an i64 constant needs 64 bits; the device then refuses params
+// beyond 32 bits. The variant without small storage keeps 64-bit indices.
+TEST_F(VulkanBackend, IndicesAreThirtyTwoBitsWhereTheyFit) {
+  Kernel k = map_kernel({f32}, f32, [](auto& v) { return binary(BinOp::Mul, v[0], const_f32(2)); });
+  Kernel scheduled = apply(k, default_schedule(k, dev().info()));
+  std::string narrow = dev().target_source(scheduled);
+  // int64_t only for the push constant (the host passes 64-bit params).
+  size_t first = narrow.find("int64_t");
+  EXPECT_NE(narrow.find("uniform Params { int64_t n; }"), std::string::npos) << narrow;
+  EXPECT_EQ(narrow.find("int64_t", first + 1), std::string::npos) << narrow;
+  EXPECT_NE(narrow.find("const int n = int(pc.n);"), std::string::npos) << narrow;
+  std::string wide = testing::vulkan_device_without_small_storage()->target_source(scheduled);
+  EXPECT_NE(wide.find("const int64_t n = int64_t(pc.n);"), std::string::npos) << wide;
+  // out[i] = (i + 2^40) - 2^40: 64-bit indices, and the right values.
+  Kernel big;
+  big.name = "big";
+  big.params = {"n"};
+  big.buffers = {global("out", i32, true)};
+  Expr far = idx(int64_t(1) << 40);
+  big.body = block({for_loop("i", var("n"), LoopKind::Parallel,
+                             {store(0, var("i"), cast(ValType::i32, binary(BinOp::Sub, binary(BinOp::Add, var("i"), far), far)))})});
+  Kernel big_scheduled = apply(big, default_schedule(big, dev().info()));
+  EXPECT_NE(dev().target_source(big_scheduled).find("int64_t"), std::string::npos);
+  auto out = from_bytes<int32_t>(run(dev(), big_scheduled, {Bytes(4 * 300)}, {300})[0]);
+  for (int i = 0; i < 300; ++i) EXPECT_EQ(out[size_t(i)], i);
+  // A param beyond 32 bits is refused before anything runs.
+  std::shared_ptr<Executable> exe = dev().compile(scheduled);
+  try {
+    testing::launch(dev(), *exe, {Bytes(16), Bytes(16)}, {int64_t(1) << 31});
+    ADD_FAILURE() << "a param of 2^31 was passed to a kernel with 32-bit indices";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("32-bit indices"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(VulkanBackend, UnscheduledKernelsAreRefused) {

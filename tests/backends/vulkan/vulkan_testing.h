@@ -29,12 +29,12 @@ inline std::shared_ptr<Device> vulkan_device() {
 }
 
 // The same physical device without the 8/16-bit storage extensions (small
-// elements go through atomics on their containing uint) and without subgroup
-// operations (allreduce sums through shared memory).
+// elements go through atomics on their containing uint), without subgroup
+// operations (allreduce sums through shared memory) and with 64-bit indices.
 inline std::shared_ptr<Device> vulkan_device_without_small_storage() {
   static std::shared_ptr<Device> dev = [] {
     if (!vulkan_device()) return std::shared_ptr<Device>();
-    auto all = make_vulkan_devices(VulkanOptions{false, false, false});
+    auto all = make_vulkan_devices(VulkanOptions{false, false, false, false});
     return all.empty() ? nullptr : all[0];
   }();
   return dev;
