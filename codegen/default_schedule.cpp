@@ -132,6 +132,15 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   if (r.empty()) return cpu_plain(k, lanes, kn);
   for (const BufferDecl& b : k.buffers)
     if (b.scope == MemScope::Local && b.dtype != f32) return s;
+  // The tile's loops go inside the reduction's one loop: a reduction over
+  // several axes (a max over dims 0 and 2) keeps its inner loops innermost,
+  // where the tile's columns could not vectorize (kiln fuzz, seed 2014101).
+  bool nested = false;
+  visit(k.body, [&](const Stmt& st) {
+    if (st->kind == StmtKind::For && st->var == r)
+      for (const Stmt& b : st->body) visit(b, [&](const Stmt& x) { nested |= x->kind == StmtKind::For; });
+  });
+  if (nested) return cpu_plain(k, lanes, kn);
   const Stmt &rows = chain[chain.size() - 2], &cols = chain.back();
   int64_t m = 0, n = 0, nr = 0, mr = 0;
   if (const_extent(rows, &m) && const_extent(cols, &n)) {
