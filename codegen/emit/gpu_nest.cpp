@@ -1,6 +1,7 @@
 #include "codegen/emit/gpu_nest.h"
 
 #include <string>
+#include <utility>
 
 #include "kiln/error.h"
 
@@ -135,5 +136,57 @@ GpuGrid gpu_grid(const GpuNest& nest) {
 }
 
 GpuGrid gpu_grid(const Kernel& k, std::string_view backend) { return gpu_grid(find_gpu_nest(k, backend)); }
+
+TileBody tile_body(const Kernel& k, const GpuNest& nest,
+                   const std::function<std::optional<HalfProduct>(const Kernel&, const Stmt&)>& product,
+                   const std::function<void(const std::string&)>& refuse) {
+  auto no = [&](const std::string& why) {
+    refuse(why);
+    throw Error("array_tile: " + why);  // for a `refuse` that returns
+  };
+  for (const GpuLoop& l : nest.loops)
+    if (l.stmt->loop != LoopKind::GpuBlock) no("thread loop '" + l.stmt->var + "'; only block loops may be bound");
+  auto single = [&](const std::vector<Stmt>& b) -> const Stmt& {
+    const std::vector<Stmt>* x = &b;
+    while (x->size() == 1 && (*x)[0]->kind == StmtKind::Block) x = &(*x)[0]->body;
+    if (x->size() != 1 || (*x)[0]->kind != StmtKind::For) no("the tile is not two loops around the reduction");
+    return (*x)[0];
+  };
+  const Stmt& outer = single(*nest.body);
+  const Stmt& inner = single(outer->body);
+  std::vector<Stmt> stmts = inner->body;
+  while (stmts.size() == 1 && stmts[0]->kind == StmtKind::Block) stmts = stmts[0]->body;
+  if (stmts.size() < 2 || stmts[0]->kind != StmtKind::Store || stmts[1]->kind != StmtKind::For)
+    no("the tile's body is not `acc = 0; for r { ... }; ...`");
+  std::optional<HalfProduct> p = product(k, stmts[1]);
+  if (!p) no("the reduction is not acc += a * b of operands this tile takes");
+  const Stmt& init = stmts[0];
+  if (init->buffer != p->acc || init->value->kind != ExprKind::Const || init->value->fval != 0)
+    no("the accumulator does not start at 0");
+  TileBody t;
+  t.epilogue.assign(stmts.begin() + 2, stmts.end());
+  for (const Stmt& e : t.epilogue)
+    visit(e, [&](const Stmt& x) {
+      if (x->kind == StmtKind::Store && (loads_buffer(p->a, x->buffer) || loads_buffer(p->b, x->buffer)))
+        no("the epilogue writes an operand");
+      if (x->kind == StmtKind::For && x->var == stmts[1]->var) no("the epilogue reuses the reduction's loop");
+    });
+  auto constant = [&](const Stmt& l) {
+    if (l->extent->kind != ExprKind::Const) no("loop '" + l->var + "' has no constant extent");
+    return l->extent->ival;
+  };
+  t.i = outer->var;
+  t.j = inner->var;
+  t.r = stmts[1]->var;
+  t.rows = constant(outer);
+  t.cols = constant(inner);
+  t.depth = constant(stmts[1]);
+  if (uses_var(p->a, t.j) || uses_var(p->b, t.i)) std::swap(p->a, p->b);
+  if (uses_var(p->a, t.j) || uses_var(p->b, t.i)) no("an operand moves with both output loops");
+  if (k.array_tile.m != t.rows || k.array_tile.n != t.cols)
+    no("array_tile's rows and columns are not the tile loops' extents");
+  t.product = *p;
+  return t;
+}
 
 }  // namespace kiln

@@ -21,10 +21,14 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <set>
+#include <string>
 #include <string_view>
 #include <vector>
 
+#include "codegen/ir_util.h"
 #include "kiln/kernel.h"
 
 namespace kiln {
@@ -66,5 +70,22 @@ struct GpuGrid {
 GpuGrid gpu_grid(const GpuNest& nest);
 // find_gpu_nest, then the grid; `backend` names who refuses the kernel.
 GpuGrid gpu_grid(const Kernel& k, std::string_view backend = "gpu");
+
+// A kernel with an array_tile, as the emitters tile it: under gpu_block loops
+// only, two loops (rows, then columns, of the tile's constant sides) around
+// `acc = 0; for r { acc += a * b }; epilogue...`, the reduction of constant
+// depth, the epilogue writing neither operand.
+struct TileBody {
+  std::string i, j, r;         // the rows', columns' and reduction's loop variables
+  int64_t rows = 0, cols = 0, depth = 0;
+  HalfProduct product;         // its operands swapped so that a moves with i and b with j
+  std::vector<Stmt> epilogue;  // what follows the reduction, per output point
+};
+
+// `product` takes the reduction's loop (half_product, f32_product); `refuse`
+// throws with the reason it gives where the kernel is not such a tile.
+TileBody tile_body(const Kernel& k, const GpuNest& nest,
+                   const std::function<std::optional<HalfProduct>(const Kernel&, const Stmt&)>& product,
+                   const std::function<void(const std::string&)>& refuse);
 
 }  // namespace kiln

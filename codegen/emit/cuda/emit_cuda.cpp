@@ -1021,49 +1021,18 @@ class Emitter {
 
   void emit_tensor_core_tile() {
     const ArrayTile& at = k_.array_tile;
-    for (const GpuLoop& l : nest_.loops)
-      if (l.stmt->loop != LoopKind::GpuBlock) not_tile("thread loop '" + l.stmt->var + "'; only block loops may be bound");
-    const std::vector<Stmt>* body = nest_.body;
-    auto single = [&](const std::vector<Stmt>& b) -> const Stmt& {
-      const std::vector<Stmt>* x = &b;
-      while (x->size() == 1 && (*x)[0]->kind == StmtKind::Block) x = &(*x)[0]->body;
-      if (x->size() != 1 || (*x)[0]->kind != StmtKind::For) not_tile("the tile is not two loops around the reduction");
-      return (*x)[0];
-    };
-    const Stmt& outer = single(*body);
-    const Stmt& inner = single(outer->body);
-    std::vector<Stmt> stmts = inner->body;
-    while (stmts.size() == 1 && stmts[0]->kind == StmtKind::Block) stmts = stmts[0]->body;
-    // [acc = 0, for r {...}, epilogue...]
-    if (stmts.size() < 2 || stmts[0]->kind != StmtKind::Store || stmts[1]->kind != StmtKind::For)
-      not_tile("the tile's body is not `acc = 0; for r { ... }; ...`");
-    std::optional<HalfProduct> p = half_product(k_, stmts[1]);
-    if (!p) p = f32_product(k_, stmts[1]);
-    if (!p) not_tile("the reduction is not acc += a * b of f16 or bf16 loads, or of f32 loads");
-    const Stmt& init = stmts[0];
-    if (init->buffer != p->acc || init->value->kind != ExprKind::Const || init->value->fval != 0)
-      not_tile("the accumulator does not start at 0");
-    std::vector<Stmt> epilogue(stmts.begin() + 2, stmts.end());
-    for (const Stmt& e : epilogue)
-      visit(e, [&](const Stmt& x) {
-        if (x->kind == StmtKind::Store && (loads_buffer(p->a, x->buffer) || loads_buffer(p->b, x->buffer)))
-          not_tile("the epilogue writes an operand");
-        if (x->kind == StmtKind::For && x->var == stmts[1]->var) not_tile("the epilogue reuses the reduction's loop");
-      });
-    const std::string &r = stmts[1]->var, &i = outer->var, &j = inner->var;
-    int64_t bm = 0, bn = 0, depth = 0;
-    auto constant = [&](const Stmt& l, int64_t* v) {
-      if (l->extent->kind != ExprKind::Const) not_tile("loop '" + l->var + "' has no constant extent");
-      *v = l->extent->ival;
-    };
-    constant(outer, &bm);
-    constant(inner, &bn);
-    constant(stmts[1], &depth);
-    Expr a = p->a, b = p->b;
-    if (uses_var(a, j) || uses_var(b, i)) std::swap(a, b);
-    if (uses_var(a, j) || uses_var(b, i)) not_tile("an operand moves with both output loops");
-    int64_t bk = at.k;
-    if (at.m != bm || at.n != bn) not_tile("array_tile's rows and columns are not the tile loops' extents");
+    TileBody t = tile_body(
+        k_, nest_,
+        [](const Kernel& k, const Stmt& loop) {
+          std::optional<HalfProduct> p = half_product(k, loop);
+          return p ? p : f32_product(k, loop);
+        },
+        [&](const std::string& why) { not_tile(why); });
+    const HalfProduct* p = &t.product;
+    const Expr &a = p->a, &b = p->b;
+    const std::string &r = t.r, &i = t.i, &j = t.j;
+    const int64_t bm = t.rows, bn = t.cols, depth = t.depth, bk = at.k;
+    const std::vector<Stmt>& epilogue = t.epilogue;
     if (p->dtype == f32) return emit_simt_tile(*p, a, b, r, i, j, bm, bn, bk, depth, epilogue);
     if (bm % 32 || bn % 64 || bk % 16 || bk < 16 || depth % bk || bm * bk % (8 * kMmaThreads) ||
         bn * bk % (8 * kMmaThreads))
