@@ -2,11 +2,13 @@
 // text form round-trips and hashes stably; schedules never change results.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 
 #include "codegen/lower.h"
 #include "codegen/device_presets.h"
 #include "codegen/schedule.h"
+#include "tests/backends/kernel_testing.h"
 #include "tests/testing.h"
 
 namespace kiln {
@@ -115,6 +117,34 @@ TEST(Schedule, VectorizingAReductionIsRefused) {
   g.outputs = {g.reduce(Op::ReduceSum, g.input("x", f32, {4, 16}), {1})};
   Kernel kern = lower(g).kernels[0];
   EXPECT_THROW(apply(kern, Schedule().vectorize("r1")), Error);
+}
+
+// rfactor folds a power of two of partials as a tree, halving each round
+// (a chain of F dependent adds per output took as long as a CPU GEMV row);
+// other factors fold in a chain. Both compute the sum.
+TEST(Schedule, RfactorFoldsPartialsAsATree) {
+  Graph g;
+  g.outputs = {g.reduce(Op::ReduceSum, g.input("x", f32, {4, 48}), {1})};
+  Kernel kern = lower(g).kernels[0];
+  std::string tree = print(apply(kern, Schedule().rfactor("r1", 8, "r1o", "r1i")));
+  for (const char* round : {"for r1i_fold in 4 {", "acc_rf[r1i_fold + 4]", "for r1i_fold_1 in 2 {",
+                            "for r1i_fold_2 in 1 {", "acc[0] = add(acc[0], acc_rf[0])"})
+    EXPECT_NE(tree.find(round), std::string::npos) << round << "\n" << tree;
+  std::string chain = print(apply(kern, Schedule().rfactor("r1", 6, "r1o", "r1i")));
+  EXPECT_NE(chain.find("for r1i_fold in 6 {"), std::string::npos) << chain;
+  EXPECT_EQ(chain.find("r1i_fold_1"), std::string::npos) << chain;
+  HostTensor x = HostTensor::random(f32, {4, 48}, 5);
+  std::vector<HostTensor> want = interpret(g, {{"x", x}});
+  std::shared_ptr<Device> cpu = device("cpu");
+  if (!cpu) GTEST_SKIP() << "no CPU backend";
+  for (int64_t f : {8, 16, 6}) {
+    Kernel tiled = apply(kern, Schedule().rfactor("r1", f, "r1o", "r1i"));
+    testing::Bytes in(x.data.size());
+    std::memcpy(in.data(), x.data.data(), in.size());
+    std::vector<testing::Bytes> out = testing::run(*cpu, tiled, {testing::Bytes(16), in});
+    std::vector<float> got = testing::from_bytes<float>(out[0]);
+    for (int i = 0; i < 4; ++i) EXPECT_NEAR(got[size_t(i)], want[0].get(i), 1e-4) << "factor " << f;
+  }
 }
 
 TEST(Schedule, TextRoundTripsAndHashesStably) {
