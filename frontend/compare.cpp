@@ -34,10 +34,12 @@ Tolerance tolerance_for(const Graph& g, int node) {
   return loosest;
 }
 
-namespace {
+std::string compare(const HostTensor& want, const HostTensor& got, Tolerance tol) {
+  return compare(want, got, tol, want);
+}
 
-// Errors measured against `size` (want itself, or the magnitudes of its terms).
-std::string compare_against(const HostTensor& want, const HostTensor& got, Tolerance tol, const HostTensor& size) {
+// Errors measured against `size`: want itself, or the magnitudes of its terms.
+std::string compare(const HostTensor& want, const HostTensor& got, Tolerance tol, const HostTensor& size) {
   if (want.dtype != got.dtype || want.sizes != got.sizes)
     return "got " + describe(got) + ", want " + describe(want);
   if (size.numel() != want.numel()) return "magnitudes " + describe(size) + " for " + describe(want);
@@ -53,16 +55,6 @@ std::string compare_against(const HostTensor& want, const HostTensor& got, Toler
            std::to_string(w);
   }
   return "";
-}
-
-}  // namespace
-
-std::string compare(const HostTensor& want, const HostTensor& got, Tolerance tol) {
-  return compare_against(want, got, tol, want);
-}
-
-std::string compare(const HostTensor& want, const HostTensor& got, Tolerance tol, const HostTensor& magnitude) {
-  return compare_against(want, got, tol, magnitude);
 }
 
 std::optional<Graph> magnitude_graph(const Graph& g, int node) {

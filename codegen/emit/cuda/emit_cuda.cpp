@@ -885,6 +885,43 @@ class Emitter {
     line("}");
   }
 
+  // A tile's stage count and the shared memory its stages take.
+  void check_stages(int64_t stages, int64_t bytes) {
+    if (stages < 2 || stages > 8) not_tile("stages must be in 2..8");
+    if (bytes > kMaxSharedBytes)
+      not_tile(std::to_string(stages) + " stages of tiles need " + std::to_string(bytes) + " bytes of shared memory (" +
+               std::to_string(kMaxSharedBytes) + " at most)");
+  }
+
+  // The copy pipeline of both tiles, around a `kiln_load(stage, k0)` lambda
+  // already emitted: steps 0 .. stages - 2 in flight first (a cp.async group
+  // each, empty past the end, so that waiting for all but stages - 2 groups
+  // waits for step kt).
+  void pipeline_prologue(int64_t stages, int64_t depth, int64_t bk) {
+    const std::string steps = std::to_string(depth / bk) + "LL", ahead = std::to_string(stages - 1);
+    line("#pragma unroll");
+    line("for (int kiln_s = 0; kiln_s < " + ahead + "; ++kiln_s) {");
+    line("  if (kiln_s < " + steps + ") kiln_load(kiln_s, kiln_s * " + std::to_string(bk) + "LL);");
+    line("  kiln_cp_async_commit();");
+    line("}");
+    line("int kiln_read = 0, kiln_write = " + ahead + ";");
+  }
+
+  // Opens the loop over the reduction's steps (the caller closes it): wait
+  // for step kt, then start the copy of step kt + stages - 1 into the stage
+  // step kt - 1 used. kiln_read is still step kt's stage.
+  void pipeline_step(int64_t stages, int64_t depth, int64_t bk) {
+    const std::string steps = std::to_string(depth / bk) + "LL", ahead = std::to_string(stages - 1);
+    line("for (long long kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
+    ++indent_;
+    line("kiln_cp_async_wait<" + std::to_string(stages - 2) + ">();");
+    line("__syncthreads();  // step kt is in; every thread is done with step kt - 1, whose stage is written next");
+    line("if (kiln_kt + " + ahead + " < " + steps + ") kiln_load(kiln_write, (kiln_kt + " + ahead + ") * " +
+         std::to_string(bk) + "LL);");
+    line("kiln_cp_async_commit();");
+    line("kiln_write = kiln_write + 1 == " + std::to_string(stages) + " ? 0 : kiln_write + 1;");
+  }
+
   // --- SIMT tiles: an array_tile on f32 operands ---
   //
   // The same block tile and pipeline as the tensor cores' (cp.async copies
@@ -943,10 +980,7 @@ class Emitter {
                " over a reduction of " + std::to_string(depth) +
                ": rows and columns 64 or 128, a depth that is a multiple of 4 dividing the reduction, and each tile at least 256 elements");
     const int64_t stages = tile_stages(at), stage_a = simt_stage_elements(bm, bk), stage_b = simt_stage_elements(bn, bk);
-    if (stages < 2 || stages > 8) not_tile("stages must be in 2..8");
-    if (simt_shared_bytes(at) > kMaxSharedBytes)
-      not_tile(std::to_string(stages) + " stages of tiles need " + std::to_string(simt_shared_bytes(at)) +
-               " bytes of shared memory (" + std::to_string(kMaxSharedBytes) + " at most)");
+    check_stages(stages, simt_shared_bytes(at));
     use_mma_ = true;  // the cp.async helpers
     const int64_t tm = bm / 16, tn = bn / 16;
     auto n = [](int64_t v) { return std::to_string(v); };
@@ -965,21 +999,8 @@ class Emitter {
     emit_simt_copy(b, j, bn, r, depth, bk, "kiln_bs", stage_b);
     --indent_;
     line("};");
-    const std::string steps = n(depth / bk) + "LL";
-    line("#pragma unroll");
-    line("for (int kiln_s = 0; kiln_s < " + n(stages - 1) + "; ++kiln_s) {");
-    line("  if (kiln_s < " + steps + ") kiln_load(kiln_s, kiln_s * " + n(bk) + "LL);");
-    line("  kiln_cp_async_commit();");
-    line("}");
-    line("int kiln_read = 0, kiln_write = " + n(stages - 1) + ";");
-    line("for (long long kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
-    ++indent_;
-    line("kiln_cp_async_wait<" + n(stages - 2) + ">();");
-    line("__syncthreads();  // step kt is in; every thread is done with step kt - 1, whose stage is written next");
-    line("if (kiln_kt + " + n(stages - 1) + " < " + steps + ") kiln_load(kiln_write, (kiln_kt + " + n(stages - 1) + ") * " +
-         n(bk) + "LL);");
-    line("kiln_cp_async_commit();");
-    line("kiln_write = kiln_write + 1 == " + n(stages) + " ? 0 : kiln_write + 1;");
+    pipeline_prologue(stages, depth, bk);
+    pipeline_step(stages, depth, bk);
     line("const float* const kiln_at = kiln_as + kiln_read * " + n(stage_a) + " + kiln_ty * 4;");
     line("const float* const kiln_bt = kiln_bs + kiln_read * " + n(stage_b) + " + kiln_tx * 4;");
     line("kiln_read = kiln_read + 1 == " + n(stages) + " ? 0 : kiln_read + 1;");
@@ -1041,10 +1062,7 @@ class Emitter {
                ": rows a multiple of 32, columns of 64, depth of 16 dividing the reduction, and each tile at least 2048 elements");
     TileOperand ta = tile_operand(a, i, bm, r, depth, bk, p->dtype), tb = tile_operand(b, j, bn, r, depth, bk, p->dtype);
     const int64_t stages = tile_stages(at), stage_a = tile_stage_elements(bm, bk), stage_b = tile_stage_elements(bn, bk);
-    if (stages < 2 || stages > 8) not_tile("stages must be in 2..8");
-    if (tile_shared_bytes(at) > kMaxSharedBytes)
-      not_tile(std::to_string(stages) + " stages of tiles need " + std::to_string(tile_shared_bytes(at)) +
-               " bytes of shared memory (" + std::to_string(kMaxSharedBytes) + " at most)");
+    check_stages(stages, tile_shared_bytes(at));
     use_mma_ = true;
     const bool bf = p->dtype == bf16;
     const int64_t wm = bm / 2, wn = bn / 4, mi = wm / 16, ni = wn / 8;
@@ -1065,15 +1083,7 @@ class Emitter {
     copy_tile(tb, "kiln_bs", stage_b, r, bk);
     --indent_;
     line("};");
-    // Steps 0 .. stages - 2 in flight first (a group each, empty past the
-    // end, so that waiting for all but stages - 2 groups waits for step kt).
-    const std::string steps = n(depth / bk) + "LL";
-    line("#pragma unroll");
-    line("for (int kiln_s = 0; kiln_s < " + n(stages - 1) + "; ++kiln_s) {");
-    line("  if (kiln_s < " + steps + ") kiln_load(kiln_s, kiln_s * " + n(bk) + "LL);");
-    line("  kiln_cp_async_commit();");
-    line("}");
-    line("int kiln_read = 0, kiln_write = " + n(stages - 1) + ";");
+    pipeline_prologue(stages, depth, bk);
     // Each lane's ldmatrix row address in the first stage (a shared-memory
     // byte address); the unrolled loops below add constants to it. Lane l
     // gives row l % 8 of matrix l / 8.
@@ -1091,14 +1101,7 @@ class Emitter {
     else
       line("const unsigned kiln_b_lane = kiln_smem(kiln_bs) + 2u * unsigned((kiln_wn + (kiln_q / 2) * 8 + kiln_qr) * " + pb +
            " + (kiln_q % 2) * 8);");
-    line("for (long long kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
-    ++indent_;
-    line("kiln_cp_async_wait<" + n(stages - 2) + ">();");
-    line("__syncthreads();  // step kt is in; every warp is done with step kt - 1, whose stage is written next");
-    line("if (kiln_kt + " + n(stages - 1) + " < " + steps + ") kiln_load(kiln_write, (kiln_kt + " + n(stages - 1) + ") * " +
-         n(bk) + "LL);");
-    line("kiln_cp_async_commit();");
-    line("kiln_write = kiln_write + 1 == " + n(stages) + " ? 0 : kiln_write + 1;");
+    pipeline_step(stages, depth, bk);
     line("const unsigned kiln_at = kiln_a_lane + kiln_read * " + n(2 * stage_a) + "u;");
     line("const unsigned kiln_bt = kiln_b_lane + kiln_read * " + n(2 * stage_b) + "u;");
     line("kiln_read = kiln_read + 1 == " + n(stages) + " ? 0 : kiln_read + 1;");

@@ -27,11 +27,11 @@ constexpr const char* kBackend = "glsl";
   throw Error(std::string(kBackend) + ": kernel '" + k.name + "': " + what);
 }
 
-// The workgroup size is fixed in the shader: the gpu_thread loops' extents
-// must be positive constants.
 constexpr int64_t kTileThreads = 256;        // an f32 tile's workgroup (16 x 16 invocations)
 constexpr int64_t kTileSharedBytes = 32768;  // what an f32 tile may take of shared memory
 
+// The workgroup size is fixed in the shader: the gpu_thread loops' extents
+// must be positive constants (an f32 tile's is kTileThreads).
 std::array<int64_t, 3> workgroup_size(const Kernel& k, const GpuNest& nest) {
   std::array<int64_t, 3> size{1, 1, 1};
   if (k.array_tile.any()) return {kTileThreads, 1, 1};
@@ -146,7 +146,8 @@ Code int_literal(ValType t, int64_t v) {
 
 // The kernel with its i64 values (loop variables, params, index arithmetic)
 // as i32 (GlslOptions::index32); null where an i64 constant does not fit 32
-// bits. Casts between i32 and i64 vanish; bools and floats cast to i32.
+// bits or a float is cast to i64 (which saturates at 64 bits). Casts between
+// i32 and i64 vanish; bools cast to i32.
 struct Narrower {
   std::map<const ExprNode*, Expr> done;
   bool fits = true;
@@ -491,8 +492,6 @@ class Emitter {
     }
   }
 
-  // Whether `index` takes consecutive elements for consecutive values of `v`.
-  bool contiguous_in(const Expr& index, const std::string& v) { return offset_base(index, v) != nullptr; }
 
   void emit_simt_tile() {
     const ArrayTile& at = k_.array_tile;
@@ -512,8 +511,8 @@ class Emitter {
     unrolled_ = true;
     const int64_t tm = bm / 16, tn = bn / 16, steps = depth / bk;
     auto n = [](int64_t v) { return std::to_string(v); };
-    TileCopy ca{a, i, bm, contiguous_in(a->args[0], r), names_.unique("kiln_next_a"), names_.unique("kiln_as")};
-    TileCopy cb{b, j, bn, contiguous_in(b->args[0], r), names_.unique("kiln_next_b"), names_.unique("kiln_bs")};
+    TileCopy ca{a, i, bm, offset_base(a->args[0], r) != nullptr, names_.unique("kiln_next_a"), names_.unique("kiln_as")};
+    TileCopy cb{b, j, bn, offset_base(b->args[0], r) != nullptr, names_.unique("kiln_next_b"), names_.unique("kiln_bs")};
     tile_shared_ = "shared vec4 " + ca.smem + "[" + n(2 * bk * (bm + 4) / 4) + "];  // 2 stages of A's tile\n" +
                    "shared vec4 " + cb.smem + "[" + n(2 * bk * (bn + 4) / 4) + "];  // 2 stages of B's tile\n";
     line("// " + n(bm) + " x " + n(bn) + " outputs a workgroup of 16 x 16 invocations (each " + n(tm) + " x " + n(tn) +

@@ -94,12 +94,24 @@ TEST(CudaCodegen, EveryLoweredKernelCompilesToPtx) {
               1000 * seconds / kernels);
 }
 
-// ptxas, the assembler the driver's JIT is built on, accepts the PTX.
-TEST(CudaCodegen, PtxasAcceptsThePtx) {
-  const char* ptxas = "/usr/local/cuda/bin/ptxas";
-  if (!std::filesystem::exists(ptxas)) GTEST_SKIP() << "no " << ptxas;
+constexpr const char* kPtxas = "/usr/local/cuda/bin/ptxas";
+
+// ptxas, the assembler the driver's JIT is built on, run on `ptx` for sm_90
+// (in a folder of this process's, removed after): its exit status.
+int ptxas_status(const std::string& ptx, const std::string& name) {
   auto dir = std::filesystem::temp_directory_path() / ("kiln_ptxas_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
+  auto file = dir / (name + ".ptx");
+  std::ofstream(file) << ptx;
+  std::string command = std::string(kPtxas) + " -arch=sm_90 " + file.string() + " -o " + file.string() + ".cubin";
+  int status = std::system(command.c_str());
+  std::filesystem::remove_all(dir);
+  return status;
+}
+
+// ptxas accepts the PTX.
+TEST(CudaCodegen, PtxasAcceptsThePtx) {
+  if (!std::filesystem::exists(kPtxas)) GTEST_SKIP() << "no " << kPtxas;
   std::vector<Kernel> kernels = {
       map_kernel(f16, bf16, [](Expr x) { return unary(UnOp::Exp2, x); }),
       map_kernel(i8, u8, [](Expr x) { return binary(BinOp::Div, x, const_int(ValType::i32, 3)); }),
@@ -110,13 +122,8 @@ TEST(CudaCodegen, PtxasAcceptsThePtx) {
       if (c.name == spec)
         for (const Kernel& k : lower(c.graph).kernels) kernels.push_back(scheduled(k));
   ASSERT_EQ(kernels.size(), 7u);
-  for (const Kernel& k : kernels) {
-    auto file = dir / (cuda_entry_name(k) + ".ptx");
-    std::ofstream(file) << compile_cuda_to_ptx(k, "sm_90");
-    std::string command = std::string(ptxas) + " -arch=sm_90 " + file.string() + " -o " + file.string() + ".cubin";
-    EXPECT_EQ(std::system(command.c_str()), 0) << command << "\n" << emit_cuda(k, cuda_entry_name(k));
-  }
-  std::filesystem::remove_all(dir);
+  for (const Kernel& k : kernels)
+    EXPECT_EQ(ptxas_status(compile_cuda_to_ptx(k, "sm_90"), cuda_entry_name(k)), 0) << emit_cuda(k, cuda_entry_name(k));
 }
 
 // Default NVRTC options: IEEE division and square root, denormals kept.
@@ -376,9 +383,6 @@ TEST(CudaCodegen, SelectsOfLoadsReadBothOperands) {
 // into shared memory, ldmatrix (transposed where the tile's rows are not the
 // reduction) and mma.sync, 256 threads a block; ptxas takes the PTX.
 TEST(CudaCodegen, TensorCoreTiles) {
-  const char* ptxas = "/usr/local/cuda/bin/ptxas";
-  auto dir = std::filesystem::temp_directory_path() / ("kiln_mma_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
   int tiles = 0;
   for (const testing::GraphCase& c : testing::op_cases()) {
     if (c.name.rfind("tensor-core", 0) != 0) continue;
@@ -398,16 +402,12 @@ TEST(CudaCodegen, TensorCoreTiles) {
     EXPECT_EQ(contains(src, "kiln_ldmatrix_x4_trans(kiln_a"), contains(c.name, "A columns")) << src;
     GpuGrid grid = cuda_grid(k);
     EXPECT_EQ(evaluate_index(grid.threads[0], {}) * evaluate_index(grid.threads[1], {}), 256);
-    if (std::filesystem::exists(ptxas)) {
-      auto file = dir / ("tile" + std::to_string(tiles) + ".ptx");
-      std::ofstream(file) << ptx;
-      std::string command = std::string(ptxas) + " -arch=sm_90 " + file.string() + " -o " + file.string() + ".cubin";
-      EXPECT_EQ(std::system(command.c_str()), 0) << command;
+    if (std::filesystem::exists(kPtxas)) {
+      EXPECT_EQ(ptxas_status(ptx, "tile" + std::to_string(tiles)), 0) << src;
     }
     ++tiles;
   }
   EXPECT_EQ(tiles, 10);
-  std::filesystem::remove_all(dir);
   // A tile the operands cannot take is refused with the reason, not miscompiled.
   Graph g;
   g.outputs = {g.contract(g.input("a", f16, {128, 64}), g.input("b", f16, {64, 128}))};
@@ -426,9 +426,6 @@ TEST(CudaCodegen, TensorCoreTiles) {
 // otherwise), each thread's outputs from 16-byte shared-memory reads, fused
 // multiply-adds; 256 threads a block; ptxas takes the PTX.
 TEST(CudaCodegen, SimtTiles) {
-  const char* ptxas = "/usr/local/cuda/bin/ptxas";
-  auto dir = std::filesystem::temp_directory_path() / ("kiln_simt_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
   int tiles = 0;
   for (const testing::GraphCase& c : testing::op_cases()) {
     if (c.name.rfind("f32 tile", 0) != 0) continue;
@@ -446,16 +443,12 @@ TEST(CudaCodegen, SimtTiles) {
     GpuGrid grid = cuda_grid(k);
     EXPECT_EQ(evaluate_index(grid.threads[0], {}) * evaluate_index(grid.threads[1], {}), 256);
     EXPECT_EQ(grid.dynamic_shared_bytes, 4 * 4 * 2 * 8 * (64 + 4));  // 4 stages of 8 x (64 + 4) floats for A and for B
-    if (std::filesystem::exists(ptxas)) {
-      auto file = dir / ("tile" + std::to_string(tiles) + ".ptx");
-      std::ofstream(file) << ptx;
-      std::string command = std::string(ptxas) + " -arch=sm_90 " + file.string() + " -o " + file.string() + ".cubin";
-      EXPECT_EQ(std::system(command.c_str()), 0) << command;
+    if (std::filesystem::exists(kPtxas)) {
+      EXPECT_EQ(ptxas_status(ptx, "tile" + std::to_string(tiles)), 0) << src;
     }
     ++tiles;
   }
   EXPECT_EQ(tiles, 3);
-  std::filesystem::remove_all(dir);
   // A tile the SIMT tile cannot take is refused with the reason.
   Graph g;
   g.outputs = {g.contract(g.input("a", f32, {128, 64}), g.input("b", f32, {64, 128}))};
