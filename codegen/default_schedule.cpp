@@ -377,6 +377,33 @@ int cuda_capability(const DeviceInfo& t) {
   return cc;
 }
 
+// The steps of a tile: batch loops fused into one (a block index), the
+// output loops split by the tile and bound to blocks, the array_tile.
+Schedule tile_steps(const Kernel& k, Schedule s, const std::vector<Stmt>& chain, size_t n, const Stmt& rows,
+                    const Stmt& cols, const std::string& r, int64_t bm, int64_t bk, int64_t bn, int64_t stages,
+                    bool warpgroup) {
+  std::string batch;
+  for (size_t i = 0; i + 2 < n; ++i) {
+    if (batch.empty()) {
+      batch = chain[i]->var;
+      continue;
+    }
+    std::string f = fresh(k, "b" + std::to_string(i));
+    s.fuse(batch, chain[i]->var, f);
+    batch = f;
+  }
+  const std::string &i = rows->var, &j = cols->var;
+  std::string io = fresh(k, i + "o"), ii = fresh(k, i + "i"), jo = fresh(k, j + "o"), ji = fresh(k, j + "i");
+  s.split(i, bm, io, ii).split(j, bn, jo, ji);
+  std::vector<std::string> order;
+  if (!batch.empty()) order.push_back(batch);
+  for (const std::string& v : {io, jo, ii, ji}) order.push_back(v);
+  s.reorder(order);
+  if (!batch.empty()) s.bind(batch, LoopKind::GpuBlock);
+  s.bind(io, LoopKind::GpuBlock).bind(jo, LoopKind::GpuBlock).array_tile(r, bm, bk, bn, stages, warpgroup);
+  return s;
+}
+
 // A contraction of f16 or bf16 operands on tensor cores (CUDA, sm_80 and up):
 // a block of 8 warps per BM x BN outputs, the batch loops (fused) along z, the
 // reduction in steps of BK (`array_tile r by BM, BK, BN`): the emitter stages
@@ -430,6 +457,22 @@ Schedule gpu_tensor_core_tiles(const Kernel& k, const std::vector<Stmt>& chain, 
   auto blocks = [&] { return batches * (m / dm) * (nn / dn); };
   if (2 * blocks() < t.cores && dn == 128 && nn % 64 == 0) dn = 64;
   if (2 * blocks() < t.cores && dm == 128 && m % 64 == 0) dm = 64;
+  // Hopper (sm_90): warpgroup tiles (wgmma) of 128 x 256 (columns halved
+  // while that leaves over half the SMs idle), 64 deep, four stages.
+  if (!simt && cuda_capability(t) == 90 && depth % 64 == 0 && m % 128 == 0 && nn % 64 == 0 && kn.pick("wgmma", true)) {
+    std::vector<int64_t> wbns = divisors_among(nn, {256, 128, 64});
+    int64_t wn = wbns[0];
+    dm = 128;
+    while (2 * batches * (m / dm) * (nn / wn) < t.cores && wn > 64 && nn % (wn / 2) == 0) wn /= 2;
+    int64_t wm = kn.pick("mma_bm", divisors_among(m, {128, 256}), dm);
+    std::erase_if(wbns, [&](int64_t v) { return wm == 256 && v > 128; });
+    wn = kn.pick("mma_bn", wbns, std::min(wn, wbns[0]));
+    std::vector<int64_t> fits;
+    for (int64_t st : {3, 4, 5, 6})
+      if (st * (wm + wn) * 128 + 1024 <= 227 * 1024) fits.push_back(st);
+    int64_t stages = kn.pick("mma_stages", fits, std::min<int64_t>(4, fits.back()));
+    return tile_steps(k, s, chain, n, *rows, cols, r, wm, 64, wn, stages, true);
+  }
   int64_t bm = kn.pick("mma_bm", bms, dm), bn = kn.pick("mma_bn", bns, dn);
   // SIMT: steps of 8, four stages (tuned on the H100: 3.16 ms for an f32
   // 4096^3 matmul, against 3.45 with steps of 16 and three stages).
@@ -440,26 +483,7 @@ Schedule gpu_tensor_core_tiles(const Kernel& k, const std::vector<Stmt>& chain, 
     std::erase_if(simt_depths, [&](int64_t d) { return d == 32 || 4 * 2 * d * (bm + 4 + bn + 4) > 32768; });
   int64_t bk = simt ? kn.pick("simt_bk", simt_depths, 8) : kn.pick("mma_bk", divisors_among(depth, {32, 64}), kDepth);
   int64_t stages = vulkan ? 2 : kn.pick("mma_stages", {2, 3, 4}, simt ? 4 : 3);
-  std::string batch;
-  for (size_t i = 0; i + 2 < n; ++i) {
-    if (batch.empty()) {
-      batch = chain[i]->var;
-      continue;
-    }
-    std::string f = fresh(k, "b" + std::to_string(i));
-    s.fuse(batch, chain[i]->var, f);
-    batch = f;
-  }
-  const std::string &i = (*rows)->var, &j = cols->var;
-  std::string io = fresh(k, i + "o"), ii = fresh(k, i + "i"), jo = fresh(k, j + "o"), ji = fresh(k, j + "i");
-  s.split(i, bm, io, ii).split(j, bn, jo, ji);
-  std::vector<std::string> order;
-  if (!batch.empty()) order.push_back(batch);
-  for (const std::string& v : {io, jo, ii, ji}) order.push_back(v);
-  s.reorder(order);
-  if (!batch.empty()) s.bind(batch, LoopKind::GpuBlock);
-  s.bind(io, LoopKind::GpuBlock).bind(jo, LoopKind::GpuBlock).array_tile(r, bm, bk, bn, stages);
-  return s;
+  return tile_steps(k, s, chain, n, *rows, cols, r, bm, bk, bn, stages, false);
 }
 
 // The first n (output) loops of the chain with those of symbolic extent (the

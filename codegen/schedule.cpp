@@ -50,7 +50,7 @@ std::string step_text(const Step& s) {
     case Prim::ArrayTile: {
       std::string sizes;
       for (int64_t v : s.sizes) sizes += (sizes.empty() ? "" : ", ") + std::to_string(v);
-      return t + " " + join(s.loops) + " by " + sizes;
+      return t + " " + join(s.loops) + " by " + sizes + (s.factor ? " wgmma" : "");
     }
     default: return t + " " + join(s.loops);
   }
@@ -534,7 +534,7 @@ Kernel array_tile(const Kernel& k, const Step& st) {
   });
   if (!found) refuse(st, "the kernel has no reduction loop named '" + st.loops[0] + "'");
   Kernel out = k;
-  out.array_tile = {st.sizes[0], st.sizes[1], st.sizes[2], st.sizes.size() == 4 ? st.sizes[3] : 0};
+  out.array_tile = {st.sizes[0], st.sizes[1], st.sizes[2], st.sizes.size() == 4 ? st.sizes[3] : 0, st.factor == 1};
   return out;
 }
 
@@ -588,10 +588,11 @@ Schedule& Schedule::bind(std::string loop, LoopKind kind) {
   steps.push_back({Prim::Bind, {std::move(loop)}, 0, kind});
   return *this;
 }
-Schedule& Schedule::array_tile(std::string reduction, int64_t m, int64_t k, int64_t n, int64_t stages) {
+// The step's factor is 1 for warpgroup tiles (printed as a trailing `wgmma`).
+Schedule& Schedule::array_tile(std::string reduction, int64_t m, int64_t k, int64_t n, int64_t stages, bool warpgroup) {
   std::vector<int64_t> sizes = {m, k, n};
   if (stages) sizes.push_back(stages);
-  steps.push_back({Prim::ArrayTile, {std::move(reduction)}, 0, LoopKind::Serial, std::move(sizes)});
+  steps.push_back({Prim::ArrayTile, {std::move(reduction)}, warpgroup ? 1 : 0, LoopKind::Serial, std::move(sizes)});
   return *this;
 }
 
@@ -742,6 +743,12 @@ Step parse_step(const std::string& line) {
       rs >> a >> b;
       std::string sizes;
       std::getline(rs, sizes);
+      const std::string unit = " wgmma";
+      while (!sizes.empty() && std::isspace(static_cast<unsigned char>(sizes.back()))) sizes.pop_back();
+      if (sizes.size() > unit.size() && sizes.compare(sizes.size() - unit.size(), unit.size(), unit) == 0) {
+        sizes.resize(sizes.size() - unit.size());
+        st.factor = 1;
+      }
       for (const std::string& v : split_names(sizes)) {
         size_t used = 0;
         try {
@@ -749,9 +756,9 @@ Step parse_step(const std::string& line) {
         } catch (const std::logic_error&) {
           used = std::string::npos;
         }
-        expect(used == v.size(), "array_tile REDUCTION by M, K, N[, STAGES]");
+        expect(used == v.size(), "array_tile REDUCTION by M, K, N[, STAGES][ wgmma]");
       }
-      expect(b == "by" && (st.sizes.size() == 3 || st.sizes.size() == 4), "array_tile REDUCTION by M, K, N[, STAGES]");
+      expect(b == "by" && (st.sizes.size() == 3 || st.sizes.size() == 4), "array_tile REDUCTION by M, K, N[, STAGES][ wgmma]");
       st.loops = {a};
       break;
     }

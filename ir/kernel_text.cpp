@@ -180,7 +180,7 @@ void KernelParser::param() {
   scope_.push_back(name);
 }
 
-// `array_tile M, K, N` or `array_tile M, K, N, STAGES`
+// `array_tile M, K, N` or `array_tile M, K, N, STAGES`, then maybe `wgmma`
 void KernelParser::array_tile() {
   next();
   int64_t* sizes[] = {&k_.array_tile.m, &k_.array_tile.k, &k_.array_tile.n, &k_.array_tile.stages};
@@ -190,6 +190,10 @@ void KernelParser::array_tile() {
     Token t = peek();
     *sizes[i] = expect_int("an array tile size");
     if (*sizes[i] < 0) fail(t, "expected an array tile size >= 0");
+  }
+  if (peek_is("wgmma")) {
+    next();
+    k_.array_tile.warpgroup = true;
   }
 }
 
@@ -438,7 +442,7 @@ std::string print(const Kernel& k) {
   const ArrayTile& t = k.array_tile;
   if (t.any())
     s += "  array_tile " + std::to_string(t.m) + ", " + std::to_string(t.k) + ", " + std::to_string(t.n) +
-         (t.stages ? ", " + std::to_string(t.stages) : "") + "\n";
+         (t.stages ? ", " + std::to_string(t.stages) : "") + (t.warpgroup ? " wgmma" : "") + "\n";
   // The body is a Block whose statements sit directly in the kernel's braces.
   if (k.body && k.body->kind == StmtKind::Block) print_stmts(s, k.body->body, k, 1);
   else if (k.body) print_stmt(s, k.body, k, 1);

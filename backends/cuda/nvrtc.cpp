@@ -88,11 +88,21 @@ std::string nvrtc_version() {
 namespace {
 // cuda_artifact's layout: this tag, the entry name, NUL, then the image.
 constexpr std::string_view kArtifactTag("kiln-cuda\0", 10);
+
+// Warpgroup tiles (wgmma) exist on sm_90 only, and only in its
+// architecture-specific variant, sm_90a.
+std::string kernel_arch(const Kernel& k, const std::string& arch) {
+  if (!k.array_tile.warpgroup) return arch;
+  if (arch != "sm_90" && arch != "compute_90")
+    throw Error("cuda backend: kernel '" + k.name + "' has a wgmma tile, which needs an sm_90 GPU (this one compiles for " +
+                arch + ")");
+  return arch + "a";
+}
 }  // namespace
 
 std::string cuda_artifact(const Kernel& k, const std::string& arch) {
   std::string entry = cuda_entry_name(k);
-  NvrtcOutput code = nvrtc_compile(emit_cuda(k, entry), k.name, arch);
+  NvrtcOutput code = nvrtc_compile(emit_cuda(k, entry), k.name, kernel_arch(k, arch));
   std::string out(kArtifactTag);
   out += entry;
   out += '\0';
@@ -110,7 +120,7 @@ CudaImage parse_cuda_artifact(std::string_view bytes) {
 }
 
 std::string compile_cuda_to_ptx(const Kernel& k, const std::string& arch) {
-  return nvrtc_compile(emit_cuda(k, cuda_entry_name(k)), k.name, arch).ptx;
+  return nvrtc_compile(emit_cuda(k, cuda_entry_name(k)), k.name, kernel_arch(k, arch)).ptx;
 }
 
 std::vector<int> nvrtc_architectures() {

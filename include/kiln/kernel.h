@@ -120,6 +120,7 @@ struct BufferDecl {
 // `array_tile` step; other targets ignore it.
 struct ArrayTile {
   int64_t m = 0, k = 0, n = 0, stages = 0;
+  bool warpgroup = false;  // CUDA: Hopper's warpgroup instructions (wgmma, sm_90a) instead of mma.sync
   bool any() const { return m || k || n; }
   bool operator==(const ArrayTile& o) const = default;
 };

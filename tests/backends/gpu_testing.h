@@ -154,6 +154,26 @@ inline std::vector<GraphCase> op_cases() {
     d.outputs = {d.contract(d.input("x", t, {128, 64}), d.permute(d.cast(wd, t), {1, 0}))};
     add("tensor-core contract, dequantized weight rows " + name, d);
   }
+  // Sizes Hopper's warpgroup tiles take (CUDA sm_90: rows multiples of 128,
+  // reductions of 64), in each operand layout.
+  for (DType t : {f16, bf16}) {
+    std::string name = std::string(dtype_name(t));
+    Graph g;  // B with its columns contiguous (MN-major), 2 steps of the reduction, an epilogue
+    int y = g.contract(g.input("a", t, {128, 128}), g.input("b", t, {128, 192}));
+    g.outputs = {g.binary(Op::Add, y, g.input("res", t, {128, 192}))};
+    add("wgmma contract " + name, g);
+    Graph w;  // x times a weight stored [out, in] (K-major both), 256 wide
+    w.outputs = {w.contract(w.input("x", t, {256, 64}), w.permute(w.input("w", t, {256, 64}), {1, 0}))};
+    add("wgmma contract, weight rows " + name, w);
+    Graph b;  // batched, A with its rows contiguous (MN-major A)
+    int a = b.permute(b.input("a", t, {2, 64, 128}), {0, 2, 1});
+    b.outputs = {b.contract(a, b.input("b", t, {2, 64, 64}))};
+    add("wgmma batched contract, A columns " + name, b);
+    Graph q;  // int8 weights stored [out, in], widened element by element on their way in
+    int wq = q.cast(q.input("w", i8, {128, 128}), t);
+    q.outputs = {q.contract(q.input("x", t, {128, 128}), q.permute(wq, {1, 0}))};
+    add("wgmma contract, int8 weight rows " + name, q);
+  }
   // Sizes CUDA's f32 tiles take (output sides multiples of 64, reductions of 8).
   {
     Graph g;  // B with its columns contiguous (16-byte copies), A element by element, an epilogue

@@ -176,6 +176,23 @@ __device__ __forceinline__ void kiln_mma_bf16(float* c, const unsigned* a, const
 }
 )";
 
+// Hopper's warpgroup MMA (sm_90a): matrix descriptors of 128-byte swizzled
+// shared-memory tiles, and the fences around the asynchronous multiplies.
+const char* kWgmmaHelpers = R"(// Warpgroup tensor cores (sm_90a): a descriptor of a shared-memory matrix in
+// the 128-byte swizzle (start address, leading and stride byte offsets).
+__device__ __forceinline__ unsigned long long kiln_wgmma_desc(unsigned addr, unsigned lbo, unsigned sbo) {
+  return (unsigned long long)((addr & 0x3FFFFu) >> 4) | ((unsigned long long)(lbo >> 4) << 16) |
+         ((unsigned long long)(sbo >> 4) << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void kiln_fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+__device__ __forceinline__ void kiln_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void kiln_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void kiln_wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" :: "n"(N) : "memory"); }
+// Keeps the compiler from moving an accumulator's uses across the fences.
+__device__ __forceinline__ void kiln_wgmma_hold(float& x) { asm volatile("" : "+f"(x) :: "memory"); }
+)";
+
 const char* kSelectHelpers = R"(// A select whose operands load: both are read before choosing (kiln's loads
 // are always in bounds), so the loads need not wait for the condition's.
 template <class T>
@@ -250,6 +267,10 @@ int64_t simt_stage_elements(int64_t side, int64_t depth) { return depth * (side 
 int64_t simt_shared_bytes(const ArrayTile& t) {
   return 4 * tile_stages(t) * (simt_stage_elements(t.m, t.k) + simt_stage_elements(t.n, t.k));
 }
+// A warpgroup tile (wgmma) holds each stage of an operand as its tile's side
+// times 64 elements of the reduction (128 bytes), both operands' stages 1024-byte
+// aligned (the swizzle's period), plus 1024 bytes to align the first.
+int64_t warpgroup_shared_bytes(const ArrayTile& t) { return tile_stages(t) * (t.m + t.n) * 128 + 1024; }
 constexpr int64_t kMaxSharedBytes = 227 * 1024;  // a block's shared memory on sm_90 (sm_80: 163 KiB)
 
 class Emitter {
@@ -271,6 +292,7 @@ class Emitter {
     if (use_cast_) text += "\n" + std::string(kCastHelpers);
     if (use_sel_) text += "\n" + std::string(kSelectHelpers);
     if (use_mma_) text += "\n" + std::string(kMmaHelpers);
+    if (!wgmma_helpers_.empty()) text += "\n" + std::string(kWgmmaHelpers) + wgmma_helpers_;
     text += "\nextern \"C\" __global__ void " + entry + "(" + arguments() + ") {\n";
     return text + (k_.array_tile.any() ? kDependentWait : kDependentLaunch) + body_ + "}\n";
   }
@@ -765,6 +787,7 @@ class Emitter {
   };
   std::map<const ExprNode*, VectorElement> vector_element_;
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false, use_sel_ = false;
+  std::string wgmma_helpers_;  // the kernel's wgmma instruction, for its tile's width and layouts
 
   // --- Tensor cores: a kernel with the schedule's array_tile ---
   //
@@ -1040,6 +1063,167 @@ class Emitter {
     line("}");
   }
 
+  // --- Warpgroup tiles (Hopper): an array_tile ... wgmma on f16/bf16 ---
+  //
+  // Two warpgroups of 128 threads, each BM / 2 rows of the block's BM x BN
+  // tile, multiply in wgmma.mma_async m64nBNk16 steps whose operands the
+  // tensor cores read from shared memory themselves (matrix descriptors), f32
+  // accumulators in registers. Each 64-deep step of the reduction is copied
+  // into shared memory by cp.async (stages - 1 steps ahead) in the 128-byte
+  // swizzled layouts wgmma reads. An operand contiguous along the reduction
+  // (K-major) has a 128-byte row per element of its tile's side, whose 16-byte
+  // words are permuted by the row's index mod 8; one contiguous along its
+  // tile's side (MN-major) has 64 of the side's elements a row, a row per step
+  // of the reduction, 8 rows (1024 bytes) an atom, the 8 atoms of a 64-wide
+  // block together. Element-by-element operands take the K-major layout.
+  static constexpr int64_t kWarpgroupDepth = 64;
+
+  // The copy of the operand's 64-deep step at reduction offset kiln_k0 into
+  // the stage at byte pointer `dst`.
+  void copy_swizzled(const TileOperand& o, const std::string& dst, const std::string& r) {
+    auto n = [](int64_t v) { return std::to_string(v); };
+    const std::string b = buffer_name(o.buffer);
+    const int64_t t = o.tile;
+    line("#pragma unroll");
+    if (o.layout == Layout::Elements) {
+      line("for (int kiln_p = 0; kiln_p < " + n(t * kWarpgroupDepth / kMmaThreads) + "; ++kiln_p) {");
+      ++indent_;
+      line("const int kiln_e = kiln_tid + kiln_p * " + n(kMmaThreads) + ", kiln_row = kiln_e / 64, kiln_kk = kiln_e % 64;");
+      open_vars({{o.tile_var, "kiln_row"}, {r, "kiln_k0 + kiln_kk"}});
+      std::string value = o.value->kind == ExprKind::Load ? b + "[" + full(o.index) + "]" : to_storage(o.dtype, o.value);
+      line("*reinterpret_cast<unsigned short*>(" + dst +
+           " + kiln_row * 128 + (((kiln_kk / 8) ^ (kiln_row % 8)) * 16) + (kiln_kk % 8) * 2) = " + value + ";");
+      close_vars(2);
+      --indent_;
+      return line("}");
+    }
+    line("for (int kiln_p = 0; kiln_p < " + n(t * 8 / kMmaThreads) + "; ++kiln_p) {");
+    ++indent_;
+    line("const int kiln_c = kiln_tid + kiln_p * " + n(kMmaThreads) + ";");
+    if (o.layout == Layout::KMajor) {
+      // 8 words a row: the tile's side c / 8, the reduction's word c % 8.
+      line("const int kiln_row = kiln_c / 8, kiln_w = kiln_c % 8;");
+      open_vars({{o.tile_var, "kiln_row"}, {kChunk, "kiln_k0 / 8 + kiln_w"}});
+      line("kiln_cp_async16(" + dst + " + kiln_row * 128 + ((kiln_w ^ (kiln_row % 8)) * 16), " + b + " + (" +
+           full(o.base) + "));");
+    } else {
+      // t / 8 words a step of the reduction: the step c / (t / 8), the side's word c % (t / 8).
+      line("const int kiln_row = kiln_c / " + n(t / 8) + ", kiln_w = kiln_c % " + n(t / 8) + ";");
+      open_vars({{r, "kiln_k0 + kiln_row"}, {kChunk, "kiln_w"}});
+      line("kiln_cp_async16(" + dst + " + (kiln_w / 8) * 8192 + kiln_row * 128 + (((kiln_w % 8) ^ (kiln_row % 8)) * 16), " +
+           b + " + (" + full(o.base) + "));");
+    }
+    close_vars(2);
+    --indent_;
+    line("}");
+  }
+
+  // The kernel's wgmma instruction: m64nNk16 into N / 2 f32 accumulators,
+  // operands from descriptors, transposed (MN-major) or not.
+  std::string wgmma_helper(int64_t bn, bool bf, bool trans_a, bool trans_b) {
+    const int64_t regs = bn / 2;
+    const char* t = bf ? "bf16" : "f16";
+    std::string list, outs;
+    for (int64_t x = 0; x < regs; ++x) {
+      list += (x ? ", %" : "%") + std::to_string(x);
+      outs += std::string(x ? ", " : "") + (x % 8 == 0 && x ? "\n        " : "") + "\"+f\"(d[" + std::to_string(x) + "])";
+    }
+    std::string a = "%" + std::to_string(regs), b = "%" + std::to_string(regs + 1), one = "%" + std::to_string(regs + 2);
+    return "__device__ __forceinline__ void kiln_wgmma(float* d, unsigned long long a, unsigned long long b) {\n"
+           "  asm volatile(\"{\\n.reg .pred p;\\nsetp.ne.b32 p, " + one + ", 0;\\n\"\n"
+           "      \"wgmma.mma_async.sync.aligned.m64n" + std::to_string(bn) + "k16.f32." + t + "." + t + " {" + list +
+           "}, " + a + ", " + b + ", p, 1, 1, " + (trans_a ? "1" : "0") + ", " + (trans_b ? "1" : "0") + ";\\n}\\n\"\n"
+           "      : " + outs + "\n      : \"l\"(a), \"l\"(b), \"r\"(1));\n}\n";
+  }
+
+  void emit_warpgroup_tile(const HalfProduct& p, const std::string& r, const std::string& i, const std::string& j,
+                           int64_t bm, int64_t bn, int64_t bk, int64_t depth, const std::vector<Stmt>& epilogue) {
+    auto n = [](int64_t v) { return std::to_string(v); };
+    const int64_t mw = bm / 128;  // m64 blocks a warpgroup
+    if (bk != kWarpgroupDepth || depth % bk || (bm != 128 && bm != 256) || bn % 64 || bn > 256 || mw * bn / 2 > 128)
+      not_tile("wgmma tile " + n(bm) + " x " + n(bk) + " x " + n(bn) + " over a reduction of " + n(depth) +
+               ": rows 128 or 256, columns a multiple of 64 up to 256 (128 with 256 rows), depth 64 dividing the reduction");
+    const ArrayTile& at = k_.array_tile;
+    TileOperand ta = tile_operand(p.a, i, bm, r, depth, bk, p.dtype), tb = tile_operand(p.b, j, bn, r, depth, bk, p.dtype);
+    const int64_t stages = tile_stages(at), stage_a = bm * 128, stage = (bm + bn) * 128;
+    check_stages(stages, warpgroup_shared_bytes(at));
+    use_mma_ = true;  // the cp.async helpers
+    const bool trans_a = ta.layout == Layout::TileMajor, trans_b = tb.layout == Layout::TileMajor;
+    wgmma_helpers_ = wgmma_helper(bn, p.dtype == bf16, trans_a, trans_b);
+    // A k16 step moves a K-major descriptor by 32 bytes, an MN-major one by two atoms.
+    const std::string step_a = trans_a ? "2048" : "32", step_b = trans_b ? "2048" : "32";
+    line("// tensor cores (wgmma): " + n(bm) + " x " + n(bn) + " outputs a block of 2 warpgroups (each " + n(bm / 2) +
+         " x " + n(bn) + "), the reduction in steps of 64");
+    line("extern __shared__ __align__(1024) unsigned char kiln_wraw[];");
+    line("unsigned char* const kiln_ws = kiln_wraw + ((1024u - (kiln_smem(kiln_wraw) & 1023u)) & 1023u);  // " + n(stages) +
+         " stages of (A, B)");
+    line("const int kiln_tid = threadIdx.x, kiln_lane = kiln_tid % 32, kiln_wg = kiln_tid / 128, kiln_wq = (kiln_tid / 32) % 4;");
+    line("float kiln_acc[" + n(mw) + "][" + n(bn / 2) + "];");
+    line("#pragma unroll");
+    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) (&kiln_acc[0][0])[kiln_x] = 0.0f;");
+    line("auto kiln_load = [&](int kiln_stage, long long kiln_k0) {");
+    ++indent_;
+    line("unsigned char* const kiln_sa = kiln_ws + kiln_stage * " + n(stage) + ";");
+    line("unsigned char* const kiln_sb = kiln_sa + " + n(stage_a) + ";");
+    copy_swizzled(ta, "kiln_sa", r);
+    copy_swizzled(tb, "kiln_sb", r);
+    --indent_;
+    line("};");
+    pipeline_prologue(stages, depth, bk);
+    // Descriptors of stage 0: this warpgroup's rows of A (64-row blocks of
+    // 8192 bytes), all of B; leading byte offsets only matter MN-major (the
+    // next 64-wide block), stride offsets are the next 8 rows or steps.
+    line("const unsigned kiln_s0 = kiln_smem(kiln_ws);");
+    line("const unsigned long long kiln_da = kiln_wgmma_desc(kiln_s0 + kiln_wg * " + n(mw * 8192) + ", " +
+         (trans_a ? "8192" : "16") + ", 1024);");
+    line("const unsigned long long kiln_db = kiln_wgmma_desc(kiln_s0 + " + n(stage_a) + ", " + (trans_b ? "8192" : "16") +
+         ", 1024);");
+    const std::string steps = n(depth / bk) + "LL", ahead = n(stages - 1);
+    line("for (long long kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
+    ++indent_;
+    line("kiln_cp_async_wait<" + n(stages - 2) + ">();");
+    line("kiln_fence_async_shared();  // this thread's copies, seen by the tensor cores");
+    line("__syncthreads();  // step kt is in; every warpgroup is done with step kt - 1, whose stage is written next");
+    line("const unsigned long long kiln_off = (unsigned long long)(kiln_read * " + n(stage) + ") >> 4;");
+    line("#pragma unroll");
+    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) kiln_wgmma_hold((&kiln_acc[0][0])[kiln_x]);");
+    line("kiln_wgmma_fence();");
+    line("#pragma unroll");
+    line("for (int kiln_s = 0; kiln_s < 4; ++kiln_s) {");
+    line("  #pragma unroll");
+    line("  for (int kiln_m = 0; kiln_m < " + n(mw) + "; ++kiln_m)");
+    line("    kiln_wgmma(kiln_acc[kiln_m], kiln_da + kiln_off + ((kiln_m * 8192 + kiln_s * " + step_a +
+         ") >> 4), kiln_db + kiln_off + ((kiln_s * " + step_b + ") >> 4));");
+    line("}");
+    line("kiln_wgmma_commit();");
+    line("if (kiln_kt + " + ahead + " < " + steps + ") kiln_load(kiln_write, (kiln_kt + " + ahead + ") * 64LL);");
+    line("kiln_cp_async_commit();");
+    line("kiln_wgmma_wait<0>();");
+    line("#pragma unroll");
+    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) kiln_wgmma_hold((&kiln_acc[0][0])[kiln_x]);");
+    line("kiln_read = kiln_read + 1 == " + n(stages) + " ? 0 : kiln_read + 1;");
+    line("kiln_write = kiln_write + 1 == " + n(stages) + " ? 0 : kiln_write + 1;");
+    --indent_;
+    line("}");
+    // Accumulator x of m64 block m: row 16 (warp in group) + lane / 4 (+ 8
+    // for x % 4 >= 2), column 8 (x / 4) + 2 (lane % 4) + x % 2.
+    line("#pragma unroll");
+    line("for (int kiln_m = 0; kiln_m < " + n(mw) + "; ++kiln_m) {");
+    ++indent_;
+    line("#pragma unroll");
+    line("for (int kiln_x = 0; kiln_x < " + n(bn / 2) + "; ++kiln_x) {");
+    ++indent_;
+    open_vars({{i, "kiln_wg * " + n(bm / 2) + " + kiln_m * 64 + kiln_wq * 16 + kiln_lane / 4 + ((kiln_x % 4) / 2) * 8"},
+               {j, "(kiln_x / 4) * 8 + (kiln_lane % 4) * 2 + kiln_x % 2"}});
+    line(buffer_name(p.acc) + "[0] = kiln_acc[kiln_m][kiln_x];");
+    emit_stmts(epilogue);
+    close_vars(2);
+    --indent_;
+    line("}");
+    --indent_;
+    line("}");
+  }
+
   void emit_tensor_core_tile() {
     const ArrayTile& at = k_.array_tile;
     TileBody t = tile_body(
@@ -1054,7 +1238,11 @@ class Emitter {
     const std::string &r = t.r, &i = t.i, &j = t.j;
     const int64_t bm = t.rows, bn = t.cols, depth = t.depth, bk = at.k;
     const std::vector<Stmt>& epilogue = t.epilogue;
-    if (p->dtype == f32) return emit_simt_tile(*p, a, b, r, i, j, bm, bn, bk, depth, epilogue);
+    if (p->dtype == f32) {
+      if (at.warpgroup) not_tile("wgmma tiles take f16 or bf16 operands");
+      return emit_simt_tile(*p, a, b, r, i, j, bm, bn, bk, depth, epilogue);
+    }
+    if (at.warpgroup) return emit_warpgroup_tile(*p, r, i, j, bm, bn, bk, depth, epilogue);
     if (bm % 32 || bn % 64 || bk % 16 || bk < 16 || depth % bk || bm * bk % (8 * kMmaThreads) ||
         bn * bk % (8 * kMmaThreads))
       not_tile("tile " + std::to_string(bm) + " x " + std::to_string(bk) + " x " + std::to_string(bn) +
@@ -1175,7 +1363,9 @@ GpuGrid cuda_grid(const Kernel& k) {
     g.threads = {idx(Emitter::kMmaThreads), idx(1), idx(1)};
     bool simt = false;
     visit(k.body, [&](const Stmt& s) { simt |= f32_product(k, s).has_value(); });
-    g.dynamic_shared_bytes = simt ? simt_shared_bytes(k.array_tile) : tile_shared_bytes(k.array_tile);
+    g.dynamic_shared_bytes = simt ? simt_shared_bytes(k.array_tile)
+                             : k.array_tile.warpgroup ? warpgroup_shared_bytes(k.array_tile)
+                                                      : tile_shared_bytes(k.array_tile);
   }
   return g;
 }

@@ -495,6 +495,7 @@ class Emitter {
 
   void emit_simt_tile() {
     const ArrayTile& at = k_.array_tile;
+    if (at.warpgroup) not_tile("wgmma tiles are CUDA's");
     TileBody t = tile_body(k_, nest_, f32_product, [&](const std::string& why) { not_tile(why); });
     const HalfProduct* p = &t.product;
     const Expr &a = p->a, &b = p->b;

@@ -476,6 +476,68 @@ TEST(CudaBackend, F32TilesOfEveryShapeMatchAProductInDouble) {
   testing::expect_f32_tiles_match_a_product_in_double(*gpu(), {8, 16, 32});
 }
 
+// f16 contractions on wgmma tiles (sm_90) of every width, row count and
+// stage count, with B's columns contiguous (MN-major) or a weight's rows
+// (K-major), and A's rows contiguous: against a product in double of the same
+// f16 inputs, within the f32 sum's error plus the f16 output's rounding.
+TEST(CudaBackend, WarpgroupTilesOfEveryShapeMatchAProductInDouble) {
+  REQUIRE_GPU();
+  if (gpu()->info().features != "sm_90") GTEST_SKIP() << "wgmma is sm_90's";
+  const int64_t m = 256, kd = 192, n = 256;
+  std::mt19937 rng(12);
+  std::vector<float> a = testing::random_floats(rng, size_t(m * kd), -2.0f, 2.0f);
+  std::vector<float> b = testing::random_floats(rng, size_t(kd * n), -2.0f, 2.0f);
+  for (float& v : a) v = f16_bits_to_f32(f32_to_f16_bits(v));
+  for (float& v : b) v = f16_bits_to_f32(f32_to_f16_bits(v));
+  for (int layout = 0; layout < 3; ++layout) {  // B's columns contiguous, weight rows, A's columns (rows contiguous)
+    Graph g;
+    int x = layout == 2 ? g.permute(g.input("a", f16, {kd, m}), {1, 0}) : g.input("a", f16, {m, kd});
+    int y = layout == 1 ? g.permute(g.input("b", f16, {n, kd}), {1, 0}) : g.input("b", f16, {kd, n});
+    g.outputs = {g.contract(x, y)};
+    Kernel k = lower(g).kernels[0];
+    std::vector<uint16_t> ah(a.size()), bh(b.size());
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t r = 0; r < kd; ++r) ah[size_t(layout == 2 ? r * m + i : i * kd + r)] = f32_to_f16_bits(a[size_t(i * kd + r)]);
+    for (int64_t r = 0; r < kd; ++r)
+      for (int64_t c = 0; c < n; ++c) bh[size_t(layout == 1 ? c * kd + r : r * n + c)] = f32_to_f16_bits(b[size_t(r * n + c)]);
+    std::vector<Bytes> buffers;
+    for (const BufferDecl& d : k.buffers)
+      if (d.scope == MemScope::Global)
+        buffers.push_back(d.output ? Bytes(size_t(m * n) * 2) : d.name == "a" ? testing::to_bytes(ah) : testing::to_bytes(bh));
+    for (int64_t bm : {128, 256})
+      for (int64_t bn : {64, 128, 256})
+        for (int64_t stages : {3, 4}) {
+          if (bm == 256 && bn == 256) continue;
+          SCOPED_TRACE(std::to_string(bm) + " x 64 x " + std::to_string(bn) + ", " + std::to_string(stages) +
+                       " stages, layout " + std::to_string(layout));
+          Knobs knobs({{"mma_bm", bm}, {"mma_bn", bn}, {"mma_stages", stages}});
+          Kernel tiled = apply(k, schedule_with(k, gpu()->info(), knobs));
+          ASSERT_TRUE(tiled.array_tile.warpgroup);
+          ASSERT_EQ(tiled.array_tile.m, bm);
+          ASSERT_EQ(tiled.array_tile.n, bn);
+          std::vector<Bytes> out = testing::run(*gpu(), tiled, buffers);
+          std::vector<uint16_t> got;
+          for (size_t i = 0; i < k.buffers.size(); ++i)
+            if (k.buffers[i].output) got = testing::from_bytes<uint16_t>(out[i]);
+          ASSERT_EQ(got.size(), size_t(m * n));
+          int bad = 0;
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+              double want = 0, scale = 0;
+              for (int64_t r = 0; r < kd; ++r) {
+                double p = double(a[size_t(i * kd + r)]) * double(b[size_t(r * n + j)]);
+                want += p;
+                scale += std::fabs(p);
+              }
+              double v = f16_bits_to_f32(got[size_t(i * n + j)]);
+              if (std::fabs(v - want) > 1e-5 * scale + std::fabs(want) / 1024 && bad++ < 5)
+                ADD_FAILURE() << "(" << i << ", " << j << "): " << v << " != " << want;
+            }
+          EXPECT_EQ(bad, 0);
+        }
+  }
+}
+
 TEST(CudaBackend, Info) {
   REQUIRE_GPU();
   const DeviceInfo& info = gpu()->info();

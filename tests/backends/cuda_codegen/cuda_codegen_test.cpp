@@ -98,12 +98,12 @@ constexpr const char* kPtxas = "/usr/local/cuda/bin/ptxas";
 
 // ptxas, the assembler the driver's JIT is built on, run on `ptx` for sm_90
 // (in a folder of this process's, removed after): its exit status.
-int ptxas_status(const std::string& ptx, const std::string& name) {
+int ptxas_status(const std::string& ptx, const std::string& name, const std::string& arch = "sm_90") {
   auto dir = std::filesystem::temp_directory_path() / ("kiln_ptxas_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   auto file = dir / (name + ".ptx");
   std::ofstream(file) << ptx;
-  std::string command = std::string(kPtxas) + " -arch=sm_90 " + file.string() + " -o " + file.string() + ".cubin";
+  std::string command = std::string(kPtxas) + " -arch=" + arch + " " + file.string() + " -o " + file.string() + ".cubin";
   int status = std::system(command.c_str());
   std::filesystem::remove_all(dir);
   return status;
@@ -387,7 +387,9 @@ TEST(CudaCodegen, TensorCoreTiles) {
   for (const testing::GraphCase& c : testing::op_cases()) {
     if (c.name.rfind("tensor-core", 0) != 0) continue;
     SCOPED_TRACE(c.name);
-    Kernel k = scheduled(lower(c.graph).kernels[0]);
+    Kernel lowered = lower(c.graph).kernels[0];
+    Knobs mma_sync({{"wgmma", 0}});  // sm_90 would take wgmma for some (WarpgroupTiles)
+    Kernel k = apply(lowered, schedule_with(lowered, h100_description(), mma_sync));
     ASSERT_TRUE(k.array_tile.any());
     std::string src = emit_cuda(k, "f"), ptx = compile_cuda_to_ptx(k, "sm_90");
     bool bf = contains(c.name, "bf16");
@@ -410,7 +412,7 @@ TEST(CudaCodegen, TensorCoreTiles) {
   EXPECT_EQ(tiles, 10);
   // A tile the operands cannot take is refused with the reason, not miscompiled.
   Graph g;
-  g.outputs = {g.contract(g.input("a", f16, {128, 64}), g.input("b", f16, {64, 128}))};
+  g.outputs = {g.contract(g.input("a", f16, {64, 64}), g.input("b", f16, {64, 128}))};
   Schedule s = default_schedule(lower(g).kernels[0], h100_description());
   s.steps.back().sizes[1] = 24;  // a reduction step mma.sync cannot take
   try {
@@ -418,6 +420,70 @@ TEST(CudaCodegen, TensorCoreTiles) {
     ADD_FAILURE() << "a reduction step of 24 was emitted";
   } catch (const Error& e) {
     EXPECT_TRUE(contains(e.what(), "depth of 16")) << e.what();
+  }
+}
+
+// f16/bf16 contractions of warpgroup sizes take wgmma on sm_90 (compiled
+// for sm_90a): operands from 128-byte swizzled shared memory by descriptor,
+// transposed where a side is contiguous; 16-byte cp.async copies except for
+// widened int8 weights; fences between the copies and the tensor cores;
+// ptxas takes the PTX. The same tiles are refused for other architectures.
+TEST(CudaCodegen, WarpgroupTiles) {
+  int tiles = 0;
+  for (const testing::GraphCase& c : testing::op_cases()) {
+    if (c.name.rfind("wgmma", 0) != 0) continue;
+    SCOPED_TRACE(c.name);
+    Kernel k = scheduled(lower(c.graph).kernels[0]);
+    ASSERT_TRUE(k.array_tile.warpgroup) << print(default_schedule(lower(c.graph).kernels[0], h100_description()));
+    std::string src = emit_cuda(k, "f"), ptx = compile_cuda_to_ptx(k, "sm_90");
+    EXPECT_TRUE(contains(ptx, ".target sm_90a")) << ptx.substr(0, 400);
+    const bool bf = contains(c.name, "bf16"), wide = contains(c.name, "weight rows");
+    const std::string n = std::to_string(k.array_tile.n);
+    EXPECT_TRUE(contains(ptx, "wgmma.mma_async.sync.aligned.m64n" + n + "k16.f32." + (bf ? "bf16.bf16" : "f16.f16")))
+        << src;
+    EXPECT_FALSE(contains(ptx, "mma.sync")) << src;
+    for (const char* s : {"wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", "wgmma.wait_group.sync.aligned",
+                          "fence.proxy.async.shared::cta"})
+      EXPECT_TRUE(contains(ptx, s)) << s;
+    // Transposed (MN-major) B where its columns are contiguous, A where its rows are.
+    EXPECT_TRUE(contains(src, std::string(", p, 1, 1, ") + (contains(c.name, "A columns") ? "1" : "0") + ", " +
+                                  (wide ? "0" : "1") + ";"))
+        << src;
+    EXPECT_EQ(contains(ptx, "cp.async.cg.shared.global"), true) << src;
+    EXPECT_EQ(contains(src, "*reinterpret_cast<unsigned short*>(kiln_sb"), contains(c.name, "int8")) << src;
+    GpuGrid grid = cuda_grid(k);
+    EXPECT_EQ(evaluate_index(grid.threads[0], {}) * evaluate_index(grid.threads[1], {}), 256);
+    EXPECT_EQ(grid.dynamic_shared_bytes, k.array_tile.stages * (k.array_tile.m + k.array_tile.n) * 128 + 1024);
+    if (std::filesystem::exists(kPtxas)) {
+      EXPECT_EQ(ptxas_status(ptx, "wgmma" + std::to_string(tiles), "sm_90a"), 0) << src;
+    }
+    ++tiles;
+    // wgmma is sm_90's alone: other architectures get an error that says so.
+    try {
+      compile_cuda_to_ptx(k, "sm_80");
+      ADD_FAILURE() << "a wgmma tile compiled for sm_80";
+    } catch (const Error& e) {
+      EXPECT_TRUE(contains(e.what(), "needs an sm_90 GPU")) << e.what();
+    }
+  }
+  EXPECT_EQ(tiles, 8);
+  // Without the knob, the same kernels take mma.sync.
+  Graph g;
+  g.outputs = {g.contract(g.input("a", f16, {128, 64}), g.input("b", f16, {64, 128}))};
+  Kernel lowered = lower(g).kernels[0];
+  Knobs off({{"wgmma", 0}});
+  Kernel k = apply(lowered, schedule_with(lowered, h100_description(), off));
+  EXPECT_FALSE(k.array_tile.warpgroup);
+  EXPECT_TRUE(contains(compile_cuda_to_ptx(k, "sm_90"), "mma.sync.aligned.m16n8k16"));
+  // A tile wgmma cannot take is refused with the reason.
+  Schedule s = default_schedule(lowered, h100_description());
+  ASSERT_TRUE(apply(lowered, s).array_tile.warpgroup);
+  s.steps.back().sizes[1] = 32;
+  try {
+    emit_cuda(apply(lowered, s), "f");
+    ADD_FAILURE() << "a wgmma step of 32 was emitted";
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), "depth 64")) << e.what();
   }
 }
 
