@@ -151,6 +151,15 @@ TEST(SystolicTiling, BadTilesAreRefusedWithAMessage) {
   EXPECT_EQ(staged.array_tile, (ArrayTile{32, 16, 16, 3}));
   EXPECT_EQ(parse_kernel(print(staged)), staged);
   EXPECT_EQ(print(parse_schedule("array_tile r2 by 32, 16, 16, 3\n")), "array_tile r2 by 32, 16, 16, 3\n");
+  // CUDA's warpgroup tiles (wgmma) are a trailing word in both texts.
+  Kernel warpgroup = apply(k, parse_schedule("array_tile r2 by 32, 16, 16, 3 wgmma\n"));
+  EXPECT_EQ(warpgroup.array_tile, (ArrayTile{32, 16, 16, 3, true}));
+  EXPECT_EQ(parse_kernel(print(warpgroup)), warpgroup);
+  EXPECT_NE(print(warpgroup).find("array_tile 32, 16, 16, 3 wgmma"), std::string::npos);
+  EXPECT_EQ(print(parse_schedule("array_tile r2 by 32, 16, 16, 3 wgmma\n")), "array_tile r2 by 32, 16, 16, 3 wgmma\n");
+  EXPECT_EQ(print(Schedule().array_tile("r2", 32, 16, 16, 3, true)), "array_tile r2 by 32, 16, 16, 3 wgmma\n");
+  EXPECT_THROW(parse_schedule("array_tile r2 by 32, 16, 16, 3 mma\n"), Error);
+  EXPECT_THROW(parse_schedule("array_tile r2 by wgmma\n"), Error);
   std::string text = print(tiled);
   size_t at = text.find("array_tile 32, 0, 16");
   for (const char* bad : {"-3, 0, 0", "1, 2", "1, x, 3", "99999999999999999999999, 0, 0"}) {
