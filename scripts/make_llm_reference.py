@@ -101,7 +101,7 @@ def rounded(values):
 
 
 @torch.no_grad()
-def reference(model, prompt, device):
+def reference(model, prompt, device, decode_steps=DECODE_STEPS):
     """Prefill logits at every position, then greedy decode steps with the KV cache."""
     model = model.to(device)
     ids = torch.tensor([prompt], device=device)
@@ -111,7 +111,7 @@ def reference(model, prompt, device):
     margins = []
     tokens, steps = [], []
     last = prefill[-1]
-    for _ in range(DECODE_STEPS):
+    for _ in range(decode_steps):
         top = torch.topk(last, 2).values
         margins.append(float((top[0] - top[1]) / last.abs().max()))
         token = int(last.argmax())
@@ -238,13 +238,13 @@ def llama_variants(model, config, device):
     return out
 
 
-def make_large(names, dtype, out_dir, device):
+def make_large(names, dtype, out_dir, device, steps):
     for name in names:
         config = large_config(name)
         model = build(config, SEED)
         round_to(model, dtype)
         prompt = [(t * 7919) % config.vocab_size for t in PROMPT]
-        ref = reference(model, prompt, device)
+        ref = reference(model, prompt, device, steps)
         ref.update(model_type=config.model_type, dtype=str(dtype).removeprefix("torch."),
                    transformers=transformers.__version__)
         save_folder(model, dtype, out_dir / name)
@@ -258,6 +258,7 @@ def main():
     ap.add_argument("--dtype", default="float16", choices=sorted(DTYPES), help="storage dtype of large models")
     ap.add_argument("--out", type=pathlib.Path, help="folder for large models")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=DECODE_STEPS, help="greedy decode steps of large models (issue 9 asks 32)")
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -266,7 +267,7 @@ def main():
         return
     if not a.out:
         ap.error("--config needs --out")
-    make_large(a.config, DTYPES[a.dtype], a.out, a.device)
+    make_large(a.config, DTYPES[a.dtype], a.out, a.device, a.steps)
 
 
 if __name__ == "__main__":

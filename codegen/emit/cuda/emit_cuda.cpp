@@ -268,9 +268,9 @@ int64_t simt_shared_bytes(const ArrayTile& t) {
   return 4 * tile_stages(t) * (simt_stage_elements(t.m, t.k) + simt_stage_elements(t.n, t.k));
 }
 // A warpgroup tile (wgmma) holds each stage of an operand as its tile's side
-// times 64 elements of the reduction (128 bytes), both operands' stages 1024-byte
+// times BK elements of the reduction, both operands' stages 1024-byte
 // aligned (the swizzle's period), plus 1024 bytes to align the first.
-int64_t warpgroup_shared_bytes(const ArrayTile& t) { return tile_stages(t) * (t.m + t.n) * 128 + 1024; }
+int64_t warpgroup_shared_bytes(const ArrayTile& t) { return tile_stages(t) * (t.m + t.n) * t.k * 2 + 1024; }
 constexpr int64_t kMaxSharedBytes = 227 * 1024;  // a block's shared memory on sm_90 (sm_80: 163 KiB)
 
 class Emitter {
@@ -1071,47 +1071,49 @@ class Emitter {
   // accumulators in registers. Each 64-deep step of the reduction is copied
   // into shared memory by cp.async (stages - 1 steps ahead) in the 128-byte
   // swizzled layouts wgmma reads. An operand contiguous along the reduction
-  // (K-major) has a 128-byte row per element of its tile's side, whose 16-byte
-  // words are permuted by the row's index mod 8; one contiguous along its
-  // tile's side (MN-major) has 64 of the side's elements a row, a row per step
-  // of the reduction, 8 rows (1024 bytes) an atom, the 8 atoms of a 64-wide
-  // block together. Element-by-element operands take the K-major layout.
-  static constexpr int64_t kWarpgroupDepth = 64;
+  // (K-major) has a 128-byte row (64 elements of the reduction) per element of
+  // its tile's side, whose 16-byte words are permuted by the row's index mod 8,
+  // and a region of such rows per 64 of the step's BK; one contiguous along
+  // its tile's side (MN-major) has 64 of the side's elements a row, a row per
+  // element of the reduction, 8 rows (1024 bytes) an atom, the BK / 8 atoms of
+  // a 64-wide block together. Element-by-element operands take the K-major
+  // layout.
 
   // The copy of the operand's 64-deep step at reduction offset kiln_k0 into
   // the stage at byte pointer `dst`.
-  void copy_swizzled(const TileOperand& o, const std::string& dst, const std::string& r) {
+  void copy_swizzled(const TileOperand& o, const std::string& dst, const std::string& r, int64_t bk) {
     auto n = [](int64_t v) { return std::to_string(v); };
     const std::string b = buffer_name(o.buffer);
-    const int64_t t = o.tile;
+    const int64_t t = o.tile, region = t * 128;  // K-major: the bytes of each 64 of the reduction
     line("#pragma unroll");
     if (o.layout == Layout::Elements) {
-      line("for (int kiln_p = 0; kiln_p < " + n(t * kWarpgroupDepth / kMmaThreads) + "; ++kiln_p) {");
+      line("for (int kiln_p = 0; kiln_p < " + n(t * bk / kMmaThreads) + "; ++kiln_p) {");
       ++indent_;
-      line("const int kiln_e = kiln_tid + kiln_p * " + n(kMmaThreads) + ", kiln_row = kiln_e / 64, kiln_kk = kiln_e % 64;");
+      line("const int kiln_e = kiln_tid + kiln_p * " + n(kMmaThreads) + ", kiln_row = kiln_e / " + n(bk) +
+           ", kiln_kk = kiln_e % " + n(bk) + ";");
       open_vars({{o.tile_var, "kiln_row"}, {r, "kiln_k0 + kiln_kk"}});
       std::string value = o.value->kind == ExprKind::Load ? b + "[" + full(o.index) + "]" : to_storage(o.dtype, o.value);
-      line("*reinterpret_cast<unsigned short*>(" + dst +
-           " + kiln_row * 128 + (((kiln_kk / 8) ^ (kiln_row % 8)) * 16) + (kiln_kk % 8) * 2) = " + value + ";");
+      line("*reinterpret_cast<unsigned short*>(" + dst + " + (kiln_kk / 64) * " + n(region) +
+           " + kiln_row * 128 + ((((kiln_kk % 64) / 8) ^ (kiln_row % 8)) * 16) + (kiln_kk % 8) * 2) = " + value + ";");
       close_vars(2);
       --indent_;
       return line("}");
     }
-    line("for (int kiln_p = 0; kiln_p < " + n(t * 8 / kMmaThreads) + "; ++kiln_p) {");
+    line("for (int kiln_p = 0; kiln_p < " + n(t * bk / 8 / kMmaThreads) + "; ++kiln_p) {");
     ++indent_;
     line("const int kiln_c = kiln_tid + kiln_p * " + n(kMmaThreads) + ";");
     if (o.layout == Layout::KMajor) {
-      // 8 words a row: the tile's side c / 8, the reduction's word c % 8.
-      line("const int kiln_row = kiln_c / 8, kiln_w = kiln_c % 8;");
+      // BK / 8 words a row: the tile's side c / (BK / 8), the reduction's word c % (BK / 8).
+      line("const int kiln_row = kiln_c / " + n(bk / 8) + ", kiln_w = kiln_c % " + n(bk / 8) + ";");
       open_vars({{o.tile_var, "kiln_row"}, {kChunk, "kiln_k0 / 8 + kiln_w"}});
-      line("kiln_cp_async16(" + dst + " + kiln_row * 128 + ((kiln_w ^ (kiln_row % 8)) * 16), " + b + " + (" +
-           full(o.base) + "));");
+      line("kiln_cp_async16(" + dst + " + (kiln_w / 8) * " + n(region) +
+           " + kiln_row * 128 + (((kiln_w % 8) ^ (kiln_row % 8)) * 16), " + b + " + (" + full(o.base) + "));");
     } else {
-      // t / 8 words a step of the reduction: the step c / (t / 8), the side's word c % (t / 8).
+      // t / 8 words a row of the reduction: the row c / (t / 8), the side's word c % (t / 8).
       line("const int kiln_row = kiln_c / " + n(t / 8) + ", kiln_w = kiln_c % " + n(t / 8) + ";");
       open_vars({{r, "kiln_k0 + kiln_row"}, {kChunk, "kiln_w"}});
-      line("kiln_cp_async16(" + dst + " + (kiln_w / 8) * 8192 + kiln_row * 128 + (((kiln_w % 8) ^ (kiln_row % 8)) * 16), " +
-           b + " + (" + full(o.base) + "));");
+      line("kiln_cp_async16(" + dst + " + (kiln_w / 8) * " + n(bk * 128) +
+           " + kiln_row * 128 + (((kiln_w % 8) ^ (kiln_row % 8)) * 16), " + b + " + (" + full(o.base) + "));");
     }
     close_vars(2);
     --indent_;
@@ -1140,20 +1142,25 @@ class Emitter {
                            int64_t bm, int64_t bn, int64_t bk, int64_t depth, const std::vector<Stmt>& epilogue) {
     auto n = [](int64_t v) { return std::to_string(v); };
     const int64_t mw = bm / 128;  // m64 blocks a warpgroup
-    if (bk != kWarpgroupDepth || depth % bk || (bm != 128 && bm != 256) || bn % 64 || bn > 256 || mw * bn / 2 > 128)
+    if ((bk != 64 && bk != 128) || depth % bk || (bm != 128 && bm != 256) || bn % 64 || bn > 256 || mw * bn / 2 > 128)
       not_tile("wgmma tile " + n(bm) + " x " + n(bk) + " x " + n(bn) + " over a reduction of " + n(depth) +
-               ": rows 128 or 256, columns a multiple of 64 up to 256 (128 with 256 rows), depth 64 dividing the reduction");
+               ": rows 128 or 256, columns a multiple of 64 up to 256 (128 with 256 rows), depth 64 or 128 dividing the reduction");
     const ArrayTile& at = k_.array_tile;
     TileOperand ta = tile_operand(p.a, i, bm, r, depth, bk, p.dtype), tb = tile_operand(p.b, j, bn, r, depth, bk, p.dtype);
-    const int64_t stages = tile_stages(at), stage_a = bm * 128, stage = (bm + bn) * 128;
+    const int64_t stages = tile_stages(at), stage_a = bm * bk * 2, stage = (bm + bn) * bk * 2;
     check_stages(stages, warpgroup_shared_bytes(at));
     use_mma_ = true;  // the cp.async helpers
     const bool trans_a = ta.layout == Layout::TileMajor, trans_b = tb.layout == Layout::TileMajor;
     wgmma_helpers_ = wgmma_helper(bn, p.dtype == bf16, trans_a, trans_b);
-    // A k16 step moves a K-major descriptor by 32 bytes, an MN-major one by two atoms.
-    const std::string step_a = trans_a ? "2048" : "32", step_b = trans_b ? "2048" : "32";
+    // A k16 step s moves a K-major descriptor by 32 bytes within a 64-deep
+    // region (and a region every 4 steps), an MN-major one by two atoms; a
+    // 64-row block of A is 8192 bytes K-major, BK * 128 MN-major.
+    auto step = [&](bool trans, int64_t side) {
+      return trans ? "kiln_s * 2048" : "(kiln_s / 4) * " + n(side * 128) + " + (kiln_s % 4) * 32";
+    };
+    const int64_t a_block = trans_a ? bk * 128 : 8192;
     line("// tensor cores (wgmma): " + n(bm) + " x " + n(bn) + " outputs a block of 2 warpgroups (each " + n(bm / 2) +
-         " x " + n(bn) + "), the reduction in steps of 64");
+         " x " + n(bn) + "), the reduction in steps of " + n(bk));
     line("extern __shared__ __align__(1024) unsigned char kiln_wraw[];");
     line("unsigned char* const kiln_ws = kiln_wraw + ((1024u - (kiln_smem(kiln_wraw) & 1023u)) & 1023u);  // " + n(stages) +
          " stages of (A, B)");
@@ -1165,19 +1172,19 @@ class Emitter {
     ++indent_;
     line("unsigned char* const kiln_sa = kiln_ws + kiln_stage * " + n(stage) + ";");
     line("unsigned char* const kiln_sb = kiln_sa + " + n(stage_a) + ";");
-    copy_swizzled(ta, "kiln_sa", r);
-    copy_swizzled(tb, "kiln_sb", r);
+    copy_swizzled(ta, "kiln_sa", r, bk);
+    copy_swizzled(tb, "kiln_sb", r, bk);
     --indent_;
     line("};");
     pipeline_prologue(stages, depth, bk);
-    // Descriptors of stage 0: this warpgroup's rows of A (64-row blocks of
-    // 8192 bytes), all of B; leading byte offsets only matter MN-major (the
-    // next 64-wide block), stride offsets are the next 8 rows or steps.
+    // Descriptors of stage 0: this warpgroup's rows of A, all of B; leading
+    // byte offsets only matter MN-major (the next 64-wide block), stride
+    // offsets are the next 8 rows or elements of the reduction.
     line("const unsigned kiln_s0 = kiln_smem(kiln_ws);");
-    line("const unsigned long long kiln_da = kiln_wgmma_desc(kiln_s0 + kiln_wg * " + n(mw * 8192) + ", " +
-         (trans_a ? "8192" : "16") + ", 1024);");
-    line("const unsigned long long kiln_db = kiln_wgmma_desc(kiln_s0 + " + n(stage_a) + ", " + (trans_b ? "8192" : "16") +
-         ", 1024);");
+    line("const unsigned long long kiln_da = kiln_wgmma_desc(kiln_s0 + kiln_wg * " + n(mw * a_block) + ", " +
+         (trans_a ? n(bk * 128) : "16") + ", 1024);");
+    line("const unsigned long long kiln_db = kiln_wgmma_desc(kiln_s0 + " + n(stage_a) + ", " +
+         (trans_b ? n(bk * 128) : "16") + ", 1024);");
     const std::string steps = n(depth / bk) + "LL", ahead = n(stages - 1);
     line("for (long long kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
     ++indent_;
@@ -1189,14 +1196,14 @@ class Emitter {
     line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) kiln_wgmma_hold((&kiln_acc[0][0])[kiln_x]);");
     line("kiln_wgmma_fence();");
     line("#pragma unroll");
-    line("for (int kiln_s = 0; kiln_s < 4; ++kiln_s) {");
+    line("for (int kiln_s = 0; kiln_s < " + n(bk / 16) + "; ++kiln_s) {");
     line("  #pragma unroll");
     line("  for (int kiln_m = 0; kiln_m < " + n(mw) + "; ++kiln_m)");
-    line("    kiln_wgmma(kiln_acc[kiln_m], kiln_da + kiln_off + ((kiln_m * 8192 + kiln_s * " + step_a +
-         ") >> 4), kiln_db + kiln_off + ((kiln_s * " + step_b + ") >> 4));");
+    line("    kiln_wgmma(kiln_acc[kiln_m], kiln_da + kiln_off + ((kiln_m * " + n(a_block) + " + " + step(trans_a, bm) +
+         ") >> 4), kiln_db + kiln_off + ((" + step(trans_b, bn) + ") >> 4));");
     line("}");
     line("kiln_wgmma_commit();");
-    line("if (kiln_kt + " + ahead + " < " + steps + ") kiln_load(kiln_write, (kiln_kt + " + ahead + ") * 64LL);");
+    line("if (kiln_kt + " + ahead + " < " + steps + ") kiln_load(kiln_write, (kiln_kt + " + ahead + ") * " + n(bk) + "LL);");
     line("kiln_cp_async_commit();");
     line("kiln_wgmma_wait<0>();");
     line("#pragma unroll");

@@ -476,14 +476,14 @@ TEST(CudaBackend, F32TilesOfEveryShapeMatchAProductInDouble) {
   testing::expect_f32_tiles_match_a_product_in_double(*gpu(), {8, 16, 32});
 }
 
-// f16 contractions on wgmma tiles (sm_90) of every width, row count and
-// stage count, with B's columns contiguous (MN-major) or a weight's rows
+// f16 contractions on wgmma tiles (sm_90) of every width, row count, depth
+// and stage count, with B's columns contiguous (MN-major) or a weight's rows
 // (K-major), and A's rows contiguous: against a product in double of the same
 // f16 inputs, within the f32 sum's error plus the f16 output's rounding.
 TEST(CudaBackend, WarpgroupTilesOfEveryShapeMatchAProductInDouble) {
   REQUIRE_GPU();
   if (gpu()->info().features != "sm_90") GTEST_SKIP() << "wgmma is sm_90's";
-  const int64_t m = 256, kd = 192, n = 256;
+  const int64_t m = 256, kd = 256, n = 256;
   std::mt19937 rng(12);
   std::vector<float> a = testing::random_floats(rng, size_t(m * kd), -2.0f, 2.0f);
   std::vector<float> b = testing::random_floats(rng, size_t(kd * n), -2.0f, 2.0f);
@@ -506,14 +506,17 @@ TEST(CudaBackend, WarpgroupTilesOfEveryShapeMatchAProductInDouble) {
         buffers.push_back(d.output ? Bytes(size_t(m * n) * 2) : d.name == "a" ? testing::to_bytes(ah) : testing::to_bytes(bh));
     for (int64_t bm : {128, 256})
       for (int64_t bn : {64, 128, 256})
-        for (int64_t stages : {3, 4}) {
-          if (bm == 256 && bn == 256) continue;
-          SCOPED_TRACE(std::to_string(bm) + " x 64 x " + std::to_string(bn) + ", " + std::to_string(stages) +
-                       " stages, layout " + std::to_string(layout));
-          Knobs knobs({{"mma_bm", bm}, {"mma_bn", bn}, {"mma_stages", stages}});
+        for (int64_t bk : {64, 128})
+        for (int64_t stages : {2, 3, 4}) {
+          if ((bm == 256 && bn == 256) || stages * (bm + bn) * bk * 2 + 1024 > 227 * 1024 || (bk == 64 && stages == 2))
+            continue;
+          SCOPED_TRACE(std::to_string(bm) + " x " + std::to_string(bk) + " x " + std::to_string(bn) + ", " +
+                       std::to_string(stages) + " stages, layout " + std::to_string(layout));
+          Knobs knobs({{"mma_bm", bm}, {"mma_bn", bn}, {"mma_bk", bk}, {"mma_stages", stages}});
           Kernel tiled = apply(k, schedule_with(k, gpu()->info(), knobs));
           ASSERT_TRUE(tiled.array_tile.warpgroup);
           ASSERT_EQ(tiled.array_tile.m, bm);
+          ASSERT_EQ(tiled.array_tile.k, bk);
           ASSERT_EQ(tiled.array_tile.n, bn);
           std::vector<Bytes> out = testing::run(*gpu(), tiled, buffers);
           std::vector<uint16_t> got;

@@ -433,8 +433,12 @@ TEST(CudaCodegen, WarpgroupTiles) {
   for (const testing::GraphCase& c : testing::op_cases()) {
     if (c.name.rfind("wgmma", 0) != 0) continue;
     SCOPED_TRACE(c.name);
-    Kernel k = scheduled(lower(c.graph).kernels[0]);
-    ASSERT_TRUE(k.array_tile.warpgroup) << print(default_schedule(lower(c.graph).kernels[0], h100_description()));
+    Kernel lowered = lower(c.graph).kernels[0];
+    // int8 weights take wgmma only when asked (by default mma.sync, whose element copies were faster).
+    EXPECT_EQ(scheduled(lowered).array_tile.warpgroup, !contains(c.name, "int8"));
+    Knobs on({{"wgmma", 1}});
+    Kernel k = apply(lowered, schedule_with(lowered, h100_description(), on));
+    ASSERT_TRUE(k.array_tile.warpgroup);
     std::string src = emit_cuda(k, "f"), ptx = compile_cuda_to_ptx(k, "sm_90");
     EXPECT_TRUE(contains(ptx, ".target sm_90a")) << ptx.substr(0, 400);
     const bool bf = contains(c.name, "bf16"), wide = contains(c.name, "weight rows");
@@ -467,6 +471,21 @@ TEST(CudaCodegen, WarpgroupTiles) {
     }
   }
   EXPECT_EQ(tiles, 8);
+  // Steps 128 deep (two 64-deep regions a stage for K-major operands).
+  for (const testing::GraphCase& c : testing::op_cases()) {
+    if (c.name.rfind("wgmma", 0) != 0 || (contains(c.name, ",") && !contains(c.name, "int8"))) continue;  // reductions of 128
+    SCOPED_TRACE(c.name + ", 128 deep");
+    Kernel lowered = lower(c.graph).kernels[0];
+    Knobs deep({{"mma_bk", 128}, {"mma_stages", 2}, {"wgmma", 1}});
+    Kernel k = apply(lowered, schedule_with(lowered, h100_description(), deep));
+    ASSERT_TRUE(k.array_tile.warpgroup);
+    ASSERT_EQ(k.array_tile.k, 128);
+    std::string ptx = compile_cuda_to_ptx(k, "sm_90");
+    EXPECT_TRUE(contains(ptx, "wgmma.mma_async")) << emit_cuda(k, "f");
+    if (std::filesystem::exists(kPtxas)) {
+      EXPECT_EQ(ptxas_status(ptx, "wgmma_deep", "sm_90a"), 0) << emit_cuda(k, "f");
+    }
+  }
   // Without the knob, the same kernels take mma.sync.
   Graph g;
   g.outputs = {g.contract(g.input("a", f16, {128, 64}), g.input("b", f16, {64, 128}))};
