@@ -727,6 +727,29 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     }
   }
   std::string b = fresh(k, "blk"), th = fresh(k, "thr");
+  // Elementwise kernels: each thread may take several consecutive points
+  // (knob `elems`), an unrolled loop whose loads the GPU emitters read 16
+  // bytes at a time and whose blocks are that many times fewer. One a thread
+  // by default until measured (the CUDA chain:268435456 lost ~9% since
+  // session 1 at one a thread: 1.27 against 1.17 ms).
+  if (points > 0 && !has_reduction(k, body)) {
+    std::vector<int64_t> per;
+    for (int64_t e : {1, 2, 4, 8})
+      if (points % (threads * e) == 0) per.push_back(e);
+    int64_t elems = per.empty() ? 1 : kn.pick("elems", per, 1);
+    if (elems > 1) {
+      Schedule several = s;
+      std::string rest = fresh(k, "pts"), pt = fresh(k, "pt");
+      several.split(cur, elems, rest, pt).split(rest, threads, b, th).unroll(pt);
+      several.bind(b, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
+      try {
+        apply(k, several);
+        return several;
+      } catch (const Error&) {
+        // One point a thread.
+      }
+    }
+  }
   s.split(cur, threads, b, th).bind(b, LoopKind::GpuBlock).bind(th, LoopKind::GpuThread);
   return s;
 }

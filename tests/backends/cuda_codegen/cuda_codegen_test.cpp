@@ -506,6 +506,22 @@ TEST(CudaCodegen, WarpgroupTiles) {
   }
 }
 
+// Elementwise kernels with several points a thread (knob `elems`): the
+// thread's points are one unrolled loop whose loads are 16 bytes wide, and
+// the blocks that many times fewer.
+TEST(CudaCodegen, SeveralPointsAThreadLoadSixteenBytes) {
+  Workload w = make_workload("chain:1048576", f32, 1);
+  Kernel lowered = lower(w.graph).kernels[0];
+  Knobs four({{"elems", 4}});
+  Kernel k = apply(lowered, schedule_with(lowered, h100_description(), four));
+  std::string src = emit_cuda(k, "f"), ptx = compile_cuda_to_ptx(k, "sm_90");
+  EXPECT_TRUE(contains(ptx, "ld.global.nc.v4.u32")) << src;
+  EXPECT_EQ(evaluate_index(cuda_grid(k).blocks[0], {}), 1048576 / 256 / 4) << src;
+  Kernel one = scheduled(lowered);
+  EXPECT_FALSE(contains(compile_cuda_to_ptx(one, "sm_90"), "ld.global.nc.v4")) << "one point a thread by default";
+  EXPECT_EQ(evaluate_index(cuda_grid(one).blocks[0], {}), 1048576 / 256);
+}
+
 // f32 contractions of tile sizes run on SIMT tiles: the same cp.async
 // pipeline (16-byte copies where a tile's side is contiguous, 4-byte ones
 // otherwise), each thread's outputs from 16-byte shared-memory reads, fused

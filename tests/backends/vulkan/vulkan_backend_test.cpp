@@ -429,6 +429,23 @@ TEST_F(VulkanBackend, UnrolledLoopsReadSixteenBytePieces) {
     }
 }
 
+// Elementwise kernels with several points a thread (knob `elems`, an
+// unrolled loop; CUDA reads it 16 bytes at a time) compute what the
+// interpreter does.
+TEST_F(VulkanBackend, SeveralPointsAThreadMatchTheInterpreter) {
+  Workload w = make_workload("chain:262144", f32, 3);
+  std::vector<HostTensor> want = interpret(w.graph, w.inputs);
+  Kernel lowered = lower(w.graph).kernels[0];
+  for (int64_t elems : {2, 4, 8}) {
+    SCOPED_TRACE(elems);
+    Knobs knobs({{"elems", elems}});
+    Schedule s = schedule_with(lowered, testing::vulkan_device()->info(), knobs);
+    ASSERT_NE(print(s).find("unroll"), std::string::npos) << print(s);
+    std::vector<HostTensor> got = CompiledGraph(w.graph, testing::vulkan_device(), {s}).run(w.inputs);
+    EXPECT_EQ(compare(want[0], got[0], tolerance_for(f32)), "");
+  }
+}
+
 // --- Errors ---
 
 // f32 contractions on tiles of every side and depth (two stages: registers
