@@ -381,6 +381,30 @@ inline std::string check_allreduce(const std::vector<float>& x, const std::vecto
 // depth in `depths` whose two stages fit `shared_limit` bytes (0: any; stages
 // 2 or 3 where the backend takes the knob), with A read row by row and B
 // either way, on `dev` against a product in double.
+// `got` (m x n, row-major) against the product of a (m x kd) and b (kd x
+// n) in double: each output within `rel` of the sum of its terms' magnitudes
+// plus `out_rel` of its value (the output dtype's rounding). Reports the first
+// few outputs that are not.
+inline void expect_product_in_double(const std::vector<double>& got, const std::vector<float>& a,
+                                     const std::vector<float>& b, int64_t m, int64_t kd, int64_t n, double rel,
+                                     double out_rel = 0) {
+  ASSERT_EQ(got.size(), size_t(m * n));
+  int bad = 0;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double want = 0, scale = 0;
+      for (int64_t r = 0; r < kd; ++r) {
+        double p = double(a[size_t(i * kd + r)]) * double(b[size_t(r * n + j)]);
+        want += p;
+        scale += std::fabs(p);
+      }
+      double v = got[size_t(i * n + j)];
+      if (std::fabs(v - want) > rel * scale + out_rel * std::fabs(want) && bad++ < 5)
+        ADD_FAILURE() << "(" << i << ", " << j << "): " << v << " != " << want;
+    }
+  EXPECT_EQ(bad, 0);
+}
+
 inline void expect_f32_tiles_match_a_product_in_double(Device& dev, const std::vector<int64_t>& depths,
                                                         int64_t shared_limit = 0) {
   const int64_t m = 128, kd = 96, n = 256;
@@ -414,24 +438,11 @@ inline void expect_f32_tiles_match_a_product_in_double(Device& dev, const std::v
           ASSERT_EQ(tiled.array_tile.k, depth);
           ASSERT_EQ(tiled.array_tile.n, bn);
           std::vector<Bytes> out = run(dev, tiled, buffers);
-          std::vector<float> got;
+          std::vector<double> got;
           for (size_t i = 0; i < k.buffers.size(); ++i)
-            if (k.buffers[i].output) got = from_bytes<float>(out[i]);
-          ASSERT_EQ(got.size(), size_t(m * n));
-          int bad = 0;
-          for (int64_t i = 0; i < m; ++i)
-            for (int64_t j = 0; j < n; ++j) {
-              double want = 0, scale = 0;
-              for (int64_t r = 0; r < kd; ++r) {
-                double p = double(a[size_t(i * kd + r)]) * double(b[size_t(r * n + j)]);
-                want += p;
-                scale += std::fabs(p);
-              }
-              double err = std::fabs(double(got[size_t(i * n + j)]) - want);
-              if (err > 1e-5 * scale && bad++ < 5)
-                ADD_FAILURE() << "(" << i << ", " << j << "): " << got[size_t(i * n + j)] << " != " << want;
-            }
-          EXPECT_EQ(bad, 0);
+            if (k.buffers[i].output)
+              for (float v : from_bytes<float>(out[i])) got.push_back(v);
+          expect_product_in_double(got, a, b, m, kd, n, 1e-5);
         }
   }
 }

@@ -908,6 +908,27 @@ class Emitter {
     line("}");
   }
 
+  // Every tile's last part: for each accumulator a thread holds (the
+  // unrolled loops `loops`, variable and extent), the output point (i, j)
+  // it is for, its value into the kernel's accumulator buffer, the epilogue.
+  void emit_accumulators(const std::vector<std::pair<std::string, int64_t>>& loops, const std::string& i,
+                         const std::string& i_value, const std::string& j, const std::string& j_value,
+                         const std::string& acc, const std::string& value, const std::vector<Stmt>& epilogue) {
+    for (const auto& [v, extent] : loops) {
+      line("#pragma unroll");
+      line("for (int " + v + " = 0; " + v + " < " + std::to_string(extent) + "; ++" + v + ") {");
+      ++indent_;
+    }
+    open_vars({{i, i_value}, {j, j_value}});
+    line(acc + "[0] = " + value + ";");
+    emit_stmts(epilogue);
+    close_vars(2);
+    for (size_t x = 0; x < loops.size(); ++x) {
+      --indent_;
+      line("}");
+    }
+  }
+
   // A tile's stage count and the shared memory its stages take.
   void check_stages(int64_t stages, int64_t bytes) {
     if (stages < 2 || stages > 8) not_tile("stages must be in 2..8");
@@ -1047,20 +1068,9 @@ class Emitter {
     line("}");
     --indent_;
     line("}");
-    line("#pragma unroll");
-    line("for (int kiln_i = 0; kiln_i < " + n(tm) + "; ++kiln_i) {");
-    ++indent_;
-    line("#pragma unroll");
-    line("for (int kiln_j = 0; kiln_j < " + n(tn) + "; ++kiln_j) {");
-    ++indent_;
-    open_vars({{i, "(kiln_i / 4) * 64 + kiln_ty * 4 + kiln_i % 4"}, {j, "(kiln_j / 4) * 64 + kiln_tx * 4 + kiln_j % 4"}});
-    line(buffer_name(p.acc) + "[0] = kiln_acc[kiln_i][kiln_j];");
-    emit_stmts(epilogue);
-    close_vars(2);
-    --indent_;
-    line("}");
-    --indent_;
-    line("}");
+    emit_accumulators({{"kiln_i", tm}, {"kiln_j", tn}}, i, "(kiln_i / 4) * 64 + kiln_ty * 4 + kiln_i % 4", j,
+                      "(kiln_j / 4) * 64 + kiln_tx * 4 + kiln_j % 4", buffer_name(p.acc), "kiln_acc[kiln_i][kiln_j]",
+                      epilogue);
   }
 
   // --- Warpgroup tiles (Hopper): an array_tile ... wgmma on f16/bf16 ---
@@ -1214,21 +1224,10 @@ class Emitter {
     line("}");
     // Accumulator x of m64 block m: row 16 (warp in group) + lane / 4 (+ 8
     // for x % 4 >= 2), column 8 (x / 4) + 2 (lane % 4) + x % 2.
-    line("#pragma unroll");
-    line("for (int kiln_m = 0; kiln_m < " + n(mw) + "; ++kiln_m) {");
-    ++indent_;
-    line("#pragma unroll");
-    line("for (int kiln_x = 0; kiln_x < " + n(bn / 2) + "; ++kiln_x) {");
-    ++indent_;
-    open_vars({{i, "kiln_wg * " + n(bm / 2) + " + kiln_m * 64 + kiln_wq * 16 + kiln_lane / 4 + ((kiln_x % 4) / 2) * 8"},
-               {j, "(kiln_x / 4) * 8 + (kiln_lane % 4) * 2 + kiln_x % 2"}});
-    line(buffer_name(p.acc) + "[0] = kiln_acc[kiln_m][kiln_x];");
-    emit_stmts(epilogue);
-    close_vars(2);
-    --indent_;
-    line("}");
-    --indent_;
-    line("}");
+    emit_accumulators({{"kiln_m", mw}, {"kiln_x", bn / 2}}, i,
+                      "kiln_wg * " + n(bm / 2) + " + kiln_m * 64 + kiln_wq * 16 + kiln_lane / 4 + ((kiln_x % 4) / 2) * 8",
+                      j, "(kiln_x / 4) * 8 + (kiln_lane % 4) * 2 + kiln_x % 2", buffer_name(p.acc),
+                      "kiln_acc[kiln_m][kiln_x]", epilogue);
   }
 
   void emit_tensor_core_tile() {
@@ -1332,26 +1331,10 @@ class Emitter {
     --indent_;
     line("}");
     // Accumulator e of (kiln_i, kiln_j): row lane/4 (+8 for e >= 2), column 2 (lane % 4) + e % 2.
-    line("#pragma unroll");
-    line("for (int kiln_i = 0; kiln_i < " + n(mi) + "; ++kiln_i) {");
-    ++indent_;
-    line("#pragma unroll");
-    line("for (int kiln_j = 0; kiln_j < " + n(ni) + "; ++kiln_j) {");
-    ++indent_;
-    line("#pragma unroll");
-    line("for (int kiln_e = 0; kiln_e < 4; ++kiln_e) {");
-    ++indent_;
-    open_vars({{i, "kiln_wm + kiln_i * 16 + kiln_lane / 4 + (kiln_e / 2) * 8"},
-               {j, "kiln_wn + kiln_j * 8 + (kiln_lane % 4) * 2 + kiln_e % 2"}});
-    line(buffer_name(p->acc) + "[0] = kiln_acc[kiln_i][kiln_j][kiln_e];");
-    emit_stmts(epilogue);
-    close_vars(2);
-    --indent_;
-    line("}");
-    --indent_;
-    line("}");
-    --indent_;
-    line("}");
+    emit_accumulators({{"kiln_i", mi}, {"kiln_j", ni}, {"kiln_e", 4}}, i,
+                      "kiln_wm + kiln_i * 16 + kiln_lane / 4 + (kiln_e / 2) * 8", j,
+                      "kiln_wn + kiln_j * 8 + (kiln_lane % 4) * 2 + kiln_e % 2", buffer_name(p->acc),
+                      "kiln_acc[kiln_i][kiln_j][kiln_e]", epilogue);
   }
 };
 
