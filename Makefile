@@ -26,7 +26,10 @@ test: build
 # (docs/testing.md), without the 2000-graph fuzz runs (200 graphs instead) and
 # the every-op sweeps on lavapipe and the systolic simulator (10 minutes under
 # ASan; their backends' own tests still run). Suppressions, each with its
-# reason, are in scripts/sanitizers/.
+# reason, are in scripts/sanitizers/. CudaCodegen.TensorCoreTiles passes its
+# checks under ASan but LeakSanitizer's own tracer crashes at its exit
+# (SIGSEGV in the stop-the-world scan, docs/testing.md, 2026-12-06): it runs in
+# the plain suite only until that is understood.
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1 \
   LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/sanitizers/lsan.supp:print_suppressions=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -36,7 +39,7 @@ SAN_FLAGS = -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g"
 test-asan: setup
 	cmake -S . -B build-asan $(SAN_FLAGS) -DKILN_SANITIZE=address,undefined
 	$(SAN_ENV) cmake --build build-asan -j $(JOBS)
-	cd build-asan && $(SAN_ENV) ctest --output-on-failure -j $(JOBS) -LE fuzz -E '^EveryOp/(Vulkan|Systolic)Ops'
+	cd build-asan && $(SAN_ENV) ctest --output-on-failure -j $(JOBS) -LE fuzz -E '^EveryOp/(Vulkan|Systolic)Ops|^CudaCodegen\.TensorCoreTiles$$'
 	$(SAN_ENV) ./build-asan/bin/kiln fuzz --graphs 200 --seed 1 --device cpu --device vulkan --out build-asan/fuzz-failures
 
 # The runtime's concurrent parts (thread pool, kernel cache) under
