@@ -468,10 +468,9 @@ Schedule gpu_tensor_core_tiles(const Kernel& k, const std::vector<Stmt>& chain, 
   if (!simt && cuda_capability(t) == 90 && depth % 64 == 0 && m % 128 == 0 && nn % 64 == 0 &&
       kn.pick("wgmma", loads)) {
     std::vector<int64_t> wbns = divisors_among(nn, {256, 128, 64});
-    int64_t wn = wbns[0];
-    dm = 128;
-    while (2 * batches * (m / dm) * (nn / wn) < t.cores && wn > 64 && nn % (wn / 2) == 0) wn /= 2;
-    int64_t wm = kn.pick("mma_bm", divisors_among(m, {128, 256}), dm);
+    int64_t wn = wbns[0];  // a multiple of 64 whose half divides nn too
+    while (2 * batches * (m / 128) * (nn / wn) < t.cores && wn > 64) wn /= 2;
+    int64_t wm = kn.pick("mma_bm", divisors_among(m, {128, 256}), 128);
     std::erase_if(wbns, [&](int64_t v) { return wm == 256 && v > 128; });
     wn = kn.pick("mma_bn", wbns, std::min(wn, wbns[0]));
     int64_t wk = kn.pick("mma_bk", divisors_among(depth, {64, 128}), 64);
