@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -86,6 +88,49 @@ Peer sgemv_peer(const Workload& w, const HostTensor& kiln_out, const BenchOption
 
 }  // namespace
 
+// The slowest kernels of a warm run: on devices that capture, each kernel's
+// time within a replay (recorded 10 times in a row); elsewhere each launch
+// timed one by one with a wait after it.
+void print_profile(CompiledGraph& cg, std::FILE* f) {
+  std::vector<double> t = cg.replayed_kernel_seconds();
+  bool replayed = !t.empty();
+  if (!replayed) {
+    cg.execute();
+    t = cg.kernel_seconds();
+  }
+  std::vector<size_t> order(t.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return t[a] > t[b]; });
+  double total = 0;
+  for (double v : t) total += v;
+  std::fprintf(f, "\n%zu launches, %.3f ms in all (%s); the slowest:\n", t.size(), total * 1e3,
+              replayed ? "each kernel replayed 10 times in a row, best of 3" : "launched one by one, a wait after each");
+  for (size_t i = 0; i < std::min<size_t>(order.size(), 10); ++i) {
+    const Launch& l = cg.program().launches[order[i]];
+    std::fprintf(f, "  %9.1f us  %5.1f%%  %s\n", t[order[i]] * 1e6, 100 * t[order[i]] / total,
+                cg.program().kernels[l.kernel].name.c_str());
+  }
+  // Kernels of one kind (the name without its number and the first output's
+  // shape: one per model layer).
+  std::map<std::string, std::pair<double, int>> kinds;
+  for (size_t i = 0; i < t.size(); ++i) {
+    const Launch& l = cg.program().launches[i];
+    const std::string& name = cg.program().kernels[l.kernel].name;
+    std::string kind = name.substr(name.find('_') + 1);
+    if (!l.args.empty()) kind += " -> " + shape_str(cg.program().graph.nodes[l.args[0]].shape);
+    auto& [sum, count] = kinds[kind];
+    sum += t[i];
+    ++count;
+  }
+  std::vector<std::pair<double, std::string>> by_kind;
+  for (auto& [name, v] : kinds) by_kind.push_back({v.first, name + " x" + std::to_string(v.second)});
+  std::sort(by_kind.rbegin(), by_kind.rend());
+  std::fprintf(f, "by kind:\n");
+  for (size_t i = 0; i < std::min<size_t>(by_kind.size(), 24); ++i)
+    std::fprintf(f, "  %9.1f us  %5.1f%%  %s\n", by_kind[i].first * 1e6, 100 * by_kind[i].first / total,
+                by_kind[i].second.c_str());
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   size_t n = v.size();
@@ -103,6 +148,7 @@ std::string bench_workload(const std::string& spec, const BenchOptions& opt) {
   double launch_s = time_median([&] { cg.execute({.replay = false, .timing = false}); }, opt);
   double kiln_s = replays ? time_median([&] { cg.execute({.replay = true}); }, opt) : launch_s;
   HostTensor out = cg.outputs().at(0);
+  if (opt.profile) print_profile(cg, stderr);
 
   // CPU peers only for the CPU; GPU peers (PyTorch) run in bench/gpu_compare.py.
   Peer peer;

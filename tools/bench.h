@@ -5,12 +5,15 @@
 // ratio.
 #pragma once
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
 #include "kiln/dtype.h"
 
 namespace kiln {
+
+class CompiledGraph;
 
 struct BenchOptions {
   std::string device = "cpu";
@@ -21,9 +24,13 @@ struct BenchOptions {
   int reps = 10;
   int warmup = 2;
   bool json = false;
+  bool profile = false;  // then print_profile of the workload's graph (llm: the decode step) to stderr
 };
 
 double median(std::vector<double> v);
+
+// The slowest kernels of a warm run of `cg`, and their time by kind, to `f`.
+void print_profile(CompiledGraph& cg, std::FILE* f);
 
 // Prints one line (JSON object or text) for the workload; returns it too.
 std::string bench_workload(const std::string& spec, const BenchOptions& opt);

@@ -119,49 +119,6 @@ double check_against_interpreter(const Graph& g, const std::map<std::string, Hos
   return worst;
 }
 
-// The slowest kernels of a warm run: on devices that capture, each kernel's
-// time within a replay (recorded 10 times in a row); elsewhere each launch
-// timed one by one with a wait after it.
-void print_profile(CompiledGraph& cg) {
-  std::vector<double> t = cg.replayed_kernel_seconds();
-  bool replayed = !t.empty();
-  if (!replayed) {
-    cg.execute();
-    t = cg.kernel_seconds();
-  }
-  std::vector<size_t> order(t.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return t[a] > t[b]; });
-  double total = 0;
-  for (double v : t) total += v;
-  std::printf("\n%zu launches, %.3f ms in all (%s); the slowest:\n", t.size(), total * 1e3,
-              replayed ? "each kernel replayed 10 times in a row, best of 3" : "launched one by one, a wait after each");
-  for (size_t i = 0; i < std::min<size_t>(order.size(), 10); ++i) {
-    const Launch& l = cg.program().launches[order[i]];
-    std::printf("  %9.1f us  %5.1f%%  %s\n", t[order[i]] * 1e6, 100 * t[order[i]] / total,
-                cg.program().kernels[l.kernel].name.c_str());
-  }
-  // Kernels of one kind (the name without its number and the first output's
-  // shape: one per model layer).
-  std::map<std::string, std::pair<double, int>> kinds;
-  for (size_t i = 0; i < t.size(); ++i) {
-    const Launch& l = cg.program().launches[i];
-    const std::string& name = cg.program().kernels[l.kernel].name;
-    std::string kind = name.substr(name.find('_') + 1);
-    if (!l.args.empty()) kind += " -> " + shape_str(cg.program().graph.nodes[l.args[0]].shape);
-    auto& [sum, count] = kinds[kind];
-    sum += t[i];
-    ++count;
-  }
-  std::vector<std::pair<double, std::string>> by_kind;
-  for (auto& [name, v] : kinds) by_kind.push_back({v.first, name + " x" + std::to_string(v.second)});
-  std::sort(by_kind.rbegin(), by_kind.rend());
-  std::printf("by kind:\n");
-  for (size_t i = 0; i < std::min<size_t>(by_kind.size(), 24); ++i)
-    std::printf("  %9.1f us  %5.1f%%  %s\n", by_kind[i].first * 1e6, 100 * by_kind[i].first / total,
-                by_kind[i].second.c_str());
-}
-
 int cmd_run(const std::string& what, DType dtype, const std::string& dev, Bindings symbols, bool profile,
             bool check) {
   std::map<std::string, HostTensor> inputs;
@@ -169,7 +126,7 @@ int cmd_run(const std::string& what, DType dtype, const std::string& dev, Bindin
   symbols = bind_symbols(g, inputs, symbols);
   CompiledGraph cg(g, device(dev));
   std::vector<HostTensor> out = cg.run(inputs, symbols);
-  if (profile) print_profile(cg);
+  if (profile) print_profile(cg, stdout);
   for (size_t o = 0; o < out.size(); ++o) {
     std::printf("output %zu: %s [", o, describe(out[o]).c_str());
     for (int64_t i = 0; i < std::min<int64_t>(out[o].numel(), 8); ++i) std::printf("%s%.6g", i ? ", " : "", out[o].get(i));
@@ -242,6 +199,7 @@ int main_impl(int argc, char** argv) {
   bench->add_option("--reps", bo.reps, "timed runs (median reported)")->check(CLI::Range(1, 100000));
   bench->add_option("--warmup", bo.warmup, "untimed runs first")->check(CLI::Range(0, 100000));
   bench->add_flag("--json", bo.json, "one JSON object per workload");
+  bench->add_flag("--profile", bo.profile, "then each kernel's time in a warm run, the slowest first (stderr; llm: the decode step)");
 
   auto* demo = app.add_subcommand("demo", "compile and run a small MLP, print its kernels and their times");
   demo->add_option("--device", dev, "device");

@@ -237,6 +237,7 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
       }
     }
   }
+  if (opt.profile) print_profile(s.decode_graph(), stderr);
   double bw = measured_bandwidth(*dev);
   double decode_tok_s = double(decode_n) / median(decode);
   double floor_tok_s = bw > 0 ? bw / double(s.weight_bytes()) : 0;

@@ -66,9 +66,12 @@ class LlmSession {
   // a timed first request does not include it.
   void warm_up(int64_t prompt_tokens);
 
+  // The decode step's graph (compiled on first use), with the last step's
+  // inputs bound: for profiles of its kernels.
+  CompiledGraph& decode_graph();
+
  private:
   CompiledGraph& prefill_graph(int64_t bucket);
-  CompiledGraph& decode_graph();
   void bind_weights(CompiledGraph& cg);
   int32_t check_token(int32_t t) const;
   // Appends the decode step's keys and values (outputs of `cg`) at row length_.

@@ -517,9 +517,14 @@ TEST(CudaCodegen, SeveralPointsAThreadLoadSixteenBytes) {
   std::string src = emit_cuda(k, "f"), ptx = compile_cuda_to_ptx(k, "sm_90");
   EXPECT_TRUE(contains(ptx, "ld.global.nc.v4.u32")) << src;
   EXPECT_EQ(evaluate_index(cuda_grid(k).blocks[0], {}), 1048576 / 256 / 4) << src;
-  Kernel one = scheduled(lowered);
-  EXPECT_FALSE(contains(compile_cuda_to_ptx(one, "sm_90"), "ld.global.nc.v4")) << "one point a thread by default";
-  EXPECT_EQ(evaluate_index(cuda_grid(one).blocks[0], {}), 1048576 / 256);
+  // By default, large ones take 8 bytes a thread (two f32 points, read as
+  // one 8-byte load), small ones one point a thread.
+  Kernel two = scheduled(lowered);
+  EXPECT_TRUE(contains(compile_cuda_to_ptx(two, "sm_90"), "ld.global.nc.v2")) << emit_cuda(two, "f");
+  EXPECT_EQ(evaluate_index(cuda_grid(two).blocks[0], {}), 1048576 / 256 / 2);
+  Kernel one = scheduled(lower(make_workload("chain:65536", f32, 1).graph).kernels[0]);
+  EXPECT_FALSE(contains(compile_cuda_to_ptx(one, "sm_90"), "ld.global.nc.v")) << emit_cuda(one, "f");
+  EXPECT_EQ(evaluate_index(cuda_grid(one).blocks[0], {}), 65536 / 256);
 }
 
 // f32 contractions of tile sizes run on SIMT tiles: the same cp.async
