@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <utility>
@@ -96,6 +98,26 @@ __device__ __forceinline__ float kiln_f16_to_f32(unsigned short h) {
   return f;
 }
 __device__ __forceinline__ float kiln_round_f16(float f) { return kiln_f16_to_f32(kiln_f32_to_f16(f)); }
+)";
+
+// A dequantized weight, round<f16>((q - zero) * scale) for an integer q and
+// zero in [0, 1023] and an f16 scale, in half arithmetic: 0x6400 | q is the
+// f16 value 1024 + q, so the subtraction of 1024 + zero is exact, and the
+// multiplication rounds once, as the f32 product (exact: 11 by 11 bits)
+// rounded to f16 does. Integer and half instructions at full rate instead of
+// two conversions at a quarter (I2F, F2F): a 4-bit GEMV's inner loop.
+const char* kDequantHelpers = R"(__device__ __forceinline__ float kiln_dequant_f16(int q, unsigned short zero, unsigned short scale) {
+  unsigned short r;
+  asm("{ .reg .b16 t;\n sub.rn.f16 t, %1, %2;\n mul.rn.f16 %0, t, %3; }"
+      : "=h"(r) : "h"((unsigned short)(0x6400 | q)), "h"(zero), "h"(scale));
+  return kiln_f16_to_f32(r);
+}
+)";
+
+// An integer of magnitude below 2^22 as a float without a conversion
+// instruction (a quarter-rate I2F on sm_90): added to the bits of 1.5 * 2^23
+// it is that float's integer offset, exactly; an int8 GEMV's inner loop.
+const char* kSmallIntHelpers = R"(__device__ __forceinline__ float kiln_small_i2f(int x) { return __int_as_float(0x4B400000 + x) - 12582912.0f; }
 )";
 
 const char* kBF16Helpers = R"(// f32 -> bf16 exactly as kiln's f32_to_bf16_bits: round to nearest even, NaN stays a quiet NaN.
@@ -287,6 +309,8 @@ class Emitter {
 
     std::string text = header();
     if (use_f16_) text += "\n" + std::string(kF16Helpers);
+    if (use_dequant_) text += "\n" + std::string(kDequantHelpers);
+    if (use_small_i2f_) text += "\n" + std::string(kSmallIntHelpers);
     if (use_bf16_) text += "\n" + std::string(kBF16Helpers);
     if (use_div_) text += "\n" + std::string(kDivHelpers);
     if (use_cast_) text += "\n" + std::string(kCastHelpers);
@@ -642,15 +666,20 @@ class Emitter {
   }
 
   // Storage dtype -> compute type.
+  // The element a load reads, in its storage type.
+  std::string load_ref(const ExprNode& e) {
+    auto vec = vector_element_.find(&e);
+    return vec == vector_element_.end() ? buffer_name(e.buffer) + "[" + full(e.args[0]) + "]"
+           : vec->second.element        ? vec->second.array + "[" + full(vec->second.element) + "]"
+                                        : vec->second.array + "[" + var_name(vec->second.loop) + "]";
+  }
+
   CExpr emit_load(const ExprNode& e) {
     const BufferDecl& buf = buffer(e.buffer);
     if (e.type != valtype_of(buf.dtype))
       fail(k_, "a load of " + std::string(valtype_name(e.type)) + " from " + std::string(dtype_name(buf.dtype)) +
                    " buffer '" + buf.name + "'");
-    auto vec = vector_element_.find(&e);
-    std::string ref = vec == vector_element_.end() ? buffer_name(e.buffer) + "[" + full(e.args[0]) + "]"
-                      : vec->second.element      ? vec->second.array + "[" + full(vec->second.element) + "]"
-                                                 : vec->second.array + "[" + var_name(vec->second.loop) + "]";
+    std::string ref = load_ref(e);
     switch (buf.dtype) {
       case f32: case i32: return primary(ref);
       case f16: use_f16_ = true; return primary("kiln_f16_to_f32(" + ref + ")");
@@ -758,13 +787,106 @@ class Emitter {
       return primary(call(to == ValType::i64 ? "kiln_f32_to_i64" : "kiln_f32_to_i32", a));
     }
     if (from == ValType::b1 && to == ValType::f32) return {operand(a, kCompare) + " ? 1.0f : 0.0f", kTernary};
+    if (to == ValType::f32 && from == ValType::i32) {
+      std::optional<std::pair<int64_t, int64_t>> r = int_range(a);
+      if (r && r->first >= -(int64_t(1) << 22) && r->second < (int64_t(1) << 22)) {
+        use_small_i2f_ = true;
+        return primary(call("kiln_small_i2f", a));
+      }
+    }
     return unary_op(c_type + operand(a, kPrimary));
+  }
+
+  // The values an integer expression can take, where the dtypes of its
+  // loads and roundings bound them (a quantized weight's byte or nibble).
+  std::optional<std::pair<int64_t, int64_t>> int_range(const Expr& e) {
+    using R = std::pair<int64_t, int64_t>;
+    auto of_dtype = [](DType t) -> std::optional<R> {
+      if (t == u8) return R{0, 255};
+      if (t == i8) return R{-128, 127};
+      if (t == boolean) return R{0, 1};
+      return std::nullopt;
+    };
+    constexpr int64_t kLimit = int64_t(1) << 30;
+    auto bounded = [&](int64_t lo, int64_t hi) -> std::optional<R> {
+      if (lo < -kLimit || hi > kLimit) return std::nullopt;
+      return R{lo, hi};
+    };
+    switch (e->kind) {
+      case ExprKind::Const:
+        if (e->type == ValType::f32) return std::nullopt;
+        return bounded(e->ival, e->ival);
+      case ExprKind::Load: return of_dtype(buffer(e->buffer).dtype);
+      case ExprKind::Round: return of_dtype(e->round_to);
+      case ExprKind::Cast:
+        if (e->args[0]->type == ValType::f32) return std::nullopt;
+        return int_range(e->args[0]);
+      case ExprKind::Select: {
+        auto a = int_range(e->args[1]), b = int_range(e->args[2]);
+        if (!a || !b) return std::nullopt;
+        return R{std::min(a->first, b->first), std::max(a->second, b->second)};
+      }
+      case ExprKind::Binary: {
+        if (e->type == ValType::f32 || e->type == ValType::b1) return std::nullopt;
+        auto a = int_range(e->args[0]), b = int_range(e->args[1]);
+        if (!a || !b) return std::nullopt;
+        switch (e->binop) {
+          case BinOp::Add: return bounded(a->first + b->first, a->second + b->second);
+          case BinOp::Sub: return bounded(a->first - b->second, a->second - b->first);
+          case BinOp::Mul: {
+            int64_t c[] = {a->first * b->first, a->first * b->second, a->second * b->first, a->second * b->second};
+            return bounded(*std::min_element(c, c + 4), *std::max_element(c, c + 4));
+          }
+          case BinOp::Min: return R{std::min(a->first, b->first), std::min(a->second, b->second)};
+          case BinOp::Max: return R{std::max(a->first, b->first), std::max(a->second, b->second)};
+          case BinOp::Div:  // truncation is monotone in the dividend
+            if (b->first != b->second || b->first <= 0) return std::nullopt;
+            return R{a->first / b->first, a->second / b->first};
+          case BinOp::Mod:
+            if (b->first != b->second || b->first <= 0) return std::nullopt;
+            if (a->first >= 0) return R{0, std::min(a->second, b->first - 1)};
+            return R{-(b->first - 1), b->first - 1};
+          default: return std::nullopt;
+        }
+      }
+      default: return std::nullopt;
+    }
+  }
+
+  // round<f16>((q - zero) * scale), either order of the product, with q an
+  // integer in [0, 1023], zero an integer constant there and scale an f16
+  // value: kiln_dequant_f16's half arithmetic. Empty where it does not match.
+  std::optional<CExpr> dequant_f16(const Expr& a) {
+    if (a->kind != ExprKind::Binary || a->binop != BinOp::Mul || a->type != ValType::f32) return std::nullopt;
+    for (int side = 0; side < 2; ++side) {
+      const Expr &diff = a->args[side], &scale = a->args[1 - side];
+      if (diff->kind != ExprKind::Binary || diff->binop != BinOp::Sub) continue;
+      const Expr &q = diff->args[0], &zero = diff->args[1];
+      if (q->kind != ExprKind::Cast || q->args[0]->type == ValType::f32 || zero->kind != ExprKind::Const) continue;
+      double z = zero->fval;
+      if (!(z >= 0 && z <= 1023 && z == std::floor(z))) continue;
+      std::optional<std::pair<int64_t, int64_t>> r = int_range(q->args[0]);
+      if (!r || r->first < 0 || r->second > 1023) continue;
+      std::string bits;
+      if (scale->kind == ExprKind::Load && buffer(scale->buffer).dtype == f16) bits = load_ref(*scale);
+      else if (scale->kind == ExprKind::Round && scale->round_to == f16) bits = "kiln_f32_to_f16(" + full(scale->args[0]) + ")";
+      else continue;
+      use_f16_ = use_dequant_ = true;
+      std::string q_int = q->args[0]->type == ValType::i32 ? full(q->args[0]) : "(int)" + operand(q->args[0], kPrimary);
+      char zero_bits[16];
+      std::snprintf(zero_bits, sizeof zero_bits, "0x%04x", 0x6400 + int(z));
+      return primary("kiln_dequant_f16(" + q_int + ", " + zero_bits + ", " + bits + ")");
+    }
+    return std::nullopt;
   }
 
   // The nearest value of `to`, kept in the compute type.
   CExpr emit_round(DType to, const Expr& a) {
     switch (to) {
-      case f16: use_f16_ = true; return primary(call("kiln_round_f16", a));
+      case f16:
+        if (std::optional<CExpr> d = dequant_f16(a)) return *d;
+        use_f16_ = true;
+        return primary(call("kiln_round_f16", a));
       case bf16: use_bf16_ = true; return primary(call("kiln_round_bf16", a));
       case i8: return unary_op("(int)(signed char)" + operand(a, kPrimary));
       case u8: return unary_op("(int)(unsigned char)" + operand(a, kPrimary));
@@ -787,6 +909,7 @@ class Emitter {
   };
   std::map<const ExprNode*, VectorElement> vector_element_;
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false, use_sel_ = false;
+  bool use_dequant_ = false, use_small_i2f_ = false;
   std::string wgmma_helpers_;  // the kernel's wgmma instruction, for its tile's width and layouts
 
   // --- Tensor cores: a kernel with the schedule's array_tile ---

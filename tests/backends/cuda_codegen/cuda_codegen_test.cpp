@@ -338,11 +338,33 @@ TEST(CudaCodegen, LongRowsAreReadInSixteenBytePieces) {
       std::string src = emit_cuda(k, "f");
       if (!contains(src, "reinterpret_cast<const unsigned char*>(kiln_vec")) continue;
       EXPECT_TRUE(contains(src, "16 elements of")) << src;
+      // Each weight dequantized in half arithmetic, with no conversion
+      // instruction (int -> float, f32 -> f16) in the loop.
+      EXPECT_TRUE(contains(src, "kiln_dequant_f16(")) << src;
       if (packed++ == 0) {
-        EXPECT_TRUE(contains(compile_cuda_to_ptx(k, "sm_90"), "ld.global.nc.v4.u32")) << src;
+        std::string ptx = compile_cuda_to_ptx(k, "sm_90");
+        EXPECT_TRUE(contains(ptx, "ld.global.nc.v4.u32")) << src;
+        EXPECT_TRUE(contains(ptx, "mul.rn.f16")) << src;
+        EXPECT_FALSE(contains(ptx, "cvt.rn.f32.s32") || contains(ptx, "cvt.rn.f32.u32")) << src;
       }
     }
     EXPECT_GT(packed, 0);
+  }
+  // An int8 weight's GEMV: its bytes become floats by adding to the bits of
+  // 1.5 * 2^23, not by a conversion instruction.
+  {
+    Program p = lower(make_workload("llm-decode:stories15m:40:q8", f16).graph);
+    int int8 = 0;
+    for (const Kernel& raw : p.kernels) {
+      Kernel k = scheduled(raw);
+      std::string src = emit_cuda(k, "f");
+      if (!contains(src, "const signed char*")) continue;
+      EXPECT_TRUE(contains(src, "kiln_small_i2f(")) << src;
+      if (int8++ == 0) {
+        EXPECT_FALSE(contains(compile_cuda_to_ptx(k, "sm_90"), "cvt.rn.f32.s32")) << src;
+      }
+    }
+    EXPECT_GT(int8, 0);
   }
   Kernel odd = parse_kernel(R"(kernel odd() {
   buffer y: f32 global out
