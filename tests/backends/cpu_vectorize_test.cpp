@@ -368,6 +368,32 @@ TEST(CpuVectorize, MatmulMicroKernel) {
       << ir;
 }
 
+// A vector load that an outer loop moves by 256 bytes or more (a GEMV's
+// weight rows) also prefetches the lines that loop will read about 4 KB
+// later; a stream the innermost loop walks is left to the hardware.
+TEST(CpuVectorize, StridedStreamsArePrefetched) {
+  const int64_t rows = 64, cols = 64;
+  // pieces > 1: a row is `pieces` steps of an inner loop; 1: the row loop
+  // is the only one.
+  auto rows_kernel = [&](int64_t pieces) {
+    Expr at = var("i") * idx(cols) + (pieces > 1 ? var("r") * idx(cols / pieces) : idx(0)) + var("j");
+    Stmt row = for_loop("j", idx(cols / pieces), V, {store(1, at, mul(ld(0, f32, at), const_f32(2)))});
+    if (pieces > 1) row = for_loop("r", idx(pieces), S, {row});
+    return kernel("rows", {global("x", f32), global("y", f32, true)}, {for_loop("i", idx(rows), S, {row})});
+  };
+  std::vector<float> x = random_floats(rng(), rows * cols);
+  for (int64_t pieces : {4, 1}) {
+    Kernel k = rows_kernel(pieces);
+    auto y = from_bytes<float>(run(cpu(), k, {to_bytes(x), Bytes(rows * cols * 4)}, {})[1]);
+    for (int64_t i = 0; i < rows * cols; ++i) ASSERT_EQ(y[i], 2 * x[i]) << i;
+    std::string ir = cpu().target_source(k);
+    // 4 pieces: row i's 256 bytes are 4 steps of the inner loop, and the
+    // prefetch reaches 16 rows ahead; 1 piece (64 lanes a row): the row loop
+    // is innermost.
+    EXPECT_EQ(ir.find("llvm.prefetch") != std::string::npos, pieces == 4) << ir;
+  }
+}
+
 // --- Errors ---
 
 Stmt copy_store(const std::string& v) { return store(1, var(v), ld(0, f32, var(v))); }

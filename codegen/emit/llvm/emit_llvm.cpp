@@ -1,5 +1,7 @@
 #include "codegen/emit/llvm/emit_llvm.h"
 
+#include <algorithm>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <optional>
@@ -13,6 +15,7 @@
 #include <llvm/IR/Module.h>
 
 #include "codegen/emit/llvm/math.h"
+#include "codegen/ir_util.h"
 #include "codegen/simplify_indices.h"
 #include "kiln/error.h"
 
@@ -278,7 +281,9 @@ class Emitter {
 
     b_.SetInsertPoint(body);
     loop_vars_.emplace_back(s.var, iv);
+    loops_.push_back(&s);
     emit_stmts(s.body);
+    loops_.pop_back();
     loop_vars_.pop_back();
     b_.CreateBr(latch);
 
@@ -343,6 +348,44 @@ class Emitter {
     llvm::Value* ptr = b_.CreateInBoundsGEP(storage_type(buffer(i).dtype), buffers_[i], emit(index));
     loop_vars_.pop_back();
     return ptr;
+  }
+
+  // Software prefetch of a stream that jumps: a contiguous vector load that
+  // an outer loop moves by a stride of at least kPrefetchMinStride bytes (a
+  // GEMV's weight rows, a head's rows of a KV cache 3 KB apart), which the
+  // hardware's prefetchers follow badly, also asks for the lines it will read
+  // about kPrefetchAhead bytes of that loop later (stories110M q8 decode on
+  // the 2-core VM, 5 runs each: 81-114 tok/s without, 100-104 at 1 KB
+  // ahead, 92-129 at 2 KB, 116-145 at 4 KB, 120-163 at 6 KB; f32 44-49
+  // without, 47-59 at 4 KB). The loop is the enclosing
+  // one with the most iterations whose variable moves the index (a symbolic
+  // extent counts as the most), unless it is the innermost loop around the
+  // load. Addresses past the buffer are harmless (x86 prefetches do not fault;
+  // the GEP is not inbounds).
+  static constexpr int64_t kPrefetchMinStride = 256, kPrefetchAhead = 4096;
+  void prefetch_ahead(int i, const Expr& index) {
+    const BufferDecl& buf = buffer(i);
+    if (buf.scope != MemScope::Global || buf.output || loops_.empty()) return;
+    const StmtNode* best = nullptr;
+    int64_t best_extent = 0, stride = 0;
+    for (const StmtNode* l : loops_) {
+      std::optional<uint64_t> c = coefficient(index, l->var);
+      if (!c || *c == 0 || int64_t(*c) < 0) continue;
+      int64_t extent = l->extent->kind == ExprKind::Const ? l->extent->ival : std::numeric_limits<int64_t>::max();
+      if (extent > best_extent) best = l, best_extent = extent, stride = int64_t(*c) * dtype_size(buf.dtype);
+    }
+    if (!best || best == loops_.back() || stride < kPrefetchMinStride) return;
+    int64_t ahead = std::min<int64_t>(std::max<int64_t>((kPrefetchAhead + stride - 1) / stride, 1), 64);
+    Expr later = substitute(index, {{best->var, binary(BinOp::Add, var(best->var), idx(ahead))}});
+    loop_vars_.emplace_back(vector_loop_->var, b_.getInt64(0));
+    llvm::Value* ptr = b_.CreateGEP(storage_type(buf.dtype), buffers_[i], emit(later));
+    loop_vars_.pop_back();
+    int64_t bytes = int64_t(lanes_) * dtype_size(buf.dtype);
+    llvm::Function* prefetch = llvm::Intrinsic::getDeclaration(&m_, llvm::Intrinsic::prefetch, {ptr->getType()});
+    for (int64_t at = 0; at < bytes; at += 64) {
+      llvm::Value* line = b_.CreateGEP(b_.getInt8Ty(), ptr, b_.getInt64(at));
+      b_.CreateCall(prefetch, {line, b_.getInt32(0), b_.getInt32(3), b_.getInt32(1)});  // read, keep, data
+    }
   }
 
   Access access_of(const Expr& index) {
@@ -458,6 +501,7 @@ class Emitter {
     switch (access_of(index)) {
       case Access::Uniform: return b_.CreateAlignedLoad(type, first_element(i, index), align);
       case Access::Contiguous:
+        prefetch_ahead(i, index);
         return b_.CreateAlignedLoad(llvm::FixedVectorType::get(type, lanes_), first_element(i, index), align);
       case Access::Scattered:
         return b_.CreateMaskedGather(llvm::FixedVectorType::get(type, lanes_), element(i, index), align);
@@ -593,6 +637,7 @@ class Emitter {
   std::vector<llvm::Value*> buffers_;  // per Kernel::buffers entry: argument or alloca
   std::map<std::string, llvm::Value*> params_;
   std::vector<std::pair<std::string, llvm::Value*>> loop_vars_;  // innermost last
+  std::vector<const StmtNode*> loops_;  // the serial and parallel loops around the code being emitted, innermost last
   const StmtNode* vector_loop_ = nullptr;  // the vectorized loop being emitted
   unsigned lanes_ = 0;                     // its extent
 };

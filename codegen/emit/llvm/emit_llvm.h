@@ -1,5 +1,7 @@
-// Kernel IR -> LLVM IR for the CPU backend. The emitter makes no optimization
-// decision: it prints what the Kernel says and leaves the rest to LLVM's O3.
+// Kernel IR -> LLVM IR for the CPU backend. The emitter makes one optimization
+// decision, software prefetches for vector loads that an outer loop moves by
+// large strides (a GEMV's rows, a KV cache's); otherwise it prints what the
+// Kernel says and leaves the rest to LLVM's O3.
 // That includes the schedule's unrolled and vectorized loops, which it carries
 // out itself (copies of the body; <lanes x T> vectors) rather than as hints.
 // exp2, log2 and sin become inline polynomials (math.h), not libm calls.
