@@ -739,9 +739,9 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     for (int64_t e : {1, 2, 4, 8})
       if (points % (threads * e) == 0) per.push_back(e);
     int64_t out_bytes = 4;
-    for (const BufferDecl& b : k.buffers)
-      if (b.output) out_bytes = dtype_size(b.dtype);
-    int64_t wide = points >= (int64_t(1) << 20) && out_bytes <= 8 ? 8 / out_bytes : 1;
+    for (const BufferDecl& buf : k.buffers)
+      if (buf.output) out_bytes = dtype_size(buf.dtype);
+    int64_t wide = points >= (int64_t(1) << 20) ? 8 / out_bytes : 1;
     if (std::find(per.begin(), per.end(), wide) == per.end()) wide = 1;
     int64_t elems = per.empty() ? 1 : kn.pick("elems", per, wide);
     if (elems > 1) {

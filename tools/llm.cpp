@@ -34,10 +34,33 @@ std::vector<int32_t> byte_tokens(const std::string& text, int64_t vocab) {
   return ids;
 }
 
+// The best of 7 timed runs of `g` on `dev`, after a warm-up (which also
+// records the replay where the device captures), its one input "x" f32
+// zeros of `shape`.
+double best_graph_seconds(Device& dev, const Graph& g, std::vector<int64_t> shape) {
+  std::shared_ptr<Device> shared(&dev, [](Device*) {});  // borrowed for the probe's lifetime
+  CompiledGraph cg(g, shared);
+  cg.set_inputs({{"x", HostTensor(f32, std::move(shape))}});
+  ExecuteOptions run;
+  run.replay = dev.stream().can_capture();
+  run.timing = false;
+  cg.execute(run);
+  std::vector<double> t;
+  for (int rep = 0; rep < 7; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    cg.execute(run);
+    t.push_back(seconds_since(t0));
+  }
+  return *std::min_element(t.begin(), t.end());
+}
+
 // The bandwidth that bounds decode on `dev`, in bytes per second: the best
-// of 7 runs (so the floor is never flattered by a slow probe), measured now: on the CPU, every thread summing its share of a 512 MiB buffer (bytes
-// read); on CUDA, a device-to-device copy of 1 GiB (bytes read + written,
-// as ../shared/GPU.md measures); on Vulkan, whose copies between buffers go
+// of 7 runs (so the floor is never flattered by a slow probe), measured now:
+// on the CPU, kiln's own kernel summing each of 64 rows of 256 MiB of f32
+// (vectorized, on every core; bytes read: a scalar loop here read 14-20 GB/s
+// on a VM where AVX-512 GEMVs read 21-24, so floor fractions came out above
+// 1); on CUDA, a device-to-device copy of 1 GiB (bytes read + written, as
+// ../shared/GPU.md measures); on Vulkan, whose copies between buffers go
 // through the host here, a kiln kernel negating 256 Mi f32 (bytes read +
 // written; a compiled kernel's bandwidth, a little under a copy's, so the
 // floor it gives is if anything lower than a copy's would be). 0 where there
@@ -45,24 +68,10 @@ std::vector<int32_t> byte_tokens(const std::string& text, int64_t vocab) {
 double measured_bandwidth(Device& dev) {
   const std::string& backend = dev.info().backend;
   if (backend == "cpu") {
-    // A sum of each of 64 rows of 256 MiB of floats by kiln's own CPU kernel
-    // (vectorized, on every core): what the decode's GEMVs could read at
-    // best. (A scalar loop here read 14-20 GB/s on a VM where AVX-512 GEMVs
-    // read 21-24, so floor fractions came out above 1.)
     const int64_t rows = 64, cols = int64_t(1) << 20;
     Graph g;
     g.outputs = {g.reduce(Op::ReduceSum, g.input("x", f32, {rows, cols}), {1})};
-    std::shared_ptr<Device> shared(&dev, [](Device*) {});  // borrowed for the probe's lifetime
-    CompiledGraph cg(g, shared);
-    cg.set_inputs({{"x", HostTensor(f32, {rows, cols})}});
-    cg.execute({.replay = false, .timing = false});  // warm-up
-    std::vector<double> t;
-    for (int rep = 0; rep < 7; ++rep) {
-      auto t0 = std::chrono::steady_clock::now();
-      cg.execute({.replay = false, .timing = false});
-      t.push_back(seconds_since(t0));
-    }
-    return double(rows * cols) * 4.0 / *std::min_element(t.begin(), t.end());
+    return double(rows * cols) * 4.0 / best_graph_seconds(dev, g, {rows, cols});
   }
   if (backend == "cuda") {
     int64_t bytes = int64_t(1) << 30;
@@ -83,18 +92,7 @@ double measured_bandwidth(Device& dev) {
       try {
         Graph g;
         g.outputs = {g.unary(Op::Neg, g.input("x", f32, {n}))};
-        std::shared_ptr<Device> shared(&dev, [](Device*) {});  // borrowed for the probe's lifetime
-        CompiledGraph cg(g, shared);
-        cg.set_inputs({{"x", HostTensor(f32, {n})}});
-        ExecuteOptions run{.replay = dev.stream().can_capture(), .timing = false};
-        cg.execute(run);  // warm-up (and the recording)
-        std::vector<double> t;
-        for (int rep = 0; rep < 7; ++rep) {
-          auto t0 = std::chrono::steady_clock::now();
-          cg.execute(run);
-          t.push_back(seconds_since(t0));
-        }
-        return 2.0 * double(n) * 4.0 / *std::min_element(t.begin(), t.end());
+        return 2.0 * double(n) * 4.0 / best_graph_seconds(dev, g, {n});
       } catch (const Error&) {
         // Too large a buffer for one binding: half of it.
       }

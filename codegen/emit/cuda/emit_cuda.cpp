@@ -4,9 +4,9 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <limits>
-#include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
@@ -665,7 +665,6 @@ class Emitter {
     }
   }
 
-  // Storage dtype -> compute type.
   // The element a load reads, in its storage type.
   std::string load_ref(const ExprNode& e) {
     auto vec = vector_element_.find(&e);
@@ -674,6 +673,7 @@ class Emitter {
                                         : vec->second.array + "[" + var_name(vec->second.loop) + "]";
   }
 
+  // Storage dtype -> compute type.
   CExpr emit_load(const ExprNode& e) {
     const BufferDecl& buf = buffer(e.buffer);
     if (e.type != valtype_of(buf.dtype))
