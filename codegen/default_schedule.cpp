@@ -576,8 +576,13 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     // parts make shorter chains: on the H100, TinyLlama's P x V over ~600
     // rows took 7.6 us at 32 parts and 6.9 us at 64 (1024 threads);
     // elsewhere 32 at most.
+    // A short constant reduction takes no more parts than it has rows (at
+    // least 8): more would idle and lengthen the allreduce (deps:200's
+    // 16-long steps had 1024-thread blocks, 48 of 64 parts idle).
     std::vector<int64_t> fitting;
     int64_t most = t.backend == "cuda" ? 64 : 32, preferred = 0;
+    int64_t rows = longest_reduction(k, body);
+    if (rows > 0) most = std::min(most, std::max<int64_t>(8, rows));
     for (int64_t p : {8, 16, 32, 64})
       if (cols * p <= max_threads) {
         fitting.push_back(p);

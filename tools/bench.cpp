@@ -88,11 +88,14 @@ Peer sgemv_peer(const Workload& w, const HostTensor& kiln_out, const BenchOption
 
 }  // namespace
 
-// The slowest kernels of a warm run: on devices that capture, each kernel's
-// time within a replay (recorded 10 times in a row); elsewhere each launch
-// timed one by one with a wait after it.
+// The slowest kernels of a warm run: where the device has timers, each
+// launch timed by the device's clock; else, on devices that capture, each
+// kernel's time within a replay (recorded 10 times in a row); elsewhere each
+// launch timed one by one with a wait after it.
 void print_profile(CompiledGraph& cg, std::FILE* f) {
-  std::vector<double> t = cg.replayed_kernel_seconds();
+  bool timers = cg.device().stream().can_time();
+  std::vector<double> t;
+  if (!timers) t = cg.replayed_kernel_seconds();
   bool replayed = !t.empty();
   if (!replayed) {
     cg.execute();
@@ -104,7 +107,9 @@ void print_profile(CompiledGraph& cg, std::FILE* f) {
   double total = 0;
   for (double v : t) total += v;
   std::fprintf(f, "\n%zu launches, %.3f ms in all (%s); the slowest:\n", t.size(), total * 1e3,
-              replayed ? "each kernel replayed 10 times in a row, best of 3" : "launched one by one, a wait after each");
+              timers     ? "launched one by one, timed by the device's clock"
+              : replayed ? "each kernel replayed 10 times in a row, best of 3"
+                         : "launched one by one, a wait after each");
   for (size_t i = 0; i < std::min<size_t>(order.size(), 10); ++i) {
     const Launch& l = cg.program().launches[order[i]];
     std::fprintf(f, "  %9.1f us  %5.1f%%  %s\n", t[order[i]] * 1e6, 100 * t[order[i]] / total,

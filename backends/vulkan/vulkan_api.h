@@ -79,7 +79,12 @@ namespace kiln::vk {
   X(vkDestroyFence)                   \
   X(vkResetFences)                    \
   X(vkGetFenceStatus)                 \
-  X(vkWaitForFences)
+  X(vkWaitForFences)                 \
+  X(vkCreateQueryPool)                \
+  X(vkDestroyQueryPool)               \
+  X(vkCmdResetQueryPool)              \
+  X(vkCmdWriteTimestamp)              \
+  X(vkGetQueryPoolResults)
 
 #define KILN_VK_MEMBER(name) PFN_##name name = nullptr;
 

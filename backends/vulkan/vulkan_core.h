@@ -19,6 +19,8 @@ struct DeviceCore {
   DeviceFns fn;
   uint32_t queue_family = 0;
   VkQueue queue = VK_NULL_HANDLE;
+  // The queue's timestampValidBits: 0 where it has no timestamps.
+  uint32_t timestamp_bits = 0;
 
   DeviceCore() = default;
   DeviceCore(const DeviceCore&) = delete;

@@ -317,6 +317,7 @@ struct Capabilities {
   VkPhysicalDeviceProperties props{};
   uint32_t api = 0;
   uint32_t queue_family = 0;
+  uint32_t timestamp_bits = 0;  // 0: no timestamps on the queue
   uint32_t subgroup_size = 0;
   bool subgroup_arithmetic = false, subgroup_clustered = false;  // in compute shaders
   int compute_units = 1;
@@ -326,7 +327,8 @@ struct Capabilities {
   bool needs_float_controls_extension = false;  // so are float controls
 };
 
-bool find_compute_queue(const vk::Instance& inst, VkPhysicalDevice pd, uint32_t* family) {
+// The first queue family with compute, and its timestamps' valid bits.
+bool find_compute_queue(const vk::Instance& inst, VkPhysicalDevice pd, uint32_t* family, uint32_t* timestamp_bits) {
   uint32_t n = 0;
   inst.fn().vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, nullptr);
   std::vector<VkQueueFamilyProperties> families(n);
@@ -334,6 +336,7 @@ bool find_compute_queue(const vk::Instance& inst, VkPhysicalDevice pd, uint32_t*
   for (uint32_t i = 0; i < n; ++i)
     if (families[i].queueFlags & VK_QUEUE_COMPUTE_BIT) {
       *family = i;
+      *timestamp_bits = families[i].timestampValidBits;
       return true;
     }
   return false;
@@ -458,6 +461,7 @@ std::shared_ptr<vk::DeviceCore> open_device(const std::shared_ptr<vk::Instance>&
   core->props = c.props;
   inst->fn().vkGetPhysicalDeviceMemoryProperties(pd, &core->memory);
   core->queue_family = c.queue_family;
+  core->timestamp_bits = c.props.limits.timestampPeriod > 0 ? c.timestamp_bits : 0;
   vk::check(inst->fn().vkCreateDevice(pd, &info, nullptr, &core->device), "vkCreateDevice", c.props.deviceName);
   core->fn = vk::load_device_functions(inst->fn(), core->device);
   core->fn.vkGetDeviceQueue(core->device, c.queue_family, 0, &core->queue);
@@ -470,7 +474,7 @@ std::shared_ptr<Device> make_device(const std::shared_ptr<vk::Instance>& inst, V
   Capabilities c;
   inst->fn().vkGetPhysicalDeviceProperties(pd, &c.props);
   c.api = std::min(c.props.apiVersion, inst->api_version());
-  if (c.api < VK_API_VERSION_1_1 || !find_compute_queue(*inst, pd, &c.queue_family)) return nullptr;
+  if (c.api < VK_API_VERSION_1_1 || !find_compute_queue(*inst, pd, &c.queue_family, &c.timestamp_bits)) return nullptr;
   std::vector<VkExtensionProperties> exts = device_extensions(*inst, pd);
   if (!query_features(*inst, pd, exts, c)) return nullptr;
   query_properties(*inst, pd, exts, c);

@@ -1,6 +1,7 @@
 #include "backends/vulkan/vulkan_stream.h"
 
 #include <chrono>
+#include <algorithm>
 #include <cstdint>
 #include <thread>
 
@@ -23,9 +24,14 @@ VulkanStream::VulkanStream(std::shared_ptr<DeviceCore> core) : core_(std::move(c
   check(core_->fn.vkCreateCommandPool(core_->device, &info, nullptr, &pool_), "vkCreateCommandPool", "");
 }
 
+namespace {
+constexpr uint32_t kTimedPerPool = 256;  // launches; two queries each
+}  // namespace
+
 VulkanStream::~VulkanStream() {
   const DeviceFns& fn = core_->fn;
   fn.vkDeviceWaitIdle(core_->device);  // a lost device reports nothing more to wait for
+  for (VkQueryPool p : timer_pools_) fn.vkDestroyQueryPool(core_->device, p, nullptr);
   for (const InFlight& f : in_flight_) fn.vkDestroyFence(core_->device, f.fence, nullptr);
   in_flight_.clear();
   for (VkFence f : free_fences_) fn.vkDestroyFence(core_->device, f, nullptr);
@@ -65,6 +71,56 @@ std::unique_ptr<Replay> VulkanStream::capture(const std::function<void()>& recor
   std::shared_ptr<Recording> recording = stop();
   recording->end();
   return std::make_unique<VulkanReplay>(*this, std::move(recording));
+}
+
+void VulkanStream::start_timing() {
+  if (!can_time()) throw Error("vulkan backend: " + std::string(core_->props.deviceName) + " has no timestamps");
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (timing_ != std::thread::id()) throw Error("vulkan backend: the stream is timing launches already");
+  timing_ = std::this_thread::get_id();
+  timed_ = 0;
+}
+
+size_t VulkanStream::timed_launches() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return timing_ == std::this_thread::get_id() ? timed_ : 0;
+}
+
+std::pair<VkQueryPool, uint32_t> VulkanStream::next_timer(const std::string& what) {
+  size_t pool = timed_ / kTimedPerPool;
+  if (pool == timer_pools_.size()) {
+    auto info = vk::init<VkQueryPoolCreateInfo>(VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO);
+    info.queryType = VK_QUERY_TYPE_TIMESTAMP;
+    info.queryCount = 2 * kTimedPerPool;
+    VkQueryPool p;
+    check(core_->fn.vkCreateQueryPool(core_->device, &info, nullptr, &p), "vkCreateQueryPool", what);
+    timer_pools_.push_back(p);
+  }
+  return {timer_pools_[pool], uint32_t(timed_ % kTimedPerPool) * 2};
+}
+
+std::vector<double> VulkanStream::stop_timing() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (timing_ != std::this_thread::get_id()) throw Error("vulkan backend: stop_timing() without start_timing()");
+  size_t n = timed_;
+  timing_ = {};
+  timed_ = 0;
+  check_not_capturing("stop_timing()");
+  retire(true);
+  uint32_t bits = core_->timestamp_bits;
+  uint64_t mask = bits >= 64 ? ~uint64_t(0) : (uint64_t(1) << bits) - 1;
+  double tick = double(core_->props.limits.timestampPeriod) * 1e-9;
+  std::vector<double> seconds;
+  std::vector<uint64_t> ticks(2 * kTimedPerPool);
+  for (size_t first = 0; first < n; first += kTimedPerPool) {
+    uint32_t count = uint32_t(std::min<size_t>(n - first, kTimedPerPool));
+    check(core_->fn.vkGetQueryPoolResults(core_->device, timer_pools_[first / kTimedPerPool], 0, 2 * count,
+                                          ticks.size() * sizeof(uint64_t), ticks.data(), sizeof(uint64_t),
+                                          VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
+          "vkGetQueryPoolResults", "timed launches");
+    for (uint32_t i = 0; i < count; ++i) seconds.push_back(double((ticks[2 * i + 1] - ticks[2 * i]) & mask) * tick);
+  }
+  return seconds;
 }
 
 void VulkanStream::check_wait(VkResult r) { check(r, "vkWaitForFences", "after " + last_); }
@@ -131,7 +187,7 @@ VkResult VulkanStream::queue(VkCommandBuffer cmd, VkFence fence) {
 }
 
 void VulkanStream::submit(const std::function<void(VkCommandBuffer)>& record, Keep keep, const std::string& what,
-                          bool wait) {
+                          bool wait, bool timed) {
   const DeviceFns& fn = core_->fn;
   VkDevice dev = core_->device;
   std::lock_guard<std::mutex> lock(mutex_);
@@ -147,6 +203,9 @@ void VulkanStream::submit(const std::function<void(VkCommandBuffer)>& record, Ke
     check(fn.vkAllocateCommandBuffers(dev, &info, &cmd), "vkAllocateCommandBuffers", what);
     free_cmds_.push_back(cmd);
   }
+  timed = timed && timing_ == std::this_thread::get_id();
+  std::pair<VkQueryPool, uint32_t> timer{};
+  if (timed) timer = next_timer(what);
   VkFence fence = take_fence(what);
   VkCommandBuffer cmd = free_cmds_.back();
 
@@ -155,7 +214,12 @@ void VulkanStream::submit(const std::function<void(VkCommandBuffer)>& record, Ke
   const char* call = "vkBeginCommandBuffer";
   VkResult r = fn.vkBeginCommandBuffer(cmd, &begin);
   if (r == VK_SUCCESS) {
+    if (timed) {
+      fn.vkCmdResetQueryPool(cmd, timer.first, timer.second, 2);
+      fn.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, timer.first, timer.second);
+    }
     record(cmd);
+    if (timed) fn.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, timer.first, timer.second + 1);
     call = "vkEndCommandBuffer";
     r = fn.vkEndCommandBuffer(cmd);
   }
@@ -169,6 +233,7 @@ void VulkanStream::submit(const std::function<void(VkCommandBuffer)>& record, Ke
   last_ = what;
   free_cmds_.pop_back();
   in_flight_.push_back({cmd, fence, std::move(keep)});
+  if (timed) ++timed_;  // only once queued: stop_timing() waits for every timed launch's queries
   if (!wait) return;
   wait_for({fence});
   retire(false);
@@ -180,7 +245,7 @@ void VulkanStream::launch(const std::function<void(VkCommandBuffer)>& record, Ke
     std::lock_guard<std::mutex> lock(mutex_);
     if (recording_ && capturing_ == std::this_thread::get_id()) recording = recording_;
   }
-  if (!recording) return submit(record, std::move(keep), what, false);
+  if (!recording) return submit(record, std::move(keep), what, false, true);
   recording->add(record, std::move(keep), what);  // its own pool: no lock needed
 }
 

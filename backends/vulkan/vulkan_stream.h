@@ -41,12 +41,19 @@ class VulkanStream : public Stream {
   bool can_capture() const override { return true; }
   std::unique_ptr<Replay> capture(const std::function<void()>& record) override;
 
+  // Timestamp queries: a timed launch's command buffer writes the device's
+  // clock before its commands (once all earlier work is done) and after them.
+  bool can_time() const override { return core_->timestamp_bits > 0; }
+  void start_timing() override;
+  size_t timed_launches() const override;
+  std::vector<double> stop_timing() override;
+
   // Records commands with `record` (which must not throw) and submits them.
   // With `wait`, returns once they have finished. `what` names the work in
   // errors ("kernel 'k0_add'"). Copies and waits are errors while this thread
   // captures.
   void submit(const std::function<void(VkCommandBuffer)>& record, Keep keep, const std::string& what,
-              bool wait);
+              bool wait, bool timed = false);
   // A kernel launch: recorded into this thread's capture, or else submitted
   // without waiting.
   void launch(const std::function<void(VkCommandBuffer)>& record, Keep keep, const std::string& what);
@@ -68,9 +75,11 @@ class VulkanStream : public Stream {
   void check_not_capturing(const std::string& what);  // needs mutex_
   void check_wait(VkResult r);
   void wait_for(const std::vector<VkFence>& fences);  // all of them; needs mutex_
+  // The pool and first query of the next timed launch's two timestamps; needs mutex_.
+  std::pair<VkQueryPool, uint32_t> next_timer(const std::string& what);
 
   std::shared_ptr<DeviceCore> core_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   VkCommandPool pool_ = VK_NULL_HANDLE;
   std::deque<InFlight> in_flight_;  // oldest first
   std::vector<VkCommandBuffer> free_cmds_;
@@ -78,6 +87,9 @@ class VulkanStream : public Stream {
   std::string last_;  // what the newest submission was
   std::thread::id capturing_;  // the thread that captures, if any
   std::shared_ptr<Recording> recording_;
+  std::thread::id timing_;  // the thread whose launches are timed, if any
+  size_t timed_ = 0;  // launches timed since start_timing()
+  std::vector<VkQueryPool> timer_pools_;  // kTimedPerPool launches each, kept for the next timing
 };
 
 // A memory barrier from all earlier work in `src` stages to `dst`.

@@ -24,9 +24,10 @@ struct ExecuteOptions {
   // changes a symbol's value or a buffer. Devices that cannot capture launch
   // one by one.
   bool replay = false;
-  // When launching one by one: wait after each launch to time it (fills
-  // kernel_seconds()). Off, the launches are queued back to back and waited
-  // for once at the end, so the per-launch wait adds no overhead.
+  // When launching one by one: time each launch (fills kernel_seconds()), by
+  // the device's timers where its stream has them (Stream::can_time), else by
+  // waiting after each launch. Off, the launches are queued back to back and
+  // waited for once at the end, so timing adds no overhead.
   bool timing = true;
   // Queues more launches on the device's stream after the graph's own (a
   // decode step's appends to its KV cache): run and waited for with them, and
@@ -82,9 +83,10 @@ class CompiledGraph {
   const std::vector<Kernel>& scheduled_kernels() const { return scheduled_; }
   Device& device() { return *dev_; }
   double compile_seconds() const { return compile_seconds_; }
-  // Wall time of each launch in the last execute(), in launch order; empty
-  // unless it launched one by one with `timing` (a replay has no per-kernel
-  // times).
+  // Each launch's time in the last execute(), in launch order: the device's
+  // own clock where the stream has timers, else the host's around a wait.
+  // Empty unless it launched one by one with `timing` (a replay has no
+  // per-kernel times).
   const std::vector<double>& kernel_seconds() const { return kernel_seconds_; }
   // Each launch's time as a replay of the whole graph sees it: the launch
   // recorded `reps` times in a row, the recording replayed, the best of three

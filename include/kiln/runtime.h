@@ -75,6 +75,18 @@ class Stream {
     return capture(record);
   }
 
+  // Device timers, for launch times without the host's share: where
+  // can_time(), start_timing() has each later launch from this thread (not
+  // one into a capture) timed by the device's own clock, from when the work
+  // queued before it is done to when it is done. timed_launches() counts them
+  // so far (a launch with nothing to run adds none); stop_timing() waits for
+  // them and returns each one's seconds in launch order. Devices without
+  // timers leave these as they are, and callers time launches on the host.
+  virtual bool can_time() const { return false; }
+  virtual void start_timing() { throw Error("this device's stream has no timers"); }
+  virtual size_t timed_launches() const { return 0; }
+  virtual std::vector<double> stop_timing() { throw Error("this device's stream has no timers"); }
+
   // A simulated device's clock: the modeled seconds that the work launched on
   // this stream has taken so far. It is deterministic, so the autotuner takes
   // a launch's cost from it rather than from the host's clock. nullopt on real

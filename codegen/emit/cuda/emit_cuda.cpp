@@ -549,6 +549,12 @@ class Emitter {
     std::vector<const ExprNode*> vectors = vector_loads(s);
     std::string v = declare(s.var);
     if (s.loop == LoopKind::Unrolled) line("#pragma unroll");
+    // A serial loop of a symbolic trip count with no loop inside (a decode
+    // step's pass over its cache, a thread's share of it) goes 4 iterations
+    // a step, so that 4 iterations' loads are in flight at once.
+    bool leaf = true;
+    for (const Stmt& b : s.body) visit(b, [&](const Stmt& st) { leaf &= st->kind != StmtKind::For; });
+    if (s.loop == LoopKind::Serial && s.extent->kind != ExprKind::Const && leaf) line("#pragma unroll 4");
     line("for (long long " + v + " = 0; " + v + " < " + extent + "; ++" + v + ") {");
     emit_nested(s.body);
     line("}");

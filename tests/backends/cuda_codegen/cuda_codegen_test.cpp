@@ -401,6 +401,40 @@ TEST(CudaCodegen, SelectsOfLoadsReadBothOperands) {
   EXPECT_FALSE(contains(compile_cuda_to_ptx(k, "sm_90"), "bra")) << src;
 }
 
+// A serial loop of symbolic length with no loop inside (a thread's share of
+// a pass over a decode step's cache) is unrolled 4 iterations a step; a
+// constant one and one with a loop inside are left alone.
+TEST(CudaCodegen, SymbolicLeafLoopsGoFourIterationsAStep) {
+  Kernel k = parse_kernel(R"(kernel passes(n) {
+  buffer y: f32 global out
+  buffer x: f32 global
+  buffer acc: f32 local[1]
+  gpu_block for b in 4 {
+    acc[0] = 0f
+    serial for i in n {
+      acc[0] = add(acc[0], x[b * n + i])
+    }
+    serial for j in 8 {
+      acc[0] = add(acc[0], x[j])
+    }
+    serial for o in n {
+      serial for p in 2 {
+        acc[0] = add(acc[0], x[o])
+      }
+    }
+    y[b] = acc[0]
+  }
+}
+)");
+  std::string src = emit_cuda(k, "f");
+  size_t first = src.find("#pragma unroll 4");
+  ASSERT_NE(first, std::string::npos) << src;
+  EXPECT_EQ(src.find("#pragma unroll 4", first + 1), std::string::npos) << src;
+  EXPECT_LT(first, src.find("for (long long i")) << src;
+  EXPECT_GT(first, src.find("for (long long i") - 40) << src;
+  EXPECT_FALSE(compile_cuda_to_ptx(k, "sm_90").empty());
+}
+
 // f16 and bf16 contractions of tensor-core sizes run on them: cp.async copies
 // into shared memory, ldmatrix (transposed where the tile's rows are not the
 // reduction) and mma.sync, 256 threads a block; ptxas takes the PTX.

@@ -3,6 +3,7 @@
 // a failed capture leaves the stream as it was.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <thread>
 
 #include "tests/backends/gpu_testing.h"
@@ -196,6 +197,64 @@ TEST_F(VulkanReplay, OtherThreadsRunWorkDuringACapture) {
   replay->replay();
   stream.synchronize();
   EXPECT_EQ(read_floats(dev(), *out, 4), (std::vector<float>{2, 3, 4, 5}));
+}
+
+// Timestamp queries: each launch from the timing thread writes the device's
+// clock before and after its commands; launches of other threads, launches
+// into a capture and launches with nothing to run are not counted.
+TEST_F(VulkanReplay, TimestampsTimeEachLaunchOnTheDevice) {
+  Stream& stream = dev().stream();
+  ASSERT_TRUE(stream.can_time()) << "lavapipe and the NVIDIA driver both have timestamps";
+  auto exe = add_one(dev());
+  const int64_t big = int64_t(1) << 22;
+  std::vector<float> x(big);
+  for (int64_t i = 0; i < big; ++i) x[i] = float(i % 1000) * 0.5f;
+  auto in = dev().allocate(big * 4), out = dev().allocate(big * 4), out2 = dev().allocate(16);
+  dev().write(*in, x.data(), big * 4);
+  std::unique_ptr<Replay> replay;
+  auto t0 = std::chrono::steady_clock::now();
+  stream.start_timing();
+  EXPECT_THROW(stream.start_timing(), Error);
+  exe->launch(stream, {in.get(), out2.get()}, {4});
+  exe->launch(stream, {in.get(), out.get()}, {big});
+  exe->launch(stream, {in.get(), out.get()}, {0});  // no work groups: not launched
+  std::thread([&] { exe->launch(stream, {in.get(), out2.get()}, {4}); }).join();
+  replay = stream.capture([&] { exe->launch(stream, {in.get(), out2.get()}, {4}); });
+  EXPECT_EQ(stream.timed_launches(), 2u);
+  std::vector<double> t = stream.stop_timing();
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_GT(t[0], 0);
+  EXPECT_GT(t[1], t[0]) << "4M points against 4";
+  EXPECT_LT(t[0] + t[1], wall);
+  EXPECT_EQ(stream.timed_launches(), 0u);
+  EXPECT_THROW(stream.stop_timing(), Error);
+  std::vector<float> y = read_floats(dev(), *out, size_t(big));
+  for (int64_t i = 0; i < big; i += 4099) ASSERT_EQ(y[i], x[i] + 1) << i;
+  std::vector<float> zeros(4, 0);
+  dev().write(*out2, zeros.data(), 16);
+  replay->replay();  // a capture made while timing replays as usual
+  stream.synchronize();
+  EXPECT_EQ(read_floats(dev(), *out2, 4), (std::vector<float>{1, 1.5f, 2, 2.5f}));
+}
+
+TEST_F(VulkanReplay, KernelSecondsComeFromTimestamps) {
+  ASSERT_TRUE(dev().stream().can_time());
+  Workload w = make_workload("mlp:64");
+  CompiledGraph cg(w.graph, dev_);
+  std::vector<HostTensor> out = cg.run(w.inputs);
+  expect_same(interpret(w.graph, w.inputs), out, testing::tolerance_for(f32));
+  auto t0 = std::chrono::steady_clock::now();
+  cg.execute();
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(cg.kernel_seconds().size(), cg.program().launches.size());
+  double sum = 0;
+  for (double s : cg.kernel_seconds()) {
+    EXPECT_GT(s, 0);
+    sum += s;
+  }
+  EXPECT_LT(sum, wall);
+  expect_same(out, cg.outputs(), {0, 0});
 }
 
 }  // namespace
