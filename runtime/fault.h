@@ -12,8 +12,9 @@
 namespace kiln::fault {
 
 enum class Site {
-  alloc,        // a device allocation (CpuBuffer)
-  jit_compile,  // the CPU backend's JIT (after the module is added, before its code exists)
+  alloc,        // a device allocation (CpuBuffer; Vulkan's vkAllocateMemory and CUDA's cuMemAlloc report out of memory)
+  jit_compile,  // a kernel compile: the CPU backend's JIT (after the module is added, before its code
+                // exists), glslang on Vulkan, NVRTC on CUDA
   launch,       // a kernel launch, failing as a GPU reports a kernel that timed out
 };
 constexpr int kSites = 3;

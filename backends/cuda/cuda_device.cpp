@@ -15,6 +15,7 @@
 #include "codegen/emit/cuda/emit_cuda.h"
 #include "codegen/emit/gpu_nest.h"
 #include "kiln/error.h"
+#include "runtime/fault.h"
 
 namespace kiln {
 
@@ -98,10 +99,13 @@ class MemoryPool {
     }
     gpu_->make_current();
     CUdeviceptr p = 0;
-    CUresult r = gpu_->api().mem_alloc(&p, size_t(size));
+    auto alloc = [&] {
+      return fault::fires(fault::Site::alloc) ? CUDA_ERROR_OUT_OF_MEMORY : gpu_->api().mem_alloc(&p, size_t(size));
+    };
+    CUresult r = alloc();
     if (r == CUDA_ERROR_OUT_OF_MEMORY) {  // the cached blocks may make room
       release_cached();
-      r = gpu_->api().mem_alloc(&p, size_t(size));
+      r = alloc();
     }
     gpu_->check(r, ("cuMemAlloc of " + std::to_string(bytes) + " bytes").c_str());
     return p;
@@ -311,6 +315,7 @@ class CudaExecutable : public Executable {
     auto* cuda_stream = dynamic_cast<CudaStream*>(&stream);
     if (!cuda_stream || cuda_stream->gpu() != gpu_.get())
       throw Error("cuda backend: kernel '" + name_ + "' launched on a stream of another device");
+    if (fault::fires(fault::Site::launch)) throw Error("cuda backend: kernel '" + name_ + "' timed out (injected fault)");
     std::vector<CUdeviceptr> ptrs;
     for (Buffer* b : args) ptrs.push_back(device_pointer(b));
     std::vector<long long> values(params.begin(), params.end());
@@ -547,6 +552,8 @@ class CudaDevice : public Device {
 
   std::optional<std::string> compile_artifact(const Kernel& k) override {
     gpu_grid(k, "cuda backend");  // checks the kernel's shape before NVRTC does
+    if (fault::fires(fault::Site::jit_compile))
+      throw Error("cuda backend: cannot compile kernel '" + k.name + "': injected fault (jit_compile)");
     return cuda_artifact(k, nvrtc_arch_for(info_.features));
   }
 

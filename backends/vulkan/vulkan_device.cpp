@@ -16,6 +16,7 @@
 #include "codegen/emit/glsl/emit_glsl.h"
 #include "codegen/emit/gpu_nest.h"
 #include "kiln/error.h"
+#include "runtime/fault.h"
 
 namespace kiln {
 
@@ -78,6 +79,7 @@ class VulkanExecutable : public Executable {
            std::to_string(params.size()));
     auto* stream = dynamic_cast<vk::VulkanStream*>(&s);
     if (!stream || stream->core() != core_.get()) fail("kernel '" + name_ + "' launched on another device's stream");
+    if (fault::fires(fault::Site::launch)) fail("kernel '" + name_ + "' timed out (injected fault)");
     if (index32_)  // the shader's indices are 32-bit ints
       for (int64_t p : params)
         if (p > INT32_MAX || p < INT32_MIN)
@@ -242,6 +244,7 @@ class VulkanDevice : public Device {
   std::optional<std::string> compile_artifact(const Kernel& k) override {
     gpu_grid(k, "vulkan backend");  // checks the kernel's shape
     check_limits(k, workgroup_size(k));
+    if (fault::fires(fault::Site::jit_compile)) fail("cannot compile kernel '" + k.name + "': injected fault (jit_compile)");
     std::vector<uint32_t> spirv = compile_glsl_to_spirv(emit_glsl(k, glsl_), "kernel '" + k.name + "'");
     return std::string(reinterpret_cast<const char*>(spirv.data()), spirv.size() * sizeof(uint32_t));
   }

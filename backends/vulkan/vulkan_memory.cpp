@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kiln/error.h"
+#include "runtime/fault.h"
 
 namespace kiln::vk {
 
@@ -83,7 +84,9 @@ Allocation MemoryPool::create(VkDeviceSize size) {
     auto alloc = vk::init<VkMemoryAllocateInfo>(VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO);
     alloc.allocationSize = req.size;
     alloc.memoryTypeIndex = memory_type(req.memoryTypeBits);
-    check(fn.vkAllocateMemory(dev, &alloc, nullptr, &a.memory), "vkAllocateMemory", what);
+    VkResult r = fault::fires(fault::Site::alloc) ? VK_ERROR_OUT_OF_DEVICE_MEMORY
+                                                  : fn.vkAllocateMemory(dev, &alloc, nullptr, &a.memory);
+    check(r, "vkAllocateMemory", what);
     check(fn.vkBindBufferMemory(dev, a.buffer, a.memory, 0), "vkBindBufferMemory", what);
     if (kind_ == Kind::Staging)
       check(fn.vkMapMemory(dev, a.memory, 0, VK_WHOLE_SIZE, 0, &a.mapped), "vkMapMemory", what);

@@ -2,14 +2,16 @@
 // a kernel launch that fail. Each must give a kiln::Error that says what
 // failed, leave nothing behind (the ASan build checks for leaks) and leave the
 // device, the kernel cache and the CompiledGraph usable for the next request.
-// A model file cut short is covered by the loaders' truncation tests
-// (tests/frontend/loaders/); there is no on-disk kernel cache yet (issue 8).
+// The GPU backends run the same checks (tests/fault_testing.h). A model file
+// cut short is covered by the loaders' truncation tests
+// (tests/frontend/loaders/), a corrupt cache file by tests/runtime/disk_cache_test.cpp.
 #include <gtest/gtest.h>
 
 #include <string>
 
 #include "runtime/fault.h"
 #include "runtime/kernel_cache.h"
+#include "tests/fault_testing.h"
 #include "tests/testing.h"
 
 namespace kiln {
@@ -21,34 +23,10 @@ class Fault : public ::testing::Test {
   void TearDown() override { fault::disarm_all(); }
 };
 
-// relu(x * scale + 1) over [n]: one kernel of its own, so that no other test
-// has it in the kernel cache.
-Graph small_graph(double scale, Dim n = 64) {
-  Graph g;
-  int x = g.input("x", f32, {n});
-  int y = g.binary(Op::Add, g.binary(Op::Mul, x, g.constant(scale, f32, {n})), g.constant(1, f32, {n}));
-  g.outputs = {g.binary(Op::Max, y, g.constant(0, f32, {n}))};
-  return g;
-}
+using testing::expect_error;
+using testing::expect_runs;
 
-void expect_runs(const Graph& g, CompiledGraph& cg, const Bindings& symbols = {}) {
-  auto inputs = testing::inputs_for(g, symbols, 3);
-  std::vector<HostTensor> want = interpret(g, inputs, symbols);
-  std::vector<HostTensor> got = cg.run(inputs, symbols);
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t o = 0; o < want.size(); ++o) EXPECT_EQ(testing::compare(want[o], got[o], testing::tolerance_for(f32)), "");
-}
-
-// Runs `fn`, which must throw a kiln::Error whose message has every one of `parts`.
-template <typename Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no kiln::Error";
-  } catch (const Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
+Graph small_graph(double scale, Dim n = 64) { return testing::fault_graph(scale, n); }
 
 TEST_F(Fault, JitCompileFailsThenTheNextGraphCompiles) {
   Graph g = small_graph(1.25);

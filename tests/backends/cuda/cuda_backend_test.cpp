@@ -21,6 +21,7 @@
 #include "runtime/kernel_cache.h"
 #include "tests/backends/gpu_testing.h"
 #include "tests/backends/kernel_testing.h"
+#include "tests/fault_testing.h"
 #include "tests/testing.h"
 
 namespace kiln {
@@ -543,6 +544,28 @@ TEST(CudaBackend, Info) {
             std::string::npos);
   std::printf("%s: %s, %d SMs, %.1f GiB\n", info.name.c_str(), info.features.c_str(), info.cores,
               double(info.memory_bytes) / (1 << 30));
+}
+
+// Injected faults (tests/fault_testing.h): NVRTC failing, device memory
+// running out, a kernel timing out; each an error, then the next request works.
+class CudaFault : public ::testing::Test {
+ protected:
+  void TearDown() override { fault::disarm_all(); }
+};
+
+TEST_F(CudaFault, CompileFailsThenTheSameKernelCompiles) {
+  REQUIRE_GPU();
+  testing::expect_compile_fault_recovers(gpu(), 1.625);
+}
+
+TEST_F(CudaFault, DeviceMemoryRunsOutThenTheSameGraphRuns) {
+  REQUIRE_GPU();
+  testing::expect_alloc_fault_recovers(gpu(), 2.875, 28000000, "cuMemAlloc");
+}
+
+TEST_F(CudaFault, KernelTimesOutThenTheGraphRunsAgain) {
+  REQUIRE_GPU();
+  testing::expect_launch_fault_recovers(gpu(), 4.625);
 }
 
 }  // namespace
