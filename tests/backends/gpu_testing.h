@@ -154,6 +154,25 @@ inline std::vector<GraphCase> op_cases() {
     d.outputs = {d.contract(d.input("x", t, {128, 64}), d.permute(d.cast(wd, t), {1, 0}))};
     add("tensor-core contract, dequantized weight rows " + name, d);
   }
+  // A 4-bit weight's GEMV as the LLM builder spells it (GGUF Q4_0: a byte's
+  // nibbles b / 16 and b - 16 * (b / 16), groups of 32 with an f16 scale,
+  // zero 8): the GPU emitters dequantize its nibbles in pairs.
+  for (DType t : {f16, f32}) {
+    Graph q;
+    int64_t out = 64, in = 256, groups = out * in / 32;
+    Shape s3{groups, 2, 16};
+    int b = q.reshape(q.input("w", u8, {out, in / 2}), {groups, 1, 16});
+    int sixteen = q.constant(16, u8, {groups, 1, 16});
+    int hi = q.binary(Op::Div, b, sixteen);
+    int lo = q.binary(Op::Sub, b, q.binary(Op::Mul, hi, sixteen));
+    int upper = q.expand(q.pad(q.constant(1, boolean, {1, 1, 1}), {0, 1, 0}, {0, 0, 0}), s3);
+    int v = q.cast(q.where(upper, q.expand(hi, s3), q.expand(lo, s3)), f32);
+    int scale = q.expand(q.reshape(q.cast(q.input("s", f16, {out, in / 32}), f32), {groups, 1, 1}), s3);
+    v = q.binary(Op::Mul, q.binary(Op::Sub, v, q.constant(8, f32, s3)), scale);
+    int w = q.cast(q.cast(q.reshape(v, {out, in}), f16), t);
+    q.outputs = {q.contract(q.input("x", t, {1, in}), q.permute(w, {1, 0}))};
+    add("q4 gemv " + std::string(dtype_name(t)), q);
+  }
   // Sizes Hopper's warpgroup tiles take (CUDA sm_90: rows multiples of 128,
   // reductions of 64), in each operand layout.
   for (DType t : {f16, bf16}) {

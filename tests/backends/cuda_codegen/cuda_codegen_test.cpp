@@ -329,26 +329,60 @@ TEST(CudaCodegen, LongRowsAreReadInSixteenBytePieces) {
   }
   // A 4-bit weight's GEMV (two elements a byte, groups of 32): a lane takes
   // 32 elements a step, its 16 packed bytes in one 16-byte load, element v
-  // reading byte v % 16.
+  // reading nibble v / 16 of byte v % 16. The 32 nibbles are dequantized
+  // before the loop two at a time (f16x2 half arithmetic, no conversion
+  // instruction int -> float or f32 -> f16), and the loop reads them back.
   {
     Program p = lower(make_workload("llm-decode:stories15m:40:q4", f16).graph);
     int packed = 0;
     for (const Kernel& raw : p.kernels) {
       Kernel k = scheduled(raw);
       std::string src = emit_cuda(k, "f");
-      if (!contains(src, "reinterpret_cast<const unsigned char*>(kiln_vec")) continue;
+      if (!contains(src, "kiln_dequant_nibbles<")) continue;
       EXPECT_TRUE(contains(src, "16 elements of")) << src;
-      // Each weight dequantized in half arithmetic, with no conversion
-      // instruction (int -> float, f32 -> f16) in the loop.
-      EXPECT_TRUE(contains(src, "kiln_dequant_f16(")) << src;
+      EXPECT_TRUE(contains(src, "kiln_dequant_nibbles<4>(reinterpret_cast<const unsigned*>(kiln_vec")) << src;
+      EXPECT_TRUE(contains(src, "kiln_nibble(kiln_dq")) << src;
       if (packed++ == 0) {
         std::string ptx = compile_cuda_to_ptx(k, "sm_90");
         EXPECT_TRUE(contains(ptx, "ld.global.nc.v4.u32")) << src;
-        EXPECT_TRUE(contains(ptx, "mul.rn.f16")) << src;
+        EXPECT_TRUE(contains(ptx, "mul.rn.f16x2")) << src;
         EXPECT_FALSE(contains(ptx, "cvt.rn.f32.s32") || contains(ptx, "cvt.rn.f32.u32")) << src;
       }
     }
-    EXPECT_GT(packed, 0);
+    EXPECT_GE(packed, 7) << "q, k, v, o, gate, up and down of a layer";
+    for (const testing::GraphCase& c : testing::op_cases())  // what test_backends_cuda runs on the GPU
+      if (c.name.starts_with("q4 gemv")) {
+        std::string src;
+        for (const Kernel& raw : lower(c.graph).kernels) src += emit_cuda(scheduled(raw), "f");
+        EXPECT_TRUE(contains(src, "kiln_dequant_nibbles<")) << c.name << "\n" << src;
+      }
+  }
+  // The pairs are taken only where every iteration's nibble is the one
+  // kiln_nibble reads: a loop reading the bytes' nibbles the other way round
+  // (high nibble first) keeps one dequantization per element.
+  {
+    Graph g;
+    int64_t out = 8, in = 64, groups = out * in / 32;
+    Shape s3{groups, 2, 16};
+    int b = g.reshape(g.input("w", u8, {out, in / 2}), {groups, 1, 16});
+    int sixteen = g.constant(16, u8, {groups, 1, 16});
+    int hi = g.binary(Op::Div, b, sixteen);
+    int lo = g.binary(Op::Sub, b, g.binary(Op::Mul, hi, sixteen));
+    int upper = g.expand(g.pad(g.constant(1, boolean, {1, 1, 1}), {0, 1, 0}, {0, 0, 0}), s3);
+    for (bool swapped : {false, true}) {
+      int nib = swapped ? g.where(upper, g.expand(lo, s3), g.expand(hi, s3))
+                        : g.where(upper, g.expand(hi, s3), g.expand(lo, s3));
+      int v = g.cast(nib, f32);
+      int scale = g.expand(g.reshape(g.cast(g.input(swapped ? "t" : "s", f16, {out, in / 32}), f32), {groups, 1, 1}), s3);
+      v = g.binary(Op::Mul, g.binary(Op::Sub, v, g.constant(8, f32, s3)), scale);
+      int w = g.cast(g.reshape(v, {out, in}), f16);
+      Graph one = g;
+      one.outputs = {one.contract(one.input("x", f16, {1, in}), one.permute(w, {1, 0}))};
+      std::string src;
+      for (const Kernel& raw : lower(one).kernels) src += emit_cuda(scheduled(raw), "f");
+      EXPECT_EQ(contains(src, "kiln_dequant_nibbles<"), !swapped) << src;
+      EXPECT_EQ(contains(src, "kiln_dequant_f16("), swapped) << src;
+    }
   }
   // An int8 weight's GEMV: its bytes become floats by adding to the bits of
   // 1.5 * 2^23, not by a conversion instruction.
