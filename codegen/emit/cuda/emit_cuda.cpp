@@ -114,32 +114,6 @@ const char* kDequantHelpers = R"(__device__ __forceinline__ float kiln_dequant_f
 }
 )";
 
-// Every 4-bit nibble of W words dequantized as kiln_dequant_f16 does, two at
-// a time in f16x2 arithmetic (the same operations per half, so the same
-// bits): half the instructions of one nibble at a time, since one mask makes
-// two nibbles f16 values (a q4 GEMV's inner loop is bound by instructions,
-// not bytes). dq[4i + 2h + p] holds the nibbles h (0: low, 1: high) of word
-// i's bytes p and p + 2, in its low and high half; kiln_nibble reads byte j's
-// nibble h back, all constant indices once the loop around it is unrolled.
-const char* kNibbleHelpers = R"(template <int W>
-__device__ __forceinline__ void kiln_dequant_nibbles(const unsigned* w, unsigned zero2, unsigned short scale, unsigned* dq) {
-  unsigned scale2 = (unsigned)scale | ((unsigned)scale << 16), exponent = 0x64006400u;
-  #pragma unroll
-  for (int i = 0; i < W; ++i) {
-    #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      unsigned t;  // (w >> shift) & 0x000F000F | 0x64006400 in one instruction
-      asm("lop3.b32 %0, %1, 0x000F000F, %2, 0xEA;" : "=r"(t) : "r"(w[i] >> (4 * (k >> 1) + 8 * (k & 1))), "r"(exponent));
-      asm("{ .reg .b32 d;\n sub.rn.f16x2 d, %1, %2;\n mul.rn.f16x2 %0, d, %3; }"
-          : "=r"(dq[4 * i + k]) : "r"(t), "r"(zero2), "r"(scale2));
-    }
-  }
-}
-__device__ __forceinline__ float kiln_nibble(const unsigned* dq, long long j, long long h) {
-  return kiln_f16_to_f32((unsigned short)(dq[(j >> 2) * 4 + h * 2 + (j & 1)] >> ((j & 2) << 3)));
-}
-)";
-
 // An integer of magnitude below 2^22 as a float without a conversion
 // instruction (a quarter-rate I2F on sm_90): added to the bits of 1.5 * 2^23
 // it is that float's integer offset, exactly; an int8 GEMV's inner loop.
@@ -250,7 +224,9 @@ __device__ __forceinline__ T kiln_sel(bool c, T a, T b) { return c ? a : b; }
 // Launched as a programmatic dependent (sm_90): the kernel lets the next one
 // launch now and waits for the one before it to finish (and its writes to be
 // visible) before it reads or writes memory. Without that launch attribute
-// both are no-ops. A tensor-core tile only waits: the next kernel's blocks,
+// both are no-ops. Buffers the kernel only reads are not __restrict__ (see
+// arguments()): their loads would be read-only (ld.global.nc), which ptxas
+// moves above the wait. A tensor-core tile only waits: the next kernel's blocks,
 // resident early, slowed the prefill's tiled contractions (H100: TTFT 11.0 ->
 // 13.5 ms), so it launches when they are done, as without the attribute.
 const char* kDependentLaunch = R"(#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -336,7 +312,6 @@ class Emitter {
     std::string text = header();
     if (use_f16_) text += "\n" + std::string(kF16Helpers);
     if (use_dequant_) text += "\n" + std::string(kDequantHelpers);
-    if (use_nibbles_) text += "\n" + std::string(kNibbleHelpers);
     if (use_small_i2f_) text += "\n" + std::string(kSmallIntHelpers);
     if (use_bf16_) text += "\n" + std::string(kBF16Helpers);
     if (use_div_) text += "\n" + std::string(kDivHelpers);
@@ -365,14 +340,22 @@ class Emitter {
 
   // Global buffers the kernel never stores to are const, so loads can take the
   // read-only path.
+  // Buffers the kernel only reads are `const T*`, not `const T* __restrict__`:
+  // NVVM makes loads through the latter read-only (ld.global.nc), and ptxas
+  // issued those before griddepcontrol.wait, so a kernel read what the one
+  // before it had not yet written (a replayed deps:20 with new inputs gave
+  // wrong results once its steps got shorter; H100, session 12, run 68). The
+  // buffers it stores to keep __restrict__, which is what tells the compiler
+  // that those stores do not change what the reads see.
   std::string arguments() {
     std::set<int> stored;
     collect_stores(k_.body->body, &stored);
     std::string args;
     for (int i : k_.global_buffers()) {
       if (!args.empty()) args += ", ";
-      args += std::string(stored.count(i) ? "" : "const ") + storage_type(k_.buffers[i].dtype) +
-              "* __restrict__ " + buffer_name(i);
+      args += stored.count(i) ? std::string(storage_type(k_.buffers[i].dtype)) + "* __restrict__ "
+                              : "const " + std::string(storage_type(k_.buffers[i].dtype)) + "* ";
+      args += buffer_name(i);
     }
     for (size_t j = 0; j < k_.params.size(); ++j)
       args += (args.empty() ? "" : ", ") + std::string("long long param") + std::to_string(j);
@@ -575,7 +558,6 @@ class Emitter {
     }
     std::vector<const ExprNode*> vectors = vector_loads(s);
     std::string v = declare(s.var);
-    std::vector<const ExprNode*> nibbles = nibble_pairs(s);
     if (s.loop == LoopKind::Unrolled) line("#pragma unroll");
     // A serial loop of a symbolic trip count with no loop inside (a decode
     // step's pass over its cache, a thread's share of it) goes 4 iterations
@@ -588,7 +570,6 @@ class Emitter {
     line("}");
     scope_.pop_back();
     for (const ExprNode* load : vectors) vector_element_.erase(load);
-    for (const ExprNode* product : nibbles) nibble_ref_.erase(product);
   }
 
   // The loads of an unrolled loop that read whole pieces of a buffer
@@ -612,8 +593,7 @@ class Emitter {
         arrays.push_back(arrays[v.first]);
       }
       vector_element_[v.load] = {"reinterpret_cast<const " + std::string(storage_type(b.dtype)) + "*>(" +
-                                     arrays.back() + ")",
-                                 loop.var, v.element, arrays.back(), v.bytes};
+                                 arrays.back() + ")", loop.var, v.element};
       done.push_back(v.load);
     }
     return done;
@@ -893,27 +873,6 @@ class Emitter {
   // integer in [0, 1023], zero an integer constant there and scale an f16
   // value: kiln_dequant_f16's half arithmetic. Empty where it does not match.
   std::optional<CExpr> dequant_f16(const Expr& a) {
-    if (auto n = nibble_ref_.find(a.get()); n != nibble_ref_.end()) return primary(n->second);
-    std::optional<Dequant> d = dequant_parts(a);
-    if (!d) return std::nullopt;
-    use_f16_ = use_dequant_ = true;
-    std::string q_int = d->q->type == ValType::i32 ? full(d->q) : "(int)" + operand(d->q, kPrimary);
-    return primary("kiln_dequant_f16(" + q_int + ", " + zero_bits(d->zero) + ", " + scale_bits(d->scale) + ")");
-  }
-
-  // Loads read by vector_loads(): the array of their elements, and the loop
-  // variable that picks one.
-  struct VectorElement {
-    std::string array, loop;
-    Expr element;  // the element iteration `loop` takes; null: the loop variable itself
-    std::string raw;  // the array of pieces itself ("kiln_vec3")
-    int64_t bytes = 0;  // how many bytes it holds
-  };  struct Dequant {
-    Expr q;      // the integer, in [0, 1023]
-    int zero;    // in [0, 1023]
-    Expr scale;  // an f16 load, or a value rounded to f16
-  };
-  std::optional<Dequant> dequant_parts(const Expr& a) {
     if (a->kind != ExprKind::Binary || a->binop != BinOp::Mul || a->type != ValType::f32) return std::nullopt;
     for (int side = 0; side < 2; ++side) {
       const Expr &diff = a->args[side], &scale = a->args[1 - side];
@@ -924,153 +883,15 @@ class Emitter {
       if (!(z >= 0 && z <= 1023 && z == std::floor(z))) continue;
       std::optional<std::pair<int64_t, int64_t>> r = int_range(q->args[0]);
       if (!r || r->first < 0 || r->second > 1023) continue;
-      bool f16_scale = (scale->kind == ExprKind::Load && buffer(scale->buffer).dtype == f16) ||
-                       (scale->kind == ExprKind::Round && scale->round_to == f16);
-      if (f16_scale) return Dequant{q->args[0], int(z), scale};
-    }
-    return std::nullopt;
-  }
-  static std::string zero_bits(int zero) {
-    char bits[16];
-    std::snprintf(bits, sizeof bits, "0x%04x", 0x6400 + zero);
-    return bits;
-  }
-  std::string scale_bits(const Expr& scale) {
-    return scale->kind == ExprKind::Load ? load_ref(*scale) : "kiln_f32_to_f16(" + full(scale->args[0]) + ")";
-  }
-
-  // A q4 GEMV's unrolled loop over a block's 2E weights, E bytes of them
-  // read as a vector: a dequantized product whose integer is, at iteration
-  // r, nibble r / E of byte r % E (checked for every r and every byte value,
-  // so whatever index arithmetic the IR spells it with), and whose zero and
-  // scale stay the same through the loop, takes its value from all the
-  // vector's nibbles dequantized before the loop in pairs
-  // (kiln_dequant_nibbles). Returns the products so served.
-  std::vector<const ExprNode*> nibble_pairs(const StmtNode& loop) {
-    std::vector<const ExprNode*> done;
-    if (loop.loop != LoopKind::Unrolled || loop.extent->kind != ExprKind::Const) return done;
-    int64_t n = loop.extent->ival;
-    std::map<std::string, std::string> arrays;  // (vector, zero, scale) -> its nibbles' array
-    std::function<void(const Expr&)> scan = [&](const Expr& e) {
-      if (e->kind == ExprKind::Round && e->round_to == f16 && !nibble_ref_.count(e->args[0].get())) {
-        const Expr& product = e->args[0];
-        std::optional<Dequant> d = dequant_parts(product);
-        const VectorElement* vec = d ? nibble_vector(d->q, loop.var, n) : nullptr;
-        if (vec && !uses_var(d->scale, loop.var)) {
-          std::string scale = scale_bits(d->scale);
-          std::string& dq = arrays[vec->raw + " " + zero_bits(d->zero) + " " + scale];
-          if (dq.empty()) {
-            dq = "kiln_dq" + std::to_string(fresh_++);
-            int64_t words = vec->bytes / 4;
-            line("unsigned " + dq + "[" + std::to_string(4 * words) + "];  // the nibbles of " + vec->raw +
-                 ", dequantized in pairs");
-            line("kiln_dequant_nibbles<" + std::to_string(words) + ">(reinterpret_cast<const unsigned*>(" + vec->raw +
-                 "), " + zero_bits(d->zero) + zero_bits(d->zero).substr(2) + "u, " + scale + ", " + dq + ");");
-            use_f16_ = use_nibbles_ = true;
-          }
-          std::string r = var_name(loop.var), bytes = std::to_string(vec->bytes) + "LL";
-          nibble_ref_[product.get()] = "kiln_nibble(" + dq + ", " + r + " % " + bytes + ", " + r + " / " + bytes + ")";
-          done.push_back(product.get());
-          return;
-        }
-      }
-      for (const Expr& a : e->args) scan(a);
-    };
-    for (const Stmt& b : loop.body)
-      visit(b, [&](const Stmt& st) {
-        for (const Expr& e : {st->extent, st->index, st->value, st->cond})
-          if (e) scan(e);
-      });
-    return done;
-  }
-
-  // The vector whose nibbles `q` reads, if at every iteration r of `v` (0 to
-  // n - 1) it is nibble r / E of element r % E of one u8 vector of E bytes (a
-  // multiple of 4, n = 2E) read before the loop: null otherwise. Proved by
-  // evaluating q for each r at all 256 values of the byte it reads.
-  const VectorElement* nibble_vector(const Expr& q, const std::string& v, int64_t n) {
-    std::vector<const ExprNode*> loads;
-    std::function<void(const Expr&)> find = [&](const Expr& e) {
-      if (e->kind == ExprKind::Load) loads.push_back(e.get());
-      for (const Expr& a : e->args) find(a);
-    };
-    find(q);
-    if (loads.empty()) return nullptr;
-    const VectorElement* vec = nullptr;
-    for (const ExprNode* l : loads) {
-      auto it = vector_element_.find(l);
-      if (it == vector_element_.end() || it->second.loop != v || buffer(l->buffer).dtype != u8) return nullptr;
-      if (vec && vec->raw != it->second.raw) return nullptr;
-      vec = &it->second;
-    }
-    int64_t e = vec->bytes;
-    if (e % 4 != 0 || n != 2 * e) return nullptr;
-    for (int64_t r = 0; r < n; ++r) {
-      for (const ExprNode* l : loads) {
-        const Expr& element = vector_element_.at(l).element;
-        std::optional<int64_t> j = element ? eval_int(element, v, r, nullptr, 0) : std::optional<int64_t>(r);
-        if (j != r % e) return nullptr;
-      }
-      for (int64_t b = 0; b < 256; ++b)
-        if (eval_int(q, v, r, &loads, b) != ((b >> (4 * (r / e))) & 15)) return nullptr;
-    }
-    return vec;
-  }
-
-  // The value of integer expression `e` with `v` = r and each of `loads`
-  // reading b, wrapped as its type wraps; nullopt for anything else it reads
-  // (another variable or load, a float).
-  static std::optional<int64_t> eval_int(const Expr& e, const std::string& v, int64_t r,
-                                         const std::vector<const ExprNode*>* loads, int64_t b) {
-    auto wrap = [&](int64_t x) -> std::optional<int64_t> {
-      switch (e->type) {
-        case ValType::i32: return int64_t(int32_t(uint32_t(uint64_t(x))));
-        case ValType::i64: return x;
-        case ValType::b1: return int64_t(x != 0);
-        case ValType::f32: return std::nullopt;
-      }
-      return std::nullopt;
-    };
-    std::vector<int64_t> a;
-    if (e->kind != ExprKind::Round || e->round_to == u8 || e->round_to == i8)
-      for (const Expr& x : e->args) {
-        if (e->kind == ExprKind::Load) break;
-        std::optional<int64_t> y = eval_int(x, v, r, loads, b);
-        if (!y) return std::nullopt;
-        a.push_back(*y);
-      }
-    switch (e->kind) {
-      case ExprKind::Const: return e->type == ValType::f32 ? std::nullopt : std::optional<int64_t>(e->ival);
-      case ExprKind::Var: return e->name == v ? std::optional<int64_t>(r) : std::nullopt;
-      case ExprKind::Load:
-        if (loads && std::find(loads->begin(), loads->end(), e.get()) != loads->end()) return b;
-        return std::nullopt;
-      case ExprKind::Unary:
-        if (e->unop == UnOp::Neg) return wrap(int64_t(0 - uint64_t(a[0])));
-        if (e->unop == UnOp::Not) return wrap(!a[0]);
-        return std::nullopt;
-      case ExprKind::Binary:
-        switch (e->binop) {
-          case BinOp::Add: return wrap(int64_t(uint64_t(a[0]) + uint64_t(a[1])));
-          case BinOp::Sub: return wrap(int64_t(uint64_t(a[0]) - uint64_t(a[1])));
-          case BinOp::Mul: return wrap(int64_t(uint64_t(a[0]) * uint64_t(a[1])));
-          case BinOp::Div:  // truncating; 0 for a zero divisor; -1 without overflow
-            return wrap(a[1] == 0 ? 0 : a[1] == -1 ? int64_t(0 - uint64_t(a[0])) : a[0] / a[1]);
-          case BinOp::Mod: return wrap(a[1] == 0 || a[1] == -1 ? 0 : a[0] % a[1]);
-          case BinOp::Max: return wrap(std::max(a[0], a[1]));
-          case BinOp::Min: return wrap(std::min(a[0], a[1]));
-          case BinOp::CmpLt: return int64_t(a[0] < a[1]);
-          case BinOp::CmpEq: return int64_t(a[0] == a[1]);
-          case BinOp::And: return int64_t(a[0] && a[1]);
-          case BinOp::Or: return int64_t(a[0] || a[1]);
-        }
-        return std::nullopt;
-      case ExprKind::Select: return a[0] ? a[1] : a[2];
-      case ExprKind::Cast: return wrap(a[0]);
-      case ExprKind::Round:
-        if (e->round_to == u8) return int64_t(uint8_t(uint64_t(a[0])));
-        if (e->round_to == i8) return int64_t(int8_t(uint8_t(uint64_t(a[0]))));
-        return std::nullopt;
+      std::string bits;
+      if (scale->kind == ExprKind::Load && buffer(scale->buffer).dtype == f16) bits = load_ref(*scale);
+      else if (scale->kind == ExprKind::Round && scale->round_to == f16) bits = "kiln_f32_to_f16(" + full(scale->args[0]) + ")";
+      else continue;
+      use_f16_ = use_dequant_ = true;
+      std::string q_int = q->args[0]->type == ValType::i32 ? full(q->args[0]) : "(int)" + operand(q->args[0], kPrimary);
+      char zero_bits[16];
+      std::snprintf(zero_bits, sizeof zero_bits, "0x%04x", 0x6400 + int(z));
+      return primary("kiln_dequant_f16(" + q_int + ", " + zero_bits + ", " + bits + ")");
     }
     return std::nullopt;
   }
@@ -1096,13 +917,15 @@ class Emitter {
   int indent_ = 1;
   std::vector<std::pair<std::string, std::string>> scope_;  // loop variables in scope: IR name, C name
   int fresh_ = 0;
-
+  // Loads read by vector_loads(): the array of their elements, and the loop
+  // variable that picks one.
+  struct VectorElement {
+    std::string array, loop;
+    Expr element;  // the element iteration `loop` takes; null: the loop variable itself
+  };
   std::map<const ExprNode*, VectorElement> vector_element_;
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false, use_sel_ = false;
-  bool use_dequant_ = false, use_small_i2f_ = false, use_nibbles_ = false;
-  // Dequantized nibbles computed before their unrolled loop (nibble_pairs):
-  // the product node -> the C expression that reads its value.
-  std::map<const ExprNode*, std::string> nibble_ref_;
+  bool use_dequant_ = false, use_small_i2f_ = false;
   std::string wgmma_helpers_;  // the kernel's wgmma instruction, for its tile's width and layouts
 
   // --- Tensor cores: a kernel with the schedule's array_tile ---
