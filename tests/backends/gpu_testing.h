@@ -156,7 +156,7 @@ inline std::vector<GraphCase> op_cases() {
   }
   // A 4-bit weight's GEMV as the LLM builder spells it (GGUF Q4_0: a byte's
   // nibbles b / 16 and b - 16 * (b / 16), groups of 32 with an f16 scale,
-  // zero 8): the GPU emitters dequantize its nibbles in pairs.
+  // zero 8), the decode step's most common kernel.
   for (DType t : {f16, f32}) {
     Graph q;
     int64_t out = 64, in = 256, groups = out * in / 32;
