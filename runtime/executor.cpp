@@ -210,7 +210,6 @@ void CompiledGraph::launch_one_by_one(bool timing, const std::function<void()>& 
   }
   kernel_seconds_.assign(program_.launches.size(), 0);
   if (stream.can_time()) {  // the device's clock: queued back to back, waited for once
-    std::vector<double> timed;
     std::vector<size_t> first(program_.launches.size() + 1);  // launch i's timed launches: [first[i], first[i+1])
     stream.start_timing();
     try {
@@ -223,7 +222,7 @@ void CompiledGraph::launch_one_by_one(bool timing, const std::function<void()>& 
       stream.stop_timing();
       throw;
     }
-    timed = stream.stop_timing();
+    std::vector<double> timed = stream.stop_timing();
     for (size_t i = 0; i < program_.launches.size(); ++i)
       for (size_t j = first[i]; j < first[i + 1] && j < timed.size(); ++j) kernel_seconds_[i] += timed[j];
   } else {

@@ -1,7 +1,7 @@
 #include "backends/vulkan/vulkan_stream.h"
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <thread>
 
