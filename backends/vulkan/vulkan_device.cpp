@@ -238,6 +238,7 @@ class VulkanDevice : public Device {
            std::to_string(p.apiVersion) + "; driver " + std::to_string(p.driverVersion) + "; ids " +
            std::to_string(p.vendorID) + ":" + std::to_string(p.deviceID) + "; glsl " +
            std::to_string(glsl_.storage8) + std::to_string(glsl_.storage16) + std::to_string(glsl_.denorm_preserve) +
+           std::to_string(glsl_.nan_preserve) +
            (glsl_.index32 ? " index32" : "");
   }
 
@@ -326,6 +327,7 @@ struct Capabilities {
   int compute_units = 1;
   int64_t memory_bytes = 0;
   bool storage16 = false, storage8 = false, float16 = false, int8 = false, denorm_preserve = false;
+  bool nan_preserve = false;
   bool needs_8bit_extension = false;  // 8-bit storage is core only from Vulkan 1.2
   bool needs_float_controls_extension = false;  // so are float controls
 };
@@ -376,7 +378,8 @@ void query_properties(const vk::Instance& inst, VkPhysicalDevice pd, const std::
   c.subgroup_arithmetic = compute && (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
   c.subgroup_clustered = c.subgroup_arithmetic && (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_CLUSTERED_BIT);
   c.denorm_preserve = has_controls && controls.shaderDenormPreserveFloat32;
-  c.needs_float_controls_extension = c.denorm_preserve && c.api < VK_API_VERSION_1_2;
+  c.nan_preserve = has_controls && controls.shaderSignedZeroInfNanPreserveFloat32;
+  c.needs_float_controls_extension = (c.denorm_preserve || c.nan_preserve) && c.api < VK_API_VERSION_1_2;
   if (has_nv) c.compute_units = int(nv.shaderSMCount);
   if (has_amd)
     c.compute_units = int(amd.shaderEngineCount * amd.shaderArraysPerEngineCount * amd.computeUnitsPerShaderArray);
@@ -425,6 +428,7 @@ std::string feature_list(const Capabilities& c) {
   if (c.storage16) s += ",storage16";
   if (c.storage8) s += ",storage8";
   if (c.denorm_preserve) s += ",denorm_preserve";
+  if (c.nan_preserve) s += ",nan_preserve";
   if (c.subgroup_arithmetic) s += c.subgroup_clustered ? ",subgroup_clustered" : ",subgroup_arithmetic";
   return s;
 }
@@ -486,6 +490,7 @@ std::shared_ptr<Device> make_device(const std::shared_ptr<vk::Instance>& inst, V
   glsl.storage16 = c.storage16 && options.storage16;
   glsl.storage8 = c.storage8 && options.storage8;
   glsl.denorm_preserve = c.denorm_preserve;
+  glsl.nan_preserve = c.nan_preserve;
   glsl.index32 = options.index32;
   if (options.subgroups && c.subgroup_arithmetic) {
     glsl.subgroup_size = int(c.subgroup_size);

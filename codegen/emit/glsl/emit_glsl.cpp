@@ -269,10 +269,14 @@ class Emitter {
     if (unrolled_) s += "#extension GL_EXT_control_flow_attributes : require\n";
     if (subgroups_) s += "#extension GL_KHR_shader_subgroup_arithmetic : require\n";
     if (clustered_) s += "#extension GL_KHR_shader_subgroup_clustered : require\n";
+    if (opt_.denorm_preserve || opt_.nan_preserve) s += "#extension GL_EXT_spirv_intrinsics : require\n";
     if (opt_.denorm_preserve) {
-      s += "#extension GL_EXT_spirv_intrinsics : require\n";
       s += "// f32 subnormals are kept: execution mode DenormPreserve (4459) for 32 bits.\n";
       s += "spirv_execution_mode(extensions = [\"SPV_KHR_float_controls\"], capabilities = [4464], 4459, 32);\n";
+    }
+    if (opt_.nan_preserve) {
+      s += "// NaN, infinities and signed zeros are kept: SignedZeroInfNanPreserve (4461) for 32 bits.\n";
+      s += "spirv_execution_mode(extensions = [\"SPV_KHR_float_controls\"], capabilities = [4466], 4461, 32);\n";
     }
     s += "\n// kiln kernel '" + one_line(k_.name) + "': workgroups (x, y, z) = (";
     for (int i = 0; i < 3; ++i) s += (i ? ", " : "") + print(groups_[i], k_);

@@ -24,6 +24,10 @@ struct GlslOptions {
   // Keep f32 subnormals, as the CPU and the interpreter do (Vulkan lets a
   // driver flush them, and NVIDIA's does): SPV_KHR_float_controls.
   bool denorm_preserve = false;
+  // Keep NaN, infinities and the sign of zero through f32 arithmetic
+  // (SPV_KHR_float_controls' SignedZeroInfNanPreserve): without it a driver
+  // may fold x - x to 0 where x is NaN (lavapipe does, for sqrt(x) - sqrt(x)).
+  bool nan_preserve = false;
   // Sums across a row of invocations along x by subgroup operations
   // (GL_KHR_shader_subgroup_arithmetic, and _clustered for rows shorter
   // than a subgroup) where the device runs compute shaders in subgroups of

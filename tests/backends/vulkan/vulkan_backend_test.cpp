@@ -531,6 +531,21 @@ TEST_F(VulkanBackend, SubnormalPreservingShadersCompile) {
   EXPECT_FALSE(compile_glsl_to_spirv(glsl, "kernel 'map'").empty());
 }
 
+// sqrt(x) - sqrt(x) is NaN for x < 0; lavapipe folded it to 0 until shaders
+// asked for SignedZeroInfNanPreserve (tests/fuzz/regressions/lavapipe-seed*).
+TEST_F(VulkanBackend, NanPreservingShadersCompile) {
+  Kernel k = map_kernel({f32}, f32, [](auto& v) {
+    Expr r = unary(UnOp::Sqrt, v[0]);
+    return binary(BinOp::Sub, r, r);
+  });
+  GlslOptions options;
+  options.nan_preserve = true;
+  options.denorm_preserve = true;
+  std::string glsl = emit_glsl(apply(k, default_schedule(k, dev().info())), options);
+  EXPECT_NE(glsl.find("SignedZeroInfNanPreserve"), std::string::npos) << glsl;
+  EXPECT_FALSE(compile_glsl_to_spirv(glsl, "kernel 'map'").empty());
+}
+
 TEST_F(VulkanBackend, GlslangErrorsCarryItsLog) {
   try {
     compile_glsl_to_spirv("#version 450\nlayout(local_size_x = 1) in;\nvoid main() { no_such_function(); }\n",
