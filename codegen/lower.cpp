@@ -141,6 +141,7 @@ class KernelBuilder {
     b.name = unique(n.op == Op::Input ? sanitize(n.name) : "t" + std::to_string(node));
     b.dtype = n.dtype;
     b.output = output;
+    b.immutable = !output && n.op == Op::Input && n.immutable;
     k_.buffers.push_back(b);
     args_.push_back(node);
     return node_buffer_[node] = int(k_.buffers.size()) - 1;

@@ -73,6 +73,7 @@ class Generator {
   double bound(int id) const { return info_[id].bound; }
 
   // Operands.
+  int input(DType t, Shape s);  // a graph input named x0, x1, ...
   int fresh(DType t, Shape s);
   int constant(DType t, Shape s, double v);
   int operand(const Filter& ok, const std::function<int()>& make);
@@ -155,9 +156,17 @@ int Generator::note_float(int id, bool exact, double bound) {
   return note(id, exact, bound);
 }
 
+// Every other input is immutable (as model weights are), without drawing from
+// the generator, so that seeds give the graphs they gave before the flag.
+int Generator::input(DType t, Shape s) {
+  int i = names_++;
+  std::string name = "x" + std::to_string(i);
+  return i % 2 ? g_.immutable_input(name, t, std::move(s)) : g_.input(name, t, std::move(s));
+}
+
 int Generator::fresh(DType t, Shape s) {
   require(max_elements(s) <= kMaxElements, "tensor too large");
-  int id = g_.input("x" + std::to_string(names_++), t, std::move(s));
+  int id = input(t, std::move(s));
   // HostTensor::random: floats in [-1, 1), i8/i32 in [-20, 20], u8 in [0, 40].
   return note(id, true, t == u8 ? 40 : is_integer(t) ? 20 : 1);
 }
@@ -449,7 +458,7 @@ int Generator::make_tile_contract() {
   DType t = pick<DType>({f16, bf16});
   int64_t m = pick<int64_t>({64, 128}), n = pick<int64_t>({64, 128}), k = pick<int64_t>({32, 64});
   auto input = [&](DType dt, Shape s) {
-    return note(g_.input("x" + std::to_string(names_++), dt, std::move(s)), true, dt == i8 ? 20 : 1);
+    return note(Generator::input(dt, std::move(s)), true, dt == i8 ? 20 : 1);
   };
   auto maybe_transposed = [&](DType dt, int64_t rows, int64_t cols) {
     if (chance(0.5)) return input(dt, {Dim(rows), Dim(cols)});

@@ -91,6 +91,7 @@ Node infer_node(const Graph& g, Node n) {
     case OpClass::Binary: case OpClass::Gather: case OpClass::Contract: want_inputs = 2; break;
     case OpClass::Ternary: want_inputs = 3; break;
   }
+  if (n.immutable && n.op != Op::Input) fail(n.op, "cannot be immutable (only an input can)");
   if (n.inputs.size() != want_inputs)
     fail(n.op, "takes " + std::to_string(want_inputs) + " operands, got " + std::to_string(n.inputs.size()));
   for (int in : n.inputs)
@@ -306,6 +307,12 @@ int Graph::input(std::string name, DType dtype, Shape shape) {
   for (const Node& o : nodes)
     if (o.op == Op::Input && o.name == n.name) fail(Op::Input, "two inputs are named '" + n.name + "'");
   KILN_BUILD(n);
+}
+
+int Graph::immutable_input(std::string name, DType dtype, Shape shape) {
+  int i = input(std::move(name), dtype, std::move(shape));
+  nodes[size_t(i)].immutable = true;
+  return i;
 }
 
 int Graph::constant(double value, DType dtype, Shape shape) {

@@ -39,6 +39,7 @@ std::string int_list(const std::vector<int64_t>& v, bool stops = false) {
 }
 
 std::string attributes(const Node& n) {
+  if (n.op == Op::Input && n.immutable) return " {immutable}";
   if (uses_axes(n.op)) return " {axes=" + int_list(n.axes) + "}";
   if (n.op == Op::Slice)
     return " {starts=" + int_list(n.starts) + ", stops=" + int_list(n.stops, true) + ", steps=" + int_list(n.steps) +
@@ -164,6 +165,12 @@ Dim GraphParser::dim() {
 
 void GraphParser::attributes(Node& n) {
   bool slice = n.op == Op::Slice, pad = n.op == Op::Pad;
+  if (n.op == Op::Input && accept("{")) {
+    expect("immutable");
+    n.immutable = true;
+    expect("}");
+    return;
+  }
   if (!uses_axes(n.op) && !slice && !pad) return;
   expect("{");
   if (uses_axes(n.op)) n.axes = ints("axes");

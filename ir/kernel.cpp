@@ -362,7 +362,8 @@ bool operator==(const Kernel& a, const Kernel& b) {
     return false;
   for (size_t i = 0; i < a.buffers.size(); ++i) {
     const BufferDecl &x = a.buffers[i], &y = b.buffers[i];
-    if (x.name != y.name || x.dtype != y.dtype || x.scope != y.scope || x.size != y.size || x.output != y.output)
+    if (x.name != y.name || x.dtype != y.dtype || x.scope != y.scope || x.size != y.size || x.output != y.output ||
+        x.immutable != y.immutable)
       return false;
   }
   return equal(a.body, b.body);

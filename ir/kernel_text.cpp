@@ -197,7 +197,7 @@ void KernelParser::array_tile() {
   }
 }
 
-// `buffer name: dtype scope[size] out`
+// `buffer name: dtype scope[size] out` (or `immutable` for `out`)
 void KernelParser::buffer() {
   next();
   Token t = peek();
@@ -216,6 +216,11 @@ void KernelParser::buffer() {
   }
   // `out[` would start a store to a buffer named "out".
   b.output = peek_is("out") && !peek_is("[", 1) && accept("out");
+  // Likewise `immutable[` would start a store.
+  if (!b.output && peek_is("immutable") && !peek_is("[", 1) && accept("immutable")) {
+    if (b.scope != MemScope::Global) fail(t, "only a global buffer can be immutable");
+    b.immutable = true;
+  }
   k_.buffers.push_back(b);
 }
 
@@ -437,7 +442,7 @@ std::string print(const Kernel& k) {
   for (const BufferDecl& b : k.buffers) {
     s += "  buffer " + b.name + ": " + std::string(dtype_name(b.dtype)) + " " + std::string(memscope_name(b.scope));
     if (b.scope != MemScope::Global || b.size != 0) s += "[" + std::to_string(b.size) + "]";
-    s += b.output ? " out\n" : "\n";
+    s += b.output ? " out\n" : b.immutable ? " immutable\n" : "\n";
   }
   const ArrayTile& t = k.array_tile;
   if (t.any())

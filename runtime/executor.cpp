@@ -97,6 +97,7 @@ Buffer& CompiledGraph::buffer(int node) {
     retire_replay();  // it launches with the old buffer
     buf = dev_->allocate(bytes);
     buffer_bytes_[node] = bytes;
+    if (n.op != Op::Input) buf->written_by_kernels = true;
   }
   return *buf;
 }
@@ -157,7 +158,12 @@ void CompiledGraph::set_inputs(const std::map<std::string, HostTensor>& inputs, 
 void CompiledGraph::bind_input(const std::string& name, std::shared_ptr<Buffer> buf) {
   if (!buf) throw Error("bind_input('" + name + "'): no buffer");
   for (int id : input_nodes_) {
-    if (program_.graph.nodes[id].name != name) continue;
+    const Node& n = program_.graph.nodes[id];
+    if (n.name != name) continue;
+    // Its kernels may read it early, before the kernel launched before has
+    // written it (Node::immutable).
+    if (n.immutable && buf->written_by_kernels)
+      throw Error("bind_input('" + name + "'): the input is immutable, but kernels write this buffer");
     bound_inputs_[id] = std::move(buf);
     ready_ = false;  // set_inputs() checks its size
     return;

@@ -78,14 +78,15 @@ class Builder {
   }
 
   // The weight's value in the model's dtype; a q8 matrix is dequantized here
-  // (inlined by fusion into whatever reads it).
+  // (inlined by fusion into whatever reads it). Weights (and the RoPE tables)
+  // are immutable inputs: the session sets them once and no kernel writes them.
   int weight(const std::string& name) {
     auto it = weights_.find(name);
     if (it != weights_.end()) return it->second;
     auto s = shapes_.find(name);
     if (s == shapes_.end()) throw Error("llm: no weight named '" + name + "' in config " + c_.name);
     Shape shape(s->second.begin(), s->second.end());
-    if (wf_ == WeightFormat::dense || shape.size() != 2) return weights_[name] = g_.input(name, dt_, shape);
+    if (wf_ == WeightFormat::dense || shape.size() != 2) return weights_[name] = g_.immutable_input(name, dt_, shape);
     if (wf_ != WeightFormat::q8) return weights_[name] = dequantize_q4(name, shape);
     int q = g_.cast(quantized(name), f32);
     int scale = g_.reshape(scale_of(name), {shape[0], 1});
@@ -106,14 +107,14 @@ class Builder {
       throw Error("llm: matrix '" + name + "' has " + std::to_string(in) + " inputs; " +
                   weight_format_name(wf_) + " needs a multiple of 32");
     int64_t groups = out * (in / kQ4Group);
-    int b = g_.reshape(g_.input(name, u8, {out, in / 2}), {groups, 1, half});
+    int b = g_.reshape(g_.immutable_input(name, u8, {out, in / 2}), {groups, 1, half});
     int hi = div(b, fill(16, u8, shape(b)));
     int lo = sub(b, mul(hi, fill(16, u8, shape(b))));
     Shape s3{groups, 2, half};
     int upper = bcast(g_.pad(g_.constant(1, boolean, {1, 1, 1}), {0, 1, 0}, {0, 0, 0}), s3);
     int v = g_.cast(g_.where(upper, bcast(hi, s3), bcast(lo, s3)), f32);
     auto group_param = [&](const std::string& suffix) {
-      int p = g_.cast(g_.input(name + suffix, f16, {out, in / kQ4Group}), f32);
+      int p = g_.cast(g_.immutable_input(name + suffix, f16, {out, in / kQ4Group}), f32);
       return bcast(g_.reshape(p, {groups, 1, 1}), s3);
     };
     int scale = group_param(".scale");
@@ -124,7 +125,7 @@ class Builder {
   int rope_table(const std::string& name) {
     auto it = weights_.find(name);
     if (it != weights_.end()) return it->second;
-    return weights_[name] = g_.input(name, f32, {c_.max_seq, c_.head_dim() / 2});
+    return weights_[name] = g_.immutable_input(name, f32, {c_.max_seq, c_.head_dim() / 2});
   }
 
   // A constant of `t` broadcast to `shape`.
@@ -163,12 +164,12 @@ class Builder {
     auto it = weights_.find(name + "#q");
     if (it != weights_.end()) return it->second;
     const std::vector<int64_t>& s = shapes_.at(name);
-    return weights_[name + "#q"] = g_.input(name, i8, Shape(s.begin(), s.end()));
+    return weights_[name + "#q"] = g_.immutable_input(name, i8, Shape(s.begin(), s.end()));
   }
   int scale_of(const std::string& name) {
     auto it = weights_.find(name + ".scale");
     if (it != weights_.end()) return it->second;
-    return weights_[name + ".scale"] = g_.input(name + ".scale", f32, {shapes_.at(name)[0]});
+    return weights_[name + ".scale"] = g_.immutable_input(name + ".scale", f32, {shapes_.at(name)[0]});
   }
 
   // x [S, D] -> [S, D] in the model's dtype; statistics in f32.

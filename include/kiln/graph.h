@@ -53,6 +53,10 @@ struct Node {
   std::vector<int> inputs;
   // Attributes; which ones an op uses is listed in graph.cpp's verifier.
   std::string name;                // Input
+  // Input: the host sets it before any program reads it, no kernel writes it,
+  // and it does not change while a program that reads it runs (model weights).
+  // GPU kernels may then read it early and through read-only caches.
+  bool immutable = false;
   double value = 0;                // Const, Pad (pad value)
   std::vector<int64_t> axes;       // ReduceSum/Max, Permute (the permutation), Flip, Gather (axis)
   std::vector<int64_t> starts, stops, steps;  // Slice, one per axis
@@ -72,6 +76,7 @@ struct Graph {
   // throws kiln::Error naming the op and the shapes on bad input. They return
   // the new node's index.
   int input(std::string name, DType dtype, Shape shape);
+  int immutable_input(std::string name, DType dtype, Shape shape);  // see Node::immutable
   int constant(double value, DType dtype, Shape shape = {});
   int unary(Op op, int x);
   int cast(int x, DType to);

@@ -110,6 +110,10 @@ struct BufferDecl {
   MemScope scope = MemScope::Global;
   int64_t size = 0;     // elements; only for Shared/Local (Global sizes are run-time)
   bool output = false;  // Global: the kernel writes it
+  // Global, read only: an immutable graph input (Node::immutable), which no
+  // kernel writes and which does not change while kernels run, so it may be
+  // read before waiting for the kernel launched before (CUDA: const __restrict__).
+  bool immutable = false;
 };
 
 // How a matrix unit that takes a contraction in whole tiles (the systolic

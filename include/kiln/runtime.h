@@ -3,6 +3,7 @@
 // on Streams. Nothing above this interface knows which device it talks to.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,6 +38,10 @@ class Buffer {
  public:
   virtual ~Buffer() = default;
   virtual int64_t bytes() const = 0;
+
+  // Set on a buffer that a compiled graph's kernels write (an output or an
+  // intermediate): such a buffer cannot be bound to an immutable input.
+  std::atomic<bool> written_by_kernels{false};
 };
 
 // Work recorded from a Stream (after IREE's command buffers), queued again as

@@ -99,6 +99,22 @@ TEST(GraphText, RoundTripsEveryOp) {
   EXPECT_NE(text.find(R"("y \"quoted\" \\ name")"), std::string::npos) << text;
 }
 
+TEST(GraphText, ImmutableInputsRoundTrip) {
+  Graph g;
+  int w = g.immutable_input("w", f16, {8, 4});
+  g.outputs = {g.contract(w, g.input("x", f16, {4, 1}))};
+  std::string text = print(g);
+  EXPECT_NE(text.find("%0 = input \"w\" {immutable} : f16[8, 4]"), std::string::npos) << text;
+  EXPECT_NE(text.find("%1 = input \"x\" : f16[4, 1]"), std::string::npos) << text;
+  EXPECT_EQ(parse_graph(text), g);
+  Graph plain = g;
+  plain.nodes[0].immutable = false;
+  EXPECT_FALSE(plain == g);
+  Node n = g.nodes[2];
+  n.immutable = true;
+  EXPECT_THROW(g.add(n), Error) << "only an input can be immutable";
+}
+
 TEST(GraphText, RoundTripsEmptyGraph) {
   Graph g;
   EXPECT_EQ(print(g), "graph main() {\n  return\n}\n");
@@ -197,6 +213,9 @@ TEST(GraphText, RejectsMalformedInput) {
       "f32[4]\n  return\n}",  // zero step
       "graph main() {\n  %0 = input \"x\" : f32[[[[[[[[[[[[[4]]]]]]]]]]]]]\n  return\n}",  // nesting
       "graph 12() {\n  return\n}",  // graph name is not an identifier
+      "graph main() {\n  %0 = input \"x\" {mutable} : f32[4]\n  return\n}",      // unknown attribute
+      "graph main() {\n  %0 = input \"x\" {immutable : f32[4]\n  return\n}",     // unclosed
+      "graph main() {\n  %0 = input \"x\" : f32[4]\n  %1 = neg %0 {immutable} : f32[4]\n  return\n}",
   };
   for (const char* text : bad) {
     EXPECT_THROW(parse_graph(text), Error) << text;

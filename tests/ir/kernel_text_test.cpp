@@ -136,6 +136,25 @@ TEST(KernelText, RoundTripsEveryKind) {
     EXPECT_NE(text.find(word), std::string::npos) << word << " in\n" << text;
 }
 
+// An immutable global buffer prints as such; a buffer named `immutable` (or
+// `out`) that the next line stores to is not taken for the word.
+TEST(KernelText, ImmutableBuffersRoundTrip) {
+  Kernel k;
+  k.name = "gemv";
+  k.buffers = {buf("w", f32), buf("immutable", f32, MemScope::Global, 0, true)};
+  k.buffers[0].immutable = true;
+  k.body = block({store(1, idx(0), load(0, ValType::f32, idx(0)))});
+  std::string text = print(k);
+  EXPECT_NE(text.find("buffer w: f32 global immutable\n"), std::string::npos) << text;
+  EXPECT_EQ(parse_kernel(text), k) << text;
+  Kernel plain = k;
+  plain.buffers[0].immutable = false;
+  EXPECT_FALSE(plain == k);
+  EXPECT_EQ(parse_kernel(print(plain)), plain);
+  Kernel stored = parse_kernel("kernel k() {\n  buffer immutable: f32 global\n  immutable[0] = 1f\n}\n");
+  EXPECT_FALSE(stored.buffers[0].immutable);
+}
+
 TEST(KernelText, RoundTripsEmptyKernel) {
   Kernel k;
   k.name = "empty";
@@ -308,6 +327,7 @@ TEST(KernelText, RejectsMalformedInput) {
       "kernel 5() {\n}\n",
       "kernel k() {\n  buffer x: f33 global\n}\n",
       "kernel k() {\n  buffer x: f32 private\n}\n",
+      "kernel k() {\n  buffer x: f32 local[4] immutable\n}\n",  // only a global buffer is immutable
       "kernel k() {\n  buffer x: f32 local[-1]\n}\n",
       "kernel k() {\n  buffer x: f32 global\n  buffer x: f32 global\n}\n",
       "kernel k() {\n}\ntrailing",

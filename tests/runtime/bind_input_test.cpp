@@ -71,6 +71,30 @@ TEST(BindInput, MisuseIsAnError) {
   EXPECT_THROW(dev->copy(*a, 0, *b, 0, -1), Error);
 }
 
+// An immutable input (weights) takes a buffer the host wrote, not one that a
+// graph's kernels write: those could read it before it was written.
+TEST(BindInput, AnImmutableInputRefusesABufferKernelsWrite) {
+  std::shared_ptr<Device> dev = device("cpu");
+  Graph a;
+  a.outputs = {a.unary(Op::Neg, a.input("x", f32, {4}))};
+  CompiledGraph first(a, dev);
+  first.set_inputs({{"x", HostTensor::random(f32, {4}, 1)}});
+  first.execute();
+  Graph b;
+  b.outputs = {b.binary(Op::Mul, b.immutable_input("w", f32, {4}), b.input("v", f32, {4}))};
+  CompiledGraph second(b, dev);
+  std::shared_ptr<Buffer> written = first.output_buffer(0);
+  EXPECT_THROW(second.bind_input("w", written), Error);
+  EXPECT_NO_THROW(second.bind_input("v", written));  // an ordinary input may
+  auto weights = buffer_of(*dev, {1, 2, 3, 4});
+  second.bind_input("w", weights);
+  second.bind_input("v", written);
+  second.set_inputs({});
+  second.execute();
+  HostTensor x = first.output(0), y = second.output(0);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(y.ptr<float>()[i], x.ptr<float>()[i] * float(i + 1));
+}
+
 // ExecuteOptions::after queues launches behind the graph's own (a decode
 // step's cache appends), recorded with them where the device replays: a
 // kernel that reads the position from the graph's input buffer and copies

@@ -346,15 +346,21 @@ class Emitter {
   // before it had not yet written (a replayed deps:20 with new inputs gave
   // wrong results once its steps got shorter; H100, session 12, run 68). The
   // buffers it stores to keep __restrict__, which is what tells the compiler
-  // that those stores do not change what the reads see.
+  // that those stores do not change what the reads see. Immutable buffers
+  // (model weights: no kernel writes them) are `const T* __restrict__`: their
+  // loads may go before the wait, which lets a GEMV start reading its weights
+  // while the kernel before it finishes.
   std::string arguments() {
     std::set<int> stored;
     collect_stores(k_.body->body, &stored);
     std::string args;
     for (int i : k_.global_buffers()) {
       if (!args.empty()) args += ", ";
-      args += stored.count(i) ? std::string(storage_type(k_.buffers[i].dtype)) + "* __restrict__ "
-                              : "const " + std::string(storage_type(k_.buffers[i].dtype)) + "* ";
+      std::string type = storage_type(k_.buffers[i].dtype);
+      if (stored.count(i))
+        args += type + "* __restrict__ ";
+      else
+        args += "const " + type + (k_.buffers[i].immutable ? "* __restrict__ " : "* ");
       args += buffer_name(i);
     }
     for (size_t j = 0; j < k_.params.size(); ++j)

@@ -655,6 +655,31 @@ TEST(CudaCodegen, KernelsWaitForTheirPredecessor) {
   EXPECT_TRUE(contains(compile_cuda_to_ptx(tile, "sm_90"), "griddepcontrol.wait"));
 }
 
+// A GEMV's immutable weight (Node::immutable: no kernel writes it) keeps
+// `const __restrict__`, so its loads may be read-only ones issued before the
+// wait; its vector x, another kernel's output, is read with plain loads.
+TEST(CudaCodegen, ImmutableInputsAreReadOnlyLoads) {
+  Graph g;
+  int w = g.immutable_input("w", f32, {256, 512});
+  g.outputs = {g.contract(w, g.input("x", f32, {512, 1}))};
+  Kernel k = scheduled(lower(g).kernels[0]);
+  int wi = -1, xi = -1;
+  for (int i : k.global_buffers()) (k.buffers[i].name == "w" ? wi : k.buffers[i].name == "x" ? xi : i) = i;
+  ASSERT_GE(wi, 0);
+  ASSERT_GE(xi, 0);
+  EXPECT_TRUE(k.buffers[wi].immutable);
+  EXPECT_FALSE(k.buffers[xi].immutable);
+  std::string src = emit_cuda(k, "f");
+  EXPECT_TRUE(contains(src, "const float* __restrict__ buf" + std::to_string(wi))) << src;
+  EXPECT_TRUE(contains(src, "const float* buf" + std::to_string(xi))) << src;
+  std::string ptx = compile_cuda_to_ptx(k, "sm_90");
+  EXPECT_TRUE(contains(ptx, "ld.global.nc")) << ptx;
+  // The same graph without the flag: no read-only loads at all.
+  Graph plain;
+  plain.outputs = {plain.contract(plain.input("w", f32, {256, 512}), plain.input("x", f32, {512, 1}))};
+  EXPECT_FALSE(contains(compile_cuda_to_ptx(scheduled(lower(plain).kernels[0]), "sm_90"), "ld.global.nc"));
+}
+
 // ptxas 13.0 drops some negations it folds into sm_90's three-input integer
 // max: an i32 negation goes through an identity byte permute it cannot fold.
 TEST(CudaCodegen, IntNegationIsKeptFromPtxas) {
