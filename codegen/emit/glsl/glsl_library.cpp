@@ -53,11 +53,31 @@ bool kiln_eq(float a, float b) { return !kiln_isnan(a) && !kiln_isnan(b) && a ==
       return R"(float kiln_exp2(float x) { return kiln_isnan(x) ? x : exp2(x); }
 )";
     case GlslHelper::Log2:
-      return R"(float kiln_log2(float x) {
+      return R"(// log2 to a few ulp everywhere, near 1 too, where a GPU's log2 is bound only in
+// absolute terms (Vulkan allows 2^-21 on [0.5, 2]: 1% of log2(1.00001)). x is
+// m 2^e with m in [sqrt(1/2), sqrt(2)) (from the bits, subnormals included), and
+// log2(m) = 2 atanh(s) / ln 2 with s = (m - 1) / (m + 1), |s| < 0.172: the
+// series to s^9 leaves 4e-9 of s.
+float kiln_log2(float x) {
   uint b = floatBitsToUint(x);
   if ((b & 0x7fffffffu) == 0u) return uintBitsToFloat(0xff800000u);  // -inf
   if (b >= 0x7f800000u) return b == 0x7f800000u ? x : uintBitsToFloat(0x7fc00000u);  // inf; NaN or x < 0
-  return log2(x);
+  int e = int(b >> 23) - 127;
+  if (b < 0x00800000u) {  // subnormal: normalize the mantissa
+    int shift = 23 - findMSB(b);
+    b <<= uint(shift);
+    e = -126 - shift;
+  }
+  precise float m = uintBitsToFloat((b & 0x007fffffu) | 0x3f800000u);  // [1, 2)
+  if (m > 1.41421356) {
+    m *= 0.5;
+    e += 1;
+  }
+  precise float s = (m - 1.0) / (m + 1.0);
+  float s2 = s * s;
+  float p = s2 * (0.333333333 + s2 * (0.2 + s2 * (0.142857143 + s2 * 0.111111111)));
+  precise float l = s * 2.88539008 + (s * 2.88539008) * p;  // 2 / ln 2
+  return float(e) + l;
 }
 )";
     case GlslHelper::Sqrt:
