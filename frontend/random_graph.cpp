@@ -457,18 +457,16 @@ int Generator::make_contract() {
 int Generator::make_tile_contract() {
   DType t = pick<DType>({f16, bf16});
   int64_t m = pick<int64_t>({64, 128}), n = pick<int64_t>({64, 128}), k = pick<int64_t>({32, 64});
-  auto input = [&](DType dt, Shape s) {
-    return note(Generator::input(dt, std::move(s)), true, dt == i8 ? 20 : 1);
-  };
+  auto operand_input = [&](DType dt, Shape s) { return note(input(dt, std::move(s)), true, dt == i8 ? 20 : 1); };
   auto maybe_transposed = [&](DType dt, int64_t rows, int64_t cols) {
-    if (chance(0.5)) return input(dt, {Dim(rows), Dim(cols)});
-    int x = input(dt, {Dim(cols), Dim(rows)});
+    if (chance(0.5)) return operand_input(dt, {Dim(rows), Dim(cols)});
+    int x = operand_input(dt, {Dim(cols), Dim(rows)});
     return note(g_.permute(x, {1, 0}), true, bound(x));
   };
   int a = maybe_transposed(t, m, k);
   int b;
   if (chance(0.3)) {
-    int w = input(i8, {Dim(n), Dim(k)});
+    int w = operand_input(i8, {Dim(n), Dim(k)});
     b = note(g_.permute(note(g_.cast(w, t), true, 20), {1, 0}), true, 20);
   } else {
     b = maybe_transposed(t, k, n);

@@ -76,8 +76,8 @@ float kiln_log2(float x) {
   precise float s = (m - 1.0) / (m + 1.0);
   float s2 = s * s;
   float p = s2 * (0.333333333 + s2 * (0.2 + s2 * (0.142857143 + s2 * 0.111111111)));
-  precise float l = s * 2.88539008 + (s * 2.88539008) * p;  // 2 / ln 2
-  return float(e) + l;
+  precise float t = s * 2.88539008;  // 2 / ln 2
+  return float(e) + (t + t * p);
 }
 )";
     case GlslHelper::Sqrt:

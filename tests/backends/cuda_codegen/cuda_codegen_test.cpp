@@ -664,7 +664,10 @@ TEST(CudaCodegen, ImmutableInputsAreReadOnlyLoads) {
   g.outputs = {g.contract(w, g.input("x", f32, {512, 1}))};
   Kernel k = scheduled(lower(g).kernels[0]);
   int wi = -1, xi = -1;
-  for (int i : k.global_buffers()) (k.buffers[i].name == "w" ? wi : k.buffers[i].name == "x" ? xi : i) = i;
+  for (int i : k.global_buffers()) {
+    if (k.buffers[i].name == "w") wi = i;
+    if (k.buffers[i].name == "x") xi = i;
+  }
   ASSERT_GE(wi, 0);
   ASSERT_GE(xi, 0);
   EXPECT_TRUE(k.buffers[wi].immutable);
