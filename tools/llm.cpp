@@ -126,6 +126,11 @@ std::shared_ptr<Device> pick_device(const std::string& which) {
   return device("cpu");
 }
 
+std::optional<DType> cache_dtype(const std::string& name) {
+  if (name.empty()) return std::nullopt;
+  return parse_dtype(name);  // llm_cache_dtype refuses a dtype that is not float
+}
+
 std::string join_ids(const std::vector<int32_t>& ids) {
   std::string s;
   for (int32_t t : ids) s += (s.empty() ? "" : " ") + std::to_string(t);
@@ -149,7 +154,7 @@ int cmd_generate(const GenerateArgs& a) {
   const LlmConfig& c = m.config;
   std::optional<Tokenizer> tok;
   if (!m.tokenizer_json_path.empty()) tok = Tokenizer::from_json_file(m.tokenizer_json_path);
-  LlmSession s(c, dt, dev, m.weights, wf);
+  LlmSession s(c, dt, dev, m.weights, wf, cache_dtype(a.kv_dtype));
   m.weights.clear();  // on the device now
   s.set_replay(dev->stream().can_capture());
   double load_s = seconds_since(t0);
@@ -182,9 +187,10 @@ int cmd_generate(const GenerateArgs& a) {
   std::printf("\n");
   std::fprintf(stderr,
                "time to first token %.1f ms; prefill %.1f tok/s (%lld tokens); decode %.1f tok/s (%lld tokens)\n"
-               "memory: weights %.1f MB, KV cache %.1f MB\n",
+               "memory: weights %.1f MB, KV cache %.1f MB (%s)\n",
                st.ttft_s * 1e3, st.prefill_tok_s(), (long long)st.prompt_tokens, st.decode_tok_s(),
-               (long long)st.generated, double(s.weight_bytes()) * 1e-6, double(s.cache_bytes()) * 1e-6);
+               (long long)st.generated, double(s.weight_bytes()) * 1e-6, double(s.cache_bytes()) * 1e-6,
+               std::string(dtype_name(s.cache_dtype())).c_str());
   if (a.print_ids)
     std::fprintf(stderr, "prompt ids: %s\ngenerated ids: %s\n", join_ids(prompt).c_str(), join_ids(generated).c_str());
   return 0;
@@ -198,7 +204,7 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
   int64_t prompt_n = std::min<int64_t>(512, c.max_seq - decode_n);
   std::string dtype = opt.format.empty() ? std::string(dtype_name(opt.dtype)) : opt.format;
   auto [dt, wf] = model_dtype(dtype, *dev);
-  LlmSession s(c, dt, dev, random_llm_weights(c, dt, 1), wf);
+  LlmSession s(c, dt, dev, random_llm_weights(c, dt, 1), wf, cache_dtype(opt.kv_dtype));
   auto t0 = std::chrono::steady_clock::now();
   s.warm_up(prompt_n);
   double compile_s = seconds_since(t0);
@@ -247,6 +253,8 @@ std::string bench_llm(const std::string& spec, const BenchOptions& opt) {
   j["device_name"] = dev->info().name;
   j["dtype"] = dtype;
   j["activations"] = std::string(dtype_name(dt));
+  j["kv_dtype"] = std::string(dtype_name(s.cache_dtype()));
+  j["cache_bytes"] = s.cache_bytes();
   j["params"] = llm_param_count(c);
   j["weight_bytes"] = s.weight_bytes();
   j["compile_s"] = compile_s;

@@ -793,8 +793,16 @@ std::map<std::string, HostTensor> llm_rope_tables(const LlmConfig& c) {
   return out;
 }
 
-Graph llm_prefill_graph(const LlmConfig& c, DType dt, int64_t seq, WeightFormat wf) {
+DType llm_cache_dtype(DType dtype, std::optional<DType> kv) {
+  DType t = kv.value_or(dtype);
+  if (!is_float(t))
+    throw Error(std::string("llm: the KV cache dtype must be f32, f16 or bf16, not ") + std::string(dtype_name(t)));
+  return t;
+}
+
+Graph llm_prefill_graph(const LlmConfig& c, DType dt, int64_t seq, WeightFormat wf, std::optional<DType> kv) {
   c.validate();
+  DType kt = llm_cache_dtype(dt, kv);
   if (seq < 1 || seq > c.max_seq)
     throw Error("llm prefill of " + std::to_string(seq) + " tokens: the model takes 1 to " +
                 std::to_string(c.max_seq));
@@ -822,12 +830,13 @@ Graph llm_prefill_graph(const LlmConfig& c, DType dt, int64_t seq, WeightFormat 
     return g.reshape(g.permute(g.reshape(o, {c.kv_heads, group, seq, hd}), {2, 0, 1, 3}), {seq, c.dim});
   }, &kv_out);
   g.outputs = {b.logits(g.gather(x, last, 0))};
-  for (int n : kv_out) g.outputs.push_back(n);
+  for (int n : kv_out) g.outputs.push_back(g.nodes[n].dtype == kt ? n : g.cast(n, kt));
   return g;
 }
 
-Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf) {
+Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf, std::optional<DType> kv) {
   c.validate();
+  DType kt = llm_cache_dtype(dt, kv);
   Graph g;
   g.name = c.name + "_decode";
   Builder b(g, c, dt, wf);
@@ -842,16 +851,23 @@ Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf) {
   int cache_new = g.input("cache_new", boolean, {past});
   int64_t hd = c.head_dim(), group = c.heads / c.kv_heads;
   double scale = 1.0 / std::sqrt(double(hd));
-  std::vector<int> kv_out;
+  std::vector<int> kv_out, kv_rows;  // the decoder's keys and values; the same in the cache's dtype
   int x = b.decoder(b.embed(token, position), position, [&](int64_t l, int q, int k, int v) {
-    int kc = g.input("k_cache." + std::to_string(l), dt, {past, c.kv_heads, hd});
-    int vc = g.input("v_cache." + std::to_string(l), dt, {past, c.kv_heads, hd});
+    int kc = g.input("k_cache." + std::to_string(l), kt, {past, c.kv_heads, hd});
+    int vc = g.input("v_cache." + std::to_string(l), kt, {past, c.kv_heads, hd});
     int qg = g.reshape(q, {c.kv_heads, group, hd});
-    // The caches with this step's key and value in the new token's row.
+    // The caches with this step's key and value (in the cache's dtype: the
+    // rows that go into it) in the new token's row.
     Shape cs{past, c.kv_heads, hd};
     int slot = b.bcast(g.reshape(cache_new, {past, 1, 1}), cs);
-    int keys = g.where(slot, b.bcast(g.reshape(k, {1, c.kv_heads, hd}), cs), kc);
-    int values = g.where(slot, b.bcast(g.reshape(v, {1, c.kv_heads, hd}), cs), vc);
+    auto to_kt = [&](int x) { return g.nodes[x].dtype == kt ? x : g.cast(x, kt); };
+    auto in_dt = [&](int x) { return g.nodes[x].dtype == dt ? x : g.cast(x, dt); };
+    k = to_kt(k);
+    v = to_kt(v);
+    kv_rows.push_back(k);
+    kv_rows.push_back(v);
+    int keys = in_dt(g.where(slot, b.bcast(g.reshape(k, {1, c.kv_heads, hd}), cs), kc));
+    int values = in_dt(g.where(slot, b.bcast(g.reshape(v, {1, c.kv_heads, hd}), cs), vc));
     int s = b.scale(b.f32_of(g.contract(qg, g.permute(keys, {1, 2, 0}))), scale);  // [KVH, G, P]
     s = b.add(s, b.bcast(g.reshape(cache_mask, {1, 1, past}), b.shape(s)));
     int e = b.exp(b.sub(s, b.bcast(g.reduce(Op::ReduceMax, s, {2}), b.shape(s))));
@@ -861,7 +877,7 @@ Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf) {
   }, &kv_out);
   int logits = b.logits(x);
   g.outputs = {logits};
-  for (int n : kv_out) g.outputs.push_back(n);
+  for (int n : kv_rows) g.outputs.push_back(n);
   // The greedy choice, on the device: the first id of the largest logit
   // (-max(-id) over the ids that hold it), so a greedy step reads 4 bytes,
   // not the vocabulary's logits. vocab_ids holds 0 .. vocab-1 as f32 (exact).

@@ -76,8 +76,8 @@ Kernel cache_append_kernel(int64_t first, int64_t count, int64_t row, DType dt, 
 }  // namespace
 
 LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> dev,
-                       const std::map<std::string, HostTensor>& weights, WeightFormat wf)
-    : c_(c), dtype_(dtype), wf_(wf), dev_(std::move(dev)) {
+                       const std::map<std::string, HostTensor>& weights, WeightFormat wf, std::optional<DType> kv)
+    : c_(c), dtype_(dtype), kv_dtype_(llm_cache_dtype(dtype, kv)), wf_(wf), dev_(std::move(dev)) {
   if (!is_float(dtype)) throw Error("llm: the model dtype must be f32, f16 or bf16");
   auto upload = [&](const std::string& name, const HostTensor& t, bool is_weight = true) {
     auto buf = dev_->allocate(int64_t(t.data.size()));
@@ -160,7 +160,7 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
   for (auto& [name, t] : llm_tables(c_)) upload(name, t, /*is_weight=*/false);
   // Zeroed: rows beyond the filled part are read (and masked), so they must
   // hold finite values.
-  std::vector<uint8_t> zeros(size_t(c_.max_seq * c_.kv_heads * c_.head_dim() * dtype_size(dtype_)), 0);
+  std::vector<uint8_t> zeros(size_t(c_.max_seq * c_.kv_heads * c_.head_dim() * dtype_size(kv_dtype_)), 0);
   for (int64_t l = 0; l < c_.layers; ++l)
     for (auto* cache : {&k_cache_, &v_cache_}) {
       cache->push_back(dev_->allocate(int64_t(zeros.size())));
@@ -169,7 +169,7 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
 }
 
 int64_t LlmSession::cache_bytes() const {
-  return 2 * c_.layers * c_.max_seq * c_.kv_heads * c_.head_dim() * dtype_size(dtype_);
+  return 2 * c_.layers * c_.max_seq * c_.kv_heads * c_.head_dim() * dtype_size(kv_dtype_);
 }
 
 int64_t LlmSession::bucket(int64_t n) const {
@@ -189,7 +189,7 @@ CompiledGraph& LlmSession::prefill_graph(int64_t b) {
   auto& slot = prefill_[b];
   if (!slot) {
     auto t0 = std::chrono::steady_clock::now();
-    slot = std::make_unique<CompiledGraph>(llm_prefill_graph(c_, dtype_, b, wf_), dev_);
+    slot = std::make_unique<CompiledGraph>(llm_prefill_graph(c_, dtype_, b, wf_, kv_dtype_), dev_);
     bind_weights(*slot);
     compile_seconds_ += seconds_since(t0);
   }
@@ -199,7 +199,7 @@ CompiledGraph& LlmSession::prefill_graph(int64_t b) {
 CompiledGraph& LlmSession::decode_graph() {
   if (!decode_) {
     auto t0 = std::chrono::steady_clock::now();
-    decode_ = std::make_unique<CompiledGraph>(llm_decode_graph(c_, dtype_, wf_), dev_);
+    decode_ = std::make_unique<CompiledGraph>(llm_decode_graph(c_, dtype_, wf_, kv_dtype_), dev_);
     bind_weights(*decode_);
     for (int64_t l = 0; l < c_.layers; ++l) {
       decode_->bind_input("k_cache." + std::to_string(l), k_cache_[l]);
@@ -240,7 +240,7 @@ std::vector<float> LlmSession::prefill(std::span<const int32_t> tokens) {
                  {"mask", std::move(mask)},
                  {"last", i32_tensor({int32_t(n - 1)})}});
   cg.execute({.replay = replay_, .timing = false});
-  int64_t row = c_.kv_heads * c_.head_dim() * dtype_size(dtype_);
+  int64_t row = c_.kv_heads * c_.head_dim() * dtype_size(kv_dtype_);
   for (int64_t l = 0; l < c_.layers; ++l) {
     dev_->copy(*cg.output_buffer(1 + 2 * l), cg.output_offset(1 + 2 * l), *k_cache_[l], 0, n * row);
     dev_->copy(*cg.output_buffer(2 + 2 * l), cg.output_offset(2 + 2 * l), *v_cache_[l], 0, n * row);
@@ -312,9 +312,9 @@ void LlmSession::compile_appenders(CompiledGraph& cg) {
   const int64_t per_launch = kAppendLayers;
   if (appenders_.empty()) {
     std::vector<int64_t> offsets;  // fixed once the decode graph is compiled
-    for (int64_t o = 1; o <= 2 * c_.layers; ++o) offsets.push_back(cg.output_offset(size_t(o)) / dtype_size(dtype_));
+    for (int64_t o = 1; o <= 2 * c_.layers; ++o) offsets.push_back(cg.output_offset(size_t(o)) / dtype_size(kv_dtype_));
     for (int64_t first = 0; first < c_.layers; first += per_launch) {
-      Kernel k = cache_append_kernel(first, std::min(per_launch, c_.layers - first), elems, dtype_, offsets);
+      Kernel k = cache_append_kernel(first, std::min(per_launch, c_.layers - first), elems, kv_dtype_, offsets);
       appenders_.push_back(KernelCache::global().get_or_compile(*dev_, apply(k, default_schedule(k, dev_->info()))));
     }
   }

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -23,9 +24,11 @@ class LlmSession {
   // converted to `dtype`; matrices stored in another format than `wf` (float,
   // or quantized by quantize_q8 / q4 / q4z) are converted here) and
   // allocates the KV cache for c.max_seq
-  // tokens. The host copies may be dropped afterwards.
+  // tokens, of dtype `kv` (`dtype` where not given; llm_decode_graph). The
+  // host copies may be dropped afterwards.
   LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> dev,
-             const std::map<std::string, HostTensor>& weights, WeightFormat wf = WeightFormat::dense);
+             const std::map<std::string, HostTensor>& weights, WeightFormat wf = WeightFormat::dense,
+             std::optional<DType> kv = std::nullopt);
 
   // Empties the cache and runs the prompt (1 to max_seq tokens). Returns the
   // logits for the token after it.
@@ -37,6 +40,7 @@ class LlmSession {
   int32_t decode_greedy(int32_t token);
 
   const LlmConfig& config() const { return c_; }
+  DType cache_dtype() const { return kv_dtype_; }
   Device& device() { return *dev_; }
   int64_t length() const { return length_; }  // tokens in the cache
   int64_t weight_bytes() const { return weight_bytes_; }
@@ -81,6 +85,7 @@ class LlmSession {
 
   LlmConfig c_;
   DType dtype_;
+  DType kv_dtype_;  // the KV cache's
   WeightFormat wf_;
   std::shared_ptr<Device> dev_;
   std::map<std::string, std::shared_ptr<Buffer>> weights_;  // and the rope tables

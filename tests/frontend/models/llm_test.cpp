@@ -91,6 +91,78 @@ TEST(Llm, DecodeGraphMatchesInterpreter) {
   }
 }
 
+// A decode step over a narrower cache (f16 or bf16 under f32 activations)
+// equals the interpreter's; its new key and value rows come out in the
+// cache's dtype.
+TEST(Llm, DecodeGraphWithANarrowerCacheMatchesInterpreter) {
+  LlmConfig c = llm_config("tiny");
+  for (DType kv : {f16, bf16}) {
+    SCOPED_TRACE(std::string(dtype_name(kv)));
+    Graph g = llm_decode_graph(c, f32, WeightFormat::dense, kv);
+    auto in = model_inputs(c, f32);
+    in["vocab_ids"] = llm_tables(c).at("vocab_ids");
+    int64_t past = 6;
+    in["token"] = ints({23});
+    in["position"] = ints({int32_t(past - 1)});
+    HostTensor mask(f32, {past}), slot(boolean, {past});
+    slot.ptr<uint8_t>()[past - 1] = 1;
+    in["cache_mask"] = mask;
+    in["cache_new"] = slot;
+    for (int64_t l = 0; l < c.layers; ++l)
+      for (const char* name : {"k_cache.", "v_cache."})
+        in[name + std::to_string(l)] = HostTensor::random(kv, {past, c.kv_heads, c.head_dim()}, 70 + l);
+    for (size_t o = 1; o <= size_t(2 * c.layers); ++o) EXPECT_EQ(g.nodes[g.outputs[o]].dtype, kv) << "output " << o;
+    auto want = interpret(g, in, {{"past", past}});
+    CompiledGraph cg(g, device("cpu"));
+    expect_close(want, cg.run(in, {{"past", past}}), {1e-4, 1e-4});
+  }
+  EXPECT_THROW(llm_decode_graph(c, f32, WeightFormat::dense, i8), Error);
+  EXPECT_THROW(llm_prefill_graph(c, f32, 8, WeightFormat::dense, u8), Error);
+}
+
+void expect_f16_cache_follows_f32(const LlmConfig& c, const std::map<std::string, HostTensor>& w,
+                                  const std::shared_ptr<Device>& dev) {
+  LlmSession wide(c, f32, dev, w), narrow(c, f32, dev, w, WeightFormat::dense, f16);
+  EXPECT_EQ(wide.cache_dtype(), f32);
+  EXPECT_EQ(narrow.cache_dtype(), f16);
+  EXPECT_EQ(narrow.cache_bytes() * 2, wide.cache_bytes());
+  std::vector<int32_t> toks = some_tokens(c, 12, 4);
+  // The prompt's own attention reads its keys and values as computed; the
+  // decode steps read them from the cache, rounded.
+  std::vector<float> a = wide.prefill(std::span(toks).first(7)), b = narrow.prefill(std::span(toks).first(7));
+  EXPECT_EQ(a, b);
+  for (int i = 7; i < 12; ++i) {
+    a = wide.decode(toks[i]);
+    b = narrow.decode(toks[i]);
+    float scale = 0, err = 0;
+    for (size_t j = 0; j < a.size(); ++j) {
+      scale = std::max(scale, std::fabs(a[j]));
+      err = std::max(err, std::fabs(a[j] - b[j]));
+    }
+    EXPECT_GT(err, 0.0f) << "token " << i << ": the f16 cache changed nothing (is it f16?)";
+    EXPECT_LT(err, 1e-2f * scale) << "token " << i << ", scale " << scale;
+  }
+}
+
+// A session with an f16 cache holds half the bytes and decodes what the f32
+// cache decodes, within f16's rounding of the keys and values, on every
+// device here.
+TEST(Llm, SessionWithAnF16CacheFollowsTheF32One) {
+  LlmConfig c = llm_config("tiny");
+  auto w = random_llm_weights(c, f32, 6);
+  for (const char* name : {"cpu", "vulkan"}) {
+    std::shared_ptr<Device> dev;
+    try {
+      dev = device(name);
+    } catch (const Error&) {
+      continue;
+    }
+    SCOPED_TRACE(name);
+    expect_f16_cache_follows_f32(c, w, dev);
+  }
+  EXPECT_THROW(LlmSession(c, f32, device("cpu"), w, WeightFormat::dense, i32), Error);
+}
+
 // A layer's q, k and v matrices (and in q8 their row scales, in q4z their
 // group scales and minima) stack into the one matrix the graphs read, rows in
 // that order; what does not stack is refused.
