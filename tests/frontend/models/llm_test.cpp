@@ -23,6 +23,17 @@ std::map<std::string, HostTensor> model_inputs(const LlmConfig& c, DType dt) {
   return in;
 }
 
+// The CPU, and a Vulkan device (lavapipe in CI) where one is found.
+std::vector<std::shared_ptr<Device>> cpu_and_vulkan() {
+  std::vector<std::shared_ptr<Device>> out{device("cpu")};
+  try {
+    out.push_back(device("vulkan"));
+  } catch (const Error&) {
+    // No Vulkan here.
+  }
+  return out;
+}
+
 void expect_close(const std::vector<HostTensor>& want, const std::vector<HostTensor>& got, Tolerance tol) {
   ASSERT_EQ(want.size(), got.size());
   for (size_t o = 0; o < want.size(); ++o) {
@@ -150,14 +161,8 @@ void expect_f16_cache_follows_f32(const LlmConfig& c, const std::map<std::string
 TEST(Llm, SessionWithAnF16CacheFollowsTheF32One) {
   LlmConfig c = llm_config("tiny");
   auto w = random_llm_weights(c, f32, 6);
-  for (const char* name : {"cpu", "vulkan"}) {
-    std::shared_ptr<Device> dev;
-    try {
-      dev = device(name);
-    } catch (const Error&) {
-      continue;
-    }
-    SCOPED_TRACE(name);
+  for (const std::shared_ptr<Device>& dev : cpu_and_vulkan()) {
+    SCOPED_TRACE(dev->info().backend);
     expect_f16_cache_follows_f32(c, w, dev);
   }
   EXPECT_THROW(LlmSession(c, f32, device("cpu"), w, WeightFormat::dense, i32), Error);
@@ -200,14 +205,8 @@ TEST(Llm, StackedWeightsKeepEveryPartsRows) {
 TEST(Llm, GreedyOnTheDeviceEqualsTheLogitsArgmax) {
   LlmConfig c = llm_config("tiny");
   auto w = random_llm_weights(c, f32, 9);
-  for (const char* name : {"cpu", "vulkan"}) {
-    std::shared_ptr<Device> dev;
-    try {
-      dev = device(name);
-    } catch (const Error&) {
-      continue;
-    }
-    SCOPED_TRACE(name);
+  for (const std::shared_ptr<Device>& dev : cpu_and_vulkan()) {
+    SCOPED_TRACE(dev->info().backend);
     LlmSession a(c, f32, dev, w), b(c, f32, dev, w);
     std::vector<int32_t> prompt = some_tokens(c, 5, 3);
     std::vector<float> la = a.prefill(prompt);
