@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numbers>
+#include <vector>
 
 namespace kiln {
 
@@ -57,22 +59,97 @@ std::string compare(const HostTensor& want, const HostTensor& got, Tolerance tol
   return "";
 }
 
+namespace {
+
+// Builds, into a copy of the graph, each float node's error scale M: a tensor
+// of its shape such that backends that round differently (summation orders,
+// library functions of a few ulp) differ from the interpreter by at most about
+// rtol * M. Inputs, constants and values of other dtypes: |x| (their own
+// rounding). A sum: the sum of its terms' scales (where terms cancel, far
+// above |sum|). Elsewhere first-order propagation, each operand's scale
+// times the op's sensitivity to it at the interpreter's values, plus |result|
+// for the op's own rounding.
+class Magnitudes {
+ public:
+  Magnitudes(const Graph& g, int last) : g_(g), done_(size_t(last) + 1, -1) {
+    m_.name = g.name;
+    m_.nodes.assign(g.nodes.begin(), g.nodes.begin() + last + 1);
+  }
+  Graph take(int out) {
+    m_.outputs = {out};
+    return std::move(m_);
+  }
+
+  int of(int x) {
+    if (done_[x] >= 0) return done_[x];
+    return done_[x] = build(x);
+  }
+
+ private:
+  int f32_of(int x) { return m_.nodes[x].dtype == f32 ? x : m_.cast(x, f32); }
+  int abs(int x) {
+    x = f32_of(x);
+    return m_.binary(Op::Max, x, m_.unary(Op::Neg, x));
+  }
+  int add(int a, int b) { return m_.binary(Op::Add, a, b); }
+  int mul(int a, int b) { return m_.binary(Op::Mul, a, b); }
+  int div(int a, int b) { return m_.binary(Op::Div, a, b); }
+  int scaled(int a, double c) { return mul(a, m_.expand(m_.constant(c, f32, Shape(m_.nodes[a].shape.size(), Dim(1))), m_.nodes[a].shape)); }
+
+  int build(int x) {
+    const Node& n = g_.nodes[x];
+    if (!is_float(n.dtype) || n.op == Op::Input || n.op == Op::Const) return abs(x);
+    auto in = [&](size_t i) { return n.inputs[i]; };
+    int result = abs(x);
+    switch (n.op) {
+      case Op::Neg: return of(in(0));
+      case Op::Cast: return is_float(g_.nodes[in(0)].dtype) ? add(of(in(0)), result) : result;
+      case Op::Add:
+      case Op::Sub: return add(add(of(in(0)), of(in(1))), result);
+      case Op::Mul: return add(mul(of(in(0)), of(in(1))), result);  // |b| Ma + |a| Mb <= 2 Ma Mb
+      case Op::Max:
+      case Op::Min: return m_.binary(Op::Max, of(in(0)), of(in(1)));
+      case Op::Sin: return add(of(in(0)), result);  // |sin'| <= 1
+      case Op::Exp2: return add(mul(result, scaled(of(in(0)), std::numbers::ln2)), result);
+      case Op::Log2: return add(div(scaled(of(in(0)), std::numbers::log2e), abs(in(0))), result);
+      case Op::Sqrt: return add(div(scaled(of(in(0)), 0.5), result), result);
+      case Op::Recip: return add(div(of(in(0)), mul(abs(in(0)), abs(in(0)))), result);
+      case Op::Div: {  // Ma / |b| + |a| Mb / b^2
+        int b2 = mul(abs(in(1)), abs(in(1)));
+        return add(add(div(of(in(0)), abs(in(1))), div(mul(abs(in(0)), of(in(1))), b2)), result);
+      }
+      case Op::Where: return m_.where(in(0), of(in(1)), of(in(2)));
+      case Op::ReduceSum: return m_.reduce(Op::ReduceSum, of(in(0)), n.axes);
+      case Op::ReduceMax: return m_.reduce(Op::ReduceMax, of(in(0)), n.axes);
+      case Op::Contract: return m_.contract(of(in(0)), of(in(1)));
+      case Op::Reshape:
+      case Op::Permute:
+      case Op::Expand:
+      case Op::Slice:
+      case Op::Flip:
+      case Op::Pad: {  // the same view of the operand's scales
+        Node v = n;
+        v.inputs[0] = of(in(0));
+        v.dtype = f32;
+        v.value = std::fabs(n.value);
+        return m_.add(v);
+      }
+      default: return result;  // gathers and the rest: their own rounding only
+    }
+  }
+
+  const Graph& g_;
+  Graph m_;
+  std::vector<int> done_;  // node -> its scale's node in m_
+};
+
+}  // namespace
+
 std::optional<Graph> magnitude_graph(const Graph& g, int node) {
-  // Views that keep the elements' order, and casts between floats.
-  int s = node;
-  while (g.nodes.at(s).op == Op::Reshape || (g.nodes[s].op == Op::Cast && is_float(g.nodes[s].dtype) &&
-                                              is_float(g.nodes[g.nodes[s].inputs[0]].dtype)))
-    s = g.nodes[s].inputs[0];
-  const Node& sum = g.nodes[s];
-  if ((sum.op != Op::ReduceSum && sum.op != Op::Contract) || !is_float(sum.dtype)) return std::nullopt;
-  Graph m;
-  m.name = g.name;
-  m.nodes.assign(g.nodes.begin(), g.nodes.begin() + s);
-  auto abs = [&](int x) { return m.binary(Op::Max, x, m.unary(Op::Neg, x)); };
-  int out = sum.op == Op::ReduceSum ? m.reduce(Op::ReduceSum, abs(sum.inputs[0]), sum.axes)
-                                    : m.contract(abs(sum.inputs[0]), abs(sum.inputs[1]));
-  m.outputs = {out};
-  return m;
+  if (!is_float(g.nodes.at(node).dtype)) return std::nullopt;
+  Magnitudes m(g, node);
+  int out = m.of(node);
+  return m.take(out);
 }
 
 }  // namespace kiln

@@ -29,12 +29,14 @@ Tolerance tolerance_for(const Graph& g, int node);
 // NaN matches NaN and an infinity matches itself.
 std::string compare(const HostTensor& want, const HostTensor& got, Tolerance tol);
 
-// For graph output `node` that is a float sum (reduce_sum or contract, maybe
-// reshaped or cast to another float dtype after): the graph whose one output
-// holds, element for element, the sum of its terms' absolute values. That is
-// the scale of a sum's rounding error: where terms cancel, the result is far
-// smaller than what the summation orders of two backends differ by (`kiln
-// fuzz`, seed 1089209: 39 terms summing to -0.0043). Null for other outputs.
+// For float graph output `node`: the graph whose one output holds, element
+// for element, the scale of the rounding differences it may carry: a sum's is
+// the sum of its terms' absolute values (where terms cancel, the result is far
+// smaller than what two backends' summation orders differ by: `kiln fuzz`,
+// seed 1089209, 39 terms summing to -0.0043), carried through the elementwise
+// ops, views and reductions after it by each op's sensitivity at the
+// interpreter's values (seeds 6031307 and 6065457: such sums under log2 and
+// sin). Null for outputs that are not float.
 std::optional<Graph> magnitude_graph(const Graph& g, int node);
 
 // As compare(), measuring errors against `magnitude` (the output of
