@@ -94,29 +94,36 @@ class Magnitudes {
   int add(int a, int b) { return m_.binary(Op::Add, a, b); }
   int mul(int a, int b) { return m_.binary(Op::Mul, a, b); }
   int div(int a, int b) { return m_.binary(Op::Div, a, b); }
-  int scaled(int a, double c) { return mul(a, m_.expand(m_.constant(c, f32, Shape(m_.nodes[a].shape.size(), Dim(1))), m_.nodes[a].shape)); }
+  int scaled(int a, double c) {
+    const Shape& s = m_.nodes[a].shape;
+    return mul(a, m_.expand(m_.constant(c, f32, Shape(s.size(), Dim(1))), s));
+  }
 
   int build(int x) {
     const Node& n = g_.nodes[x];
     if (!is_float(n.dtype) || n.op == Op::Input || n.op == Op::Const) return abs(x);
     auto in = [&](size_t i) { return n.inputs[i]; };
-    int result = abs(x);
+    // Plus the op's own rounding, |result|.
+    auto rounded = [&](int scale) { return add(scale, abs(x)); };
     switch (n.op) {
       case Op::Neg: return of(in(0));
-      case Op::Cast: return is_float(g_.nodes[in(0)].dtype) ? add(of(in(0)), result) : result;
+      case Op::Cast: return is_float(g_.nodes[in(0)].dtype) ? rounded(of(in(0))) : abs(x);
       case Op::Add:
-      case Op::Sub: return add(add(of(in(0)), of(in(1))), result);
-      case Op::Mul: return add(mul(of(in(0)), of(in(1))), result);  // |b| Ma + |a| Mb <= 2 Ma Mb
+      case Op::Sub: return rounded(add(of(in(0)), of(in(1))));
+      case Op::Mul: return rounded(mul(of(in(0)), of(in(1))));  // |b| Ma + |a| Mb <= 2 Ma Mb
       case Op::Max:
       case Op::Min: return m_.binary(Op::Max, of(in(0)), of(in(1)));
-      case Op::Sin: return add(of(in(0)), result);  // |sin'| <= 1
-      case Op::Exp2: return add(mul(result, scaled(of(in(0)), std::numbers::ln2)), result);
-      case Op::Log2: return add(div(scaled(of(in(0)), std::numbers::log2e), abs(in(0))), result);
-      case Op::Sqrt: return add(div(scaled(of(in(0)), 0.5), result), result);
-      case Op::Recip: return add(div(of(in(0)), mul(abs(in(0)), abs(in(0)))), result);
+      case Op::Sin: return rounded(of(in(0)));  // |sin'| <= 1
+      case Op::Exp2: return rounded(mul(abs(x), scaled(of(in(0)), std::numbers::ln2)));
+      case Op::Log2: return rounded(div(scaled(of(in(0)), std::numbers::log2e), abs(in(0))));
+      case Op::Sqrt: return rounded(div(scaled(of(in(0)), 0.5), abs(x)));
+      case Op::Recip: {
+        int a = abs(in(0));
+        return rounded(div(of(in(0)), mul(a, a)));
+      }
       case Op::Div: {  // Ma / |b| + |a| Mb / b^2
-        int b2 = mul(abs(in(1)), abs(in(1)));
-        return add(add(div(of(in(0)), abs(in(1))), div(mul(abs(in(0)), of(in(1))), b2)), result);
+        int b = abs(in(1));
+        return rounded(add(div(of(in(0)), b), div(mul(abs(in(0)), of(in(1))), mul(b, b))));
       }
       case Op::Where: return m_.where(in(0), of(in(1)), of(in(2)));
       case Op::ReduceSum: return m_.reduce(Op::ReduceSum, of(in(0)), n.axes);
@@ -134,7 +141,7 @@ class Magnitudes {
         v.value = std::fabs(n.value);
         return m_.add(v);
       }
-      default: return result;  // gathers and the rest: their own rounding only
+      default: return abs(x);  // gathers and the rest: their own rounding only
     }
   }
 

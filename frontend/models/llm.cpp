@@ -134,8 +134,9 @@ class Builder {
   }
   int bcast(int x, const Shape& shape) { return g_.expand(x, shape); }
   Shape shape(int x) const { return g_.nodes[x].shape; }  // a copy: adding nodes moves them
-  int f32_of(int x) { return g_.nodes[x].dtype == f32 ? x : g_.cast(x, f32); }
-  int to_dt(int x) { return g_.nodes[x].dtype == dt_ ? x : g_.cast(x, dt_); }
+  int as(int x, DType t) { return g_.nodes[x].dtype == t ? x : g_.cast(x, t); }  // cast unless already t
+  int f32_of(int x) { return as(x, f32); }
+  int to_dt(int x) { return as(x, dt_); }
   int add(int a, int b) { return g_.binary(Op::Add, a, b); }
   int sub(int a, int b) { return g_.binary(Op::Sub, a, b); }
   int mul(int a, int b) { return g_.binary(Op::Mul, a, b); }
@@ -830,7 +831,7 @@ Graph llm_prefill_graph(const LlmConfig& c, DType dt, int64_t seq, WeightFormat 
     return g.reshape(g.permute(g.reshape(o, {c.kv_heads, group, seq, hd}), {2, 0, 1, 3}), {seq, c.dim});
   }, &kv_out);
   g.outputs = {b.logits(g.gather(x, last, 0))};
-  for (int n : kv_out) g.outputs.push_back(g.nodes[n].dtype == kt ? n : g.cast(n, kt));
+  for (int n : kv_out) g.outputs.push_back(b.as(n, kt));
   return g;
 }
 
@@ -860,14 +861,12 @@ Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf, std::optio
     // rows that go into it) in the new token's row.
     Shape cs{past, c.kv_heads, hd};
     int slot = b.bcast(g.reshape(cache_new, {past, 1, 1}), cs);
-    auto to_kt = [&](int x) { return g.nodes[x].dtype == kt ? x : g.cast(x, kt); };
-    auto in_dt = [&](int x) { return g.nodes[x].dtype == dt ? x : g.cast(x, dt); };
-    k = to_kt(k);
-    v = to_kt(v);
+    k = b.as(k, kt);
+    v = b.as(v, kt);
     kv_rows.push_back(k);
     kv_rows.push_back(v);
-    int keys = in_dt(g.where(slot, b.bcast(g.reshape(k, {1, c.kv_heads, hd}), cs), kc));
-    int values = in_dt(g.where(slot, b.bcast(g.reshape(v, {1, c.kv_heads, hd}), cs), vc));
+    int keys = b.to_dt(g.where(slot, b.bcast(g.reshape(k, {1, c.kv_heads, hd}), cs), kc));
+    int values = b.to_dt(g.where(slot, b.bcast(g.reshape(v, {1, c.kv_heads, hd}), cs), vc));
     int s = b.scale(b.f32_of(g.contract(qg, g.permute(keys, {1, 2, 0}))), scale);  // [KVH, G, P]
     s = b.add(s, b.bcast(g.reshape(cache_mask, {1, 1, past}), b.shape(s)));
     int e = b.exp(b.sub(s, b.bcast(g.reduce(Op::ReduceMax, s, {2}), b.shape(s))));

@@ -76,25 +76,34 @@ TEST(Llm, PrefillGraphMatchesInterpreter) {
   }
 }
 
+// A decode step's inputs but its token and position: the weights in `dt`, a
+// random cache of `past` rows in `kv` (seeds seed + layer), the new token's
+// row `new_row`, the rows after it masked out.
+std::map<std::string, HostTensor> decode_inputs(const LlmConfig& c, DType dt, DType kv, int64_t past, int64_t new_row,
+                                                uint64_t seed) {
+  auto in = model_inputs(c, dt);
+  in["vocab_ids"] = llm_tables(c).at("vocab_ids");
+  HostTensor mask(f32, {past}), slot(boolean, {past});
+  for (int64_t j = new_row + 1; j < past; ++j) mask.ptr<float>()[j] = -1e30f;
+  slot.ptr<uint8_t>()[new_row] = 1;
+  in["cache_mask"] = mask;
+  in["cache_new"] = slot;
+  for (int64_t l = 0; l < c.layers; ++l)
+    for (const char* name : {"k_cache.", "v_cache."})
+      in[name + std::to_string(l)] = HostTensor::random(kv, {past, c.kv_heads, c.head_dim()}, seed + uint64_t(l));
+  return in;
+}
+
 // A decode step with a random cache of 5 tokens equals the interpreter's.
 TEST(Llm, DecodeGraphMatchesInterpreter) {
   LlmConfig c = llm_config("tiny");
   for (DType dt : {f32, f16}) {
     SCOPED_TRACE(std::string(dtype_name(dt)));
     Graph g = llm_decode_graph(c, dt);
-    auto in = model_inputs(c, dt);
-    in["vocab_ids"] = llm_tables(c).at("vocab_ids");
     int64_t past = 5;
+    auto in = decode_inputs(c, dt, dt, past, past - 2, 40);  // 3 rows filled, the new token's, one not filled
     in["token"] = ints({17});
     in["position"] = ints({int32_t(past)});
-    HostTensor mask(f32, {past}), slot(boolean, {past});  // 3 rows filled, the new token's, one not filled
-    mask.ptr<float>()[past - 1] = -1e30f;
-    slot.ptr<uint8_t>()[past - 2] = 1;
-    in["cache_mask"] = mask;
-    in["cache_new"] = slot;
-    for (int64_t l = 0; l < c.layers; ++l)
-      for (const char* kv : {"k_cache.", "v_cache."})
-        in[kv + std::to_string(l)] = HostTensor::random(dt, {past, c.kv_heads, c.head_dim()}, 40 + l);
     auto want = interpret(g, in, {{"past", past}});
     CompiledGraph cg(g, device("cpu"));
     double tol = dt == f32 ? 1e-4 : 2e-2;
@@ -110,18 +119,10 @@ TEST(Llm, DecodeGraphWithANarrowerCacheMatchesInterpreter) {
   for (DType kv : {f16, bf16}) {
     SCOPED_TRACE(std::string(dtype_name(kv)));
     Graph g = llm_decode_graph(c, f32, WeightFormat::dense, kv);
-    auto in = model_inputs(c, f32);
-    in["vocab_ids"] = llm_tables(c).at("vocab_ids");
     int64_t past = 6;
+    auto in = decode_inputs(c, f32, kv, past, past - 1, 70);
     in["token"] = ints({23});
     in["position"] = ints({int32_t(past - 1)});
-    HostTensor mask(f32, {past}), slot(boolean, {past});
-    slot.ptr<uint8_t>()[past - 1] = 1;
-    in["cache_mask"] = mask;
-    in["cache_new"] = slot;
-    for (int64_t l = 0; l < c.layers; ++l)
-      for (const char* name : {"k_cache.", "v_cache."})
-        in[name + std::to_string(l)] = HostTensor::random(kv, {past, c.kv_heads, c.head_dim()}, 70 + l);
     for (size_t o = 1; o <= size_t(2 * c.layers); ++o) EXPECT_EQ(g.nodes[g.outputs[o]].dtype, kv) << "output " << o;
     auto want = interpret(g, in, {{"past", past}});
     CompiledGraph cg(g, device("cpu"));
