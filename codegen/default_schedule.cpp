@@ -2,6 +2,7 @@
 // Each choice the heuristics make is a knob (codegen/schedule_space.h) that
 // the autotuner may turn; the defaults are the heuristics' own choices.
 #include <algorithm>
+#include <cstdlib>
 #include <functional>
 #include <optional>
 #include <set>
@@ -382,7 +383,7 @@ int cuda_capability(const DeviceInfo& t) {
 // output loops split by the tile and bound to blocks, the array_tile.
 Schedule tile_steps(const Kernel& k, Schedule s, const std::vector<Stmt>& chain, size_t n, const Stmt& rows,
                     const Stmt& cols, const std::string& r, int64_t bm, int64_t bk, int64_t bn, int64_t stages,
-                    bool warpgroup) {
+                    bool warpgroup, bool tma = false) {
   std::string batch;
   for (size_t i = 0; i + 2 < n; ++i) {
     if (batch.empty()) {
@@ -401,7 +402,7 @@ Schedule tile_steps(const Kernel& k, Schedule s, const std::vector<Stmt>& chain,
   for (const std::string& v : {io, jo, ii, ji}) order.push_back(v);
   s.reorder(order);
   if (!batch.empty()) s.bind(batch, LoopKind::GpuBlock);
-  s.bind(io, LoopKind::GpuBlock).bind(jo, LoopKind::GpuBlock).array_tile(r, bm, bk, bn, stages, warpgroup);
+  s.bind(io, LoopKind::GpuBlock).bind(jo, LoopKind::GpuBlock).array_tile(r, bm, bk, bn, stages, warpgroup, tma);
   return s;
 }
 
@@ -480,7 +481,11 @@ Schedule gpu_tensor_core_tiles(const Kernel& k, const std::vector<Stmt>& chain, 
       if (st * (wm + wn) * wk * 2 + 1024 <= 227 * 1024) fits.push_back(st);
     if (fits.empty()) return s;
     int64_t stages = kn.pick("mma_stages", fits, std::min<int64_t>(4, fits.back()));
-    return tile_steps(k, s, chain, n, *rows, cols, r, wm, wk, wn, stages, true);
+    // Copies by the Tensor Memory Accelerator where the operands allow
+    // (the emitter checks; cp.async otherwise).
+    const char* tma_env = std::getenv("KILN_CUDA_TMA");
+    bool tma = kn.pick("tma", loads && tma_env && std::string(tma_env) == "1");
+    return tile_steps(k, s, chain, n, *rows, cols, r, wm, wk, wn, stages, true, tma);
   }
   int64_t bm = kn.pick("mma_bm", bms, dm), bn = kn.pick("mma_bn", bns, dn);
   // SIMT: steps of 8, four stages (tuned on the H100: 3.16 ms for an f32

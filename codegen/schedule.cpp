@@ -50,7 +50,7 @@ std::string step_text(const Step& s) {
     case Prim::ArrayTile: {
       std::string sizes;
       for (int64_t v : s.sizes) sizes += (sizes.empty() ? "" : ", ") + std::to_string(v);
-      return t + " " + join(s.loops) + " by " + sizes + (s.factor ? " wgmma" : "");
+      return t + " " + join(s.loops) + " by " + sizes + (s.factor ? " wgmma" : "") + (s.factor == 2 ? " tma" : "");
     }
     default: return t + " " + join(s.loops);
   }
@@ -534,7 +534,8 @@ Kernel array_tile(const Kernel& k, const Step& st) {
   });
   if (!found) refuse(st, "the kernel has no reduction loop named '" + st.loops[0] + "'");
   Kernel out = k;
-  out.array_tile = {st.sizes[0], st.sizes[1], st.sizes[2], st.sizes.size() == 4 ? st.sizes[3] : 0, st.factor == 1};
+  out.array_tile = {st.sizes[0], st.sizes[1], st.sizes[2], st.sizes.size() == 4 ? st.sizes[3] : 0, st.factor >= 1,
+                    st.factor == 2};
   return out;
 }
 
@@ -588,11 +589,14 @@ Schedule& Schedule::bind(std::string loop, LoopKind kind) {
   steps.push_back({Prim::Bind, {std::move(loop)}, 0, kind});
   return *this;
 }
-// The step's factor is 1 for warpgroup tiles (printed as a trailing `wgmma`).
-Schedule& Schedule::array_tile(std::string reduction, int64_t m, int64_t k, int64_t n, int64_t stages, bool warpgroup) {
+// The step's factor is 1 for warpgroup tiles (printed as a trailing `wgmma`),
+// 2 for warpgroup tiles fed by the Tensor Memory Accelerator (`wgmma tma`).
+Schedule& Schedule::array_tile(std::string reduction, int64_t m, int64_t k, int64_t n, int64_t stages, bool warpgroup,
+                               bool tma) {
   std::vector<int64_t> sizes = {m, k, n};
   if (stages) sizes.push_back(stages);
-  steps.push_back({Prim::ArrayTile, {std::move(reduction)}, warpgroup ? 1 : 0, LoopKind::Serial, std::move(sizes)});
+  steps.push_back({Prim::ArrayTile, {std::move(reduction)}, warpgroup ? (tma ? 2 : 1) : 0, LoopKind::Serial,
+                   std::move(sizes)});
   return *this;
 }
 
@@ -743,12 +747,16 @@ Step parse_step(const std::string& line) {
       rs >> a >> b;
       std::string sizes;
       std::getline(rs, sizes);
-      const std::string unit = " wgmma";
-      while (!sizes.empty() && std::isspace(static_cast<unsigned char>(sizes.back()))) sizes.pop_back();
-      if (sizes.size() > unit.size() && sizes.compare(sizes.size() - unit.size(), unit.size(), unit) == 0) {
+      auto strip = [&](const std::string& unit) {
+        while (!sizes.empty() && std::isspace(static_cast<unsigned char>(sizes.back()))) sizes.pop_back();
+        if (sizes.size() <= unit.size() || sizes.compare(sizes.size() - unit.size(), unit.size(), unit) != 0)
+          return false;
         sizes.resize(sizes.size() - unit.size());
-        st.factor = 1;
-      }
+        return true;
+      };
+      bool tma = strip(" tma");
+      if (strip(" wgmma")) st.factor = tma ? 2 : 1;
+      else expect(!tma, "array_tile REDUCTION by M, K, N[, STAGES][ wgmma[ tma]]");
       for (const std::string& v : split_names(sizes)) {
         size_t used = 0;
         try {
@@ -756,9 +764,9 @@ Step parse_step(const std::string& line) {
         } catch (const std::logic_error&) {
           used = std::string::npos;
         }
-        expect(used == v.size(), "array_tile REDUCTION by M, K, N[, STAGES][ wgmma]");
+        expect(used == v.size(), "array_tile REDUCTION by M, K, N[, STAGES][ wgmma[ tma]]");
       }
-      expect(b == "by" && (st.sizes.size() == 3 || st.sizes.size() == 4), "array_tile REDUCTION by M, K, N[, STAGES][ wgmma]");
+      expect(b == "by" && (st.sizes.size() == 3 || st.sizes.size() == 4), "array_tile REDUCTION by M, K, N[, STAGES][ wgmma[ tma]]");
       st.loops = {a};
       break;
     }

@@ -69,7 +69,8 @@ struct Schedule {
   Schedule& serial(std::string loop);
   Schedule& spread(std::string loop, int64_t threads, std::string thread);
   Schedule& bind(std::string loop, LoopKind kind);
-  Schedule& array_tile(std::string reduction, int64_t m, int64_t k, int64_t n, int64_t stages = 0, bool warpgroup = false);
+  Schedule& array_tile(std::string reduction, int64_t m, int64_t k, int64_t n, int64_t stages = 0, bool warpgroup = false,
+                       bool tma = false);
 };
 
 std::string print(const Schedule& s);

@@ -181,6 +181,7 @@ void KernelParser::param() {
 }
 
 // `array_tile M, K, N` or `array_tile M, K, N, STAGES`, then maybe `wgmma`
+// and after it maybe `tma`
 void KernelParser::array_tile() {
   next();
   int64_t* sizes[] = {&k_.array_tile.m, &k_.array_tile.k, &k_.array_tile.n, &k_.array_tile.stages};
@@ -194,6 +195,10 @@ void KernelParser::array_tile() {
   if (peek_is("wgmma")) {
     next();
     k_.array_tile.warpgroup = true;
+    if (peek_is("tma")) {
+      next();
+      k_.array_tile.tma = true;
+    }
   }
 }
 
@@ -447,7 +452,7 @@ std::string print(const Kernel& k) {
   const ArrayTile& t = k.array_tile;
   if (t.any())
     s += "  array_tile " + std::to_string(t.m) + ", " + std::to_string(t.k) + ", " + std::to_string(t.n) +
-         (t.stages ? ", " + std::to_string(t.stages) : "") + (t.warpgroup ? " wgmma" : "") + "\n";
+         (t.stages ? ", " + std::to_string(t.stages) : "") + (t.warpgroup ? " wgmma" : "") + (t.tma ? " tma" : "") + "\n";
   // The body is a Block whose statements sit directly in the kernel's braces.
   if (k.body && k.body->kind == StmtKind::Block) print_stmts(s, k.body->body, k, 1);
   else if (k.body) print_stmt(s, k.body, k, 1);

@@ -71,6 +71,8 @@ std::string find_driver_symbols(void* lib, Driver& d) {
   d.mem_free_host = reinterpret_cast<decltype(d.mem_free_host)>(dlsym(lib, KILN_SYMBOL_NAME(cuMemFreeHost)));
   d.memcpy_htod_async = reinterpret_cast<decltype(d.memcpy_htod_async)>(dlsym(lib, KILN_SYMBOL_NAME(cuMemcpyHtoDAsync)));
   d.memcpy_dtoh_async = reinterpret_cast<decltype(d.memcpy_dtoh_async)>(dlsym(lib, KILN_SYMBOL_NAME(cuMemcpyDtoHAsync)));
+  d.tensor_map_encode_tiled =
+      reinterpret_cast<decltype(d.tensor_map_encode_tiled)>(dlsym(lib, KILN_SYMBOL_NAME(cuTensorMapEncodeTiled)));
   return missing;
 }
 

@@ -57,6 +57,8 @@ struct Driver {
   decltype(&::cuMemFreeHost) mem_free_host = nullptr;
   decltype(&::cuMemcpyHtoDAsync) memcpy_htod_async = nullptr;
   decltype(&::cuMemcpyDtoHAsync) memcpy_dtoh_async = nullptr;
+  // Optional: tensor maps for kernels that copy by the Tensor Memory Accelerator (sm_90).
+  decltype(&::cuTensorMapEncodeTiled) tensor_map_encode_tiled = nullptr;
 };
 
 // Opens `library` (dlopen name) and calls cuInit. Null, with the reason in

@@ -282,8 +282,8 @@ class CudaExecutable : public Executable {
  public:
   CudaExecutable(const Kernel& k, std::shared_ptr<Gpu> gpu, std::shared_ptr<MemoryPool> pool, const Limits& limits)
       : name_(k.name), params_(k.params), num_buffers_(k.global_buffers().size()),
-        grid_(cuda_grid(k)), gpu_(std::move(gpu)), pool_(std::move(pool)), limits_(limits),
-        tensor_cores_(k.array_tile.any()) {}
+        grid_(cuda_grid(k)), maps_(cuda_tensor_maps(k)), gpu_(std::move(gpu)), pool_(std::move(pool)),
+        limits_(limits), tensor_cores_(k.array_tile.any()) {}
   ~CudaExecutable() override {
     if (module_ && gpu_->set_current() == CUDA_SUCCESS) gpu_->api().module_unload(module_);
   }
@@ -328,6 +328,11 @@ class CudaExecutable : public Executable {
     std::vector<void*> kernel_args;
     for (CUdeviceptr& p : ptrs) kernel_args.push_back(&p);
     for (long long& v : values) kernel_args.push_back(&v);
+    std::vector<CUtensorMap> maps(maps_.size());
+    for (size_t m = 0; m < maps_.size(); ++m) {
+      encode(maps_[m], ptrs[maps_[m].buffer], &maps[m]);
+      kernel_args.push_back(&maps[m]);
+    }
     gpu_->make_current();
     if (limits_.dependent_launch && !tensor_cores_) {
       CUlaunchAttribute attr{};
@@ -358,6 +363,24 @@ class CudaExecutable : public Executable {
     return buf->ptr();
   }
 
+  // The tensor map of a buffer at `ptr` (emit_cuda.h: CudaTensorMap): 16-bit
+  // elements, 128-byte swizzled boxes of 64 x box_outer.
+  void encode(const CudaTensorMap& m, CUdeviceptr ptr, CUtensorMap* out) const {
+    const Driver& api = gpu_->api();
+    if (!api.tensor_map_encode_tiled)
+      throw Error("cuda backend: kernel '" + name_ +
+                  "' copies by tensor maps, which this driver lacks (no cuTensorMapEncodeTiled)");
+    if (ptr % 16)
+      throw Error("cuda backend: kernel '" + name_ + "' copies by tensor maps from a buffer that is not 16-byte aligned");
+    cuuint64_t dims[2] = {cuuint64_t(m.inner), cuuint64_t(m.outer)}, strides[1] = {cuuint64_t(m.inner) * 2};
+    cuuint32_t box[2] = {64, cuuint32_t(m.box_outer)}, steps[2] = {1, 1};
+    gpu_->check(api.tensor_map_encode_tiled(out, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, reinterpret_cast<void*>(ptr), dims,
+                                            strides, box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+                "cuTensorMapEncodeTiled", name_);
+  }
+
   static std::array<int64_t, 3> sizes(const std::array<Expr, 3>& extents, const std::map<std::string, int64_t>& vars) {
     std::array<int64_t, 3> out;
     for (size_t i = 0; i < 3; ++i) out[i] = evaluate_index(extents[i], vars);
@@ -386,6 +409,7 @@ class CudaExecutable : public Executable {
   std::vector<std::string> params_;
   size_t num_buffers_;
   GpuGrid grid_;
+  std::vector<CudaTensorMap> maps_;  // passed after the params, encoded at each launch
   std::shared_ptr<Gpu> gpu_;
   std::shared_ptr<MemoryPool> pool_;
   Limits limits_;

@@ -125,6 +125,10 @@ struct BufferDecl {
 struct ArrayTile {
   int64_t m = 0, k = 0, n = 0, stages = 0;
   bool warpgroup = false;  // CUDA: Hopper's warpgroup instructions (wgmma, sm_90a) instead of mma.sync
+  // With warpgroup: operands copied by the Tensor Memory Accelerator (one
+  // producer warp, mbarriers) where both are 2-D affine views of 16-bit
+  // buffers; cp.async by every thread otherwise.
+  bool tma = false;
   bool any() const { return m || k || n; }
   bool operator==(const ArrayTile& o) const = default;
 };

@@ -215,6 +215,38 @@ __device__ __forceinline__ void kiln_wgmma_wait() { asm volatile("wgmma.wait_gro
 __device__ __forceinline__ void kiln_wgmma_hold(float& x) { asm volatile("" : "+f"(x) :: "memory"); }
 )";
 
+// The Tensor Memory Accelerator (sm_90): tensor maps passed as grid
+// constants, 2-D box copies into shared memory that complete on mbarriers,
+// and the warpgroups' register budgets.
+const char* kTmaHelpers = R"(// Tensor maps (a CUtensorMap's 128 bytes) and mbarriers (sm_90).
+struct __align__(64) kiln_tmap { unsigned long long v[16]; };
+__device__ __forceinline__ void kiln_mbar_init(unsigned bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void kiln_fence_mbar_init() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+// One arrival that also expects `bytes` of copies to land.
+__device__ __forceinline__ void kiln_mbar_expect(unsigned bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void kiln_mbar_arrive(unsigned bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(bar) : "memory");
+}
+// Waits until the barrier's phase of this parity has completed.
+__device__ __forceinline__ void kiln_mbar_wait(unsigned bar, unsigned parity) {
+  asm volatile("{\n.reg .pred p;\nKILN_WAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+               "@!p bra KILN_WAIT;\n}\n" :: "r"(bar), "r"(parity) : "memory");
+}
+// The box at element (x, y) of the map into shared memory at dst, counted on bar.
+__device__ __forceinline__ void kiln_tma2d(unsigned dst, const kiln_tmap& map, int x, int y, unsigned bar) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+               :: "r"(dst), "l"(reinterpret_cast<unsigned long long>(&map)), "r"(x), "r"(y), "r"(bar) : "memory");
+}
+template <int N>
+__device__ __forceinline__ void kiln_setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" :: "n"(N)); }
+template <int N>
+__device__ __forceinline__ void kiln_setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" :: "n"(N)); }
+)";
+
 const char* kSelectHelpers = R"(// A select whose operands load: both are read before choosing (kiln's loads
 // are always in bounds), so the loads need not wait for the condition's.
 template <class T>
@@ -303,6 +335,8 @@ class Emitter {
 
   explicit Emitter(const Kernel& k) : k_(k), nest_(find_gpu_nest(k, kBackend)) {}
 
+  const std::vector<CudaTensorMap>& tensor_maps() const { return maps_; }
+
   std::string emit(const std::string& entry) {
     declare_scratch();
     bind_loops();
@@ -319,7 +353,9 @@ class Emitter {
     if (use_sel_) text += "\n" + std::string(kSelectHelpers);
     if (use_mma_) text += "\n" + std::string(kMmaHelpers);
     if (!wgmma_helpers_.empty()) text += "\n" + std::string(kWgmmaHelpers) + wgmma_helpers_;
-    text += "\nextern \"C\" __global__ void " + entry + "(" + arguments() + ") {\n";
+    if (!maps_.empty()) text += "\n" + std::string(kTmaHelpers);
+    text += "\nextern \"C\" __global__ void " + std::string(maps_.empty() ? "" : "__launch_bounds__(384, 1) ") + entry +
+            "(" + arguments() + ") {\n";
     return text + (k_.array_tile.any() ? kDependentWait : kDependentLaunch) + body_ + "}\n";
   }
 
@@ -365,6 +401,8 @@ class Emitter {
     }
     for (size_t j = 0; j < k_.params.size(); ++j)
       args += (args.empty() ? "" : ", ") + std::string("long long param") + std::to_string(j);
+    for (size_t m = 0; m < maps_.size(); ++m)
+      args += (args.empty() ? "" : ", ") + std::string("const __grid_constant__ kiln_tmap kiln_tma") + std::to_string(m);
     return args;
   }
 
@@ -933,6 +971,7 @@ class Emitter {
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false, use_sel_ = false;
   bool use_dequant_ = false, use_small_i2f_ = false;
   std::string wgmma_helpers_;  // the kernel's wgmma instruction, for its tile's width and layouts
+  std::vector<CudaTensorMap> maps_;  // the tensor maps it takes, in argument order
 
   // --- Tensor cores: a kernel with the schedule's array_tile ---
   //
@@ -1293,6 +1332,201 @@ class Emitter {
            "      : " + outs + "\n      : \"l\"(a), \"l\"(b), \"r\"(1));\n}\n";
   }
 
+  // --- Warpgroup tiles fed by the Tensor Memory Accelerator (wgmma tma) ---
+  //
+  // The same tile, stages and swizzled layouts, but a third warpgroup (the
+  // first 128 threads) copies: one thread issues each stage's boxes once
+  // both multiplying warpgroups are done with it (an `empty` mbarrier of 2
+  // arrivals), and they wait for its bytes to land (a `full` mbarrier), so
+  // neither side waits on a whole block's barrier and one step's multiplies
+  // stay in flight while the next are issued. An operand qualifies where it
+  // is a raw 16-bit load whose index is affine in the tile's row (or column)
+  // and the reduction, one of them contiguous, the other a row pitch of a
+  // multiple of 16 bytes, plus an offset of the block indices alone whose
+  // rows never wrap (the box must not cross a row's end).
+
+  // The coefficient of `v` in the index `e` where e is affine in v (a sum of
+  // v times constants and terms without v), or nullopt.
+  static std::optional<int64_t> coefficient(const Expr& e, const std::string& v) {
+    if (!uses_var(e, v)) return 0;
+    if (e->kind == ExprKind::Var) return 1;
+    if (e->kind != ExprKind::Binary) return std::nullopt;
+    const Expr &x = e->args[0], &y = e->args[1];
+    auto cx = coefficient(x, v), cy = coefficient(y, v);
+    switch (e->binop) {
+      case BinOp::Add: return cx && cy ? std::optional<int64_t>(*cx + *cy) : std::nullopt;
+      case BinOp::Sub: return cx && cy ? std::optional<int64_t>(*cx - *cy) : std::nullopt;
+      case BinOp::Mul:
+        if (x->kind == ExprKind::Const && cy) return x->ival * *cy;
+        if (y->kind == ExprKind::Const && cx) return y->ival * *cx;
+        return std::nullopt;
+      default: return std::nullopt;
+    }
+  }
+
+  struct TmaOperand {
+    int64_t pitch = 0;   // elements a row of the map
+    Expr offset;         // the index at the tile's origin: a function of the block indices
+    CudaTensorMap map;
+  };
+
+  std::optional<TmaOperand> tma_operand(const TileOperand& o, const std::string& r, int64_t depth, int64_t bk) {
+    if (o.layout == Layout::Elements || o.buffer < 0 || o.value->kind != ExprKind::Load) return std::nullopt;
+    DType bt = buffer(o.buffer).dtype;
+    if (bt != f16 && bt != bf16) return std::nullopt;
+    const bool k_major = o.layout == Layout::KMajor;
+    auto ct = coefficient(o.index, o.tile_var), ck = coefficient(o.index, r);
+    if (!ct || !ck || (k_major ? *ck : *ct) != 1) return std::nullopt;
+    const int64_t pitch = k_major ? *ct : *ck;
+    if (pitch <= 0 || pitch * 2 % 16 || pitch >= (int64_t(1) << 32)) return std::nullopt;
+    TmaOperand t{pitch, substitute(o.index, {{o.tile_var, idx(0)}, {r, idx(0)}}), {}};
+    // Every block's offset: its rows must not wrap, and the map's rows are
+    // as many as the last block reads.
+    std::vector<std::pair<std::string, int64_t>> blocks;
+    int64_t combos = 1;
+    for (const GpuLoop& l : nest_.loops) {
+      if (l.stmt->loop != LoopKind::GpuBlock || l.stmt->extent->kind != ExprKind::Const) return std::nullopt;
+      blocks.emplace_back(l.stmt->var, l.stmt->extent->ival);
+      combos *= std::max<int64_t>(1, l.stmt->extent->ival);
+      if (combos > (1 << 16)) return std::nullopt;
+    }
+    const int64_t along = k_major ? depth : o.tile, across = k_major ? o.tile : depth;
+    int64_t rows = 0;
+    std::map<std::string, int64_t> vars;
+    for (int64_t c = 0; c < combos; ++c) {
+      int64_t rest = c;
+      for (const auto& [name, extent] : blocks) {
+        vars[name] = rest % extent;
+        rest /= extent;
+      }
+      int64_t off;
+      try {
+        off = evaluate_index(t.offset, vars);
+      } catch (const Error&) {
+        return std::nullopt;  // a symbolic dim or another variable in it
+      }
+      if (off < 0 || off % pitch + along > pitch) return std::nullopt;
+      rows = std::max(rows, off / pitch + across);
+    }
+    if (rows >= (int64_t(1) << 32)) return std::nullopt;
+    const std::vector<int> globals = k_.global_buffers();
+    int arg = int(std::find(globals.begin(), globals.end(), o.buffer) - globals.begin());
+    t.map = {arg, pitch, rows, k_major ? o.tile : bk};
+    return t;
+  }
+
+  // The thread that copies: the boxes of one operand's stage at `dst` (a
+  // shared address), the step's reduction offset kiln_k0.
+  void tma_copies(const TileOperand& o, int map, const std::string& dst, const std::string& in, const std::string& out,
+                  int64_t bk) {
+    auto n = [](int64_t v) { return std::to_string(v); };
+    const std::string m = "kiln_tma" + n(map), bar = "kiln_bars + 8 * kiln_st";
+    if (o.layout == Layout::KMajor) {
+      for (int64_t h = 0; h < bk / 64; ++h)  // a box per 64 of the reduction: the tile's rows, 128 bytes each
+        line("kiln_tma2d(" + dst + " + " + n(h * o.tile * 128) + ", " + m + ", " + in + " + kiln_k0 + " + n(64 * h) +
+             ", " + out + ", " + bar + ");");
+    } else {
+      for (int64_t h = 0; h < o.tile / 64; ++h)  // a box per 64 of the tile's side: the step's rows of the reduction
+        line("kiln_tma2d(" + dst + " + " + n(h * bk * 128) + ", " + m + ", " + in + " + " + n(64 * h) + ", " + out +
+             " + kiln_k0, " + bar + ");");
+    }
+  }
+
+  void emit_warpgroup_tma(const TileOperand& ta, const TileOperand& tb, const TmaOperand& ma, const TmaOperand& mb,
+                          const std::string& i, const std::string& j, int64_t bm, int64_t bn, int64_t bk,
+                          int64_t depth, bool trans_a, const std::vector<Stmt>& epilogue, const HalfProduct& p) {
+    auto n = [](int64_t v) { return std::to_string(v); };
+    const ArrayTile& at = k_.array_tile;
+    const int64_t mw = bm / 128, stages = tile_stages(at), stage_a = bm * bk * 2, stage = (bm + bn) * bk * 2;
+    const bool trans_b = tb.layout == Layout::TileMajor;
+    const int64_t a_block = trans_a ? bk * 128 : 8192;
+    auto step = [&](bool trans, int64_t side) {
+      return trans ? "kiln_s * 2048" : "(kiln_s / 4) * " + n(side * 128) + " + (kiln_s % 4) * 32";
+    };
+    maps_ = {ma.map, mb.map};
+    const std::string steps = n(depth / bk), S = n(stages);
+    line("// tensor cores (wgmma): " + n(bm) + " x " + n(bn) + " outputs a block of 2 warpgroups (each " + n(bm / 2) +
+         " x " + n(bn) + "), the reduction in steps of " + n(bk) + ", copied by the Tensor Memory Accelerator");
+    line("extern __shared__ __align__(1024) unsigned char kiln_wraw[];");
+    line("unsigned char* const kiln_ws = kiln_wraw + ((1024u - (kiln_smem(kiln_wraw) & 1023u)) & 1023u);  // " + S +
+         " stages of (A, B)");
+    line("__shared__ __align__(8) unsigned long long kiln_full[" + S + "], kiln_empty[" + S +
+         "];  // a stage landed; both warpgroups are done with it");
+    line("const int kiln_tid = threadIdx.x, kiln_lane = kiln_tid % 32, kiln_wg = kiln_tid / 128 - 1, kiln_wq = (kiln_tid / 32) % 4;");
+    line("const unsigned kiln_s0 = kiln_smem(kiln_ws), kiln_bars = kiln_smem(kiln_full), kiln_ebars = kiln_smem(kiln_empty);");
+    line("if (kiln_tid == 0) {");
+    line("  for (int kiln_s = 0; kiln_s < " + S + "; ++kiln_s) {");
+    line("    kiln_mbar_init(kiln_bars + 8 * kiln_s, 1);");
+    line("    kiln_mbar_init(kiln_ebars + 8 * kiln_s, 2);");
+    line("  }");
+    line("  kiln_fence_mbar_init();");
+    line("}");
+    line("__syncthreads();");
+    line("if (kiln_wg < 0) {  // the copying warpgroup");
+    ++indent_;
+    line("kiln_setmaxnreg_dec<40>();");
+    line("if (kiln_tid == 0) {");
+    ++indent_;
+    line("const long long kiln_oa = " + full(ma.offset) + ", kiln_ob = " + full(mb.offset) + ";");
+    line("const int kiln_ax = int(kiln_oa % " + n(ma.pitch) + "LL), kiln_ay = int(kiln_oa / " + n(ma.pitch) + "LL);");
+    line("const int kiln_bx = int(kiln_ob % " + n(mb.pitch) + "LL), kiln_by = int(kiln_ob / " + n(mb.pitch) + "LL);");
+    line("for (int kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
+    ++indent_;
+    line("const int kiln_st = kiln_kt % " + S + ", kiln_k0 = kiln_kt * " + n(bk) + ";");
+    line("kiln_mbar_wait(kiln_ebars + 8 * kiln_st, ((kiln_kt / " + S + ") & 1) ^ 1);  // free (at once the first time)");
+    line("kiln_mbar_expect(kiln_bars + 8 * kiln_st, " + n(stage) + ");");
+    line("const unsigned kiln_sa = kiln_s0 + kiln_st * " + n(stage) + ", kiln_sb = kiln_sa + " + n(stage_a) + ";");
+    tma_copies(ta, 0, "kiln_sa", "kiln_ax", "kiln_ay", bk);
+    tma_copies(tb, 1, "kiln_sb", "kiln_bx", "kiln_by", bk);
+    --indent_;
+    line("}");
+    --indent_;
+    line("}");
+    --indent_;
+    line("} else {  // the multiplying warpgroups, kiln_wg 0 and 1");
+    ++indent_;
+    line("kiln_setmaxnreg_inc<232>();");
+    line("float kiln_acc[" + n(mw) + "][" + n(bn / 2) + "];");
+    line("#pragma unroll");
+    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) (&kiln_acc[0][0])[kiln_x] = 0.0f;");
+    line("const unsigned long long kiln_da = kiln_wgmma_desc(kiln_s0 + kiln_wg * " + n(mw * a_block) + ", " +
+         (trans_a ? n(bk * 128) : "16") + ", 1024);");
+    line("const unsigned long long kiln_db = kiln_wgmma_desc(kiln_s0 + " + n(stage_a) + ", " +
+         (trans_b ? n(bk * 128) : "16") + ", 1024);");
+    line("for (int kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
+    ++indent_;
+    line("const int kiln_st = kiln_kt % " + S + ";");
+    line("kiln_mbar_wait(kiln_bars + 8 * kiln_st, (kiln_kt / " + S + ") & 1);  // step kt landed");
+    line("const unsigned long long kiln_off = (unsigned long long)(kiln_st * " + n(stage) + ") >> 4;");
+    line("#pragma unroll");
+    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) kiln_wgmma_hold((&kiln_acc[0][0])[kiln_x]);");
+    line("kiln_wgmma_fence();");
+    line("#pragma unroll");
+    line("for (int kiln_s = 0; kiln_s < " + n(bk / 16) + "; ++kiln_s) {");
+    line("  #pragma unroll");
+    line("  for (int kiln_m = 0; kiln_m < " + n(mw) + "; ++kiln_m)");
+    line("    kiln_wgmma(kiln_acc[kiln_m], kiln_da + kiln_off + ((kiln_m * " + n(a_block) + " + " + step(trans_a, bm) +
+         ") >> 4), kiln_db + kiln_off + ((" + step(trans_b, bn) + ") >> 4));");
+    line("}");
+    line("kiln_wgmma_commit();");
+    line("kiln_wgmma_wait<1>();  // step kt - 1's multiplies are done: its stage may be copied into again");
+    line("#pragma unroll");
+    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) kiln_wgmma_hold((&kiln_acc[0][0])[kiln_x]);");
+    line("if (kiln_kt > 0 && kiln_tid % 128 == 0) kiln_mbar_arrive(kiln_ebars + 8 * ((kiln_kt + " + n(stages - 1) +
+         ") % " + S + "));");
+    --indent_;
+    line("}");
+    line("kiln_wgmma_wait<0>();");
+    line("#pragma unroll");
+    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) kiln_wgmma_hold((&kiln_acc[0][0])[kiln_x]);");
+    emit_accumulators({{"kiln_m", mw}, {"kiln_x", bn / 2}}, i,
+                      "kiln_wg * " + n(bm / 2) + " + kiln_m * 64 + kiln_wq * 16 + kiln_lane / 4 + ((kiln_x % 4) / 2) * 8",
+                      j, "(kiln_x / 4) * 8 + (kiln_lane % 4) * 2 + kiln_x % 2", buffer_name(p.acc),
+                      "kiln_acc[kiln_m][kiln_x]", epilogue);
+    --indent_;
+    line("}");
+  }
+
   void emit_warpgroup_tile(const HalfProduct& p, const std::string& r, const std::string& i, const std::string& j,
                            int64_t bm, int64_t bn, int64_t bk, int64_t depth, const std::vector<Stmt>& epilogue) {
     auto n = [](int64_t v) { return std::to_string(v); };
@@ -1307,6 +1541,10 @@ class Emitter {
     use_mma_ = true;  // the cp.async helpers
     const bool trans_a = ta.layout == Layout::TileMajor, trans_b = tb.layout == Layout::TileMajor;
     wgmma_helpers_ = wgmma_helper(bn, p.dtype == bf16, trans_a, trans_b);
+    if (at.tma) {
+      std::optional<TmaOperand> ma = tma_operand(ta, r, depth, bk), mb = tma_operand(tb, r, depth, bk);
+      if (ma && mb) return emit_warpgroup_tma(ta, tb, *ma, *mb, i, j, bm, bn, bk, depth, trans_a, epilogue, p);
+    }
     // A k16 step s moves a K-major descriptor by 32 bytes within a 64-deep
     // region (and a region every 4 steps), an MN-major one by two atoms; a
     // 64-row block of A is 8192 bytes K-major, BK * 128 MN-major.
@@ -1492,10 +1730,18 @@ std::string cuda_entry_name(const Kernel& k) {
   return is_safe_name(s) ? s : "kernel_" + s;
 }
 
+std::vector<CudaTensorMap> cuda_tensor_maps(const Kernel& k) {
+  if (!k.array_tile.warpgroup || !k.array_tile.tma) return {};
+  Kernel simplified = simplify_indices(k);
+  Emitter e(simplified);
+  e.emit(cuda_entry_name(k));
+  return e.tensor_maps();
+}
+
 GpuGrid cuda_grid(const Kernel& k) {
   GpuGrid g = gpu_grid(k, kBackend);
   if (k.array_tile.any()) {
-    g.threads = {idx(Emitter::kMmaThreads), idx(1), idx(1)};
+    g.threads = {idx(cuda_tensor_maps(k).empty() ? Emitter::kMmaThreads : 384), idx(1), idx(1)};
     bool simt = false;
     visit(k.body, [&](const Stmt& s) { simt |= f32_product(k, s).has_value(); });
     g.dynamic_shared_bytes = simt ? simt_shared_bytes(k.array_tile)

@@ -6,7 +6,9 @@
 // launch's grid and block sizes.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "codegen/emit/gpu_nest.h"
 #include "kiln/kernel.h"
@@ -26,7 +28,25 @@ std::string emit_cuda(const Kernel& k, const std::string& entry_name);
 
 // The launch of what emit_cuda() prints: gpu_grid(), except that a kernel
 // whose schedule tiles its contraction for tensor cores (array_tile) runs 256
-// threads a block (8 warps sharing the block's tile).
+// threads a block (8 warps sharing the block's tile), 384 where it copies by
+// tensor maps (a producer warpgroup, then two that multiply).
 GpuGrid cuda_grid(const Kernel& k);
+
+// A tensor map (Hopper's Tensor Memory Accelerator) that a warpgroup tile
+// with `array_tile ... wgmma tma` takes after its params, as a
+// `const __grid_constant__` 128-byte argument each, in this order: a 2-D view
+// of the global buffer `buffer` (an argument index: Kernel::global_buffers()
+// order) of 16-bit elements, `inner` of them a row (contiguous) and `outer`
+// rows, which the kernel copies in boxes of 64 x `box_outer` elements into
+// the 128-byte swizzle. The caller encodes each with the buffer's address
+// (cuTensorMapEncodeTiled).
+struct CudaTensorMap {
+  int buffer = 0;
+  int64_t inner = 0, outer = 0, box_outer = 0;
+};
+
+// The tensor maps the kernel takes; empty where it copies by cp.async (no
+// `tma`, or operands that are not 2-D affine views: see emit_cuda.cpp).
+std::vector<CudaTensorMap> cuda_tensor_maps(const Kernel& k);
 
 }  // namespace kiln

@@ -18,6 +18,7 @@
 #include <tuple>
 
 #include "backends/cuda/cuda_device.h"
+#include "codegen/emit/cuda/emit_cuda.h"
 #include "runtime/kernel_cache.h"
 #include "tests/backends/gpu_testing.h"
 #include "tests/backends/kernel_testing.h"
@@ -479,8 +480,9 @@ TEST(CudaBackend, F32TilesOfEveryShapeMatchAProductInDouble) {
 
 // f16 contractions on wgmma tiles (sm_90) of every width, row count, depth
 // and stage count, with B's columns contiguous (MN-major) or a weight's rows
-// (K-major), and A's rows contiguous: against a product in double of the same
-// f16 inputs, within the f32 sum's error plus the f16 output's rounding.
+// (K-major), and A's rows contiguous, copied by cp.async and by tensor maps
+// (`tma`): against a product in double of the same f16 inputs, within the
+// f32 sum's error plus the f16 output's rounding.
 TEST(CudaBackend, WarpgroupTilesOfEveryShapeMatchAProductInDouble) {
   REQUIRE_GPU();
   if (gpu()->info().features != "sm_90") GTEST_SKIP() << "wgmma is sm_90's";
@@ -508,14 +510,16 @@ TEST(CudaBackend, WarpgroupTilesOfEveryShapeMatchAProductInDouble) {
     for (int64_t bm : {128, 256})
       for (int64_t bn : {64, 128, 256})
         for (int64_t bk : {64, 128})
-        for (int64_t stages : {2, 3, 4}) {
+        for (int64_t stages : {2, 3, 4})
+        for (int tma : {0, 1}) {
           if ((bm == 256 && bn == 256) || stages * (bm + bn) * bk * 2 + 1024 > 227 * 1024 || (bk == 64 && stages == 2))
             continue;
           SCOPED_TRACE(std::to_string(bm) + " x " + std::to_string(bk) + " x " + std::to_string(bn) + ", " +
-                       std::to_string(stages) + " stages, layout " + std::to_string(layout));
-          Knobs knobs({{"mma_bm", bm}, {"mma_bn", bn}, {"mma_bk", bk}, {"mma_stages", stages}});
+                       std::to_string(stages) + " stages, layout " + std::to_string(layout) + (tma ? ", tma" : ""));
+          Knobs knobs({{"mma_bm", bm}, {"mma_bn", bn}, {"mma_bk", bk}, {"mma_stages", stages}, {"tma", tma}});
           Kernel tiled = apply(k, schedule_with(k, gpu()->info(), knobs));
           ASSERT_TRUE(tiled.array_tile.warpgroup);
+          ASSERT_EQ(cuda_tensor_maps(tiled).size(), tma ? 2u : 0u);
           ASSERT_EQ(tiled.array_tile.m, bm);
           ASSERT_EQ(tiled.array_tile.k, bk);
           ASSERT_EQ(tiled.array_tile.n, bn);

@@ -562,6 +562,66 @@ TEST(CudaCodegen, WarpgroupTiles) {
   }
 }
 
+// The same tiles with `tma`: a producer warpgroup copies each stage by two
+// tensor maps (A's and B's 2-D views: row pitch, rows, box) into the same
+// swizzled layouts, mbarriers between it and the two multiplying warpgroups,
+// 384 threads a block; ptxas takes the PTX. Operands that are not raw 16-bit
+// loads (int8 weights) keep the cp.async copies.
+TEST(CudaCodegen, WarpgroupTilesFedByTheTensorMemoryAccelerator) {
+  int tiles = 0;
+  for (const testing::GraphCase& c : testing::op_cases()) {
+    if (c.name.rfind("wgmma", 0) != 0) continue;
+    for (int64_t bk : {64, 128}) {
+      if (bk == 128 && contains(c.name, ",") && !contains(c.name, "int8")) continue;  // reductions of 64
+      SCOPED_TRACE(c.name + ", " + std::to_string(bk) + " deep");
+      Kernel lowered = lower(c.graph).kernels[0];
+      Knobs on({{"wgmma", 1}, {"tma", 1}, {"mma_bk", bk}, {"mma_stages", bk == 128 ? 2 : 4}});
+      Kernel k = apply(lowered, schedule_with(lowered, h100_description(), on));
+      ASSERT_TRUE(k.array_tile.warpgroup && k.array_tile.tma);
+      EXPECT_TRUE(contains(print(k), " wgmma tma\n")) << print(k);
+      EXPECT_EQ(parse_kernel(print(k)).array_tile, k.array_tile);  // the kernel's text and the schedule's round-trip
+      Schedule s = schedule_with(lowered, h100_description(), on);
+      EXPECT_EQ(print(parse_schedule(print(s))), print(s));
+      EXPECT_TRUE(contains(print(s), " wgmma tma")) << print(s);
+      std::vector<CudaTensorMap> maps = cuda_tensor_maps(k);
+      std::string src = emit_cuda(k, "f"), ptx = compile_cuda_to_ptx(k, "sm_90");
+      GpuGrid grid = cuda_grid(k);
+      if (contains(c.name, "int8")) {  // widened element by element: cp.async as before
+        EXPECT_TRUE(maps.empty());
+        EXPECT_FALSE(contains(ptx, "cp.async.bulk.tensor")) << src;
+        EXPECT_EQ(evaluate_index(grid.threads[0], {}), 256);
+        continue;
+      }
+      ASSERT_EQ(maps.size(), 2u) << src;
+      for (const char* s : {"cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes",
+                            "mbarrier.try_wait.parity.shared::cta.b64", "mbarrier.arrive.expect_tx.shared::cta.b64",
+                            "setmaxnreg.inc.sync.aligned.u32", "wgmma.wait_group.sync.aligned 1"})
+        EXPECT_TRUE(contains(ptx, s)) << s << "\n" << src;
+      EXPECT_FALSE(contains(ptx, "cp.async.cg.shared.global")) << src;
+      EXPECT_TRUE(contains(src, "const __grid_constant__ kiln_tmap kiln_tma0, const __grid_constant__ kiln_tmap kiln_tma1)"))
+          << src;
+      EXPECT_EQ(evaluate_index(grid.threads[0], {}), 384);
+      EXPECT_EQ(grid.dynamic_shared_bytes, k.array_tile.stages * (k.array_tile.m + k.array_tile.n) * bk * 2 + 1024);
+      if (c.name == "wgmma contract f16") {  // a[128, 128] by rows (K-major), b[128, 192] by columns (MN-major)
+        const std::vector<int> globals = k.global_buffers();
+        EXPECT_EQ(k.buffers[size_t(globals[size_t(maps[0].buffer)])].name, "a");
+        EXPECT_EQ(k.buffers[size_t(globals[size_t(maps[1].buffer)])].name, "b");
+        EXPECT_EQ(maps[0].inner, 128);
+        EXPECT_EQ(maps[0].outer, 128);
+        EXPECT_EQ(maps[0].box_outer, k.array_tile.m);
+        EXPECT_EQ(maps[1].inner, 192);
+        EXPECT_EQ(maps[1].outer, 128);
+        EXPECT_EQ(maps[1].box_outer, bk);
+      }
+      if (std::filesystem::exists(kPtxas)) {
+        EXPECT_EQ(ptxas_status(ptx, "tma" + std::to_string(tiles), "sm_90a"), 0) << src;
+      }
+      ++tiles;
+    }
+  }
+  EXPECT_EQ(tiles, 8);  // 3 layouts x 2 dtypes 64 deep, the 2 plain contractions 128 deep
+}
+
 // Elementwise kernels with several points a thread (knob `elems`): the
 // thread's points are one unrolled loop whose loads are 16 bytes wide, and
 // the blocks that many times fewer.
