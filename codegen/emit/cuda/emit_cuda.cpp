@@ -1332,6 +1332,71 @@ class Emitter {
            "      : " + outs + "\n      : \"l\"(a), \"l\"(b), \"r\"(1));\n}\n";
   }
 
+  // What the multiplying warpgroups of both kinds of warpgroup tile share:
+  // the tile, its operands' layouts, the bytes of A's and of a whole stage,
+  // and of a 64-row block of A (8192 K-major, BK * 128 MN-major).
+  struct WgmmaTile {
+    int64_t bm = 0, bn = 0, bk = 0, mw = 0, stage_a = 0, stage = 0, a_block = 0;
+    bool trans_a = false, trans_b = false;
+  };
+  static WgmmaTile wgmma_tile(int64_t bm, int64_t bn, int64_t bk, bool trans_a, bool trans_b) {
+    return {bm, bn, bk, bm / 128, bm * bk * 2, (bm + bn) * bk * 2, trans_a ? bk * 128 : 8192, trans_a, trans_b};
+  }
+
+  void wgmma_accumulators(const WgmmaTile& t) {
+    line("float kiln_acc[" + std::to_string(t.mw) + "][" + std::to_string(t.bn / 2) + "];");
+    line("#pragma unroll");
+    line("for (int kiln_x = 0; kiln_x < " + std::to_string(t.mw * t.bn / 2) + "; ++kiln_x) (&kiln_acc[0][0])[kiln_x] = 0.0f;");
+  }
+  void wgmma_hold(const WgmmaTile& t) {
+    line("#pragma unroll");
+    line("for (int kiln_x = 0; kiln_x < " + std::to_string(t.mw * t.bn / 2) +
+         "; ++kiln_x) kiln_wgmma_hold((&kiln_acc[0][0])[kiln_x]);");
+  }
+
+  // Descriptors of stage 0: this warpgroup's rows of A, all of B; leading
+  // byte offsets only matter MN-major (the next 64-wide block), stride
+  // offsets are the next 8 rows or elements of the reduction.
+  void wgmma_descriptors(const WgmmaTile& t) {
+    auto n = [](int64_t v) { return std::to_string(v); };
+    line("const unsigned long long kiln_da = kiln_wgmma_desc(kiln_s0 + kiln_wg * " + n(t.mw * t.a_block) + ", " +
+         (t.trans_a ? n(t.bk * 128) : "16") + ", 1024);");
+    line("const unsigned long long kiln_db = kiln_wgmma_desc(kiln_s0 + " + n(t.stage_a) + ", " +
+         (t.trans_b ? n(t.bk * 128) : "16") + ", 1024);");
+  }
+
+  // One step's multiplies from the stage `stage_index` names, committed as
+  // a group. A k16 step s moves a K-major descriptor by 32 bytes within a
+  // 64-deep region (and a region every 4 steps), an MN-major one by two atoms.
+  void wgmma_multiply(const WgmmaTile& t, const std::string& stage_index) {
+    auto n = [](int64_t v) { return std::to_string(v); };
+    auto step = [&](bool trans, int64_t side) {
+      return trans ? "kiln_s * 2048" : "(kiln_s / 4) * " + n(side * 128) + " + (kiln_s % 4) * 32";
+    };
+    line("const unsigned long long kiln_off = (unsigned long long)(" + stage_index + " * " + n(t.stage) + ") >> 4;");
+    wgmma_hold(t);
+    line("kiln_wgmma_fence();");
+    line("#pragma unroll");
+    line("for (int kiln_s = 0; kiln_s < " + n(t.bk / 16) + "; ++kiln_s) {");
+    line("  #pragma unroll");
+    line("  for (int kiln_m = 0; kiln_m < " + n(t.mw) + "; ++kiln_m)");
+    line("    kiln_wgmma(kiln_acc[kiln_m], kiln_da + kiln_off + ((kiln_m * " + n(t.a_block) + " + " +
+         step(t.trans_a, t.bm) + ") >> 4), kiln_db + kiln_off + ((" + step(t.trans_b, t.bn) + ") >> 4));");
+    line("}");
+    line("kiln_wgmma_commit();");
+  }
+
+  // Accumulator x of m64 block m: row 16 (warp in group) + lane / 4 (+ 8
+  // for x % 4 >= 2), column 8 (x / 4) + 2 (lane % 4) + x % 2.
+  void wgmma_out(const WgmmaTile& t, const HalfProduct& p, const std::string& i, const std::string& j,
+                 const std::vector<Stmt>& epilogue) {
+    auto n = [](int64_t v) { return std::to_string(v); };
+    emit_accumulators({{"kiln_m", t.mw}, {"kiln_x", t.bn / 2}}, i,
+                      "kiln_wg * " + n(t.bm / 2) + " + kiln_m * 64 + kiln_wq * 16 + kiln_lane / 4 + ((kiln_x % 4) / 2) * 8",
+                      j, "(kiln_x / 4) * 8 + (kiln_lane % 4) * 2 + kiln_x % 2", buffer_name(p.acc),
+                      "kiln_acc[kiln_m][kiln_x]", epilogue);
+  }
+
   // --- Warpgroup tiles fed by the Tensor Memory Accelerator (wgmma tma) ---
   //
   // The same tile, stages and swizzled layouts, but a third warpgroup (the
@@ -1436,13 +1501,9 @@ class Emitter {
                           const std::string& i, const std::string& j, int64_t bm, int64_t bn, int64_t bk,
                           int64_t depth, bool trans_a, const std::vector<Stmt>& epilogue, const HalfProduct& p) {
     auto n = [](int64_t v) { return std::to_string(v); };
-    const ArrayTile& at = k_.array_tile;
-    const int64_t mw = bm / 128, stages = tile_stages(at), stage_a = bm * bk * 2, stage = (bm + bn) * bk * 2;
-    const bool trans_b = tb.layout == Layout::TileMajor;
-    const int64_t a_block = trans_a ? bk * 128 : 8192;
-    auto step = [&](bool trans, int64_t side) {
-      return trans ? "kiln_s * 2048" : "(kiln_s / 4) * " + n(side * 128) + " + (kiln_s % 4) * 32";
-    };
+    const int64_t stages = tile_stages(k_.array_tile);
+    const WgmmaTile t = wgmma_tile(bm, bn, bk, trans_a, tb.layout == Layout::TileMajor);
+    const int64_t stage_a = t.stage_a, stage = t.stage;
     maps_ = {ma.map, mb.map};
     const std::string steps = n(depth / bk), S = n(stages);
     line("// tensor cores (wgmma): " + n(bm) + " x " + n(bn) + " outputs a block of 2 warpgroups (each " + n(bm / 2) +
@@ -1486,43 +1547,22 @@ class Emitter {
     line("} else {  // the multiplying warpgroups, kiln_wg 0 and 1");
     ++indent_;
     line("kiln_setmaxnreg_inc<232>();");
-    line("float kiln_acc[" + n(mw) + "][" + n(bn / 2) + "];");
-    line("#pragma unroll");
-    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) (&kiln_acc[0][0])[kiln_x] = 0.0f;");
-    line("const unsigned long long kiln_da = kiln_wgmma_desc(kiln_s0 + kiln_wg * " + n(mw * a_block) + ", " +
-         (trans_a ? n(bk * 128) : "16") + ", 1024);");
-    line("const unsigned long long kiln_db = kiln_wgmma_desc(kiln_s0 + " + n(stage_a) + ", " +
-         (trans_b ? n(bk * 128) : "16") + ", 1024);");
+    wgmma_accumulators(t);
+    wgmma_descriptors(t);
     line("for (int kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
     ++indent_;
     line("const int kiln_st = kiln_kt % " + S + ";");
     line("kiln_mbar_wait(kiln_bars + 8 * kiln_st, (kiln_kt / " + S + ") & 1);  // step kt landed");
-    line("const unsigned long long kiln_off = (unsigned long long)(kiln_st * " + n(stage) + ") >> 4;");
-    line("#pragma unroll");
-    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) kiln_wgmma_hold((&kiln_acc[0][0])[kiln_x]);");
-    line("kiln_wgmma_fence();");
-    line("#pragma unroll");
-    line("for (int kiln_s = 0; kiln_s < " + n(bk / 16) + "; ++kiln_s) {");
-    line("  #pragma unroll");
-    line("  for (int kiln_m = 0; kiln_m < " + n(mw) + "; ++kiln_m)");
-    line("    kiln_wgmma(kiln_acc[kiln_m], kiln_da + kiln_off + ((kiln_m * " + n(a_block) + " + " + step(trans_a, bm) +
-         ") >> 4), kiln_db + kiln_off + ((" + step(trans_b, bn) + ") >> 4));");
-    line("}");
-    line("kiln_wgmma_commit();");
+    wgmma_multiply(t, "kiln_st");
     line("kiln_wgmma_wait<1>();  // step kt - 1's multiplies are done: its stage may be copied into again");
-    line("#pragma unroll");
-    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) kiln_wgmma_hold((&kiln_acc[0][0])[kiln_x]);");
+    wgmma_hold(t);
     line("if (kiln_kt > 0 && kiln_tid % 128 == 0) kiln_mbar_arrive(kiln_ebars + 8 * ((kiln_kt + " + n(stages - 1) +
          ") % " + S + "));");
     --indent_;
     line("}");
     line("kiln_wgmma_wait<0>();");
-    line("#pragma unroll");
-    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) kiln_wgmma_hold((&kiln_acc[0][0])[kiln_x]);");
-    emit_accumulators({{"kiln_m", mw}, {"kiln_x", bn / 2}}, i,
-                      "kiln_wg * " + n(bm / 2) + " + kiln_m * 64 + kiln_wq * 16 + kiln_lane / 4 + ((kiln_x % 4) / 2) * 8",
-                      j, "(kiln_x / 4) * 8 + (kiln_lane % 4) * 2 + kiln_x % 2", buffer_name(p.acc),
-                      "kiln_acc[kiln_m][kiln_x]", epilogue);
+    wgmma_hold(t);
+    wgmma_out(t, p, i, j, epilogue);
     --indent_;
     line("}");
   }
@@ -1536,7 +1576,7 @@ class Emitter {
                ": rows 128 or 256, columns a multiple of 64 up to 256 (128 with 256 rows), depth 64 or 128 dividing the reduction");
     const ArrayTile& at = k_.array_tile;
     TileOperand ta = tile_operand(p.a, i, bm, r, depth, bk, p.dtype), tb = tile_operand(p.b, j, bn, r, depth, bk, p.dtype);
-    const int64_t stages = tile_stages(at), stage_a = bm * bk * 2, stage = (bm + bn) * bk * 2;
+    const int64_t stages = tile_stages(at);
     check_stages(stages, warpgroup_shared_bytes(at));
     use_mma_ = true;  // the cp.async helpers
     const bool trans_a = ta.layout == Layout::TileMajor, trans_b = tb.layout == Layout::TileMajor;
@@ -1545,72 +1585,41 @@ class Emitter {
       std::optional<TmaOperand> ma = tma_operand(ta, r, depth, bk), mb = tma_operand(tb, r, depth, bk);
       if (ma && mb) return emit_warpgroup_tma(ta, tb, *ma, *mb, i, j, bm, bn, bk, depth, trans_a, epilogue, p);
     }
-    // A k16 step s moves a K-major descriptor by 32 bytes within a 64-deep
-    // region (and a region every 4 steps), an MN-major one by two atoms; a
-    // 64-row block of A is 8192 bytes K-major, BK * 128 MN-major.
-    auto step = [&](bool trans, int64_t side) {
-      return trans ? "kiln_s * 2048" : "(kiln_s / 4) * " + n(side * 128) + " + (kiln_s % 4) * 32";
-    };
-    const int64_t a_block = trans_a ? bk * 128 : 8192;
+    const WgmmaTile t = wgmma_tile(bm, bn, bk, trans_a, trans_b);
     line("// tensor cores (wgmma): " + n(bm) + " x " + n(bn) + " outputs a block of 2 warpgroups (each " + n(bm / 2) +
          " x " + n(bn) + "), the reduction in steps of " + n(bk));
     line("extern __shared__ __align__(1024) unsigned char kiln_wraw[];");
     line("unsigned char* const kiln_ws = kiln_wraw + ((1024u - (kiln_smem(kiln_wraw) & 1023u)) & 1023u);  // " + n(stages) +
          " stages of (A, B)");
     line("const int kiln_tid = threadIdx.x, kiln_lane = kiln_tid % 32, kiln_wg = kiln_tid / 128, kiln_wq = (kiln_tid / 32) % 4;");
-    line("float kiln_acc[" + n(mw) + "][" + n(bn / 2) + "];");
-    line("#pragma unroll");
-    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) (&kiln_acc[0][0])[kiln_x] = 0.0f;");
+    wgmma_accumulators(t);
     line("auto kiln_load = [&](int kiln_stage, long long kiln_k0) {");
     ++indent_;
-    line("unsigned char* const kiln_sa = kiln_ws + kiln_stage * " + n(stage) + ";");
-    line("unsigned char* const kiln_sb = kiln_sa + " + n(stage_a) + ";");
+    line("unsigned char* const kiln_sa = kiln_ws + kiln_stage * " + n(t.stage) + ";");
+    line("unsigned char* const kiln_sb = kiln_sa + " + n(t.stage_a) + ";");
     copy_swizzled(ta, "kiln_sa", r, bk);
     copy_swizzled(tb, "kiln_sb", r, bk);
     --indent_;
     line("};");
     pipeline_prologue(stages, depth, bk);
-    // Descriptors of stage 0: this warpgroup's rows of A, all of B; leading
-    // byte offsets only matter MN-major (the next 64-wide block), stride
-    // offsets are the next 8 rows or elements of the reduction.
     line("const unsigned kiln_s0 = kiln_smem(kiln_ws);");
-    line("const unsigned long long kiln_da = kiln_wgmma_desc(kiln_s0 + kiln_wg * " + n(mw * a_block) + ", " +
-         (trans_a ? n(bk * 128) : "16") + ", 1024);");
-    line("const unsigned long long kiln_db = kiln_wgmma_desc(kiln_s0 + " + n(stage_a) + ", " +
-         (trans_b ? n(bk * 128) : "16") + ", 1024);");
+    wgmma_descriptors(t);
     const std::string steps = n(depth / bk) + "LL", ahead = n(stages - 1);
     line("for (long long kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
     ++indent_;
     line("kiln_cp_async_wait<" + n(stages - 2) + ">();");
     line("kiln_fence_async_shared();  // this thread's copies, seen by the tensor cores");
     line("__syncthreads();  // step kt is in; every warpgroup is done with step kt - 1, whose stage is written next");
-    line("const unsigned long long kiln_off = (unsigned long long)(kiln_read * " + n(stage) + ") >> 4;");
-    line("#pragma unroll");
-    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) kiln_wgmma_hold((&kiln_acc[0][0])[kiln_x]);");
-    line("kiln_wgmma_fence();");
-    line("#pragma unroll");
-    line("for (int kiln_s = 0; kiln_s < " + n(bk / 16) + "; ++kiln_s) {");
-    line("  #pragma unroll");
-    line("  for (int kiln_m = 0; kiln_m < " + n(mw) + "; ++kiln_m)");
-    line("    kiln_wgmma(kiln_acc[kiln_m], kiln_da + kiln_off + ((kiln_m * " + n(a_block) + " + " + step(trans_a, bm) +
-         ") >> 4), kiln_db + kiln_off + ((" + step(trans_b, bn) + ") >> 4));");
-    line("}");
-    line("kiln_wgmma_commit();");
+    wgmma_multiply(t, "kiln_read");
     line("if (kiln_kt + " + ahead + " < " + steps + ") kiln_load(kiln_write, (kiln_kt + " + ahead + ") * " + n(bk) + "LL);");
     line("kiln_cp_async_commit();");
     line("kiln_wgmma_wait<0>();");
-    line("#pragma unroll");
-    line("for (int kiln_x = 0; kiln_x < " + n(mw * bn / 2) + "; ++kiln_x) kiln_wgmma_hold((&kiln_acc[0][0])[kiln_x]);");
+    wgmma_hold(t);
     line("kiln_read = kiln_read + 1 == " + n(stages) + " ? 0 : kiln_read + 1;");
     line("kiln_write = kiln_write + 1 == " + n(stages) + " ? 0 : kiln_write + 1;");
     --indent_;
     line("}");
-    // Accumulator x of m64 block m: row 16 (warp in group) + lane / 4 (+ 8
-    // for x % 4 >= 2), column 8 (x / 4) + 2 (lane % 4) + x % 2.
-    emit_accumulators({{"kiln_m", mw}, {"kiln_x", bn / 2}}, i,
-                      "kiln_wg * " + n(bm / 2) + " + kiln_m * 64 + kiln_wq * 16 + kiln_lane / 4 + ((kiln_x % 4) / 2) * 8",
-                      j, "(kiln_x / 4) * 8 + (kiln_lane % 4) * 2 + kiln_x % 2", buffer_name(p.acc),
-                      "kiln_acc[kiln_m][kiln_x]", epilogue);
+    wgmma_out(t, p, i, j, epilogue);
   }
 
   void emit_tensor_core_tile() {
