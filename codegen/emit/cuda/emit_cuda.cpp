@@ -1549,19 +1549,31 @@ class Emitter {
     line("kiln_setmaxnreg_inc<232>();");
     wgmma_accumulators(t);
     wgmma_descriptors(t);
-    line("for (int kiln_kt = 0; kiln_kt < " + steps + "; ++kiln_kt) {");
+    // Every step but the last keeps its multiplies in flight; the last one
+    // waits for them right after issuing them. (A wait for all after the
+    // loop instead was moved by ptxas below the epilogue's first reads of
+    // the accumulators: SASS of session 15.)
+    auto step = [&](const std::string& kt) {
+      line("const int kiln_st = " + kt + " % " + S + ";");
+      line("kiln_mbar_wait(kiln_bars + 8 * kiln_st, (" + kt + " / " + S + ") & 1);  // step kt landed");
+      wgmma_multiply(t, "kiln_st");
+    };
+    line("for (int kiln_kt = 0; kiln_kt < " + n(depth / bk - 1) + "; ++kiln_kt) {");
     ++indent_;
-    line("const int kiln_st = kiln_kt % " + S + ";");
-    line("kiln_mbar_wait(kiln_bars + 8 * kiln_st, (kiln_kt / " + S + ") & 1);  // step kt landed");
-    wgmma_multiply(t, "kiln_st");
+    step("kiln_kt");
     line("kiln_wgmma_wait<1>();  // step kt - 1's multiplies are done: its stage may be copied into again");
     wgmma_hold(t);
     line("if (kiln_kt > 0 && kiln_tid % 128 == 0) kiln_mbar_arrive(kiln_ebars + 8 * ((kiln_kt + " + n(stages - 1) +
          ") % " + S + "));");
     --indent_;
     line("}");
+    line("{  // the last step");
+    ++indent_;
+    step(n(depth / bk - 1));
     line("kiln_wgmma_wait<0>();");
     wgmma_hold(t);
+    --indent_;
+    line("}");
     wgmma_out(t, p, i, j, epilogue);
     --indent_;
     line("}");

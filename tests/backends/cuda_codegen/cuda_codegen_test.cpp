@@ -595,8 +595,12 @@ TEST(CudaCodegen, WarpgroupTilesFedByTheTensorMemoryAccelerator) {
       ASSERT_EQ(maps.size(), 2u) << src;
       for (const char* s : {"cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes",
                             "mbarrier.try_wait.parity.shared::cta.b64", "mbarrier.arrive.expect_tx.shared::cta.b64",
-                            "setmaxnreg.inc.sync.aligned.u32", "wgmma.wait_group.sync.aligned 1"})
+                            "setmaxnreg.inc.sync.aligned.u32", "wgmma.wait_group.sync.aligned 0"})
         EXPECT_TRUE(contains(ptx, s)) << s << "\n" << src;
+      // Steps before the last keep their multiplies in flight; the last waits
+      // for all of them before the accumulators are read.
+      EXPECT_EQ(contains(ptx, "wgmma.wait_group.sync.aligned 1"), !contains(src, "kiln_kt < 0;")) << src;
+      EXPECT_TRUE(contains(src, "kiln_wgmma_commit();\n      kiln_wgmma_wait<0>();")) << src;
       EXPECT_FALSE(contains(ptx, "cp.async.cg.shared.global")) << src;
       EXPECT_TRUE(contains(src, "const __grid_constant__ kiln_tmap kiln_tma0, const __grid_constant__ kiln_tmap kiln_tma1)"))
           << src;
