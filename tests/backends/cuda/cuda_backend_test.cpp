@@ -481,8 +481,8 @@ TEST(CudaBackend, F32TilesOfEveryShapeMatchAProductInDouble) {
 // f16 contractions on wgmma tiles (sm_90) of every width, row count, depth
 // and stage count, with B's columns contiguous (MN-major) or a weight's rows
 // (K-major), and A's rows contiguous, copied by cp.async (and by tensor maps,
-// `tma`, with KILN_CUDA_TMA=1: experimental, some shapes wrong on the H100 in
-// session 15): against a product in double of the same f16 inputs, within the
+// `tma`, with KILN_CUDA_TMA=1: experimental, wrong on the H100 in session 15
+// before its last wait was fixed): against a product in double of the same f16 inputs, within the
 // f32 sum's error plus the f16 output's rounding.
 TEST(CudaBackend, WarpgroupTilesOfEveryShapeMatchAProductInDouble) {
   REQUIRE_GPU();
