@@ -35,21 +35,24 @@ std::vector<Stmt> top_chain(const Kernel& k) {
   return chain;
 }
 
+// The loops directly inside the chain's innermost loop when it holds only
+// loops and stores (one reduction, or several side by side); empty otherwise.
+std::vector<std::string> reduction_loops(const std::vector<Stmt>& chain) {
+  std::vector<Stmt> inner = chain.back()->body;
+  if (inner.size() == 1 && inner[0]->kind == StmtKind::Block) inner = inner[0]->body;
+  std::vector<std::string> r;
+  for (const Stmt& s : inner) {
+    if (s->kind == StmtKind::For) r.push_back(s->var);
+    else if (s->kind != StmtKind::Store) return {};
+  }
+  return r;
+}
+
 // The body inside the chain is [acc init..., for r {...}, stores...]: a
 // reduction; returns r's name.
 std::string reduction_loop(const std::vector<Stmt>& chain) {
-  std::vector<Stmt> inner = chain.back()->body;
-  if (inner.size() == 1 && inner[0]->kind == StmtKind::Block) inner = inner[0]->body;
-  std::string r;
-  for (const Stmt& s : inner) {
-    if (s->kind == StmtKind::For) {
-      if (!r.empty()) return "";
-      r = s->var;
-    } else if (s->kind != StmtKind::Store) {
-      return "";
-    }
-  }
-  return r;
+  std::vector<std::string> r = reduction_loops(chain);
+  return r.size() == 1 ? r[0] : "";
 }
 
 // Whether some load of `buffer` moves with loop `v` (stride 1 along columns).
@@ -286,38 +289,56 @@ bool packs_bytes(const Kernel& k, const Stmt& body, const std::string& r) {
   return found;
 }
 
-// CUDA reads a row in 16-byte pieces when `body` has one reduction loop, of
-// constant extent, whose global loads all move by one element with it: the
-// elements a piece holds of its narrowest such load (8 for f16). 0 otherwise.
-int64_t vector_width(const Kernel& k, const Stmt& body, std::string* loop) {
-  const StmtNode* found = nullptr;
-  int count = 0;
+// A GPU reads a row in 16-byte pieces when every reduction loop of `body`
+// has the same constant extent and all their global loads move by one element
+// with them: the elements a piece holds of the narrowest such load (8 for
+// f16), and the loops in *loops. 0 otherwise.
+int64_t vector_width(const Kernel& k, const Stmt& body, std::vector<std::string>* loops) {
+  std::vector<const StmtNode*> found;
   visit(body, [&](const Stmt& s) {
-    if (reduction_of(k, s)) {
-      ++count;
-      found = s.get();
-    }
+    if (reduction_of(k, s)) found.push_back(s.get());
   });
+  if (found.empty()) return 0;
   int64_t e = 0;
-  if (count != 1 || found->extent->kind != ExprKind::Const || (e = found->extent->ival) <= 0) return 0;
+  for (const StmtNode* f : found)
+    if (f->extent->kind != ExprKind::Const || f->extent->ival <= 0 || (e && f->extent->ival != e)) return 0;
+    else e = f->extent->ival;
   int64_t narrowest = 0;
   bool ok = true;
-  std::function<void(const Expr&)> expr = [&](const Expr& x) {
-    if (!x) return;
-    if (x->kind == ExprKind::Load && k.buffers[x->buffer].scope == MemScope::Global && uses_var(x->args[0], found->var)) {
-      ok &= unit_stride(x->args[0], found->var, k);
-      int64_t size = dtype_size(k.buffers[x->buffer].dtype);
-      narrowest = narrowest ? std::min(narrowest, size) : size;
-    }
-    for (const Expr& a : x->args) expr(a);
-  };
-  for (const Stmt& s : found->body) visit(s, [&](const Stmt& x) {
-    if (x->kind == StmtKind::If || x->kind == StmtKind::For) ok = false;
-    expr(x->value);
-    expr(x->index);
-  });
+  for (const StmtNode* f : found) {
+    std::function<void(const Expr&)> expr = [&](const Expr& x) {
+      if (!x) return;
+      if (x->kind == ExprKind::Load && k.buffers[x->buffer].scope == MemScope::Global && uses_var(x->args[0], f->var)) {
+        ok &= unit_stride(x->args[0], f->var, k);
+        int64_t size = dtype_size(k.buffers[x->buffer].dtype);
+        narrowest = narrowest ? std::min(narrowest, size) : size;
+      }
+      for (const Expr& a : x->args) expr(a);
+    };
+    for (const Stmt& s : f->body) visit(s, [&](const Stmt& x) {
+      if (x->kind == StmtKind::If || x->kind == StmtKind::For) ok = false;
+      expr(x->value);
+      expr(x->index);
+    });
+  }
   if (!ok || narrowest == 0) return 0;
-  *loop = found->var;
+  // Several loops side by side only beside a dot product (a loop reading two
+  // buffers along it: a GEMV's weight and vector, next to a folded norm's sum
+  // of squares); a softmax's or a layernorm's passes keep their schedule.
+  if (found.size() > 1 && std::none_of(found.begin(), found.end(), [&](const StmtNode* f) {
+        std::set<int> read;
+        std::function<void(const Expr&)> expr = [&](const Expr& x) {
+          if (!x) return;
+          if (x->kind == ExprKind::Load && k.buffers[x->buffer].scope == MemScope::Global && uses_var(x->args[0], f->var))
+            read.insert(x->buffer);
+          for (const Expr& a : x->args) expr(a);
+        };
+        for (const Stmt& s : f->body) visit(s, [&](const Stmt& x) { expr(x->value); });
+        return read.size() >= 2;
+      }))
+    return 0;
+  loops->clear();
+  for (const StmtNode* f : found) loops->push_back(f->var);
   return 16 / narrowest;
 }
 
@@ -617,15 +638,18 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
   // rather than a warp sharing 64 elements and paying for the allreduce.
   // (On Vulkan, whose GLSL has no shuffles, a knob that is off.)
   bool cuda = t.backend == "cuda";
-  std::string red;  // the one reduction loop that vector_width() found
-  int64_t vec = vector_width(k, body, &red), r = longest_reduction(k, body);
+  std::vector<std::string> reds;  // the reduction loops that vector_width() found
+  int64_t vec = vector_width(k, body, &reds), r = longest_reduction(k, body);
+  // The schedules of short rows below take one reduction; rows a warp take
+  // several side by side (a GEMV with a folded norm's sum of squares).
+  std::string red = reds.size() == 1 ? reds[0] : "";
   // Better still on CUDA: the row's pieces spread over as many lanes (8 for a
   // 64-long f16 row), so a warp reads 4 whole rows in one coalesced step and a
   // decode step's 20,000 scores run as 160,000 threads, not 20,000 whose
   // serial loads keep 80 blocks busy; a butterfly of 3 shuffles combines them.
   // Rows a block: as many as fill `threads` and divide the output points, in
   // whole warps (the shuffles take every lane of a warp).
-  int64_t lanes = vec > 1 && r > 0 && r % vec == 0 ? r / vec : 0, lane_rows = 1;
+  int64_t lanes = !red.empty() && vec > 1 && r > 0 && r % vec == 0 ? r / vec : 0, lane_rows = 1;
   while (lanes > 0 && lane_rows * 2 * lanes <= threads && factor % (lane_rows * 2) == 0) lane_rows *= 2;
   if (lanes >= 2 && lanes <= 16 && (lanes & (lanes - 1)) == 0 && (points == 0 || points >= 1024) &&
       lane_rows * lanes % 32 == 0 && kn.pick("lane_rows", cuda)) {
@@ -649,7 +673,7 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
       // The schedules below.
     }
   }
-  if (vec > 1 && r > 0 && r % vec == 0 && r * 16 / vec <= 256 && (points == 0 || points >= 1024) &&
+  if (!red.empty() && vec > 1 && r > 0 && r % vec == 0 && r * 16 / vec <= 256 && (points == 0 || points >= 1024) &&
       kn.pick("thread_rows", cuda)) {
     Schedule c = s;
     std::string b = fresh(k, "blk"), th = fresh(k, "thr"), ro = fresh(k, red + "o"), rv = fresh(k, red + "v");
@@ -675,22 +699,38 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     // decode step), when the row is a whole number of such steps. Fewer rows
     // than keep the GPU busy a warp each (a norm's one row) keep a block a
     // row, with as many threads as the row has pieces for.
-    std::string vec_outer, packed = vec > 1 ? "" : reduction_loop(chain);
-    if (!packed.empty() && !(r > 0 && r % 32 == 0 && packs_bytes(k, body, packed))) packed.clear();
+    std::string vec_outer;
+    std::vector<std::string> vec_outers, packed = vec > 1 ? std::vector<std::string>{} : reduction_loops(chain);
+    // Side by side loops (a folded norm's sum of squares beside the product)
+    // must have the row's length; one of them must read packed bytes.
+    bool packs = r > 0 && r % 32 == 0 && !packed.empty();
+    visit(body, [&](const Stmt& l) {
+      int64_t e = 0;
+      if (l->kind == StmtKind::For && std::count(packed.begin(), packed.end(), l->var))
+        packs = packs && const_extent(l, &e) && e == r;
+    });
+    if (!(packs && std::any_of(packed.begin(), packed.end(), [&](const std::string& l) { return packs_bytes(k, body, l); })))
+      packed.clear();
     if (!packed.empty() && kn.pick("packed_rows", cuda)) {
       // A 4-bit weight (two elements a byte, 32 a group) has no unit-stride
       // index, but 32 elements are 16 whole bytes: a warp a row, each lane
       // 32 elements a step, which the emitter reads as one 16-byte load of
       // the weight (and 64 bytes of the activations).
-      std::string ro = fresh(k, packed + "o"), rv = fresh(k, packed + "v");
-      rows.split(packed, 32, ro, rv).unroll(rv);
-      vec_outer = ro;
+      for (const std::string& loop : packed) {
+        std::string ro = fresh(k, loop + "o"), rv = fresh(k, loop + "v");
+        rows.split(loop, 32, ro, rv).unroll(rv);
+        vec_outers.push_back(ro);
+      }
+      vec_outer = vec_outers[0];
       spread_threads = 32;
       vec = 32;
     } else if (vec > 1 && r % (vec * 32) == 0 && kn.pick("vector_rows", true)) {
-      std::string ro = fresh(k, red + "o"), rv = fresh(k, red + "v");
-      rows.split(red, vec, ro, rv).unroll(rv);
-      vec_outer = ro;
+      for (const std::string& loop : reds) {
+        std::string ro = fresh(k, loop + "o"), rv = fresh(k, loop + "v");
+        rows.split(loop, vec, ro, rv).unroll(rv);
+        vec_outers.push_back(ro);
+      }
+      vec_outer = vec_outers[0];
       int64_t many = 4 * std::max<int64_t>(t.cores, 32);
       if (points > 0 && points < many) {
         spread_threads = threads;
@@ -733,7 +773,8 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     }
     // A thread's pieces of a row (8 for a 2048-long f16 row on a warp) all
     // in flight at once.
-    if (!vec_outer.empty() && r / (vec * spread_threads) <= 32 && kn.pick("unroll_pieces", true)) rows.unroll(vec_outer);
+    if (!vec_outer.empty() && r / (vec * spread_threads) <= 32 && kn.pick("unroll_pieces", true))
+      for (const std::string& loop : vec_outers) rows.unroll(loop);
     try {
       apply(k, rows);
       return rows;

@@ -7,6 +7,9 @@ namespace kiln {
 
 namespace {
 
+constexpr int64_t kVectorOperand = 16384;  // elements
+constexpr int kVectorExpression = 8;       // nodes
+
 bool is_stage_op(Op op) { return op_class(op) == OpClass::Reduce || op == Op::Contract; }
 
 bool inlinable(Op op) {
@@ -63,6 +66,39 @@ std::pair<int, int64_t> contiguous_run(const Graph& g, int i, const std::vector<
   return {x, offset};
 }
 
+// A contraction's epilogue (the elementwise ops after it, one consumer each,
+// through reshapes) whose result is then sliced (parts of one product read at
+// different places: a stacked gate and up, or q, k and v) or reshaped into a
+// shape no kernel could compute the contraction under (a GEMV's [out, 1]
+// column read as a [1, out] row). Its last op is stored, so that the
+// contraction, the epilogue and the stages it reads (a folded norm's sum of
+// squares) make one kernel; otherwise the consumer would take the epilogue
+// and leave the contraction, and those stages, kernels of their own.
+std::set<int> cut_epilogues(const Graph& g, const std::vector<std::vector<int>>& consumers) {
+  std::set<int> ends;
+  for (int c = 0; c < int(g.nodes.size()); ++c) {
+    if (g.nodes[c].op != Op::Contract) continue;
+    const Shape& shape = g.nodes[c].shape;
+    int x = c, last = c;
+    bool cut = false;
+    while (consumers[x].size() == 1 && !cut) {
+      const Node& next = g.nodes[consumers[x][0]];
+      if (next.op == Op::Reshape) {
+        cut = stage_prefix(shape, next.shape) < 0;
+      } else if (!(is_elementwise(next.op) && next.shape == g.nodes[x].shape)) {
+        break;
+      } else {
+        last = consumers[x][0];
+      }
+      x = consumers[x][0];
+    }
+    cut = cut || std::any_of(consumers[x].begin(), consumers[x].end(),
+                             [&](int u) { return g.nodes[u].op == Op::Slice; });
+    if (cut && last != c) ends.insert(last);
+  }
+  return ends;
+}
+
 }  // namespace
 
 FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
@@ -78,9 +114,10 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
   plan.materialized.assign(n, false);
   std::vector<int> size(n, 1);
   std::set<int> alias_targets;
+  std::set<int> epilogue_ends = cut_epilogues(g, consumers);
   for (int i = 0; i < n; ++i) {
     const Node& node = g.nodes[i];
-    bool m = node.op == Op::Input || outputs.count(i) || !inlinable(node.op);
+    bool m = node.op == Op::Input || outputs.count(i) || !inlinable(node.op) || (opt.enabled && epilogue_ends.count(i));
     // An output that is a contiguous run of a computed result (a decode
     // step's new key or value row, reshaped or sliced out of a larger
     // product) shares its buffer: the same elements in the same order. The
@@ -119,11 +156,44 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
       if (plan.materialized[in] ? g.nodes[in].op != Op::Input && !small_output(in) : reads_costly[in])
         reads_costly[i] = true;
     }
+  // A matrix-vector product's vector is the exception: each of its elements
+  // meets one weight per output row, whose load costs far more than a short
+  // expression (a norm's gain times the residual stream) computed again there.
+  // The expression counts its nodes down to stored values, inputs and shared
+  // computed values (read elsewhere too: the residual stream), which are
+  // stored; a longer one (a gated MLP's silu(gate) * up) is stored itself.
+  auto vector_leaves = [&](int o, std::vector<int>* shared) {
+    int count = 0;
+    std::vector<int> todo{o};
+    while (!todo.empty() && count <= kVectorExpression) {
+      int u = todo.back();
+      todo.pop_back();
+      if (plan.materialized[u]) continue;
+      if (u != o && reads_costly[u] && consumers[u].size() > 1 && op_class(g.nodes[u].op) != OpClass::Movement) {
+        shared->push_back(u);
+        continue;
+      }
+      ++count;
+      for (int in : g.nodes[u].inputs) todo.push_back(in);
+    }
+    return count;
+  };
+  auto vector_operand = [&](int c, int o, std::vector<int>* shared) {
+    const Shape& out = g.nodes[c].shape;
+    int wide = int(std::count_if(out.begin(), out.end(), [](const Dim& d) { return !d.is_one(); }));
+    const Shape& s = g.nodes[o].shape;
+    return wide <= 1 && is_static(s) && numel(s) <= kVectorOperand && vector_leaves(o, shared) <= kVectorExpression;
+  };
   for (int i = 0; i < n && opt.enabled; ++i) {
     if (g.nodes[i].op != Op::Contract) continue;
     for (int o : g.nodes[i].inputs) {
       while (!plan.materialized[o] && op_class(g.nodes[o].op) == OpClass::Movement) o = g.nodes[o].inputs[0];
-      if (!plan.materialized[o] && reads_costly[o]) plan.materialized[o] = true;
+      if (plan.materialized[o] || !reads_costly[o]) continue;
+      std::vector<int> shared;
+      if (vector_operand(i, o, &shared))
+        for (int u : shared) plan.materialized[u] = true;
+      else
+        plan.materialized[o] = true;
     }
   }
 

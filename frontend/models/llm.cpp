@@ -150,6 +150,7 @@ class Builder {
   // A q8 matrix's row scales multiply the result (once per output) rather
   // than every weight: sum_j q[o, j] s[o] x[j] = s[o] sum_j q[o, j] x[j].
   int linear(int x, const std::string& w_name, const std::string& b_name = "") {
+    if (auto it = pending_norm_.find(x); it != pending_norm_.end()) return normed_linear(it->second, w_name, b_name);
     bool q8 = wf_ == WeightFormat::q8;
     int w = q8 ? g_.cast(quantized(w_name), dt_) : weight(w_name);
     Dim rows = shape(x)[0];
@@ -159,6 +160,50 @@ class Builder {
     if (q8) y = to_dt(mul(f32_of(y), bcast(g_.reshape(scale_of(w_name), {1, out}), shape(y))));
     if (!b_name.empty()) y = add(y, bcast(g_.reshape(weight(b_name), {1, out}), shape(y)));
     return y;
+  }
+
+  // A decode step's RMSNorm folded into the GEMV that reads it (one row: no
+  // kernel of its own). With x the residual row, g the norm's gain and W the
+  // matrix, y[o] = r * sum_j W[o, j] (g[j] x[j]), r = 1 / sqrt(mean(x^2) + eps).
+  // The sum of squares is taken along every output row (the GEMV reads all of
+  // x there anyway: one multiply-add more an element), and g * x is a short
+  // expression of x that fusion computes where the GEMV loads its vector.
+  struct PendingNorm {
+    int x;               // the row [1, D] before the norm
+    std::string gain;    // the norm's weight
+  };
+  std::map<int, PendingNorm> pending_norm_;  // normed value (a stand-in) -> what to fold
+
+  // `f32_out`: the result (rounded to the model's dtype) in f32, cast before
+  // the column becomes a row, so that the cast is the GEMV's epilogue.
+  int normed_linear(const PendingNorm& n, const std::string& w_name, const std::string& b_name, bool f32_out = false) {
+    bool q8 = wf_ == WeightFormat::q8;
+    int w = q8 ? g_.cast(quantized(w_name), dt_) : weight(w_name);
+    int x = n.x;
+    Dim in = shape(x)[1], out = shape(w)[0];
+    int xg = mul(x, bcast(g_.reshape(weight(n.gain), {1, in}), shape(x)));
+    int dot = g_.contract(w, g_.reshape(xg, {in, 1}));  // [out, 1]
+    int xf = f32_of(x);
+    int sq = g_.reshape(mul(xf, xf), {1, in});
+    int ss = g_.reduce(Op::ReduceSum, bcast(sq, {out, in}), {1});  // [out, 1]: the same sum in every row
+    int ms = scale(ss, 1.0 / double(c_.dim));
+    int r = g_.unary(Op::Recip, g_.unary(Op::Sqrt, add(ms, fill(c_.norm_eps, f32, shape(ms)))));
+    int y = mul(f32_of(dot), r);
+    if (q8) y = mul(y, g_.reshape(scale_of(w_name), {out, 1}));
+    y = to_dt(y);
+    if (f32_out && b_name.empty()) y = f32_of(y);
+    y = g_.reshape(y, {1, out});
+    if (!b_name.empty()) y = add(y, bcast(g_.reshape(weight(b_name), {1, out}), shape(y)));
+    return y;
+  }
+
+  // RMSNorm of x [S, D] by the gain `w_name`: for one row (decode) a stand-in
+  // that the next linear() folds (normed_linear); otherwise rmsnorm().
+  int rmsnorm_for_linear(int x, const std::string& w_name) {
+    if (!shape(x)[0].is_one()) return rmsnorm(x, w_name);
+    int stand_in = g_.reshape(x, shape(x));
+    pending_norm_[stand_in] = {x, w_name};
+    return stand_in;
   }
 
   int quantized(const std::string& name) {
@@ -238,8 +283,11 @@ class Builder {
       int h = gelu(linear(x, p + "mlp.c_fc.weight", p + "mlp.c_fc.bias"));
       return linear(h, p + "mlp.c_proj.weight", p + "mlp.c_proj.bias");
     }
-    int gate = silu(linear(x, p + "mlp.gate_proj.weight"));
-    int up = f32_of(linear(x, p + "mlp.up_proj.weight"));
+    // One GEMV (or matmul) for gate and up, their rows stacked.
+    int both = linear(x, p + "mlp.gate_up_proj.weight");  // [S, 2 hidden]
+    auto part = [&](int64_t i) { return g_.slice(both, {0, i * c_.hidden}, {kSliceEnd, (i + 1) * c_.hidden}, {1, 1}); };
+    int gate = silu(part(0));
+    int up = f32_of(part(1));
     return linear(to_dt(mul(gate, up)), p + "mlp.down_proj.weight");
   }
 
@@ -279,10 +327,10 @@ class Builder {
   }
 
   int norm1(int x, const std::string& p) {
-    return c_.arch == "gpt2" ? layernorm(x, p + "ln_1") : rmsnorm(x, p + "input_layernorm.weight");
+    return c_.arch == "gpt2" ? layernorm(x, p + "ln_1") : rmsnorm_for_linear(x, p + "input_layernorm.weight");
   }
   int norm2(int x, const std::string& p) {
-    return c_.arch == "gpt2" ? layernorm(x, p + "ln_2") : rmsnorm(x, p + "post_attention_layernorm.weight");
+    return c_.arch == "gpt2" ? layernorm(x, p + "ln_2") : rmsnorm_for_linear(x, p + "post_attention_layernorm.weight");
   }
 
   // Token (and, for GPT-2, position) embeddings of tokens i32[S] -> [S, D].
@@ -311,10 +359,11 @@ class Builder {
 
   // Final norm and the output head for one row x [1, D] -> f32 [1, vocab].
   int logits(int x) {
-    int h = c_.arch == "gpt2" ? layernorm(x, "transformer.ln_f") : rmsnorm(x, "model.norm.weight");
+    int h = c_.arch == "gpt2" ? layernorm(x, "transformer.ln_f") : rmsnorm_for_linear(x, "model.norm.weight");
     std::string head = c_.tied_embeddings
                            ? (c_.arch == "gpt2" ? "transformer.wte.weight" : "model.embed_tokens.weight")
                            : "lm_head.weight";
+    if (auto it = pending_norm_.find(h); it != pending_norm_.end()) return f32_of(normed_linear(it->second, head, "", true));
     return f32_of(linear(h, head));
   }
 
@@ -418,6 +467,8 @@ std::vector<std::pair<std::string, std::vector<std::string>>> llm_stacked_weight
       if (what == ".bias" && !c.qkv_bias) continue;
       out.push_back({p + "qkv_proj" + what, {p + "q_proj" + what, p + "k_proj" + what, p + "v_proj" + what}});
     }
+    std::string m = layer_prefix(c, l) + "mlp.";
+    out.push_back({m + "gate_up_proj.weight", {m + "gate_proj.weight", m + "up_proj.weight"}});
   }
   return out;
 }

@@ -343,7 +343,7 @@ TEST(CudaCodegen, LongRowsAreReadInSixteenBytePieces) {
       EXPECT_TRUE(contains(src, "kiln_dequant_f16(")) << src;
       if (packed++ == 0) {
         std::string ptx = compile_cuda_to_ptx(k, "sm_90");
-        EXPECT_TRUE(contains(ptx, "ld.global.v4.")) << src;
+        EXPECT_TRUE(contains(ptx, "ld.global.v4.") || contains(ptx, "ld.global.nc.v4.")) << src;
         EXPECT_TRUE(contains(ptx, "mul.rn.f16")) << src;
         EXPECT_FALSE(contains(ptx, "cvt.rn.f32.s32") || contains(ptx, "cvt.rn.f32.u32")) << src;
       }

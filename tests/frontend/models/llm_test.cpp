@@ -193,6 +193,15 @@ TEST(Llm, StackedWeightsKeepEveryPartsRows) {
     for (const char* aux : {".scale", ".min"})
       if (parts.count(p + "q_proj.weight" + aux))
         EXPECT_EQ(stacked.at(p + "qkv_proj.weight" + aux).sizes[0], d + 2 * kv) << aux;
+    // The MLP's gate and up likewise, gate's rows first.
+    std::string m = "model.layers.1.mlp.";
+    EXPECT_FALSE(stacked.count(m + "gate_proj.weight") || stacked.count(m + "up_proj.weight"));
+    const HostTensor& gu = stacked.at(m + "gate_up_proj.weight");
+    ASSERT_EQ(gu.sizes[0], 2 * c.hidden);
+    const HostTensor& gate = parts.at(m + "gate_proj.weight");
+    const HostTensor& up = parts.at(m + "up_proj.weight");
+    EXPECT_TRUE(std::equal(gate.data.begin(), gate.data.end(), gu.data.begin()));
+    EXPECT_TRUE(std::equal(up.data.begin(), up.data.end(), gu.data.begin() + ptrdiff_t(gate.data.size())));
   }
   HostTensor a(f32, {2, 3}), b(f32, {2, 4}), h(f16, {2, 3});
   EXPECT_THROW(stack_rows({&a, &b}), Error);
