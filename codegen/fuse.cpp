@@ -9,6 +9,7 @@ namespace {
 
 constexpr int64_t kVectorOperand = 16384;  // elements
 constexpr int kVectorExpression = 8;       // nodes
+constexpr int kSharedLeaf = 32;            // nodes
 
 bool is_stage_op(Op op) { return op_class(op) == OpClass::Reduce || op == Op::Contract; }
 
@@ -135,7 +136,14 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
     }
     if (!opt.enabled && op_class(node.op) != OpClass::Source && op_class(node.op) != OpClass::Movement) m = true;
     if (!m) {
-      for (int in : node.inputs) size[i] += plan.materialized[in] ? 1 : size[in];
+      // A large elementwise value read by several ops (a model's residual
+      // stream) counts as one load: it is stored if several kernels read it
+      // (below), and otherwise it would not have made this expression big.
+      auto leaf = [&](int in) {
+        std::set<int> distinct(consumers[in].begin(), consumers[in].end());
+        return plan.materialized[in] || (is_elementwise(g.nodes[in].op) && distinct.size() > 1 && size[in] > kSharedLeaf);
+      };
+      for (int in : node.inputs) size[i] += leaf(in) ? 1 : size[in];
       m = size[i] > opt.max_inline_size;
     }
     plan.materialized[i] = m;
@@ -210,17 +218,26 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
     // An elementwise value computed from stored results and read by several
     // kernels is stored once rather than recomputed in each (a model's
     // residual stream would otherwise be re-added in every later kernel).
-    if (!plan.materialized[i] && opt.enabled && is_elementwise(node.op) && reads_computed[i] && users.size() > 1)
+    if (!plan.materialized[i] && opt.enabled && is_elementwise(node.op) && reads_computed[i] && users.size() > 1) {
       plan.materialized[i] = true;
+    }
     if (!plan.materialized[i]) {
       evaluated_by[i] = users;
       continue;
     }
     // One contraction a kernel: a schedule tiles a kernel around its one
-    // contraction (two, like a gated MLP's gate and up, would not tile).
+    // contraction (two, like a prefill's gate and up, would not tile). Row
+    // products (one wide output dim: a decode step's GEMVs) are the exception:
+    // their reductions run side by side along each output point, so a gated
+    // MLP's gate and up share a kernel and its silu(gate) * up epilogue.
     auto is_contract = [&](int n) { return g.nodes[n].op == Op::Contract; };
+    auto is_row_product = [&](int n) {
+      const Shape& s = g.nodes[n].shape;
+      return is_contract(n) && std::count_if(s.begin(), s.end(), [](const Dim& d) { return !d.is_one(); }) <= 1;
+    };
     auto holds_contract = [&](const FusedKernel& k) {
-      return is_contract(k.anchor) || std::any_of(k.stages.begin(), k.stages.end(), is_contract);
+      auto tiled = [&](int n) { return is_contract(n) && !(is_row_product(n) && is_row_product(i)); };
+      return tiled(k.anchor) || std::any_of(k.stages.begin(), k.stages.end(), tiled);
     };
     if (opt.enabled && is_stage_op(node.op) && !outputs.count(i) && !opt.never_stage.count(i) && !alias_targets.count(i) &&
         users.size() == 1 && !(is_contract(i) && holds_contract(kernels[kernel_of[*users.begin()]]))) {

@@ -174,23 +174,45 @@ class Builder {
   };
   std::map<int, PendingNorm> pending_norm_;  // normed value (a stand-in) -> what to fold
 
-  // `f32_out`: the result (rounded to the model's dtype) in f32, cast before
-  // the column becomes a row, so that the cast is the GEMV's epilogue.
-  int normed_linear(const PendingNorm& n, const std::string& w_name, const std::string& b_name, bool f32_out = false) {
+  // 1 / sqrt(mean(x^2) + eps) of the row x [1, D] as a column [rows, 1]: the
+  // same sum of squares along every output row of a GEMV (one for a gate and
+  // an up of the same length).
+  std::map<std::pair<int, int64_t>, int> norm_scales_;
+  int norm_scale(int x, int64_t rows) {
+    auto it = norm_scales_.find({x, rows});
+    if (it != norm_scales_.end()) return it->second;
+    int xf = f32_of(x);
+    int sq = g_.reshape(mul(xf, xf), {1, shape(x)[1]});
+    int ss = g_.reduce(Op::ReduceSum, bcast(sq, {Dim(rows), shape(x)[1]}), {1});
+    int ms = scale(ss, 1.0 / double(c_.dim));
+    return norm_scales_[{x, rows}] = g_.unary(Op::Recip, g_.unary(Op::Sqrt, add(ms, fill(c_.norm_eps, f32, shape(ms)))));
+  }
+
+  // Rows [first, first + rows) of W times the normed row, as a column
+  // [rows, 1] in the model's dtype (a GEMV's natural layout: its epilogue and
+  // its norm's sum of squares share the contraction's output points).
+  int normed_column(const PendingNorm& n, const std::string& w_name, int64_t first, int64_t rows) {
     bool q8 = wf_ == WeightFormat::q8;
     int w = q8 ? g_.cast(quantized(w_name), dt_) : weight(w_name);
     int x = n.x;
-    Dim in = shape(x)[1], out = shape(w)[0];
+    Dim in = shape(x)[1];
+    if (first != 0 || shape(w)[0] != Dim(rows)) w = g_.slice(w, {first, 0}, {first + rows, kSliceEnd}, {1, 1});
     int xg = mul(x, bcast(g_.reshape(weight(n.gain), {1, in}), shape(x)));
-    int dot = g_.contract(w, g_.reshape(xg, {in, 1}));  // [out, 1]
-    int xf = f32_of(x);
-    int sq = g_.reshape(mul(xf, xf), {1, in});
-    int ss = g_.reduce(Op::ReduceSum, bcast(sq, {out, in}), {1});  // [out, 1]: the same sum in every row
-    int ms = scale(ss, 1.0 / double(c_.dim));
-    int r = g_.unary(Op::Recip, g_.unary(Op::Sqrt, add(ms, fill(c_.norm_eps, f32, shape(ms)))));
-    int y = mul(f32_of(dot), r);
-    if (q8) y = mul(y, g_.reshape(scale_of(w_name), {out, 1}));
-    y = to_dt(y);
+    int dot = g_.contract(w, g_.reshape(xg, {in, 1}));  // [rows, 1]
+    int y = mul(f32_of(dot), norm_scale(x, rows));
+    if (q8) {
+      int sc = g_.reshape(scale_of(w_name), {shapes_.at(w_name)[0], 1});
+      if (first != 0 || shapes_.at(w_name)[0] != rows) sc = g_.slice(sc, {first, 0}, {first + rows, kSliceEnd}, {1, 1});
+      y = mul(y, sc);
+    }
+    return to_dt(y);
+  }
+
+  // `f32_out`: the result (rounded to the model's dtype) in f32, cast before
+  // the column becomes a row, so that the cast is the GEMV's epilogue.
+  int normed_linear(const PendingNorm& n, const std::string& w_name, const std::string& b_name, bool f32_out = false) {
+    int64_t out = shapes_.at(w_name)[0];
+    int y = normed_column(n, w_name, 0, out);
     if (f32_out && b_name.empty()) y = f32_of(y);
     y = g_.reshape(y, {1, out});
     if (!b_name.empty()) y = add(y, bcast(g_.reshape(weight(b_name), {1, out}), shape(y)));
@@ -283,8 +305,17 @@ class Builder {
       int h = gelu(linear(x, p + "mlp.c_fc.weight", p + "mlp.c_fc.bias"));
       return linear(h, p + "mlp.c_proj.weight", p + "mlp.c_proj.bias");
     }
-    // One GEMV (or matmul) for gate and up, their rows stacked.
-    int both = linear(x, p + "mlp.gate_up_proj.weight");  // [S, 2 hidden]
+    // Decode (one row, its norm folded): one kernel computes the gate's and
+    // the up's rows of the stacked matrix side by side and silu(gate) * up.
+    std::string gate_up = p + "mlp.gate_up_proj.weight";
+    if (auto it = pending_norm_.find(x); it != pending_norm_.end()) {
+      int gate = silu(f32_of(normed_column(it->second, gate_up, 0, c_.hidden)));
+      int up = f32_of(normed_column(it->second, gate_up, c_.hidden, c_.hidden));
+      int h = g_.reshape(to_dt(mul(gate, up)), {1, c_.hidden});
+      return linear(h, p + "mlp.down_proj.weight");
+    }
+    // Otherwise one GEMV (or matmul) for gate and up, then silu(gate) * up.
+    int both = linear(x, gate_up);  // [S, 2 hidden]
     auto part = [&](int64_t i) { return g_.slice(both, {0, i * c_.hidden}, {kSliceEnd, (i + 1) * c_.hidden}, {1, 1}); };
     int gate = silu(part(0));
     int up = f32_of(part(1));
