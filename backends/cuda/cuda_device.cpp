@@ -282,7 +282,7 @@ class CudaExecutable : public Executable {
  public:
   CudaExecutable(const Kernel& k, std::shared_ptr<Gpu> gpu, std::shared_ptr<MemoryPool> pool, const Limits& limits)
       : name_(k.name), params_(k.params), num_buffers_(k.global_buffers().size()),
-        grid_(cuda_grid(k)), maps_(cuda_tensor_maps(k)), gpu_(std::move(gpu)), pool_(std::move(pool)),
+        maps_(cuda_tensor_maps(k)), grid_(cuda_grid(k, maps_)), gpu_(std::move(gpu)), pool_(std::move(pool)),
         limits_(limits), tensor_cores_(k.array_tile.any()) {}
   ~CudaExecutable() override {
     if (module_ && gpu_->set_current() == CUDA_SUCCESS) gpu_->api().module_unload(module_);
@@ -408,8 +408,8 @@ class CudaExecutable : public Executable {
   std::string name_;
   std::vector<std::string> params_;
   size_t num_buffers_;
-  GpuGrid grid_;
   std::vector<CudaTensorMap> maps_;  // passed after the params, encoded at each launch
+  GpuGrid grid_;                     // after maps_: a kernel that takes maps runs more threads
   std::shared_ptr<Gpu> gpu_;
   std::shared_ptr<MemoryPool> pool_;
   Limits limits_;

@@ -1759,10 +1759,12 @@ std::vector<CudaTensorMap> cuda_tensor_maps(const Kernel& k) {
   return e.tensor_maps();
 }
 
-GpuGrid cuda_grid(const Kernel& k) {
+GpuGrid cuda_grid(const Kernel& k) { return cuda_grid(k, cuda_tensor_maps(k)); }
+
+GpuGrid cuda_grid(const Kernel& k, const std::vector<CudaTensorMap>& maps) {
   GpuGrid g = gpu_grid(k, kBackend);
   if (k.array_tile.any()) {
-    g.threads = {idx(cuda_tensor_maps(k).empty() ? Emitter::kMmaThreads : 384), idx(1), idx(1)};
+    g.threads = {idx(maps.empty() ? Emitter::kMmaThreads : 384), idx(1), idx(1)};
     bool simt = false;
     visit(k.body, [&](const Stmt& s) { simt |= f32_product(k, s).has_value(); });
     g.dynamic_shared_bytes = simt ? simt_shared_bytes(k.array_tile)

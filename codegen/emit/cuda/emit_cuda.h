@@ -49,4 +49,8 @@ struct CudaTensorMap {
 // `tma`, or operands that are not 2-D affine views: see emit_cuda.cpp).
 std::vector<CudaTensorMap> cuda_tensor_maps(const Kernel& k);
 
+// cuda_grid() of a kernel whose cuda_tensor_maps() the caller has already
+// (they take emitting the kernel to find).
+GpuGrid cuda_grid(const Kernel& k, const std::vector<CudaTensorMap>& maps);
+
 }  // namespace kiln
