@@ -492,7 +492,7 @@ TEST(CudaCodegen, WarpgroupTiles) {
     Kernel lowered = lower(c.graph).kernels[0];
     // int8 weights take wgmma only when asked (by default mma.sync, whose element copies were faster).
     EXPECT_EQ(scheduled(lowered).array_tile.warpgroup, !contains(c.name, "int8"));
-    Knobs on({{"wgmma", 1}});
+    Knobs on({{"wgmma", 1}, {"tma", 0}});  // the cp.async copies (tensor maps: below)
     Kernel k = apply(lowered, schedule_with(lowered, h100_description(), on));
     ASSERT_TRUE(k.array_tile.warpgroup);
     std::string src = emit_cuda(k, "f"), ptx = compile_cuda_to_ptx(k, "sm_90");
@@ -575,6 +575,8 @@ TEST(CudaCodegen, WarpgroupTilesFedByTheTensorMemoryAccelerator) {
       if (bk == 128 && contains(c.name, ",") && !contains(c.name, "int8")) continue;  // reductions of 64
       SCOPED_TRACE(c.name + ", " + std::to_string(bk) + " deep");
       Kernel lowered = lower(c.graph).kernels[0];
+      // The default for f16/bf16 operands (int8 weights take mma.sync).
+      if (bk == 64) EXPECT_EQ(scheduled(lowered).array_tile.tma, !contains(c.name, "int8"));
       Knobs on({{"wgmma", 1}, {"tma", 1}, {"mma_bk", bk}, {"mma_stages", bk == 128 ? 2 : 4}});
       Kernel k = apply(lowered, schedule_with(lowered, h100_description(), on));
       ASSERT_TRUE(k.array_tile.warpgroup && k.array_tile.tma);
