@@ -218,9 +218,8 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
     // An elementwise value computed from stored results and read by several
     // kernels is stored once rather than recomputed in each (a model's
     // residual stream would otherwise be re-added in every later kernel).
-    if (!plan.materialized[i] && opt.enabled && is_elementwise(node.op) && reads_computed[i] && users.size() > 1) {
+    if (!plan.materialized[i] && opt.enabled && is_elementwise(node.op) && reads_computed[i] && users.size() > 1)
       plan.materialized[i] = true;
-    }
     if (!plan.materialized[i]) {
       evaluated_by[i] = users;
       continue;
