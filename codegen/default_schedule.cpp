@@ -698,14 +698,18 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     // decode step), when the row is a whole number of such steps. Fewer rows
     // than keep the GPU busy a warp each (a norm's one row) keep a block a
     // row, with as many threads as the row has pieces for.
-    // Knob `row_lanes`: the threads a row of `pieces` 16-byte pieces takes,
-    // a warp by default; more (whole warps that divide its pieces) shorten
-    // each thread's chain of loads where rows are few for the GPU.
-    auto row_lanes = [&](int64_t pieces) {
+    // Knob `row_lanes`: the threads a row of `pieces` 16-byte pieces takes
+    // (whole warps that divide its pieces). A warp by default; 128 where that
+    // leaves each thread at least 2 pieces of a plain (not 4-bit) row: on the
+    // H100 (session 16, run 89) TinyLlama's f16 decode went 789 -> 843 tok/s
+    // (its 2048-long rows: 256 pieces), gemv:11008x4096 f16 37.4 -> 36.7 us;
+    // q4 rows (64 pieces) at 64 threads fell 934 -> 799 tok/s.
+    auto row_lanes = [&](int64_t pieces, bool plain) {
       std::vector<int64_t> lanes;
       for (int64_t l : {32, 64, 128})
         if (l <= threads && pieces % l == 0) lanes.push_back(l);
-      return kn.pick("row_lanes", lanes, int64_t(32));
+      bool wide = plain && 128 <= threads && pieces % 128 == 0 && pieces / 128 >= 2;
+      return kn.pick("row_lanes", lanes, int64_t(wide ? 128 : 32));
     };
     std::string vec_outer;
     std::vector<std::string> vec_outers, packed = vec > 1 ? std::vector<std::string>{} : reduction_loops(chain);
@@ -730,7 +734,7 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
         vec_outers.push_back(ro);
       }
       vec_outer = vec_outers[0];
-      spread_threads = row_lanes(r / 32);
+      spread_threads = row_lanes(r / 32, false);
       vec = 32;
     } else if (vec > 1 && r % (vec * 32) == 0 && kn.pick("vector_rows", true)) {
       for (const std::string& loop : reds) {
@@ -744,7 +748,7 @@ Schedule gpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
         spread_threads = threads;
         while (spread_threads > 32 && r % (vec * spread_threads)) spread_threads /= 2;
       } else {
-        spread_threads = row_lanes(r / vec);
+        spread_threads = row_lanes(r / vec, true);
       }
     }
     // CUDA, a few long rows or rows of symbolic length (a decode step's

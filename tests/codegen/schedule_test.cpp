@@ -231,8 +231,9 @@ TEST(Schedule, GpuDefaultSpreadsRowReductionsAndFewPoints) {
   EXPECT_EQ(att_text.find("if cmplt"), std::string::npos) << att_text;
   // On CUDA such rows (a power of two of 16-byte pieces, under 32) are
   // shared by as many lanes, a piece each, as many rows a block as divide
-  // the points (4 here; TinyLlama's 4 x 8 heads fill 256 threads); long ones a
-  // warp's each.
+  // the points (4 here; TinyLlama's 4 x 8 heads fill 256 threads); long ones
+  // 128 threads each where that leaves a thread at least 2 pieces (2048 f16:
+  // 256 pieces), a warp otherwise.
   Graph att16, long16;
   att16.outputs = {att16.reduce(Op::ReduceSum, att16.input("s", f16, {Dim(4), past, Dim(64)}), {2})};
   long16.outputs = {long16.reduce(Op::ReduceSum, long16.input("s", f16, {Dim(4096), Dim(2048)}), {1})};
@@ -241,8 +242,11 @@ TEST(Schedule, GpuDefaultSpreadsRowReductionsAndFewPoints) {
   // constant divisions.
   EXPECT_EQ(on_h100(att16), "serial i0\nreorder i1, i0\nfuse i1, i0 -> f1\nsplit r2 by 8 -> r2o, r2v\nunroll r2v\nsplit f1 by 4 -> rowb, row\n"
                             "spread row over 8 -> lane\nbind rowb gpu_block\nbind row gpu_thread\nbind lane gpu_thread\n");
-  EXPECT_EQ(on_h100(long16), "split r1 by 8 -> r1o, r1v\nunroll r1v\nsplit i0 by 8 -> rowb, row\nspread row over 32 -> thr\n"
+  EXPECT_EQ(on_h100(long16), "split r1 by 8 -> r1o, r1v\nunroll r1v\nsplit i0 by 2 -> rowb, row\nspread row over 128 -> thr\n"
                              "bind rowb gpu_block\nbind row gpu_thread\nbind thr gpu_thread\nunroll r1o\n");
+  Graph long8;  // 2048 int8 elements a row: 128 pieces, a warp's
+  long8.outputs = {long8.reduce(Op::ReduceSum, long8.cast(long8.input("q", i8, {Dim(4096), Dim(2048)}), f32), {1})};
+  EXPECT_NE(on_h100(long8).find("spread row over 32 -> thr"), std::string::npos) << on_h100(long8);
   // Few points reading columns: 16 neighbouring points along x, their
   // reductions shared along y.
   colsum.outputs = {colsum.reduce(Op::ReduceSum, colsum.input("v", f32, {past, Dim(64)}), {0})};
