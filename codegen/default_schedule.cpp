@@ -304,14 +304,16 @@ int64_t vector_width(const Kernel& k, const Stmt& body, std::vector<std::string>
     if (f->extent->kind != ExprKind::Const || f->extent->ival <= 0 || (e && f->extent->ival != e)) return 0;
     else e = f->extent->ival;
   int64_t narrowest = 0;
-  bool ok = true;
+  bool ok = true, dot = false;
   for (const StmtNode* f : found) {
+    std::set<int> read;  // global buffers loaded along f
     std::function<void(const Expr&)> expr = [&](const Expr& x) {
       if (!x) return;
       if (x->kind == ExprKind::Load && k.buffers[x->buffer].scope == MemScope::Global && uses_var(x->args[0], f->var)) {
         ok &= unit_stride(x->args[0], f->var, k);
         int64_t size = dtype_size(k.buffers[x->buffer].dtype);
         narrowest = narrowest ? std::min(narrowest, size) : size;
+        read.insert(x->buffer);
       }
       for (const Expr& a : x->args) expr(a);
     };
@@ -320,23 +322,12 @@ int64_t vector_width(const Kernel& k, const Stmt& body, std::vector<std::string>
       expr(x->value);
       expr(x->index);
     });
+    dot = dot || read.size() >= 2;
   }
-  if (!ok || narrowest == 0) return 0;
   // Several loops side by side only beside a dot product (a loop reading two
   // buffers along it: a GEMV's weight and vector, next to a folded norm's sum
   // of squares); a softmax's or a layernorm's passes keep their schedule.
-  if (found.size() > 1 && std::none_of(found.begin(), found.end(), [&](const StmtNode* f) {
-        std::set<int> read;
-        std::function<void(const Expr&)> expr = [&](const Expr& x) {
-          if (!x) return;
-          if (x->kind == ExprKind::Load && k.buffers[x->buffer].scope == MemScope::Global && uses_var(x->args[0], f->var))
-            read.insert(x->buffer);
-          for (const Expr& a : x->args) expr(a);
-        };
-        for (const Stmt& s : f->body) visit(s, [&](const Stmt& x) { expr(x->value); });
-        return read.size() >= 2;
-      }))
-    return 0;
+  if (!ok || narrowest == 0 || (found.size() > 1 && !dot)) return 0;
   loops->clear();
   for (const StmtNode* f : found) loops->push_back(f->var);
   return 16 / narrowest;

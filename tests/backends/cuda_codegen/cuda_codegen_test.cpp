@@ -576,7 +576,9 @@ TEST(CudaCodegen, WarpgroupTilesFedByTheTensorMemoryAccelerator) {
       SCOPED_TRACE(c.name + ", " + std::to_string(bk) + " deep");
       Kernel lowered = lower(c.graph).kernels[0];
       // The default for f16/bf16 operands (int8 weights take mma.sync).
-      if (bk == 64) EXPECT_EQ(scheduled(lowered).array_tile.tma, !contains(c.name, "int8"));
+      if (bk == 64) {
+        EXPECT_EQ(scheduled(lowered).array_tile.tma, !contains(c.name, "int8"));
+      }
       Knobs on({{"wgmma", 1}, {"tma", 1}, {"mma_bk", bk}, {"mma_stages", bk == 128 ? 2 : 4}});
       Kernel k = apply(lowered, schedule_with(lowered, h100_description(), on));
       ASSERT_TRUE(k.array_tile.warpgroup && k.array_tile.tma);
