@@ -98,6 +98,12 @@ __device__ __forceinline__ float kiln_f16_to_f32(unsigned short h) {
   return f;
 }
 __device__ __forceinline__ float kiln_round_f16(float f) { return kiln_f16_to_f32(kiln_f32_to_f16(f)); }
+// Two values in one conversion (sm_80 and up): lo in the low half.
+__device__ __forceinline__ unsigned kiln_f32x2_to_f16x2(float lo, float hi) {
+  unsigned r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
 )";
 
 // A dequantized weight, round<f16>((q - zero) * scale) for an integer q and
@@ -658,12 +664,23 @@ class Emitter {
     line(buffer_name(s.buffer) + "[" + full(s.index) + "] = " + to_storage(buf.dtype, s.value) + ";");
   }
 
+  // The value a store of `v` to a 16-bit buffer converts: v itself, or what
+  // v rounds where v is already rounded to that type (rounding to nearest
+  // twice is rounding once; a 16-bit result's epilogue would otherwise
+  // convert three times). Not a dequantized weight, whose rounding is its
+  // fast half arithmetic.
+  const Expr& stored_value(DType t, const Expr& v) {
+    if (v->kind != ExprKind::Round || v->round_to != t || (t != f16 && t != bf16)) return v;
+    if (t == f16 && dequant_f16(v->args[0])) return v;
+    return v->args[0];
+  }
+
   // Compute type -> storage dtype, rounding to nearest even.
   std::string to_storage(DType t, const Expr& v) {
     switch (t) {
       case f32: case i32: return full(v);
-      case f16: use_f16_ = true; return "kiln_f32_to_f16(" + full(v) + ")";
-      case bf16: use_bf16_ = true; return "kiln_f32_to_bf16(" + full(v) + ")";
+      case f16: use_f16_ = true; return "kiln_f32_to_f16(" + full(stored_value(t, v)) + ")";
+      case bf16: use_bf16_ = true; return "kiln_f32_to_bf16(" + full(stored_value(t, v)) + ")";
       case i8: return "(signed char)" + operand(v, kPrimary);
       case u8: case boolean: return "(unsigned char)" + operand(v, kPrimary);
     }
@@ -1095,22 +1112,99 @@ class Emitter {
   // Every tile's last part: for each accumulator a thread holds (the
   // unrolled loops `loops`, variable and extent), the output point (i, j)
   // it is for, its value into the kernel's accumulator buffer, the epilogue.
+  // With `pairs` (tensor-core tiles, sm_80 and up), the last loop's even
+  // value x and x + 1 are columns j and j + 1 with j even: where the
+  // epilogue only stores 16-bit values at base + j, base even (paired_stores),
+  // both accumulators' epilogues are computed first and stored as one 32-bit
+  // word (f16: one cvt.rn.f16x2.f32 for both), half the epilogue's
+  // conversions and store instructions.
   void emit_accumulators(const std::vector<std::pair<std::string, int64_t>>& loops, const std::string& i,
                          const std::string& i_value, const std::string& j, const std::string& j_value,
-                         const std::string& acc, const std::string& value, const std::vector<Stmt>& epilogue) {
-    for (const auto& [v, extent] : loops) {
+                         const std::string& acc, const std::string& value, const std::vector<Stmt>& epilogue,
+                         bool pairs = false) {
+    std::vector<const StmtNode*> stores;
+    pairs = pairs && loops.back().second % 2 == 0 && paired_stores(epilogue, j, &stores);
+    for (size_t x = 0; x < loops.size(); ++x) {
+      const auto& [v, extent] = loops[x];
+      const bool half = pairs && x + 1 == loops.size();
+      const std::string u = half ? v + "2" : v;
       line("#pragma unroll");
-      line("for (int " + v + " = 0; " + v + " < " + std::to_string(extent) + "; ++" + v + ") {");
+      line("for (int " + u + " = 0; " + u + " < " + std::to_string(half ? extent / 2 : extent) + "; ++" + u + ") {");
       ++indent_;
     }
-    open_vars({{i, i_value}, {j, j_value}});
-    line(acc + "[0] = " + value + ";");
-    emit_stmts(epilogue);
-    close_vars(2);
+    if (!pairs) {
+      open_vars({{i, i_value}, {j, j_value}});
+      line(acc + "[0] = " + value + ";");
+      emit_stmts(epilogue);
+      close_vars(2);
+    } else {
+      const std::string& v = loops.back().first;
+      const auto pair_value = [&](size_t s, int h) { return "kiln_pv" + std::to_string(s) + (h ? "_hi" : "_lo"); };
+      for (size_t s = 0; s < stores.size(); ++s)
+        line("float " + pair_value(s, 0) + ", " + pair_value(s, 1) + ";  // " + comment_text(buffer(stores[s]->buffer).name));
+      for (int h = 0; h < 3; ++h) {  // columns j, j + 1, then the stores at j
+        line("{");
+        ++indent_;
+        line("const int " + v + " = 2 * " + v + "2" + (h == 1 ? " + 1" : "") + ";");
+        open_vars({{i, i_value}, {j, j_value}});
+        if (h < 2) line(acc + "[0] = " + value + ";");
+        for (size_t s = 0; s < stores.size(); ++s) {
+          const StmtNode& st = *stores[s];
+          if (h < 2) {
+            line(pair_value(s, h) + " = " + full(stored_value(buffer(st.buffer).dtype, st.value)) + ";");
+            continue;
+          }
+          const bool bf = buffer(st.buffer).dtype == bf16;
+          (bf ? use_bf16_ : use_f16_) = true;
+          const std::string word = bf ? "(unsigned)kiln_f32_to_bf16(" + pair_value(s, 0) + ") | (unsigned)kiln_f32_to_bf16(" +
+                                            pair_value(s, 1) + ") << 16"
+                                      : "kiln_f32x2_to_f16x2(" + pair_value(s, 0) + ", " + pair_value(s, 1) + ")";
+          line("*reinterpret_cast<unsigned*>(" + buffer_name(st.buffer) + " + (" + full(st.index) + ")) = " + word + ";");
+        }
+        close_vars(2);
+        --indent_;
+        line("}");
+      }
+    }
     for (size_t x = 0; x < loops.size(); ++x) {
       --indent_;
       line("}");
     }
+  }
+
+  // Whether an epilogue (its stores, into `stores`) may be stored two
+  // columns at once: it only stores, each store a 16-bit global buffer at
+  // base + j with base even, and loads none of the buffers it stores (so
+  // computing both columns' values before storing either changes nothing).
+  bool paired_stores(const std::vector<Stmt>& epilogue, const std::string& j, std::vector<const StmtNode*>* stores) {
+    std::set<int> stored;
+    bool ok = true;
+    std::function<void(const std::vector<Stmt>&)> walk = [&](const std::vector<Stmt>& body) {
+      for (const Stmt& s : body) {
+        if (s->kind == StmtKind::Block) {
+          walk(s->body);
+          continue;
+        }
+        if (s->kind != StmtKind::Store) {
+          ok = false;
+          continue;
+        }
+        const BufferDecl& b = buffer(s->buffer);
+        Expr base = offset_base(s->index, j);
+        ok = ok && (b.dtype == f16 || b.dtype == bf16) && b.scope == MemScope::Global && base && multiple_of(base, 2);
+        stored.insert(s->buffer);
+        stores->push_back(s.get());
+      }
+    };
+    walk(epilogue);
+    std::function<bool(const Expr&)> reads_stored = [&](const Expr& e) {
+      if (e->kind == ExprKind::Load && stored.count(e->buffer)) return true;
+      for (const Expr& a : e->args)
+        if (reads_stored(a)) return true;
+      return false;
+    };
+    for (const StmtNode* s : *stores) ok = ok && !reads_stored(s->value) && !reads_stored(s->index);
+    return ok && !stores->empty();
   }
 
   // A tile's stage count and the shared memory its stages take.
@@ -1394,7 +1488,7 @@ class Emitter {
     emit_accumulators({{"kiln_m", t.mw}, {"kiln_x", t.bn / 2}}, i,
                       "kiln_wg * " + n(t.bm / 2) + " + kiln_m * 64 + kiln_wq * 16 + kiln_lane / 4 + ((kiln_x % 4) / 2) * 8",
                       j, "(kiln_x / 4) * 8 + (kiln_lane % 4) * 2 + kiln_x % 2", buffer_name(p.acc),
-                      "kiln_acc[kiln_m][kiln_x]", epilogue);
+                      "kiln_acc[kiln_m][kiln_x]", epilogue, /*pairs=*/true);
   }
 
   // --- Warpgroup tiles fed by the Tensor Memory Accelerator (wgmma tma) ---
@@ -1738,7 +1832,7 @@ class Emitter {
     emit_accumulators({{"kiln_i", mi}, {"kiln_j", ni}, {"kiln_e", 4}}, i,
                       "kiln_wm + kiln_i * 16 + kiln_lane / 4 + (kiln_e / 2) * 8", j,
                       "kiln_wn + kiln_j * 8 + (kiln_lane % 4) * 2 + kiln_e % 2", buffer_name(p->acc),
-                      "kiln_acc[kiln_i][kiln_j][kiln_e]", epilogue);
+                      "kiln_acc[kiln_i][kiln_j][kiln_e]", epilogue, /*pairs=*/true);
   }
 };
 

@@ -438,6 +438,13 @@ TEST(CudaCodegen, SymbolicLeafLoopsGoFourIterationsAStep) {
 // f16 and bf16 contractions of tensor-core sizes run on them: cp.async copies
 // into shared memory, ldmatrix (transposed where the tile's rows are not the
 // reduction) and mma.sync, 256 threads a block; ptxas takes the PTX.
+// The dtype of a kernel's (first) output.
+DType output_dtype(const Kernel& k) {
+  for (const BufferDecl& b : k.buffers)
+    if (b.output) return b.dtype;
+  return f32;
+}
+
 TEST(CudaCodegen, TensorCoreTiles) {
   int tiles = 0;
   for (const testing::GraphCase& c : testing::op_cases()) {
@@ -458,6 +465,10 @@ TEST(CudaCodegen, TensorCoreTiles) {
     // Transposed loads for a B with contiguous columns and for an A with contiguous rows.
     EXPECT_EQ(contains(src, "kiln_ldmatrix_x4_trans_pair(kiln_b"), !contains(c.name, "weight rows")) << src;
     EXPECT_EQ(contains(src, "kiln_ldmatrix_x4_trans(kiln_a"), contains(c.name, "A columns")) << src;
+    // A 16-bit output's columns j, j + 1 are stored as one word (converted together where f16).
+    const DType out = output_dtype(k);
+    EXPECT_EQ(contains(src, "*reinterpret_cast<unsigned*>(buf"), out == f16 || out == bf16) << src;
+    EXPECT_EQ(contains(ptx, "cvt.rn.f16x2.f32"), out == f16) << src;
     GpuGrid grid = cuda_grid(k);
     EXPECT_EQ(evaluate_index(grid.threads[0], {}) * evaluate_index(grid.threads[1], {}), 256);
     if (std::filesystem::exists(kPtxas)) {
@@ -511,6 +522,9 @@ TEST(CudaCodegen, WarpgroupTiles) {
         << src;
     EXPECT_EQ(contains(ptx, "cp.async.cg.shared.global"), true) << src;
     EXPECT_EQ(contains(src, "*reinterpret_cast<unsigned short*>(kiln_sb"), contains(c.name, "int8")) << src;
+    const DType out = output_dtype(k);
+    EXPECT_EQ(contains(src, "*reinterpret_cast<unsigned*>(buf"), out == f16 || out == bf16) << src;
+    EXPECT_EQ(contains(ptx, "cvt.rn.f16x2.f32"), out == f16) << src;
     GpuGrid grid = cuda_grid(k);
     EXPECT_EQ(evaluate_index(grid.threads[0], {}) * evaluate_index(grid.threads[1], {}), 256);
     EXPECT_EQ(grid.dynamic_shared_bytes, k.array_tile.stages * (k.array_tile.m + k.array_tile.n) * 128 + 1024);
