@@ -118,6 +118,14 @@ const char* kDequantHelpers = R"(__device__ __forceinline__ float kiln_dequant_f
       : "=h"(r) : "h"((unsigned short)(0x6400 | q)), "h"(zero), "h"(scale));
   return kiln_f16_to_f32(r);
 }
+// The same for two 4-bit values, bits 0-3 and 16-19 of `nibbles`, a pair's
+// zero and scale in both halves: the f16 pair in one word.
+__device__ __forceinline__ unsigned kiln_dequant_f16x2(unsigned nibbles, unsigned zero2, unsigned scale2) {
+  unsigned r;
+  asm("{ .reg .b32 t;\n sub.rn.f16x2 t, %1, %2;\n mul.rn.f16x2 %0, t, %3; }"
+      : "=r"(r) : "r"((nibbles & 0x000F000Fu) | 0x64006400u), "r"(zero2), "r"(scale2));
+  return r;
+}
 )";
 
 // An integer of magnitude below 2^22 as a float without a conversion
@@ -607,6 +615,7 @@ class Emitter {
       extent = end;
     }
     std::vector<const ExprNode*> vectors = vector_loads(s);
+    std::vector<const ExprNode*> packed = packed_dequant(s);
     std::string v = declare(s.var);
     if (s.loop == LoopKind::Unrolled) line("#pragma unroll");
     // A serial loop of a symbolic trip count with no loop inside (a decode
@@ -620,6 +629,164 @@ class Emitter {
     line("}");
     scope_.pop_back();
     for (const ExprNode* load : vectors) vector_element_.erase(load);
+    for (const ExprNode* d : packed) packed_dequant_.erase(d);
+  }
+
+  // A 4-bit weight's group in an unrolled loop of 32 (GGUF Q4_0: element v
+  // is the low nibble of byte v of a 16-byte piece for v < 16, the high
+  // nibble of byte v - 16 after), dequantized as round<f16>((q - zero) *
+  // scale) (dequant_f16): all 32 are dequantized before the loop two at a
+  // time, a nibble pair into f16 pairs by one mask (0x6400 | q is 1024 + q),
+  // then one f16x2 subtraction and one f16x2 multiplication, the same
+  // roundings as the scalar helper's. The body takes its element from the
+  // pairs (kiln_dq_slot). Which nibble each v takes is checked by
+  // evaluating the IR's own expression of q for every v and byte value.
+  // Returns the dequantizations (their products) so computed.
+  std::vector<const ExprNode*> packed_dequant(const StmtNode& loop) {
+    std::vector<const ExprNode*> done;
+    if (loop.loop != LoopKind::Unrolled || loop.extent->kind != ExprKind::Const || loop.extent->ival != 32) return done;
+    std::vector<const ExprNode*> rounds;
+    std::function<void(const Expr&)> find = [&](const Expr& e) {
+      if (!e) return;
+      if (e->kind == ExprKind::Round && e->round_to == f16) rounds.push_back(e.get());
+      for (const Expr& a : e->args) find(a);
+    };
+    std::function<void(const std::vector<Stmt>&)> walk = [&](const std::vector<Stmt>& body) {
+      for (const Stmt& st : body) {
+        find(st->index);
+        find(st->value);
+        find(st->cond);
+        find(st->extent);
+        walk(st->body);
+      }
+    };
+    walk(loop.body);
+    for (const ExprNode* r : rounds) {
+      const Expr& a = r->args[0];
+      if (packed_dequant_.count(a.get()) || a->kind != ExprKind::Binary || a->binop != BinOp::Mul ||
+          a->type != ValType::f32)
+        continue;
+      for (int side = 0; side < 2; ++side) {
+        const Expr &diff = a->args[side], &scale = a->args[1 - side];
+        if (diff->kind != ExprKind::Binary || diff->binop != BinOp::Sub || uses_var(scale, loop.var)) continue;
+        const Expr &q = diff->args[0], &zero = diff->args[1];
+        if (q->kind != ExprKind::Cast || q->args[0]->type == ValType::f32 || zero->kind != ExprKind::Const) continue;
+        const double z = zero->fval;
+        if (!(z >= 0 && z <= 1023 && z == std::floor(z))) continue;
+        std::string scale_bits;
+        if (scale->kind == ExprKind::Load && buffer(scale->buffer).dtype == f16) scale_bits = load_ref(*scale);
+        else if (scale->kind == ExprKind::Round && scale->round_to == f16)
+          scale_bits = "kiln_f32_to_f16(" + full(scale->args[0]) + ")";
+        else continue;
+        std::optional<std::string> bytes = nibble_source(q->args[0], loop.var);
+        if (!bytes) continue;
+        const std::string dq = "kiln_dq" + std::to_string(fresh_++);
+        use_f16_ = use_dequant_ = true;
+        char zero_bits[16];
+        std::snprintf(zero_bits, sizeof zero_bits, "0x%04x", 0x6400 + int(z));
+        line("unsigned " + dq + "[16];  // the 32 dequantized weights, two a word (kiln_dq_slot)");
+        line("{");
+        ++indent_;
+        line("const unsigned kiln_zz = " + std::string(zero_bits) + "u * 0x10001u, kiln_ss = (unsigned)" + scale_bits +
+             " * 0x10001u;");
+        line("#pragma unroll");
+        line("for (int kiln_w = 0; kiln_w < 4; ++kiln_w) {");
+        line("  const unsigned kiln_b = reinterpret_cast<const unsigned*>(" + *bytes + ")[kiln_w];");
+        line("  " + dq + "[4 * kiln_w] = kiln_dequant_f16x2(kiln_b, kiln_zz, kiln_ss);");
+        line("  " + dq + "[4 * kiln_w + 1] = kiln_dequant_f16x2(kiln_b >> 8, kiln_zz, kiln_ss);");
+        line("  " + dq + "[4 * kiln_w + 2] = kiln_dequant_f16x2(kiln_b >> 4, kiln_zz, kiln_ss);");
+        line("  " + dq + "[4 * kiln_w + 3] = kiln_dequant_f16x2(kiln_b >> 12, kiln_zz, kiln_ss);");
+        line("}");
+        --indent_;
+        line("}");
+        packed_dequant_[a.get()] = {dq, loop.var};
+        done.push_back(a.get());
+        break;
+      }
+    }
+    return done;
+  }
+
+  // The byte array (a vector load's pieces) an integer expression `q` of the
+  // loop variable takes Q4_0's nibbles from: q's every load is the same
+  // element of one 16-byte piece of a u8 buffer, that element is v % 16, and
+  // q is that byte's low nibble for v < 16 and its high nibble after, for
+  // every byte value. Empty otherwise.
+  std::optional<std::string> nibble_source(const Expr& q, const std::string& v) {
+    std::vector<const ExprNode*> loads;
+    std::function<void(const Expr&)> find = [&](const Expr& e) {
+      if (e->kind == ExprKind::Load) loads.push_back(e.get());
+      for (const Expr& a : e->args) find(a);
+    };
+    find(q);
+    if (loads.empty()) return std::nullopt;
+    auto first = vector_element_.find(loads[0]);
+    if (first == vector_element_.end() || !first->second.element || buffer(loads[0]->buffer).dtype != u8)
+      return std::nullopt;
+    for (const ExprNode* l : loads) {
+      auto it = vector_element_.find(l);
+      if (it == vector_element_.end() || it->second.array != first->second.array ||
+          !equal(it->second.element, first->second.element))
+        return std::nullopt;
+    }
+    for (int64_t i = 0; i < 32; ++i) {
+      std::optional<int64_t> element = evaluate_int(first->second.element, {{v, i}}, 0);
+      if (element != i % 16) return std::nullopt;
+      for (int64_t b = 0; b < 256; ++b)
+        if (evaluate_int(q, {{v, i}}, b) != (i < 16 ? b & 15 : b >> 4)) return std::nullopt;
+    }
+    return first->second.array;
+  }
+
+  // An integer or bool expression's value (i32 arithmetic wraps, as emitted),
+  // every load reading `loaded`; empty where it holds anything else.
+  static std::optional<int64_t> evaluate_int(const Expr& e, const std::map<std::string, int64_t>& vars,
+                                             int64_t loaded) {
+    if (e->type == ValType::f32) return std::nullopt;
+    if (e->kind == ExprKind::Load) return loaded;  // (its index is the vector load's)
+    auto wrap = [&](int64_t x) { return e->type == ValType::i32 ? int64_t(int32_t(uint32_t(uint64_t(x)))) : x; };
+    std::vector<int64_t> a;
+    for (const Expr& x : e->args) {
+      std::optional<int64_t> r = evaluate_int(x, vars, loaded);
+      if (!r) return std::nullopt;
+      a.push_back(*r);
+    }
+    switch (e->kind) {
+      case ExprKind::Const: return e->ival;
+      case ExprKind::Var: {
+        auto it = vars.find(e->name);
+        return it == vars.end() ? std::nullopt : std::optional<int64_t>(it->second);
+      }
+      case ExprKind::Load: return loaded;  // (returned above)
+      case ExprKind::Unary:
+        if (e->unop == UnOp::Not) return int64_t(a[0] == 0);
+        if (e->unop == UnOp::Neg) return wrap(-a[0]);
+        return std::nullopt;
+      case ExprKind::Binary:
+        switch (e->binop) {
+          case BinOp::Add: return wrap(a[0] + a[1]);
+          case BinOp::Sub: return wrap(a[0] - a[1]);
+          case BinOp::Mul: return wrap(a[0] * a[1]);
+          case BinOp::Div: return a[1] == 0 ? 0 : wrap(a[0] / a[1]);
+          case BinOp::Mod: return a[1] == 0 ? 0 : wrap(a[0] % a[1]);
+          case BinOp::Max: return std::max(a[0], a[1]);
+          case BinOp::Min: return std::min(a[0], a[1]);
+          case BinOp::CmpLt: return int64_t(a[0] < a[1]);
+          case BinOp::CmpEq: return int64_t(a[0] == a[1]);
+          case BinOp::And: return int64_t(a[0] && a[1]);
+          case BinOp::Or: return int64_t(a[0] || a[1]);
+        }
+        return std::nullopt;
+      case ExprKind::Select: return a[0] ? a[1] : a[2];
+      case ExprKind::Cast:
+        if (e->args[0]->type == ValType::f32) return std::nullopt;
+        return e->type == ValType::b1 ? int64_t(a[0] != 0) : wrap(a[0]);
+      case ExprKind::Round:
+        if (e->round_to == u8) return int64_t(uint8_t(uint64_t(a[0])));
+        if (e->round_to == i8) return int64_t(int8_t(uint8_t(uint64_t(a[0]))));
+        return std::nullopt;
+    }
+    return std::nullopt;
   }
 
   // The loads of an unrolled loop that read whole pieces of a buffer
@@ -961,6 +1128,13 @@ class Emitter {
   CExpr emit_round(DType to, const Expr& a) {
     switch (to) {
       case f16:
+        if (auto p = packed_dequant_.find(a.get()); p != packed_dequant_.end()) {
+          // kiln_dq's word 4w holds elements (4w, 4w + 2) of bytes 4w..4w+3's low nibbles, 4w + 1 (4w + 1, 4w + 3),
+          // 4w + 2 and 4w + 3 the same of the high nibbles (elements + 16): element v's f16 is at this slot.
+          const std::string v = var_name(p->second.loop);
+          return primary("kiln_f16_to_f32(reinterpret_cast<const unsigned short*>(" + p->second.array + ")[8 * ((" + v +
+                         " % 16) / 4) + 4 * (" + v + " / 16) + 2 * (" + v + " % 2) + (" + v + " % 4) / 2])");
+        }
         if (std::optional<CExpr> d = dequant_f16(a)) return *d;
         use_f16_ = true;
         return primary(call("kiln_round_f16", a));
@@ -985,6 +1159,12 @@ class Emitter {
     Expr element;  // the element iteration `loop` takes; null: the loop variable itself
   };
   std::map<const ExprNode*, VectorElement> vector_element_;
+  // Dequantizations computed before their loop by packed_dequant(): the
+  // array of their pairs and the loop variable that picks one.
+  struct PackedDequant {
+    std::string array, loop;
+  };
+  std::map<const ExprNode*, PackedDequant> packed_dequant_;
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false, use_sel_ = false;
   bool use_dequant_ = false, use_small_i2f_ = false;
   std::string wgmma_helpers_;  // the kernel's wgmma instruction, for its tile's width and layouts

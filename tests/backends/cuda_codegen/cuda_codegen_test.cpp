@@ -339,16 +339,48 @@ TEST(CudaCodegen, LongRowsAreReadInSixteenBytePieces) {
       if (!contains(src, "reinterpret_cast<const unsigned char*>(kiln_vec")) continue;
       EXPECT_TRUE(contains(src, "16 elements of")) << src;
       // Each weight dequantized in half arithmetic, with no conversion
-      // instruction (int -> float, f32 -> f16) in the loop.
-      EXPECT_TRUE(contains(src, "kiln_dequant_f16(")) << src;
+      // instruction (int -> float, f32 -> f16) in the loop: a group's 32
+      // two at a time before the loop (f16x2), its nibbles taken by masks.
+      EXPECT_TRUE(contains(src, "kiln_dequant_f16x2(kiln_b >> 12, kiln_zz, kiln_ss);")) << src;
       if (packed++ == 0) {
         std::string ptx = compile_cuda_to_ptx(k, "sm_90");
         EXPECT_TRUE(contains(ptx, "ld.global.v4.") || contains(ptx, "ld.global.nc.v4.")) << src;
-        EXPECT_TRUE(contains(ptx, "mul.rn.f16")) << src;
+        EXPECT_TRUE(contains(ptx, "mul.rn.f16x2")) << src;
         EXPECT_FALSE(contains(ptx, "cvt.rn.f32.s32") || contains(ptx, "cvt.rn.f32.u32")) << src;
       }
     }
     EXPECT_GT(packed, 0);
+  }
+  // The pairs are taken only where the IR's nibbles are Q4_0's (checked by
+  // evaluating q for every element and byte): the same group with the high
+  // nibble first keeps one dequantization an element.
+  {
+    std::string text = R"(kernel q4() {
+  buffer y: f32 global out
+  buffer s: f16 global immutable
+  buffer w: u8 global immutable
+  buffer x: f32 global
+  buffer acc: f32 local[1]
+  gpu_block for b in 4 {
+    block {
+      acc[0] = 0f
+      unrolled for v in 32 {
+        acc[0] = add(acc[0], mul(x[v], round<f16>(mul(sub(cast<f32>(select(cmplt(v, 16), NIBBLES)), 8f), s[b]))))
+      }
+      y[b] = acc[0]
+    }
+  }
+}
+)";
+    const std::string byte = "w[b * 16 + v % 16]", hi = "round<u8>(div(" + byte + ", 16i32))",
+                      lo = "round<u8>(sub(" + byte + ", round<u8>(mul(" + hi + ", 16i32))))";
+    for (bool q4_0 : {true, false}) {
+      std::string t = text;
+      t.replace(t.find("NIBBLES"), 7, q4_0 ? lo + ", " + hi : hi + ", " + lo);
+      std::string src = emit_cuda(parse_kernel(t), "f");
+      EXPECT_EQ(contains(src, "kiln_dequant_f16x2(kiln_b"), q4_0) << src;
+      EXPECT_EQ(contains(src, "kiln_dequant_f16(kiln_sel"), !q4_0) << src;
+    }
   }
   // An int8 weight's GEMV: its bytes become floats by adding to the bits of
   // 1.5 * 2^23, not by a conversion instruction.
