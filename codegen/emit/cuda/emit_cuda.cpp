@@ -98,6 +98,11 @@ __device__ __forceinline__ float kiln_f16_to_f32(unsigned short h) {
   return f;
 }
 __device__ __forceinline__ float kiln_round_f16(float f) { return kiln_f16_to_f32(kiln_f32_to_f16(f)); }
+__device__ __forceinline__ unsigned short kiln_hmul(unsigned short a, unsigned short b) {
+  unsigned short r;
+  asm("mul.rn.f16 %0, %1, %2;" : "=h"(r) : "h"(a), "h"(b));
+  return r;
+}
 // Two values in one conversion (sm_80 and up): lo in the low half.
 __device__ __forceinline__ unsigned kiln_f32x2_to_f16x2(float lo, float hi) {
   unsigned r;
@@ -846,7 +851,11 @@ class Emitter {
   std::string to_storage(DType t, const Expr& v) {
     switch (t) {
       case f32: case i32: return full(v);
-      case f16: use_f16_ = true; return "kiln_f32_to_f16(" + full(stored_value(t, v)) + ")";
+      case f16:
+        use_f16_ = true;
+        if (v->kind == ExprKind::Round && v->round_to == f16)
+          if (std::optional<std::string> h = f16_product(v->args[0])) return *h;
+        return "kiln_f32_to_f16(" + full(stored_value(t, v)) + ")";
       case bf16: use_bf16_ = true; return "kiln_f32_to_bf16(" + full(stored_value(t, v)) + ")";
       case i8: return "(signed char)" + operand(v, kPrimary);
       case u8: case boolean: return "(unsigned char)" + operand(v, kPrimary);
@@ -1124,6 +1133,15 @@ class Emitter {
     return std::nullopt;
   }
 
+  // round<f16>(a), where a is a product of two f16 loads, as f16 bits.
+  std::optional<std::string> f16_product(const Expr& a) {
+    if (a->kind != ExprKind::Binary || a->binop != BinOp::Mul || !f16_load(a->args[0]) || !f16_load(a->args[1]))
+      return std::nullopt;
+    use_f16_ = true;
+    return "kiln_hmul(" + load_ref(*a->args[0]) + ", " + load_ref(*a->args[1]) + ")";
+  }
+  bool f16_load(const Expr& e) { return e->kind == ExprKind::Load && buffer(e->buffer).dtype == f16; }
+
   // The nearest value of `to`, kept in the compute type.
   CExpr emit_round(DType to, const Expr& a) {
     switch (to) {
@@ -1137,6 +1155,12 @@ class Emitter {
         }
         if (std::optional<CExpr> d = dequant_f16(a)) return *d;
         use_f16_ = true;
+        // The f32 product of two f16 values is exact (11 by 11 bits), so
+        // rounding it to f16 is f16's own correctly rounded multiplication:
+        // one instruction instead of two conversions in, one multiplication
+        // and a conversion out and back (a folded norm's g * x, once a row
+        // of a GEMV).
+        if (std::optional<std::string> h = f16_product(a)) return primary("kiln_f16_to_f32(" + *h + ")");
         return primary(call("kiln_round_f16", a));
       case bf16: use_bf16_ = true; return primary(call("kiln_round_bf16", a));
       case i8: return unary_op("(int)(signed char)" + operand(a, kPrimary));

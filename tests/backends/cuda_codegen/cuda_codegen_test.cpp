@@ -382,6 +382,21 @@ TEST(CudaCodegen, LongRowsAreReadInSixteenBytePieces) {
       EXPECT_EQ(contains(src, "kiln_dequant_f16(kiln_sel"), !q4_0) << src;
     }
   }
+  // A product of two f16 values rounded to f16 (a folded norm's g * x) is
+  // f16's own multiplication; with an f32 operand it is not.
+  for (const char* xt : {"f16", "f32"}) {
+    std::string src = emit_cuda(parse_kernel(std::string(R"(kernel gx() {
+  buffer y: f16 global out
+  buffer g: f16 global
+  buffer x: )") + xt + R"( global
+  gpu_block for i in 4 {
+    y[i] = round<f16>(mul(g[i], x[i]))
+  }
+}
+)"), "f");
+    EXPECT_EQ(contains(src, "kiln_hmul(g[i], x[i])") || contains(src, "kiln_hmul(buf1[i], buf2[i])"), xt == std::string("f16"))
+        << src;
+  }
   // An int8 weight's GEMV: its bytes become floats by adding to the bits of
   // 1.5 * 2^23, not by a conversion instruction.
   {
