@@ -644,7 +644,7 @@ class Emitter {
   // time, a nibble pair into f16 pairs by one mask (0x6400 | q is 1024 + q),
   // then one f16x2 subtraction and one f16x2 multiplication, the same
   // roundings as the scalar helper's. The body takes its element from the
-  // pairs (kiln_dq_slot). Which nibble each v takes is checked by
+  // pairs (emit_round). Which nibble each v takes is checked by
   // evaluating the IR's own expression of q for every v and byte value.
   // Returns the dequantizations (their products) so computed.
   std::vector<const ExprNode*> packed_dequant(const StmtNode& loop) {
@@ -668,46 +668,30 @@ class Emitter {
     walk(loop.body);
     for (const ExprNode* r : rounds) {
       const Expr& a = r->args[0];
-      if (packed_dequant_.count(a.get()) || a->kind != ExprKind::Binary || a->binop != BinOp::Mul ||
-          a->type != ValType::f32)
-        continue;
-      for (int side = 0; side < 2; ++side) {
-        const Expr &diff = a->args[side], &scale = a->args[1 - side];
-        if (diff->kind != ExprKind::Binary || diff->binop != BinOp::Sub || uses_var(scale, loop.var)) continue;
-        const Expr &q = diff->args[0], &zero = diff->args[1];
-        if (q->kind != ExprKind::Cast || q->args[0]->type == ValType::f32 || zero->kind != ExprKind::Const) continue;
-        const double z = zero->fval;
-        if (!(z >= 0 && z <= 1023 && z == std::floor(z))) continue;
-        std::string scale_bits;
-        if (scale->kind == ExprKind::Load && buffer(scale->buffer).dtype == f16) scale_bits = load_ref(*scale);
-        else if (scale->kind == ExprKind::Round && scale->round_to == f16)
-          scale_bits = "kiln_f32_to_f16(" + full(scale->args[0]) + ")";
-        else continue;
-        std::optional<std::string> bytes = nibble_source(q->args[0], loop.var);
-        if (!bytes) continue;
-        const std::string dq = "kiln_dq" + std::to_string(fresh_++);
-        use_f16_ = use_dequant_ = true;
-        char zero_bits[16];
-        std::snprintf(zero_bits, sizeof zero_bits, "0x%04x", 0x6400 + int(z));
-        line("unsigned " + dq + "[16];  // the 32 dequantized weights, two a word (kiln_dq_slot)");
-        line("{");
-        ++indent_;
-        line("const unsigned kiln_zz = " + std::string(zero_bits) + "u * 0x10001u, kiln_ss = (unsigned)" + scale_bits +
-             " * 0x10001u;");
-        line("#pragma unroll");
-        line("for (int kiln_w = 0; kiln_w < 4; ++kiln_w) {");
-        line("  const unsigned kiln_b = reinterpret_cast<const unsigned*>(" + *bytes + ")[kiln_w];");
-        line("  " + dq + "[4 * kiln_w] = kiln_dequant_f16x2(kiln_b, kiln_zz, kiln_ss);");
-        line("  " + dq + "[4 * kiln_w + 1] = kiln_dequant_f16x2(kiln_b >> 8, kiln_zz, kiln_ss);");
-        line("  " + dq + "[4 * kiln_w + 2] = kiln_dequant_f16x2(kiln_b >> 4, kiln_zz, kiln_ss);");
-        line("  " + dq + "[4 * kiln_w + 3] = kiln_dequant_f16x2(kiln_b >> 12, kiln_zz, kiln_ss);");
-        line("}");
-        --indent_;
-        line("}");
-        packed_dequant_[a.get()] = {dq, loop.var};
-        done.push_back(a.get());
-        break;
-      }
+      if (packed_dequant_.count(a.get())) continue;
+      std::optional<DequantParts> d = dequant_parts(a);
+      if (!d || uses_var(d->scale, loop.var)) continue;
+      std::optional<std::string> bytes = nibble_source(d->q, loop.var);
+      if (!bytes) continue;
+      const std::string dq = "kiln_dq" + std::to_string(fresh_++);
+      use_f16_ = use_dequant_ = true;
+      line("unsigned " + dq + "[16];  // the 32 dequantized weights, two a word (emit_round takes element v's)");
+      line("{");
+      ++indent_;
+      line("const unsigned kiln_zz = " + zero_bits(d->zero) + "u * 0x10001u, kiln_ss = (unsigned)" + scale_bits(*d) +
+           " * 0x10001u;");
+      line("#pragma unroll");
+      line("for (int kiln_w = 0; kiln_w < 4; ++kiln_w) {");
+      line("  const unsigned kiln_b = reinterpret_cast<const unsigned*>(" + *bytes + ")[kiln_w];");
+      line("  " + dq + "[4 * kiln_w] = kiln_dequant_f16x2(kiln_b, kiln_zz, kiln_ss);");
+      line("  " + dq + "[4 * kiln_w + 1] = kiln_dequant_f16x2(kiln_b >> 8, kiln_zz, kiln_ss);");
+      line("  " + dq + "[4 * kiln_w + 2] = kiln_dequant_f16x2(kiln_b >> 4, kiln_zz, kiln_ss);");
+      line("  " + dq + "[4 * kiln_w + 3] = kiln_dequant_f16x2(kiln_b >> 12, kiln_zz, kiln_ss);");
+      line("}");
+      --indent_;
+      line("}");
+      packed_dequant_[a.get()] = {dq, loop.var};
+      done.push_back(a.get());
     }
     return done;
   }
@@ -1106,10 +1090,15 @@ class Emitter {
     }
   }
 
-  // round<f16>((q - zero) * scale), either order of the product, with q an
-  // integer in [0, 1023], zero an integer constant there and scale an f16
-  // value: kiln_dequant_f16's half arithmetic. Empty where it does not match.
-  std::optional<CExpr> dequant_f16(const Expr& a) {
+  // The parts of a dequantization, round<f16>((q - zero) * scale) in
+  // either order of the product: q an integer expression, zero an integer
+  // constant in [0, 1023], scale an f16 load or rounding (scale_bits).
+  struct DequantParts {
+    Expr q;
+    int zero = 0;
+    Expr scale;
+  };
+  std::optional<DequantParts> dequant_parts(const Expr& a) {
     if (a->kind != ExprKind::Binary || a->binop != BinOp::Mul || a->type != ValType::f32) return std::nullopt;
     for (int side = 0; side < 2; ++side) {
       const Expr &diff = a->args[side], &scale = a->args[1 - side];
@@ -1118,19 +1107,32 @@ class Emitter {
       if (q->kind != ExprKind::Cast || q->args[0]->type == ValType::f32 || zero->kind != ExprKind::Const) continue;
       double z = zero->fval;
       if (!(z >= 0 && z <= 1023 && z == std::floor(z))) continue;
-      std::optional<std::pair<int64_t, int64_t>> r = int_range(q->args[0]);
-      if (!r || r->first < 0 || r->second > 1023) continue;
-      std::string bits;
-      if (scale->kind == ExprKind::Load && buffer(scale->buffer).dtype == f16) bits = load_ref(*scale);
-      else if (scale->kind == ExprKind::Round && scale->round_to == f16) bits = "kiln_f32_to_f16(" + full(scale->args[0]) + ")";
-      else continue;
-      use_f16_ = use_dequant_ = true;
-      std::string q_int = q->args[0]->type == ValType::i32 ? full(q->args[0]) : "(int)" + operand(q->args[0], kPrimary);
-      char zero_bits[16];
-      std::snprintf(zero_bits, sizeof zero_bits, "0x%04x", 0x6400 + int(z));
-      return primary("kiln_dequant_f16(" + q_int + ", " + zero_bits + ", " + bits + ")");
+      if (!(scale->kind == ExprKind::Load && buffer(scale->buffer).dtype == f16) &&
+          !(scale->kind == ExprKind::Round && scale->round_to == f16))
+        continue;
+      return DequantParts{q->args[0], int(z), scale};
     }
     return std::nullopt;
+  }
+  std::string scale_bits(const DequantParts& d) {
+    return d.scale->kind == ExprKind::Load ? load_ref(*d.scale) : "kiln_f32_to_f16(" + full(d.scale->args[0]) + ")";
+  }
+  static std::string zero_bits(int zero) {
+    char bits[16];
+    std::snprintf(bits, sizeof bits, "0x%04x", 0x6400 + zero);
+    return bits;
+  }
+
+  // A dequantization with q an integer in [0, 1023]: kiln_dequant_f16's half
+  // arithmetic. Empty where it does not match.
+  std::optional<CExpr> dequant_f16(const Expr& a) {
+    std::optional<DequantParts> d = dequant_parts(a);
+    if (!d) return std::nullopt;
+    std::optional<std::pair<int64_t, int64_t>> r = int_range(d->q);
+    if (!r || r->first < 0 || r->second > 1023) return std::nullopt;
+    use_f16_ = use_dequant_ = true;
+    std::string q_int = d->q->type == ValType::i32 ? full(d->q) : "(int)" + operand(d->q, kPrimary);
+    return primary("kiln_dequant_f16(" + q_int + ", " + zero_bits(d->zero) + ", " + scale_bits(*d) + ")");
   }
 
   // round<f16>(a), where a is a product of two f16 loads, as f16 bits.
