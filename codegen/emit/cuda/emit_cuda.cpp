@@ -139,15 +139,6 @@ __device__ __forceinline__ unsigned kiln_dequant_f16x2(unsigned nibbles, unsigne
 const char* kSmallIntHelpers = R"(__device__ __forceinline__ float kiln_small_i2f(int x) { return __int_as_float(0x4B400000 + x) - 12582912.0f; }
 )";
 
-// Two int8 values as an f16 pair: each byte biased by 128 under 0x64 is the
-// f16 1024 + 128 + b, so subtracting 1152 leaves b exactly.
-const char* kInt8PairHelpers = R"(__device__ __forceinline__ unsigned kiln_i8x2_to_f16x2(unsigned biased) {
-  unsigned r;
-  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(biased), "r"(0x64806480u));
-  return r;
-}
-)";
-
 const char* kBF16Helpers = R"(// f32 -> bf16 exactly as kiln's f32_to_bf16_bits: round to nearest even, NaN stays a quiet NaN.
 __device__ __forceinline__ unsigned short kiln_f32_to_bf16(float f) {
   unsigned x = __float_as_uint(f);
@@ -375,7 +366,6 @@ class Emitter {
     if (use_f16_) text += "\n" + std::string(kF16Helpers);
     if (use_dequant_) text += "\n" + std::string(kDequantHelpers);
     if (use_small_i2f_) text += "\n" + std::string(kSmallIntHelpers);
-    if (use_int8_pairs_) text += "\n" + std::string(kInt8PairHelpers);
     if (use_bf16_) text += "\n" + std::string(kBF16Helpers);
     if (use_div_) text += "\n" + std::string(kDivHelpers);
     if (use_cast_) text += "\n" + std::string(kCastHelpers);
@@ -631,7 +621,6 @@ class Emitter {
     }
     std::vector<const ExprNode*> vectors = vector_loads(s);
     std::vector<const ExprNode*> packed = packed_dequant(s);
-    std::vector<std::string> int8_pieces = packed_int8(s);
     std::string v = declare(s.var);
     if (s.loop == LoopKind::Unrolled) line("#pragma unroll");
     // A serial loop of a symbolic trip count with no loop inside (a decode
@@ -646,54 +635,6 @@ class Emitter {
     scope_.pop_back();
     for (const ExprNode* load : vectors) vector_element_.erase(load);
     for (const ExprNode* d : packed) packed_dequant_.erase(d);
-    for (const std::string& a : int8_pieces) packed_int8_.erase(a);
-  }
-
-  // The int8 pieces of an unrolled loop of 4..64 (a multiple of 4) whose
-  // element v the body converts to f32 (an int8 GEMV's weights): converted
-  // before the loop, four a word: xor 0x80 biases each byte by 128, a byte
-  // permutation puts two of them under 0x64, one f16x2 subtraction
-  // (kiln_i8x2_to_f16x2) leaves both values exactly. The body's conversion
-  // is then one f16 -> f32 (emit_cast) instead of an extraction, an integer
-  // add and a float subtraction. Returns the piece arrays so converted.
-  std::vector<std::string> packed_int8(const StmtNode& loop) {
-    std::vector<std::string> done;
-    if (loop.loop != LoopKind::Unrolled || loop.extent->kind != ExprKind::Const || loop.extent->ival % 4 ||
-        loop.extent->ival > 64)
-      return done;
-    const int64_t w = loop.extent->ival;
-    std::function<void(const Expr&)> find = [&](const Expr& e) {
-      if (!e) return;
-      for (const Expr& a : e->args) find(a);
-      if (e->kind != ExprKind::Cast || e->type != ValType::f32 || e->args[0]->kind != ExprKind::Load) return;
-      const ExprNode* load = e->args[0].get();
-      auto it = vector_element_.find(load);
-      if (it == vector_element_.end() || it->second.element || it->second.loop != loop.var ||
-          buffer(load->buffer).dtype != i8 || packed_int8_.count(it->second.array))
-        return;
-      const std::string name = "kiln_i8h" + std::to_string(fresh_++);
-      use_f16_ = use_int8_pairs_ = true;
-      line("unsigned " + name + "[" + std::to_string(w / 2) + "];  // the " + std::to_string(w) + " int8 values as f16, two a word");
-      line("#pragma unroll");
-      line("for (int kiln_w = 0; kiln_w < " + std::to_string(w / 4) + "; ++kiln_w) {");
-      line("  const unsigned kiln_u = reinterpret_cast<const unsigned*>(" + it->second.array + ")[kiln_w] ^ 0x80808080u;");
-      line("  " + name + "[2 * kiln_w] = kiln_i8x2_to_f16x2(__byte_perm(kiln_u, 0x64646464u, 0x4240));  // bytes 0, 2");
-      line("  " + name + "[2 * kiln_w + 1] = kiln_i8x2_to_f16x2(__byte_perm(kiln_u, 0x64646464u, 0x4341));  // bytes 1, 3");
-      line("}");
-      packed_int8_[it->second.array] = name;
-      done.push_back(it->second.array);
-    };
-    std::function<void(const std::vector<Stmt>&)> walk = [&](const std::vector<Stmt>& body) {
-      for (const Stmt& st : body) {
-        find(st->index);
-        find(st->value);
-        find(st->cond);
-        find(st->extent);
-        walk(st->body);
-      }
-    };
-    walk(loop.body);
-    return done;
   }
 
   // A 4-bit weight's group in an unrolled loop of 32 (GGUF Q4_0: element v
@@ -1083,17 +1024,6 @@ class Emitter {
       return primary(call(to == ValType::i64 ? "kiln_f32_to_i64" : "kiln_f32_to_i32", a));
     }
     if (from == ValType::b1 && to == ValType::f32) return {operand(a, kCompare) + " ? 1.0f : 0.0f", kTernary};
-    if (to == ValType::f32 && from == ValType::i32 && a->kind == ExprKind::Load) {
-      auto vec = vector_element_.find(a.get());
-      if (vec != vector_element_.end() && !vec->second.element) {
-        if (auto p = packed_int8_.find(vec->second.array); p != packed_int8_.end()) {
-          // Word 2w holds bytes 4w and 4w + 2, word 2w + 1 bytes 4w + 1 and 4w + 3 (packed_int8).
-          const std::string v = var_name(vec->second.loop);
-          return primary("kiln_f16_to_f32(reinterpret_cast<const unsigned short*>(" + p->second + ")[4 * (" + v +
-                         " / 4) + 2 * (" + v + " % 2) + (" + v + " % 4) / 2])");
-        }
-      }
-    }
     if (to == ValType::f32 && from == ValType::i32) {
       std::optional<std::pair<int64_t, int64_t>> r = int_range(a);
       if (r && r->first >= -(int64_t(1) << 22) && r->second < (int64_t(1) << 22)) {
@@ -1261,11 +1191,8 @@ class Emitter {
     std::string array, loop;
   };
   std::map<const ExprNode*, PackedDequant> packed_dequant_;
-  // int8 pieces converted before their loop by packed_int8(), by the array
-  // of their pieces: the array of f16 pairs.
-  std::map<std::string, std::string> packed_int8_;
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false, use_sel_ = false;
-  bool use_dequant_ = false, use_small_i2f_ = false, use_int8_pairs_ = false;
+  bool use_dequant_ = false, use_small_i2f_ = false;
   std::string wgmma_helpers_;  // the kernel's wgmma instruction, for its tile's width and layouts
   std::vector<CudaTensorMap> maps_;  // the tensor maps it takes, in argument order
 
