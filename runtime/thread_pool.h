@@ -3,6 +3,7 @@
 // workers, and a parallel_for nested inside another still makes progress.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -50,6 +51,9 @@ class ThreadPool {
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> jobs_;  // jobs that may have unclaimed chunks
   bool stopping_ = false;
+  // Bumped (under mutex_) whenever jobs_ gains a job or the pool stops: what
+  // an idle worker watches while it spins before sleeping.
+  std::atomic<uint64_t> posted_{0};
 };
 
 }  // namespace kiln
