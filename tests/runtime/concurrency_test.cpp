@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -75,6 +76,23 @@ TEST(Concurrency, ThreadPoolExceptionsFromSeveralThreads) {
     }
   });
   EXPECT_EQ(caught.load(), kCallers * 20);
+}
+
+// Jobs microseconds apart (workers still spinning for the next one, or just
+// asleep) and pools destroyed right after a job (workers spinning when the
+// pool stops) lose no chunk and never hang.
+TEST(Concurrency, ThreadPoolJobsBackToBackAndStopsWhileSpinning) {
+  for (int pools = 0; pools < 50; ++pools) {
+    ThreadPool pool(3);
+    std::atomic<int64_t> sum = 0;
+    for (int job = 0; job < 20; ++job) {
+      if (job % 5 == 4) std::this_thread::sleep_for(std::chrono::microseconds(200));  // past the spin: asleep
+      pool.parallel_for(0, 64, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) sum.fetch_add(i, std::memory_order_relaxed);
+      });
+    }
+    EXPECT_EQ(sum.load(), 20 * (63 * 64 / 2));
+  }
 }
 
 // Every thread asks for the same kernels at once: each gets one executable
