@@ -656,16 +656,13 @@ class Emitter {
       if (e->kind == ExprKind::Round && e->round_to == f16) rounds.push_back(e.get());
       for (const Expr& a : e->args) find(a);
     };
-    std::function<void(const std::vector<Stmt>&)> walk = [&](const std::vector<Stmt>& body) {
-      for (const Stmt& st : body) {
+    for (const Stmt& b : loop.body)
+      visit(b, [&](const Stmt& st) {
         find(st->index);
         find(st->value);
         find(st->cond);
         find(st->extent);
-        walk(st->body);
-      }
-    };
-    walk(loop.body);
+      });
     for (const ExprNode* r : rounds) {
       const Expr& a = r->args[0];
       if (packed_dequant_.count(a.get())) continue;
@@ -746,7 +743,7 @@ class Emitter {
         auto it = vars.find(e->name);
         return it == vars.end() ? std::nullopt : std::optional<int64_t>(it->second);
       }
-      case ExprKind::Load: return loaded;  // (returned above)
+      case ExprKind::Load: break;  // returned above, before its index
       case ExprKind::Unary:
         if (e->unop == UnOp::Not) return int64_t(a[0] == 0);
         if (e->unop == UnOp::Neg) return wrap(-a[0]);
@@ -827,7 +824,7 @@ class Emitter {
   // fast half arithmetic.
   const Expr& stored_value(DType t, const Expr& v) {
     if (v->kind != ExprKind::Round || v->round_to != t || (t != f16 && t != bf16)) return v;
-    if (t == f16 && dequant_f16(v->args[0])) return v;
+    if (t == f16 && half_dequant(v->args[0])) return v;
     return v->args[0];
   }
 
@@ -1123,13 +1120,20 @@ class Emitter {
     return bits;
   }
 
-  // A dequantization with q an integer in [0, 1023]: kiln_dequant_f16's half
-  // arithmetic. Empty where it does not match.
-  std::optional<CExpr> dequant_f16(const Expr& a) {
+  // A dequantization with q an integer in [0, 1023], which
+  // kiln_dequant_f16's half arithmetic computes exactly.
+  std::optional<DequantParts> half_dequant(const Expr& a) {
     std::optional<DequantParts> d = dequant_parts(a);
     if (!d) return std::nullopt;
     std::optional<std::pair<int64_t, int64_t>> r = int_range(d->q);
     if (!r || r->first < 0 || r->second > 1023) return std::nullopt;
+    return d;
+  }
+
+  // kiln_dequant_f16 for a half_dequant; empty where it does not match.
+  std::optional<CExpr> dequant_f16(const Expr& a) {
+    std::optional<DequantParts> d = half_dequant(a);
+    if (!d) return std::nullopt;
     use_f16_ = use_dequant_ = true;
     std::string q_int = d->q->type == ValType::i32 ? full(d->q) : "(int)" + operand(d->q, kPrimary);
     return primary("kiln_dequant_f16(" + q_int + ", " + zero_bits(d->zero) + ", " + scale_bits(*d) + ")");
@@ -1403,13 +1407,8 @@ class Emitter {
       }
     };
     walk(epilogue);
-    std::function<bool(const Expr&)> reads_stored = [&](const Expr& e) {
-      if (e->kind == ExprKind::Load && stored.count(e->buffer)) return true;
-      for (const Expr& a : e->args)
-        if (reads_stored(a)) return true;
-      return false;
-    };
-    for (const StmtNode* s : *stores) ok = ok && !reads_stored(s->value) && !reads_stored(s->index);
+    for (const StmtNode* s : *stores)
+      for (int b : stored) ok = ok && !loads_buffer(s->value, b) && !loads_buffer(s->index, b);
     return ok && !stores->empty();
   }
 
