@@ -25,7 +25,7 @@ struct BenchOptions {
   int warmup = 2;
   bool json = false;
   bool profile = false;  // then print_profile of the workload's graph (llm: the decode step) to stderr
-  std::string kv_dtype;  // llm: the KV cache's dtype; empty: the activations'
+  std::string kv_dtype;  // llm: the KV cache's dtype; empty: llm_cache_dtype's default
 };
 
 double median(std::vector<double> v);

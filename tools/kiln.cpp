@@ -200,7 +200,7 @@ int main_impl(int argc, char** argv) {
   bench->add_option("--warmup", bo.warmup, "untimed runs first")->check(CLI::Range(0, 100000));
   bench->add_flag("--json", bo.json, "one JSON object per workload");
   bench->add_flag("--profile", bo.profile, "then each kernel's time in a warm run, the slowest first (stderr; llm: the decode step)");
-  bench->add_option("--kv-dtype", bo.kv_dtype, "llm: the KV cache's dtype, f32, f16 or bf16 (default: the activations')");
+  bench->add_option("--kv-dtype", bo.kv_dtype, "llm: the KV cache's dtype, f32, f16 or bf16 (default: f16 for q8/q4/q4z models with f32 activations, else the activations')");
 
   auto* demo = app.add_subcommand("demo", "compile and run a small MLP, print its kernels and their times");
   demo->add_option("--device", dev, "device");
@@ -233,7 +233,7 @@ int main_impl(int argc, char** argv) {
   gen->add_option("--top-p", ga.sampling.top_p, "nucleus sampling mass")->check(CLI::Range(1e-9, 1.0));
   gen->add_option("--seed", ga.sampling.seed, "sampling seed");
   gen->add_flag("--print-ids", ga.print_ids, "also print the prompt's and the generated token ids on stderr");
-  gen->add_option("--kv-dtype", ga.kv_dtype, "the KV cache's dtype, f32, f16 or bf16 (default: the activations')");
+  gen->add_option("--kv-dtype", ga.kv_dtype, "the KV cache's dtype, f32, f16 or bf16 (default: f16 for q8/q4/q4z models with f32 activations, else the activations')");
 
   auto* quant = app.add_subcommand("quantize", "write a language model with quantized matrices (q8, q4, q4z)");
   std::string model_in, model_out, scheme;

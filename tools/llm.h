@@ -18,7 +18,7 @@ struct GenerateArgs {
   int64_t max_tokens = 32;
   SamplingOptions sampling;
   bool print_ids = false;  // also print the prompt's and the generated token ids (stderr)
-  std::string kv_dtype;    // the KV cache's dtype; empty: the activations'
+  std::string kv_dtype;    // the KV cache's dtype; empty: llm_cache_dtype's default
 };
 
 int cmd_generate(const GenerateArgs& a);

@@ -130,7 +130,7 @@ bool is_embedding_table(const std::string& name);
 //            llm_stacked_weights says)
 //   outputs: logits f32[1, vocab] at position `last`, then for each layer l
 //            its keys and values [seq, kv_heads, head_dim] in the cache's
-//            dtype `kv` (`dtype` where not given; a float dtype).
+//            dtype (llm_cache_dtype), which the prompt's attention reads too.
 Graph llm_prefill_graph(const LlmConfig& c, DType dtype, int64_t seq, WeightFormat wf = WeightFormat::dense,
                         std::optional<DType> kv = std::nullopt);
 
@@ -145,16 +145,18 @@ Graph llm_prefill_graph(const LlmConfig& c, DType dtype, int64_t seq, WeightForm
 //   outputs: logits f32[1, vocab], then the new token's key and value
 //            [1, kv_heads, head_dim] for each layer, then the greedy token
 //            f32[1, 1] (the first id of the largest logit).
-// The caches (inputs and the new rows) are of dtype `kv` (`dtype` where not
-// given): a narrower one (f16 for an f32 or q8 model on the CPU) halves the
+// The caches (inputs and the new rows) are of dtype llm_cache_dtype(dtype,
+// wf, kv): a narrower one (f16 for an f32 or q8 model on the CPU) halves the
 // bytes the attention reads each step and the cache's memory; the attention
 // computes in `dtype` from them, and this step's key and value are rounded to
 // `kv` before it reads them, as later steps will.
 Graph llm_decode_graph(const LlmConfig& c, DType dtype, WeightFormat wf = WeightFormat::dense,
                        std::optional<DType> kv = std::nullopt);
-// The caches' dtype: `kv`, or `dtype` where not given; an Error unless a float
-// dtype.
-DType llm_cache_dtype(DType dtype, std::optional<DType> kv);
+// The caches' dtype: `kv`; where not given, f16 for quantized matrices (wf q8,
+// q4 or q4z) with f32 activations (the model is already approximate, and half
+// the cache's bytes is 1.1x the CPU's decode speed), else `dtype`. An Error
+// unless a float dtype.
+DType llm_cache_dtype(DType dtype, WeightFormat wf, std::optional<DType> kv);
 
 // RoPE tables: the graphs gather rows of these by position.
 //   cos/sin f32[max_seq, head_dim / 2]; inputs "rope_cos", "rope_sin".

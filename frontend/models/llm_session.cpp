@@ -77,7 +77,7 @@ Kernel cache_append_kernel(int64_t first, int64_t count, int64_t row, DType dt, 
 
 LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> dev,
                        const std::map<std::string, HostTensor>& weights, WeightFormat wf, std::optional<DType> kv)
-    : c_(c), dtype_(dtype), kv_dtype_(llm_cache_dtype(dtype, kv)), wf_(wf), dev_(std::move(dev)) {
+    : c_(c), dtype_(dtype), kv_dtype_(llm_cache_dtype(dtype, wf, kv)), wf_(wf), dev_(std::move(dev)) {
   if (!is_float(dtype)) throw Error("llm: the model dtype must be f32, f16 or bf16");
   auto upload = [&](const std::string& name, const HostTensor& t, bool is_weight = true) {
     auto buf = dev_->allocate(int64_t(t.data.size()));

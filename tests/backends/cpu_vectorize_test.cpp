@@ -392,6 +392,17 @@ TEST(CpuVectorize, StridedStreamsArePrefetched) {
     // is innermost.
     EXPECT_EQ(ir.find("llvm.prefetch") != std::string::npos, pieces == 4) << ir;
   }
+  // A KV cache's head: 256 bytes read of each 4 KB row. Ahead by the 4 KB
+  // stride, that is one row, too near to hide the memory's latency; ahead by
+  // the bytes the stream reads, 16 rows (16 x 1024 floats).
+  Expr at = var("i") * idx(1024) + var("r") * idx(16) + var("j");
+  Stmt row = for_loop("r", idx(4), S, {for_loop("j", idx(16), V, {store(1, var("i") * idx(64) + var("r") * idx(16) + var("j"), ld(0, f32, at))})});
+  Kernel k = kernel("head", {global("x", f32), global("y", f32, true)}, {for_loop("i", idx(rows), S, {row})});
+  std::vector<float> cache = random_floats(rng(), rows * 1024);
+  auto y = from_bytes<float>(run(cpu(), k, {to_bytes(cache), Bytes(rows * 64 * 4)}, {})[1]);
+  for (int64_t i = 0; i < rows * 64; ++i) ASSERT_EQ(y[i], cache[i / 64 * 1024 + i % 64]) << i;
+  std::string ir = cpu().target_source(k);
+  EXPECT_NE(ir.find("16384"), std::string::npos) << ir;
 }
 
 // --- Errors ---

@@ -354,7 +354,7 @@ class Emitter {
   // an outer loop moves by a stride of at least kPrefetchMinStride bytes (a
   // GEMV's weight rows, a head's rows of a KV cache 3 KB apart), which the
   // hardware's prefetchers follow badly, also asks for the lines it will read
-  // about kPrefetchAhead bytes of that loop later (stories110M q8 decode on
+  // about kPrefetchAhead bytes of its stream later (stories110M q8 decode on
   // the 2-core VM, 5 runs each: 81-114 tok/s without, 100-104 at 1 KB
   // ahead, 92-129 at 2 KB, 116-145 at 4 KB, 120-163 at 6 KB; f32 44-49
   // without, 47-59 at 4 KB). The loop is the enclosing
@@ -375,7 +375,19 @@ class Emitter {
       if (extent > best_extent) best = l, best_extent = extent, stride = int64_t(*c) * dtype_size(buf.dtype);
     }
     if (!best || best == loops_.back() || stride < kPrefetchMinStride) return;
-    int64_t ahead = std::min<int64_t>(std::max<int64_t>((kPrefetchAhead + stride - 1) / stride, 1), 64);
+    // What the load reads of its stream each iteration of `best`: its vector,
+    // times the constant loops inside `best` that move it. A GEMV's row is all
+    // of the stride; a KV cache's head row (256 bytes of a 3 KB stride) is a
+    // twelfth, so it looks more iterations ahead.
+    int64_t read = int64_t(lanes_) * dtype_size(buf.dtype);
+    bool inside = false;
+    for (const StmtNode* l : loops_) {
+      if (inside && l->extent->kind == ExprKind::Const && coefficient(index, l->var).value_or(0) != 0)
+        read *= l->extent->ival;
+      inside |= l == best;
+    }
+    read = std::clamp<int64_t>(read, 1, stride);
+    int64_t ahead = std::min<int64_t>(std::max<int64_t>((kPrefetchAhead + read - 1) / read, 1), 64);
     Expr later = substitute(index, {{best->var, binary(BinOp::Add, var(best->var), idx(ahead))}});
     loop_vars_.emplace_back(vector_loop_->var, b_.getInt64(0));
     llvm::Value* ptr = b_.CreateGEP(storage_type(buf.dtype), buffers_[i], emit(later));

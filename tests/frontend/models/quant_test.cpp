@@ -144,8 +144,9 @@ TEST(Quant, Q4HasTheQ4_0BlockLayout) {
   EXPECT_EQ(std::vector<float>(deq.ptr<float>(), deq.ptr<float>() + deq.numel()), gguf);
 }
 
+// Caches of dtype `kv`.
 std::map<std::string, HostTensor> decode_inputs(const LlmConfig& c, const std::map<std::string, HostTensor>& w,
-                                                int64_t past) {
+                                                int64_t past, DType kv) {
   auto in = stack_llm_weights(c, w);
   for (auto& [k, v] : llm_tables(c)) in[k] = v;
   in["token"] = ints({9});
@@ -157,8 +158,8 @@ std::map<std::string, HostTensor> decode_inputs(const LlmConfig& c, const std::m
   slot.ptr<uint8_t>()[past - 2] = 1;
   in["cache_new"] = slot;
   for (int64_t l = 0; l < c.layers; ++l)
-    for (const char* kv : {"k_cache.", "v_cache."})
-      in[kv + std::to_string(l)] = HostTensor::random(f32, {past, c.kv_heads, c.head_dim()}, 60 + l);
+    for (const char* name : {"k_cache.", "v_cache."})
+      in[name + std::to_string(l)] = HostTensor::random(kv, {past, c.kv_heads, c.head_dim()}, 60 + l);
   return in;
 }
 
@@ -172,8 +173,8 @@ TEST(Quant, FourBitGraphsMatchInterpreter) {
     SCOPED_TRACE(weight_format_name(f));
     auto q = convert_weights(w, f);
     int64_t past = 3;
-    Graph dg = llm_decode_graph(c, f32, f);
-    auto in = decode_inputs(c, q, past);
+    Graph dg = llm_decode_graph(c, f32, f);  // with its default f16 cache
+    auto in = decode_inputs(c, q, past, llm_cache_dtype(f32, f, std::nullopt));
     auto want = interpret(dg, in, {{"past", past}});
     for (const char* name : {"cpu", "vulkan"}) {
       auto dev = device_or_null(name);
@@ -201,10 +202,11 @@ TEST(Quant, FourBitGraphsMatchInterpreter) {
 }
 
 // Fusion inlines the dequantization: a 4-bit graph has as many kernels as the
-// dense one (no kernel, and no buffer, holds a dequantized weight).
+// dense one with the same (f16) cache (no kernel, and no buffer, holds a
+// dequantized weight).
 TEST(Quant, DequantizationAddsNoKernels) {
   LlmConfig c = llm_config("tiny");
-  size_t dense = lower(llm_decode_graph(c, f32)).kernels.size();
+  size_t dense = lower(llm_decode_graph(c, f32, WeightFormat::dense, f16)).kernels.size();
   for (WeightFormat f : k4bit) EXPECT_EQ(lower(llm_decode_graph(c, f32, f)).kernels.size(), dense);
 }
 
@@ -213,13 +215,17 @@ TEST(Quant, DequantizationAddsNoKernels) {
 // norm), RoPE, scores, softmax, P x V, o_proj + residual, gate and up (with
 // their norm and silu(gate) * up), down + residual; then the head (with the
 // final norm) and the argmax. No kernel is a norm of its own, in any format.
+// A cache narrower than the activations (f16 under f32: the quantized
+// formats' default) adds a layer's two casts of the new key and value rows.
 TEST(Quant, DecodeStepFoldsNormsIntoTheirGemvs) {
   LlmConfig c = llm_config("tiny");
   for (WeightFormat f : {WeightFormat::dense, WeightFormat::q8, WeightFormat::q4, WeightFormat::q4z})
     for (DType dt : {f32, f16}) {
       SCOPED_TRACE(std::string(weight_format_name(f)) + " " + std::string(dtype_name(dt)));
       Program p = lower(llm_decode_graph(c, dt, f));
-      EXPECT_EQ(p.kernels.size(), size_t(8 * c.layers + 2));
+      bool narrower = llm_cache_dtype(dt, f, std::nullopt) != dt;
+      EXPECT_EQ(narrower, f != WeightFormat::dense && dt == f32);
+      EXPECT_EQ(p.kernels.size(), size_t((narrower ? 10 : 8) * c.layers + 2));
       int folded = 0, gated = 0;
       for (const Kernel& k : p.kernels) {
         folded += k.name.find("contract_reduce_sum") != std::string::npos;
@@ -367,7 +373,10 @@ TEST(Quant, GgufQ4_0LoadsAsQ4) {
   EXPECT_EQ(q.weights.at("model.layers.0.self_attn.q_proj.weight").dtype, u8);
   auto deq = convert_weights(q.weights, WeightFormat::dense);
   for (auto& [name, t] : d.weights) EXPECT_EQ(deq.at(name).data, t.data) << name;
-  LlmSession a(q.config, f32, device("cpu"), q.weights, WeightFormat::q4), b(d.config, f32, device("cpu"), d.weights);
+  // Both with the f16 cache that a q4 session has by default.
+  LlmSession a(q.config, f32, device("cpu"), q.weights, WeightFormat::q4),
+      b(d.config, f32, device("cpu"), d.weights, WeightFormat::dense, f16);
+  ASSERT_EQ(a.cache_dtype(), f16);
   std::vector<int32_t> toks = some_tokens(q.config, 6, 3);
   EXPECT_LT(relative_error(b.prefill(toks), a.prefill(toks)), 1e-5);
   EXPECT_LT(relative_error(b.decode(5), a.decode(5)), 1e-5);
