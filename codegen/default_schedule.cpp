@@ -111,6 +111,11 @@ void vectorize_reductions(const Kernel& k, int lanes, int vectors, Schedule* s) 
     while (f > lanes && (e % f != 0 || e < 4 * f)) f /= 2;
     std::string o = fresh(k, loop->var + "o"), i = fresh(k, loop->var + "i");
     s->rfactor(loop->var, f, o, i).vectorize(i);
+    // The partials' tree (rfactor's fold rounds: f/2, f/4, ... lanes) as
+    // vector adds of halves, not scalar code for LLVM to piece together.
+    int round = 0;
+    for (int64_t half = f / 2; half >= 2; half /= 2, ++round)
+      s->vectorize(i + "_fold" + (round ? "_" + std::to_string(round) : ""));
     done.insert(loop->var);
   });
 }

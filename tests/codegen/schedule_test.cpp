@@ -145,6 +145,27 @@ TEST(Schedule, RfactorFoldsPartialsAsATree) {
     std::vector<float> got = testing::from_bytes<float>(out[0]);
     for (int i = 0; i < 4; ++i) EXPECT_NEAR(got[size_t(i)], want[0].get(i), 1e-4) << "factor " << f;
   }
+  // The CPU's default schedule vectorizes the tree's rounds of 2 lanes or
+  // more (64 partials on AVX-512: 32, 16, 8, 4, 2), so each is one vector add
+  // of two halves; the last (1 lane) stays scalar.
+  Graph wide;
+  wide.outputs = {wide.reduce(Op::ReduceSum, wide.input("x", f32, {4, 1024}), {1})};
+  Kernel wk = lower(wide).kernels[0];
+  DeviceInfo avx512;
+  avx512.backend = "cpu";
+  avx512.vector_bits = 512;
+  Schedule ws = default_schedule(wk, avx512);
+  std::string text = print(ws);
+  for (const char* v : {"vectorize r1i\n", "vectorize r1i_fold\n", "vectorize r1i_fold_1\n", "vectorize r1i_fold_4\n"})
+    EXPECT_NE(text.find(v), std::string::npos) << v << "\n" << text;
+  EXPECT_EQ(text.find("vectorize r1i_fold_5"), std::string::npos) << text;
+  HostTensor wx = HostTensor::random(f32, {4, 1024}, 6);
+  std::vector<HostTensor> wwant = interpret(wide, {{"x", wx}});
+  testing::Bytes win(wx.data.size());
+  std::memcpy(win.data(), wx.data.data(), win.size());
+  std::vector<float> wgot =
+      testing::from_bytes<float>(testing::run(*cpu, apply(wk, ws), {testing::Bytes(16), win})[0]);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(wgot[size_t(i)], wwant[0].get(i), 1e-3) << i;
 }
 
 TEST(Schedule, TextRoundTripsAndHashesStably) {

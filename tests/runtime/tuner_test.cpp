@@ -202,8 +202,11 @@ TEST(ScheduleSpace, DefaultSchedulesUnchanged) {
             "split i0 by 16 -> i0a, i0t\nsplit i0a by 4 -> i0b, i0r\nsplit i1 by 16 -> i1a, i1t\nsplit i1a by 4 -> i1b, i1r\n"
             "reorder i0b, i1b, i0t, i1t, i0r, i1r\nhoist r2 above i0r\nunroll i0r\nunroll i1r\nbind i0b gpu_block\n"
             "bind i1b gpu_block\nbind i0t gpu_thread\nbind i1t gpu_thread\n");
-  // Since session 9: four vectors of partial sums, not one.
-  EXPECT_EQ(sched("gemv:1024x1024", t[1]), "rfactor r1 by 32 -> r1o, r1i\nvectorize r1i\n");
+  // Since session 9: four vectors of partial sums, not one; since session
+  // 18, their fold's rounds of 2 lanes or more vectorized.
+  EXPECT_EQ(sched("gemv:1024x1024", t[1]),
+            "rfactor r1 by 32 -> r1o, r1i\nvectorize r1i\nvectorize r1i_fold\nvectorize r1i_fold_1\n"
+            "vectorize r1i_fold_2\nvectorize r1i_fold_3\n");
   EXPECT_EQ(sched("softmax:64x1000", t[3]), "spread i0 over 128 -> thr\nbind i0 gpu_block\nbind thr gpu_thread\n");
 }
 
