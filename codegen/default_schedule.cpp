@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <set>
 
@@ -108,7 +109,24 @@ void vectorize_reductions(const Kernel& k, int lanes, int vectors, Schedule* s) 
     int64_t e = 0;
     if (!scalar_acc || !const_extent(loop, &e) || e % lanes != 0 || e < 4 * lanes) return;
     int64_t f = lanes * std::max(vectors, 1);
-    while (f > lanes && (e % f != 0 || e < 4 * f)) f /= 2;
+    // Partials no wider than the period of the loads' indices: a 4-bit
+    // matrix's bytes are read at (r / 32) * 16 + r % 16, whose 16-lane vectors
+    // are one contiguous load (the nibble's choice uniform across them) but
+    // whose 64-lane ones are gathers (stories110M q4 decode 29-32 tok/s with
+    // 64 lanes, against q8's 156-186).
+    int64_t period = std::numeric_limits<int64_t>::max();
+    std::function<bool(const Expr&)> mentions = [&](const Expr& x) {
+      if (x->kind == ExprKind::Var && x->name == loop->var) return true;
+      return std::any_of(x->args.begin(), x->args.end(), mentions);
+    };
+    std::function<void(const Expr&, bool)> scan = [&](const Expr& x, bool in_index) {
+      if (in_index && x->kind == ExprKind::Binary && (x->binop == BinOp::Div || x->binop == BinOp::Mod) &&
+          x->args[1]->kind == ExprKind::Const && x->args[1]->ival > 1 && mentions(x->args[0]))
+        period = std::min(period, x->args[1]->ival);
+      for (const Expr& a : x->args) scan(a, in_index || x->kind == ExprKind::Load);
+    };
+    scan(acc->value, false);
+    while (f > lanes && (e % f != 0 || e < 4 * f || f > period)) f /= 2;
     std::string o = fresh(k, loop->var + "o"), i = fresh(k, loop->var + "i");
     s->rfactor(loop->var, f, o, i).vectorize(i);
     // The partials' tree (rfactor's fold rounds: f/2, f/4, ... lanes) as
