@@ -109,11 +109,13 @@ void vectorize_reductions(const Kernel& k, int lanes, int vectors, Schedule* s) 
     int64_t e = 0;
     if (!scalar_acc || !const_extent(loop, &e) || e % lanes != 0 || e < 4 * lanes) return;
     int64_t f = lanes * std::max(vectors, 1);
-    // Partials no wider than the period of the loads' indices: a 4-bit
-    // matrix's bytes are read at (r / 32) * 16 + r % 16, whose 16-lane vectors
-    // are one contiguous load (the nibble's choice uniform across them) but
-    // whose 64-lane ones are gathers (stories110M q4 decode 29-32 tok/s with
-    // 64 lanes, against q8's 156-186).
+    while (f > lanes && (e % f != 0 || e < 4 * f)) f /= 2;
+    // Vectors no wider than the period of the loads' indices: a 4-bit
+    // matrix's bytes are read at (r / 32) * 16 + r % 16, one contiguous load
+    // (the nibble's choice uniform) over 16 lanes but a gather over 64
+    // (stories110M q4 decode 29-32 tok/s so, q8 156-186). The partials stay f
+    // wide, as vectors of `period` lanes side by side (unrolled); where the
+    // period is narrower than a vector, the partials narrow to it instead.
     int64_t period = std::numeric_limits<int64_t>::max();
     std::function<bool(const Expr&)> mentions = [&](const Expr& x) {
       if (x->kind == ExprKind::Var && x->name == loop->var) return true;
@@ -126,9 +128,15 @@ void vectorize_reductions(const Kernel& k, int lanes, int vectors, Schedule* s) 
       for (const Expr& a : x->args) scan(a, in_index || x->kind == ExprKind::Load);
     };
     scan(acc->value, false);
-    while (f > lanes && (e % f != 0 || e < 4 * f || f > period)) f /= 2;
+    bool side_by_side = f > period && period >= lanes && f % period == 0;
+    while (f > lanes && f > period && !side_by_side) f /= 2;
     std::string o = fresh(k, loop->var + "o"), i = fresh(k, loop->var + "i");
-    s->rfactor(loop->var, f, o, i).vectorize(i);
+    if (side_by_side) {
+      std::string v = fresh(k, loop->var + "v"), l = fresh(k, loop->var + "l");
+      s->rfactor(loop->var, f, o, i).split(i, period, v, l).unroll(v).vectorize(l);
+    } else {
+      s->rfactor(loop->var, f, o, i).vectorize(i);
+    }
     // The partials' tree (rfactor's fold rounds: f/2, f/4, ... lanes) as
     // vector adds of halves, not scalar code for LLVM to piece together.
     int round = 0;
