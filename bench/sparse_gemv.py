@@ -9,6 +9,8 @@ weights, `vals` f32[out, in/2], and `sel` u8[out, in/2] says which of the 4
 holds x[4 * (j / 2) + c] for c = 0..3 at column j (a copy of x, 8 floats per
 group of 4 inputs, made once per product), and each kept weight picks its x
 from those four rows by three compares and selects, all loads contiguous.
+`xe` is an input here: building it (8 floats per 4 inputs, 32 KB at in =
+4096) is not timed, so the ratio is the GEMV's alone.
 Bytes: 4 * in per row dense, 2.5 * in compressed (f32 values and a byte of
 selector each). The matrix should be larger than the last-level cache.
 

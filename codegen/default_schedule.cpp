@@ -118,13 +118,9 @@ void vectorize_reductions(const Kernel& k, int lanes, int vectors, Schedule* s) 
     // side by side (unrolled); where the period does not fit that, the
     // partials narrow to it instead.
     int64_t period = std::numeric_limits<int64_t>::max();
-    std::function<bool(const Expr&)> mentions = [&](const Expr& x) {
-      if (x->kind == ExprKind::Var && x->name == loop->var) return true;
-      return std::any_of(x->args.begin(), x->args.end(), mentions);
-    };
     std::function<void(const Expr&, bool)> scan = [&](const Expr& x, bool in_index) {
       if (in_index && x->kind == ExprKind::Binary && (x->binop == BinOp::Div || x->binop == BinOp::Mod) &&
-          x->args[1]->kind == ExprKind::Const && x->args[1]->ival > 1 && mentions(x->args[0]))
+          x->args[1]->kind == ExprKind::Const && x->args[1]->ival > 1 && uses_var(x->args[0], loop->var))
         period = std::min(period, x->args[1]->ival);
       for (const Expr& a : x->args) scan(a, in_index || x->kind == ExprKind::Load);
     };

@@ -374,14 +374,11 @@ class Builder {
 
   // Every layer over the residual stream x [S, D]; `attention(l, q, k, v)`
   // gives a layer's attention output [S, D] (prefill and decode differ only
-  // there). Each layer's keys and values go to *kv_out, for the cache.
-  int decoder(int x, int positions, const std::function<int(int64_t, int, int, int)>& attention,
-              std::vector<int>* kv_out) {
+  // there); it also records the keys and values that go into the cache.
+  int decoder(int x, int positions, const std::function<int(int64_t, int, int, int)>& attention) {
     for (int64_t l = 0; l < c_.layers; ++l) {
       std::string p = layer_prefix(c_, l);
       auto [q, k, v] = qkv(norm1(x, p), p, positions);
-      kv_out->push_back(k);
-      kv_out->push_back(v);
       x = add(x, attn_out(attention(l, q, k, v), p));
       x = add(x, mlp(norm2(x, p), p));
     }
@@ -898,7 +895,7 @@ Graph llm_prefill_graph(const LlmConfig& c, DType dt, int64_t seq, WeightFormat 
   int last = g.input("last", i32, {1});
   int64_t hd = c.head_dim(), group = c.heads / c.kv_heads;
   double scale = 1.0 / std::sqrt(double(hd));
-  std::vector<int> kv_out, kv_rows;  // the decoder's keys and values; the same in the cache's dtype
+  std::vector<int> kv_rows;  // each layer's keys and values in the cache's dtype
   int x = b.decoder(b.embed(tokens, positions), positions, [&](int64_t, int q, int k, int v) {
     // The attention reads the keys and values the cache gets, as decode
     // steps will (with an f16 cache: rounded to f16), from the rows that
@@ -921,7 +918,7 @@ Graph llm_prefill_graph(const LlmConfig& c, DType dt, int64_t seq, WeightFormat 
     pr = g.reshape(b.to_dt(pr), {c.kv_heads, group * seq, seq});
     int o = g.contract(pr, g.permute(v, {1, 0, 2}));  // [KVH, G*S, hd]
     return g.reshape(g.permute(g.reshape(o, {c.kv_heads, group, seq, hd}), {2, 0, 1, 3}), {seq, c.dim});
-  }, &kv_out);
+  });
   g.outputs = {b.logits(g.gather(x, last, 0))};
   for (int n : kv_rows) g.outputs.push_back(n);
   return g;
@@ -944,7 +941,7 @@ Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf, std::optio
   int cache_new = g.input("cache_new", boolean, {past});
   int64_t hd = c.head_dim(), group = c.heads / c.kv_heads;
   double scale = 1.0 / std::sqrt(double(hd));
-  std::vector<int> kv_out, kv_rows;  // the decoder's keys and values; the same in the cache's dtype
+  std::vector<int> kv_rows;  // each layer's keys and values in the cache's dtype
   int x = b.decoder(b.embed(token, position), position, [&](int64_t l, int q, int k, int v) {
     int kc = g.input("k_cache." + std::to_string(l), kt, {past, c.kv_heads, hd});
     int vc = g.input("v_cache." + std::to_string(l), kt, {past, c.kv_heads, hd});
@@ -965,7 +962,7 @@ Graph llm_decode_graph(const LlmConfig& c, DType dt, WeightFormat wf, std::optio
     int pr = b.to_dt(b.div(e, b.bcast(g.reduce(Op::ReduceSum, e, {2}), b.shape(e))));
     int o = g.contract(pr, g.permute(values, {1, 0, 2}));  // [KVH, G, hd]
     return g.reshape(o, {1, c.dim});
-  }, &kv_out);
+  });
   int logits = b.logits(x);
   g.outputs = {logits};
   for (int n : kv_rows) g.outputs.push_back(n);
