@@ -784,31 +784,77 @@ TEST(CudaCodegen, KernelsWaitForTheirPredecessor) {
 }
 
 // A GEMV's immutable weight (Node::immutable: no kernel writes it) keeps
-// `const __restrict__`, so its loads may be read-only ones issued before the
-// wait; its vector x, another kernel's output, is read with plain loads.
-TEST(CudaCodegen, ImmutableInputsAreReadOnlyLoads) {
-  Graph g;
-  int w = g.immutable_input("w", f32, {256, 512});
-  g.outputs = {g.contract(w, g.input("x", f32, {512, 1}))};
-  Kernel k = scheduled(lower(g).kernels[0]);
-  int wi = -1, xi = -1;
-  for (int i : k.global_buffers()) {
-    if (k.buffers[i].name == "w") wi = i;
-    if (k.buffers[i].name == "x") xi = i;
+// `const __restrict__`; the pieces its unrolled loop reads, up to 256 bytes a
+// thread, are loaded into registers before griddepcontrol.wait with plain
+// loads (ptxas keeps those there; it moved read-only ones after the wait).
+// Its vector x, another kernel's output, is read after the wait.
+// KILN_CUDA_PRELOAD=0 reads the weight after the wait too.
+TEST(CudaCodegen, ImmutableWeightsAreReadBeforeTheWait) {
+  for (int64_t k : {512, 32768}) {
+    SCOPED_TRACE(k);
+    Graph g;
+    int w = g.immutable_input("w", f32, {256, k});
+    g.outputs = {g.contract(w, g.input("x", f32, {k, 1}))};
+    Kernel kernel = scheduled(lower(g).kernels[0]);
+    int wi = -1, xi = -1;
+    for (int i : kernel.global_buffers()) {
+      if (kernel.buffers[i].name == "w") wi = i;
+      if (kernel.buffers[i].name == "x") xi = i;
+    }
+    ASSERT_GE(wi, 0);
+    ASSERT_GE(xi, 0);
+    EXPECT_TRUE(kernel.buffers[wi].immutable);
+    EXPECT_FALSE(kernel.buffers[xi].immutable);
+    std::string src = emit_cuda(kernel, "f"), w_name = "buf" + std::to_string(wi), x_name = "buf" + std::to_string(xi);
+    EXPECT_TRUE(contains(src, "const float* __restrict__ " + w_name)) << src;
+    EXPECT_TRUE(contains(src, "const float* " + x_name)) << src;
+    size_t wait = src.find("griddepcontrol.wait");
+    ASSERT_NE(wait, std::string::npos) << src;
+    ASSERT_NE(src.find(w_name + " + ("), std::string::npos) << src;
+    EXPECT_GT(src.find(x_name + " + ("), wait) << src;
+    std::string ptx = compile_cuda_to_ptx(kernel, "sm_90");
+    if (k == 512) {  // one 16-byte piece a thread
+      EXPECT_LT(src.find("ld.global.v4.u32"), wait) << src;
+      EXPECT_LT(src.find(w_name + " + ("), wait) << src;
+      EXPECT_LT(ptx.find("ld.global.v4.u32"), ptx.find("griddepcontrol.wait")) << ptx;
+      EXPECT_FALSE(contains(ptx, "ld.global.nc")) << ptx;
+    } else {  // 32 pieces a thread: past the registers' 256 bytes, read after the wait
+      EXPECT_FALSE(contains(src, "ld.global.v4.u32")) << src;
+      EXPECT_GT(src.find(w_name + " + ("), wait) << src;
+      EXPECT_TRUE(contains(ptx, "ld.global.nc")) << ptx;
+    }
   }
-  ASSERT_GE(wi, 0);
-  ASSERT_GE(xi, 0);
-  EXPECT_TRUE(k.buffers[wi].immutable);
-  EXPECT_FALSE(k.buffers[xi].immutable);
-  std::string src = emit_cuda(k, "f");
-  EXPECT_TRUE(contains(src, "const float* __restrict__ buf" + std::to_string(wi))) << src;
-  EXPECT_TRUE(contains(src, "const float* buf" + std::to_string(xi))) << src;
-  std::string ptx = compile_cuda_to_ptx(k, "sm_90");
-  EXPECT_TRUE(contains(ptx, "ld.global.nc")) << ptx;
-  // The same graph without the flag: no read-only loads at all.
+  // A q4 GEMV's weight bytes and its groups' scales.
+  {
+    Program p = lower(make_workload("llm-decode:stories15m:40:q4", f16).graph);
+    int preloaded = 0;
+    for (const Kernel& k : p.kernels) {
+      std::string src = emit_cuda(scheduled(k), "f");
+      if (!contains(src, "kiln_dequant_f16x2(kiln_b")) continue;
+      size_t wait = src.find("griddepcontrol.wait");
+      EXPECT_LT(src.find("_weight an iteration, read before the wait"), wait) << src;
+      EXPECT_LT(src.find("_weight_scale, read before the wait"), wait) << src;
+      ++preloaded;
+    }
+    EXPECT_GT(preloaded, 0);
+  }
+  // Turned off: the weight is read after the wait, read-only.
+  {
+    Graph g;
+    g.outputs = {g.contract(g.immutable_input("w", f32, {256, 512}), g.input("x", f32, {512, 1}))};
+    Kernel kernel = scheduled(lower(g).kernels[0]);
+    setenv("KILN_CUDA_PRELOAD", "0", 1);
+    std::string src = emit_cuda(kernel, "f"), ptx = compile_cuda_to_ptx(kernel, "sm_90");
+    unsetenv("KILN_CUDA_PRELOAD");
+    EXPECT_FALSE(contains(src, "ld.global.v4.u32")) << src;
+    EXPECT_TRUE(contains(ptx, "ld.global.nc")) << ptx;
+  }
+  // The same graph without the flag: no read-only loads and nothing early.
   Graph plain;
   plain.outputs = {plain.contract(plain.input("w", f32, {256, 512}), plain.input("x", f32, {512, 1}))};
-  EXPECT_FALSE(contains(compile_cuda_to_ptx(scheduled(lower(plain).kernels[0]), "sm_90"), "ld.global.nc"));
+  Kernel kernel = scheduled(lower(plain).kernels[0]);
+  EXPECT_FALSE(contains(emit_cuda(kernel, "f"), "ld.global.v4.u32"));
+  EXPECT_FALSE(contains(compile_cuda_to_ptx(kernel, "sm_90"), "ld.global.nc"));
 }
 
 // ptxas 13.0 drops some negations it folds into sm_90's three-input integer
