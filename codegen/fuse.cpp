@@ -205,6 +205,36 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
     }
   }
 
+  // A reduction over extents of 1 only is a copy into another layout (an s24
+  // GEMV's spread vector). Its operand, where computed from reductions or
+  // contractions that only it reads (the gate's and up's sums in silu(gate) * up), is
+  // stored in its own layout: the kernel that stores it takes those as
+  // stages, which the copy's kernel, of another shape, could not.
+  auto reads_stage = [&](int o) {
+    std::vector<int> todo{o};
+    std::set<int> seen;
+    while (!todo.empty()) {
+      int u = todo.back();
+      todo.pop_back();
+      if (!seen.insert(u).second) continue;
+      if (is_stage_op(g.nodes[u].op)) return true;  // (stored until a kernel takes it as a stage)
+      // Stored values, and values that others read too (a residual stream,
+      // stored once below), end the search.
+      if (u != o && (plan.materialized[u] || consumers[u].size() > 1)) continue;
+      for (int in : g.nodes[u].inputs) todo.push_back(in);
+    }
+    return false;
+  };
+  for (int i = 0; i < n && opt.enabled; ++i) {
+    const Node& r = g.nodes[i];
+    if (op_class(r.op) != OpClass::Reduce) continue;
+    const Shape& in = g.nodes[r.inputs[0]].shape;
+    if (!std::all_of(r.axes.begin(), r.axes.end(), [&](int64_t a) { return in[size_t(a)].is_one(); })) continue;
+    int o = r.inputs[0];
+    while (!plan.materialized[o] && op_class(g.nodes[o].op) == OpClass::Movement) o = g.nodes[o].inputs[0];
+    if (!plan.materialized[o] && is_elementwise(g.nodes[o].op) && reads_stage(o)) plan.materialized[o] = true;
+  }
+
   // Consumers before producers: each node learns which kernels evaluate it, and a
   // stage-able node read by exactly one compatible kernel joins that kernel.
   std::vector<std::set<int>> evaluated_by(n);

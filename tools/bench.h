@@ -18,8 +18,8 @@ class CompiledGraph;
 struct BenchOptions {
   std::string device = "cpu";
   DType dtype = f32;
-  // `--dtype q8|q4|q4z`: language models with quantized matrices (llm:CONFIG
-  // only); empty: dense.
+  // `--dtype q8|q4|q4z|s24`: language models with quantized (or 2:4 sparse)
+  // matrices (llm:CONFIG only); empty: dense.
   std::string format;
   int reps = 10;
   int warmup = 2;

@@ -227,7 +227,7 @@ int main_impl(int argc, char** argv) {
   gen->add_option("--prompt", ga.prompt, "the prompt");
   gen->add_option("--max-tokens", ga.max_tokens, "tokens to generate")->check(CLI::Range(1, 1000000));
   gen->add_option("--device", ga.device, "device, or best: cuda if found, else vulkan on a real GPU, else cpu");
-  gen->add_option("--dtype", ga.dtype, "f32, f16, bf16, or q8, q4, q4z (quantized matrices; f32 activations on the CPU, f16 elsewhere)");
+  gen->add_option("--dtype", ga.dtype, "f32, f16, bf16, or q8, q4, q4z (quantized matrices), s24 (2:4 sparse, compressed; pruned if dense); f32 activations on the CPU, f16 elsewhere");
   gen->add_option("--temperature", ga.sampling.temperature, "0: greedy")->check(CLI::Range(0.0, 100.0));
   gen->add_option("--top-k", ga.sampling.top_k, "keep the k likeliest tokens (0: all)")->check(CLI::Range(0, 1 << 30));
   gen->add_option("--top-p", ga.sampling.top_p, "nucleus sampling mass")->check(CLI::Range(1e-9, 1.0));
@@ -235,11 +235,11 @@ int main_impl(int argc, char** argv) {
   gen->add_flag("--print-ids", ga.print_ids, "also print the prompt's and the generated token ids on stderr");
   gen->add_option("--kv-dtype", ga.kv_dtype, "the KV cache's dtype, f32, f16 or bf16 (default: f16 for q8/q4/q4z models with f32 activations, else the activations')");
 
-  auto* quant = app.add_subcommand("quantize", "write a language model with quantized matrices (q8, q4, q4z)");
+  auto* quant = app.add_subcommand("quantize", "write a language model with quantized (q8, q4, q4z) or 2:4-compressed (s24) matrices");
   std::string model_in, model_out, scheme;
   quant->add_option("in", model_in, "a checkpoint folder or GGUF file")->required();
   quant->add_option("out", model_out, "the folder to write")->required();
-  quant->add_option("--scheme", scheme, "q8, q4 or q4z")->required();
+  quant->add_option("--scheme", scheme, "q8, q4, q4z, or s24 (2:4 sparse, compressed: the 2 largest of each 4 inputs kept)")->required();
 
   auto* prune = app.add_subcommand("prune", "write a language model with its smallest weights zeroed");
   double sparsity = -1;
@@ -253,7 +253,7 @@ int main_impl(int argc, char** argv) {
   CLI::App* cache_cmd = add_cache_command(app);
   CLI::App* tune = add_tune_command(app);
   CLI11_PARSE(app, argc, argv);
-  if (dtype_s == "q8" || dtype_s == "q4" || dtype_s == "q4z") bo.format = dtype_s;
+  if (dtype_s == "q8" || dtype_s == "q4" || dtype_s == "q4z" || dtype_s == "s24") bo.format = dtype_s;
   DType dtype = bo.format.empty() ? parse_dtype(dtype_s) : f32;
   if (app.got_subcommand("devices")) return cmd_devices();
   if (app.got_subcommand(dump)) return cmd_dump(what, stage, dtype, dev);

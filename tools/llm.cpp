@@ -101,10 +101,10 @@ double measured_bandwidth(Device& dev) {
   return 0;
 }
 
-// "q8", "q4", "q4z": quantized matrices, with activations in f32 on the CPU
-// and f16 on GPUs.
+// "q8", "q4", "q4z": quantized matrices, "s24": 2:4 sparse ones (pruned
+// where given dense), with activations in f32 on the CPU and f16 on GPUs.
 std::pair<DType, WeightFormat> model_dtype(const std::string& name, const Device& dev) {
-  if (name != "q8" && name != "q4" && name != "q4z") return {parse_dtype(name), WeightFormat::dense};
+  if (name != "q8" && name != "q4" && name != "q4z" && name != "s24") return {parse_dtype(name), WeightFormat::dense};
   return {dev.info().backend == "cpu" ? f32 : f16, parse_weight_format(name)};
 }
 

@@ -1,4 +1,4 @@
-// `kiln quantize IN OUT --scheme q8|q4|q4z` and `kiln prune IN OUT --sparsity S
+// `kiln quantize IN OUT --scheme q8|q4|q4z|s24` and `kiln prune IN OUT --sparsity S
 // | --pattern 2:4`: load_llm, rewrite the matrices, save_llm.
 #include "tools/quantize.h"
 

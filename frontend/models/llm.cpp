@@ -1,6 +1,7 @@
 #include "frontend/models/llm.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <numbers>
@@ -86,7 +87,9 @@ class Builder {
     auto s = shapes_.find(name);
     if (s == shapes_.end()) throw Error("llm: no weight named '" + name + "' in config " + c_.name);
     Shape shape(s->second.begin(), s->second.end());
-    if (wf_ == WeightFormat::dense || shape.size() != 2) return weights_[name] = g_.immutable_input(name, dt_, shape);
+    if (wf_ == WeightFormat::dense || shape.size() != 2 || (wf_ == WeightFormat::s24 && is_embedding_table(name)))
+      return weights_[name] = g_.immutable_input(name, dt_, shape);
+    if (wf_ == WeightFormat::s24) return weights_[name] = densify_2_4(name, shape);
     if (wf_ != WeightFormat::q8) return weights_[name] = dequantize_q4(name, shape);
     int q = g_.cast(quantized(name), f32);
     int scale = g_.reshape(scale_of(name), {shape[0], 1});
@@ -122,6 +125,71 @@ class Builder {
     return to_dt(g_.reshape(g_.reshape(v, {out * in}), dims));
   }
 
+  // An s24 matrix's kept values [out, in/2] and their positions (u8).
+  std::pair<int, int> sparse_parts(const std::string& name) {
+    const std::vector<int64_t>& s = shapes_.at(name);
+    if (s[1] % 4)
+      throw Error("llm: matrix '" + name + "' has " + std::to_string(s[1]) + " inputs; s24 needs a multiple of 4");
+    auto it = weights_.find(name + "#vals");
+    if (it == weights_.end()) {
+      weights_[name + "#vals"] = g_.immutable_input(name, dt_, {s[0], s[1] / 2});
+      weights_[name + ".sel"] = g_.immutable_input(name + ".sel", u8, {s[0], s[1] / 2});
+    }
+    return {weights_.at(name + "#vals"), weights_.at(name + ".sel")};
+  }
+
+  // An s24 matrix [out, in] as dense values: element 4g + c of a row is the
+  // kept value of group g whose position is c, else 0 (a prologue that
+  // fusion inlines into the matmul that reads it, like a q4 dequantization).
+  int densify_2_4(const std::string& name, const Shape& dims) {
+    int64_t out = dims[0].value, in = dims[1].value;
+    auto [vals, sel] = sparse_parts(name);
+    Shape s3{out, in / 4, 4};
+    // The positions 0, 1, 2, 3 along the last axis.
+    int pos = g_.constant(0, u8, {1, 1, 4});
+    for (int64_t c = 1; c < 4; ++c) pos = add(pos, g_.pad(g_.constant(double(c), u8, {1, 1, 1}), {0, 0, c}, {0, 0, 3 - c}));
+    pos = bcast(pos, s3);
+    auto kept = [&](int node, int64_t k) {
+      int v = g_.reshape(node, {out, in / 4, 2});
+      return bcast(g_.slice(v, {0, 0, k}, {kSliceEnd, kSliceEnd, k + 1}, {1, 1, 1}), s3);
+    };
+    int zero = fill(0, dt_, s3);
+    int w = g_.where(g_.binary(Op::CmpEq, kept(sel, 0), pos), kept(vals, 0),
+                     g_.where(g_.binary(Op::CmpEq, kept(sel, 1), pos), kept(vals, 1), zero));
+    return g_.reshape(w, dims);
+  }
+
+  // Rows [first, first + rows) of the s24 matrix times the row x [1, in], as
+  // a row [1, rows]: only the kept values are read, each multiplying the x
+  // its position picks. xe [4, in/2] holds x[4 * (j / 2) + c] in row c at
+  // column j, stored once per x (a sum over one element: fusion stores a
+  // reduction that no kernel can take as a stage), so that every load is
+  // contiguous and the pick is three compares and selects, no gather. The
+  // sum runs over the first axis of the product's transposed view, so the
+  // result is a row and its epilogue (a residual add, silu(gate) * up) can
+  // share its kernel.
+  std::map<int, int> spread_;                              // x -> its xe
+  std::map<std::pair<int, std::string>, int> gained_;      // (x, a norm's gain) -> g * x
+  int sparse_row(int x, const std::string& w_name, int64_t first, int64_t rows) {
+    auto [vals, sel] = sparse_parts(w_name);
+    int64_t in = shapes_.at(w_name)[1], half = in / 2;
+    if (first != 0 || shapes_.at(w_name)[0] != rows) {
+      vals = g_.slice(vals, {first, 0}, {first + rows, kSliceEnd}, {1, 1});
+      sel = g_.slice(sel, {first, 0}, {first + rows, kSliceEnd}, {1, 1});
+    }
+    if (!spread_.count(x)) {
+      int xe = g_.expand(g_.reshape(x, {in / 4, 1, 4}), {in / 4, 2, 4});
+      xe = g_.permute(g_.reshape(xe, {half, 4}), {1, 0});
+      spread_[x] = g_.reshape(g_.reduce(Op::ReduceSum, g_.reshape(xe, {4, half, 1}), {2}), {4, half});
+    }
+    int xe = spread_.at(x);
+    Shape s{rows, half};
+    auto row = [&](int64_t c) { return bcast(g_.slice(xe, {c, 0}, {c + 1, kSliceEnd}, {1, 1}), s); };
+    auto at = [&](int64_t c) { return g_.binary(Op::CmpEq, sel, fill(double(c), u8, s)); };
+    int pick = g_.where(at(0), row(0), g_.where(at(1), row(1), g_.where(at(2), row(2), row(3))));
+    return g_.reduce(Op::ReduceSum, g_.permute(mul(vals, pick), {1, 0}), {0});
+  }
+
   int rope_table(const std::string& name) {
     auto it = weights_.find(name);
     if (it != weights_.end()) return it->second;
@@ -152,8 +220,14 @@ class Builder {
   int linear(int x, const std::string& w_name, const std::string& b_name = "") {
     if (auto it = pending_norm_.find(x); it != pending_norm_.end()) return normed_linear(it->second, w_name, b_name);
     bool q8 = wf_ == WeightFormat::q8;
-    int w = q8 ? g_.cast(quantized(w_name), dt_) : weight(w_name);
     Dim rows = shape(x)[0];
+    if (rows.is_one() && sparse(w_name)) {
+      int64_t out = shapes_.at(w_name)[0];
+      int y = sparse_row(x, w_name, 0, out);
+      if (!b_name.empty()) y = add(y, bcast(g_.reshape(weight(b_name), {1, out}), shape(y)));
+      return y;
+    }
+    int w = q8 ? g_.cast(quantized(w_name), dt_) : weight(w_name);
     Dim in = shape(x)[1], out = shape(w)[0];
     int y = rows.is_one() ? g_.reshape(g_.contract(w, g_.reshape(x, {in, 1})), {1, out})
                           : g_.contract(x, g_.permute(w, {1, 0}));
@@ -188,10 +262,27 @@ class Builder {
     return norm_scales_[{x, rows}] = g_.unary(Op::Recip, g_.unary(Op::Sqrt, add(ms, fill(c_.norm_eps, f32, shape(ms)))));
   }
 
+  // The same as a row [1, rows], for the s24 GEMVs' row results.
+  int norm_scale_row(int x, int64_t rows) {
+    auto it = norm_scales_.find({x, -rows});
+    if (it != norm_scales_.end()) return it->second;
+    int xf = f32_of(x);
+    int sq = g_.reshape(mul(xf, xf), {shape(x)[1], 1});
+    int ss = g_.reduce(Op::ReduceSum, bcast(sq, {shape(x)[1], Dim(rows)}), {0});
+    int ms = scale(ss, 1.0 / double(c_.dim));
+    return norm_scales_[{x, -rows}] = g_.unary(Op::Recip, g_.unary(Op::Sqrt, add(ms, fill(c_.norm_eps, f32, shape(ms)))));
+  }
+
   // Rows [first, first + rows) of W times the normed row, as a column
   // [rows, 1] in the model's dtype (a GEMV's natural layout: its epilogue and
   // its norm's sum of squares share the contraction's output points).
   int normed_column(const PendingNorm& n, const std::string& w_name, int64_t first, int64_t rows) {
+    if (sparse(w_name)) {  // a row [1, rows]: every caller reshapes the column to one
+      int x = n.x;
+      auto key = std::make_pair(x, n.gain);
+      if (!gained_.count(key)) gained_[key] = mul(x, bcast(g_.reshape(weight(n.gain), {1, shape(x)[1]}), shape(x)));
+      return to_dt(mul(f32_of(sparse_row(gained_.at(key), w_name, first, rows)), norm_scale_row(x, rows)));
+    }
     bool q8 = wf_ == WeightFormat::q8;
     int w = q8 ? g_.cast(quantized(w_name), dt_) : weight(w_name);
     int x = n.x;
@@ -226,6 +317,12 @@ class Builder {
     int stand_in = g_.reshape(x, shape(x));
     pending_norm_[stand_in] = {x, w_name};
     return stand_in;
+  }
+
+  // Whether `name` is a matrix this model stores as s24.
+  bool sparse(const std::string& name) const {
+    auto s = shapes_.find(name);
+    return wf_ == WeightFormat::s24 && s != shapes_.end() && s->second.size() == 2 && !is_embedding_table(name);
   }
 
   int quantized(const std::string& name) {
@@ -524,7 +621,7 @@ HostTensor stack_rows(const std::vector<const HostTensor*>& parts) {
 
 std::map<std::string, HostTensor> stack_llm_weights(const LlmConfig& c, std::map<std::string, HostTensor> weights) {
   for (auto& [name, parts] : llm_stacked_weights(c))
-    for (std::string suffix : {"", ".scale", ".min"}) {
+    for (std::string suffix : {"", ".scale", ".min", ".sel"}) {
       std::vector<const HostTensor*> found;
       for (const std::string& part : parts)
         if (auto it = weights.find(part + suffix); it != weights.end()) found.push_back(&it->second);
@@ -624,7 +721,9 @@ uint16_t f16_up(float v) {
 }
 uint16_t f16_down(float v) { return f16_up(-v) ^ 0x8000; }
 
-bool is_aux_name(const std::string& name) { return name.ends_with(".scale") || name.ends_with(".min"); }
+bool is_aux_name(const std::string& name) {
+  return name.ends_with(".scale") || name.ends_with(".min") || name.ends_with(".sel");
+}
 
 // Quantizes every float matrix of `weights` to q4 (zero_point false) or q4z.
 std::map<std::string, HostTensor> quantize_4bit(const std::map<std::string, HostTensor>& weights, bool zero_point) {
@@ -694,6 +793,22 @@ HostTensor dequantized(const std::map<std::string, HostTensor>& weights, const s
   const HostTensor& q = weights.at(name);
   if (q.sizes.size() != 2) throw Error("weights: '" + name + "' is " + describe(q) + ", not a matrix");
   int64_t rows = q.sizes[0];
+  if (f == WeightFormat::s24) {
+    int64_t half = q.sizes[1];
+    if (half % 2) throw Error("weights: s24 matrix '" + name + "' is " + describe(q) + "; its rows must hold whole groups of 2");
+    const uint8_t* sel = aux(weights, name + ".sel", u8, {rows, half}).ptr<uint8_t>();
+    HostTensor out(f32, {rows, 2 * half});
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < half; ++j) {
+        if (sel[r * half + j] > 3)
+          throw Error("weights: '" + name + ".sel' holds " + std::to_string(sel[r * half + j]) +
+                      "; a position in a group of 4 is 0-3");
+        if (j % 2 == 1 && sel[r * half + j] <= sel[r * half + j - 1])
+          throw Error("weights: '" + name + ".sel' gives a group's two positions out of order");
+        out.ptr<float>()[r * 2 * half + 4 * (j / 2) + sel[r * half + j]] = float(q.get(r * half + j));
+      }
+    return out;
+  }
   if (f == WeightFormat::q8) {
     int64_t cols = q.sizes[1];
     const float* s = aux(weights, name + ".scale", f32, {rows}).ptr<float>();
@@ -755,14 +870,15 @@ std::string weight_format_name(WeightFormat f) {
     case WeightFormat::q8: return "q8";
     case WeightFormat::q4: return "q4";
     case WeightFormat::q4z: return "q4z";
+    case WeightFormat::s24: return "s24";
   }
   return "?";
 }
 
 WeightFormat parse_weight_format(const std::string& name) {
-  for (WeightFormat f : {WeightFormat::dense, WeightFormat::q8, WeightFormat::q4, WeightFormat::q4z})
+  for (WeightFormat f : {WeightFormat::dense, WeightFormat::q8, WeightFormat::q4, WeightFormat::q4z, WeightFormat::s24})
     if (weight_format_name(f) == name) return f;
-  throw Error("unknown weight format '" + name + "' (dense, q8, q4, q4z)");
+  throw Error("unknown weight format '" + name + "' (dense, q8, q4, q4z, s24)");
 }
 
 std::map<std::string, HostTensor> quantize_q4(const std::map<std::string, HostTensor>& weights) {
@@ -779,7 +895,7 @@ WeightFormat stored_format(const std::map<std::string, HostTensor>& weights, con
     case DType::i8: return WeightFormat::q8;
     case DType::u8: return weights.count(name + ".min") ? WeightFormat::q4z : WeightFormat::q4;
     default:
-      if (is_float(it->second.dtype)) return WeightFormat::dense;
+      if (is_float(it->second.dtype)) return weights.count(name + ".sel") ? WeightFormat::s24 : WeightFormat::dense;
       throw Error("weights: '" + name + "' is " + describe(it->second) + "; no weight format stores that");
   }
 }
@@ -796,7 +912,7 @@ std::map<std::string, HostTensor> convert_weights(const std::map<std::string, Ho
     WeightFormat f = stored_format(weights, name);
     if (f == to) {
       out.emplace(name, w);
-      for (const char* suffix : {".scale", ".min"})
+      for (const char* suffix : {".scale", ".min", ".sel"})
         if (auto a = weights.find(name + suffix); a != weights.end()) out.emplace(a->first, a->second);
       continue;
     }
@@ -807,6 +923,7 @@ std::map<std::string, HostTensor> convert_weights(const std::map<std::string, Ho
     case WeightFormat::q8: floats = quantize_q8(floats); break;
     case WeightFormat::q4: floats = quantize_q4(floats); break;
     case WeightFormat::q4z: floats = quantize_q4z(floats); break;
+    case WeightFormat::s24: floats = compress_2_4(floats); break;
   }
   out.merge(floats);
   return out;
@@ -844,6 +961,40 @@ std::map<std::string, HostTensor> prune_2_4(const std::map<std::string, HostTens
   });
 }
 
+std::map<std::string, HostTensor> compress_2_4(const std::map<std::string, HostTensor>& weights) {
+  std::map<std::string, HostTensor> out;
+  for (const auto& [name, w] : weights) {
+    if (w.sizes.size() != 2 || is_embedding_table(name) || is_aux_name(name)) {
+      out.emplace(name, w);
+      continue;
+    }
+    if (!is_float(w.dtype)) throw Error("compress_2_4: matrix '" + name + "' is " + describe(w) + ", not float");
+    int64_t rows = w.sizes[0], cols = w.sizes[1];
+    if (cols % 4) throw Error("compress_2_4: matrix '" + name + "' has " + std::to_string(cols) + " inputs; 2:4 needs a multiple of 4");
+    HostTensor vals(w.dtype, {rows, cols / 2}), sel(u8, {rows, cols / 2});
+    ThreadPool::global().parallel_for(0, rows, [&](int64_t rb, int64_t re) {
+      for (int64_t r = rb; r < re; ++r)
+        for (int64_t g = 0; g < cols / 4; ++g) {
+          // The two largest |w| (the first on ties), kept in input order.
+          int64_t base = r * cols + 4 * g;
+          std::array<int64_t, 4> idx{0, 1, 2, 3};
+          std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) {
+            return std::fabs(float(w.get(base + a))) > std::fabs(float(w.get(base + b)));
+          });
+          int64_t lo = std::min(idx[0], idx[1]), hi = std::max(idx[0], idx[1]);
+          int64_t at = r * (cols / 2) + 2 * g;
+          vals.set(at, w.get(base + lo));
+          vals.set(at + 1, w.get(base + hi));
+          sel.ptr<uint8_t>()[at] = uint8_t(lo);
+          sel.ptr<uint8_t>()[at + 1] = uint8_t(hi);
+        }
+    });
+    out.emplace(name, std::move(vals));
+    out.emplace(name + ".sel", std::move(sel));
+  }
+  return out;
+}
+
 std::map<std::string, HostTensor> llm_rope_tables(const LlmConfig& c) {
   int64_t half = c.head_dim() / 2;
   HostTensor cos(f32, {c.max_seq, half}), sin(f32, {c.max_seq, half});
@@ -874,7 +1025,8 @@ std::map<std::string, HostTensor> llm_rope_tables(const LlmConfig& c) {
 }
 
 DType llm_cache_dtype(DType dtype, WeightFormat wf, std::optional<DType> kv) {
-  DType t = kv.value_or(wf != WeightFormat::dense && dtype == f32 ? f16 : dtype);
+  bool quantized = wf != WeightFormat::dense && wf != WeightFormat::s24;
+  DType t = kv.value_or(quantized && dtype == f32 ? f16 : dtype);
   if (!is_float(t))
     throw Error(std::string("llm: the KV cache dtype must be f32, f16 or bf16, not ") + std::string(dtype_name(t)));
   return t;

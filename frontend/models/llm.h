@@ -56,10 +56,17 @@ struct LlmConfig {
 //        w = (nibble - 8) * scale
 //   q4z: q4 with a minimum per group (GGUF Q4_1's arithmetic), "W.min"
 //        f16[out, in/32]: w = nibble * scale + min
-// q4 and q4z need in % 32 == 0 (a kiln::Error names the matrix otherwise).
-enum class WeightFormat { dense, q8, q4, q4z };
+//   s24: 2:4 sparse (at most 2 nonzeros in each group of 4 consecutive
+//        inputs), compressed: "W" float[out, in/2] holds each group's 2 kept
+//        weights in input order, "W.sel" u8[out, in/2] the position (0-3)
+//        of each in its group. A decode step's GEMV reads only these (half
+//        the values, a byte each); prefill rebuilds dense tiles from them.
+//        Embedding tables stay dense (they are gathered, not multiplied).
+// q4 and q4z need in % 32 == 0, s24 in % 4 == 0 (a kiln::Error names the
+// matrix otherwise).
+enum class WeightFormat { dense, q8, q4, q4z, s24 };
 inline constexpr int64_t kQ4Group = 32;
-std::string weight_format_name(WeightFormat f);  // "dense", "q8", "q4", "q4z"
+std::string weight_format_name(WeightFormat f);  // "dense", "q8", "q4", "q4z", "s24"
 WeightFormat parse_weight_format(const std::string& name);  // throws kiln::Error
 
 // Built-in shapes: stories15m, stories110m, gpt2, tinyllama-1.1b,
@@ -120,6 +127,10 @@ std::map<std::string, HostTensor> convert_weights(const std::map<std::string, Ho
 // of 4 consecutive input weights, the 2 of least |w| become 0 (in % 4 == 0).
 std::map<std::string, HostTensor> prune_rows(const std::map<std::string, HostTensor>& weights, double sparsity);
 std::map<std::string, HostTensor> prune_2_4(const std::map<std::string, HostTensor>& weights);
+// Every prunable matrix (as prune_2_4 picks them) of `weights` in s24: each
+// group of 4 keeps its 2 largest |w| (ties: the first), so a matrix that is
+// 2:4 already loses nothing.
+std::map<std::string, HostTensor> compress_2_4(const std::map<std::string, HostTensor>& weights);
 bool is_embedding_table(const std::string& name);
 
 // The prefill graph for `seq` tokens (a constant: prompts are padded up to a

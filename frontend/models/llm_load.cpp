@@ -244,6 +244,20 @@ HostTensor load_exact(const HfCheckpoint& ck, const std::string& name, DType dt,
 // The tensors of quantized matrix `name` [out, in] stored as `f`, into `out`.
 void load_quantized(const HfCheckpoint& ck, const std::string& name, const std::vector<int64_t>& want,
                     WeightFormat f, std::map<std::string, HostTensor>& out) {
+  if (f == WeightFormat::s24) {
+    if (want[1] % 4)
+      throw Error("checkpoint '" + ck.dir() + "': matrix '" + name + "' has " + std::to_string(want[1]) +
+                  " inputs, not a multiple of 4, so it cannot be s24");
+    std::vector<int64_t> half{want[0], want[1] / 2};
+    auto [file, entry] = ck.find(stored_name(ck, name));
+    HostTensor vals = file->load(entry->name);
+    if (!is_float(vals.dtype) || vals.sizes != half)
+      throw Error("checkpoint '" + ck.dir() + "': tensor '" + entry->name + "' is " + describe(vals) +
+                  ", expected a float" + shape_str(half));
+    out.emplace(name, std::move(vals));
+    out.emplace(name + ".sel", load_exact(ck, name + ".sel", u8, half));
+    return;
+  }
   if (f == WeightFormat::q8) {
     out.emplace(name, load_exact(ck, name, i8, want));
     out.emplace(name + ".scale", load_exact(ck, name + ".scale", f32, {want[0]}));
@@ -265,7 +279,8 @@ LoadedLlm load_hf(const std::string& dir) {
   out.format = stored_quantization(ck.config(), dir);
   const LlmConfig& c = out.config;
   for (auto& [name, want] : llm_weight_shapes(c)) {
-    if (out.format != WeightFormat::dense && want.size() == 2) {
+    if (out.format != WeightFormat::dense && want.size() == 2 &&
+        !(out.format == WeightFormat::s24 && is_embedding_table(name))) {
       load_quantized(ck, name, want, out.format, out.weights);
       continue;
     }
@@ -465,18 +480,21 @@ void save_llm(const LoadedLlm& m, const std::string& dir, const std::string& tok
   fs::create_directories(dir, ec);
   if (ec) throw Error("save_llm: cannot create folder '" + dir + "': " + ec.message());
   json config = hf_config(c);
-  if (m.format != WeightFormat::dense)
+  if (m.format == WeightFormat::s24) config["kiln_quantization"] = {{"format", "s24"}};
+  else if (m.format != WeightFormat::dense)
     config["kiln_quantization"] = {{"format", weight_format_name(m.format)}, {"group_size", kQ4Group}};
   std::vector<std::pair<std::string, HostTensor>> tensors;
   for (auto& [name, want] : llm_weight_shapes(c)) {
     auto it = m.weights.find(name);
     if (it == m.weights.end()) throw Error("save_llm: weight '" + name + "' is missing");
-    bool quantized = m.format != WeightFormat::dense && want.size() == 2;
+    // (s24 keeps its embedding tables dense.)
+    bool quantized = m.format != WeightFormat::dense && want.size() == 2 &&
+                     !(m.format == WeightFormat::s24 && is_embedding_table(name));
     if (quantized) {
       if (stored_format(m.weights, name) != m.format)
         throw Error("save_llm: matrix '" + name + "' is not stored as " + weight_format_name(m.format));
       tensors.push_back(*it);
-      for (const char* suffix : {".scale", ".min"})
+      for (const char* suffix : {".scale", ".min", ".sel"})
         if (auto a = m.weights.find(name + suffix); a != m.weights.end()) tensors.push_back(*a);
       continue;
     }

@@ -96,7 +96,7 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
   std::map<std::string, std::vector<HostTensor>> waiting;  // stack name + suffix -> its parts so far
   auto put = [&](const std::string& name, const HostTensor& t) {
     std::string base = name, suffix;
-    for (std::string aux : {".scale", ".min"})
+    for (std::string aux : {".scale", ".min", ".sel"})
       if (name.ends_with(aux)) base = name.substr(0, name.size() - aux.size()), suffix = aux;
     auto part = part_of.find(base);
     if (part == part_of.end()) return upload(name, t);
@@ -137,7 +137,20 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
       put(name + ".scale", scale);
       continue;
     }
-    if (wf_ != WeightFormat::dense && sizes.size() == 2) {
+    if (wf_ == WeightFormat::s24 && sizes.size() == 2 && !is_embedding_table(name)) {
+      if (sizes[1] % 4)
+        throw Error("llm '" + c_.name + "': matrix '" + name + "' has " + std::to_string(sizes[1]) +
+                    " inputs; s24 needs a multiple of 4");
+      std::vector<int64_t> half{sizes[0], sizes[1] / 2};
+      const HostTensor& vals = find(src, name, dtype, half);
+      const HostTensor& sel = find(src, name + ".sel", u8, half);
+      if (!is_float(vals.dtype) || sel.dtype != u8)
+        throw Error("llm: s24 weight '" + name + "' must be float values with a u8 '.sel' of their positions");
+      put(name, vals.dtype == dtype ? vals : converted(vals, dtype));
+      put(name + ".sel", sel);
+      continue;
+    }
+    if (wf_ != WeightFormat::dense && wf_ != WeightFormat::s24 && sizes.size() == 2) {
       if (sizes[1] % kQ4Group)
         throw Error("llm '" + c_.name + "': matrix '" + name + "' has " + std::to_string(sizes[1]) + " inputs; " +
                     weight_format_name(wf_) + " needs a multiple of 32");

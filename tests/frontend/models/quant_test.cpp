@@ -261,7 +261,8 @@ TEST(Quant, LogitsStayNearDense) {
                              {"q4", w, WeightFormat::q4, 0.3},
                              {"q4z", w, WeightFormat::q4z, 0.3},
                              {"pruned 50%", prune_rows(w, 0.5), WeightFormat::dense, 1.5},
-                             {"pruned 2:4", prune_2_4(w), WeightFormat::dense, 1.5}};
+                             {"pruned 2:4", prune_2_4(w), WeightFormat::dense, 1.5},
+                             {"2:4 compressed (s24)", w, WeightFormat::s24, 1.5}};
   for (const Case& k : cases) {
     LlmSession s(c, f32, device("cpu"), k.weights, k.f);
     std::vector<float> got = s.prefill(toks);
@@ -282,7 +283,7 @@ TEST(Quant, LogitsStayNearDense) {
 TEST(Quant, SavedCheckpointsLoadBackUnchanged) {
   ScratchDir scratch;
   LoadedLlm src = load_llm((data_dir() / "llama").string());
-  for (WeightFormat f : {WeightFormat::q8, WeightFormat::q4, WeightFormat::q4z}) {
+  for (WeightFormat f : {WeightFormat::q8, WeightFormat::q4, WeightFormat::q4z, WeightFormat::s24}) {
     SCOPED_TRACE(weight_format_name(f));
     LoadedLlm m = src;
     m.weights = convert_weights(src.weights, f);
@@ -312,6 +313,69 @@ TEST(Quant, SavedCheckpointsLoadBackUnchanged) {
   save_llm(gpt2, (scratch / "gpt2").string());
   LoadedLlm back = load_llm((scratch / "gpt2").string());
   for (auto& [name, t] : gpt2.weights) EXPECT_EQ(back.weights.at(name).data, t.data) << name;
+}
+
+// s24: a 2:4-pruned model compressed to its kept values and their positions.
+// Compression keeps every weight of a 2:4 matrix (back to dense: the same
+// values); the decode and prefill graphs match the interpreter on the CPU (and
+// lavapipe where present); a session's logits match the pruned dense model's
+// (the same products, summed in another order); and a dense model given as
+// s24 is pruned first.
+TEST(Quant, SparseTwoFourMatchesThePrunedDenseModel) {
+  LlmConfig c = llm_config("tiny");
+  auto w = random_llm_weights(c, f32, 7);
+  auto pruned = prune_2_4(w);
+  auto s = convert_weights(pruned, WeightFormat::s24);
+  const std::string m = "model.layers.1.mlp.down_proj.weight";
+  ASSERT_EQ(stored_format(s, m), WeightFormat::s24);
+  EXPECT_EQ(s.at(m).sizes, (std::vector<int64_t>{c.dim, c.hidden / 2}));
+  EXPECT_EQ(s.at(m + ".sel").dtype, u8);
+  EXPECT_EQ(stored_format(s, "model.embed_tokens.weight"), WeightFormat::dense);  // gathered, kept dense
+  auto back = convert_weights(s, WeightFormat::dense);
+  for (auto& [name, t] : pruned) EXPECT_EQ(back.at(name).data, t.data) << name;
+  // Positions increase within each group of 2 kept values.
+  const HostTensor& sel = s.at(m + ".sel");
+  for (int64_t j = 0; j < sel.numel(); j += 2) ASSERT_LT(sel.ptr<uint8_t>()[j], sel.ptr<uint8_t>()[j + 1]) << j;
+
+  int64_t past = 3;
+  Graph dg = llm_decode_graph(c, f32, WeightFormat::s24);
+  EXPECT_EQ(llm_cache_dtype(f32, WeightFormat::s24, std::nullopt), f32);  // not quantized: its own cache
+  auto in = decode_inputs(c, s, past, f32);
+  auto want = interpret(dg, in, {{"past", past}});
+  for (const char* name : {"cpu", "vulkan"}) {
+    auto dev = device_or_null(name);
+    if (!dev) continue;
+    SCOPED_TRACE(name);
+    CompiledGraph cg(dg, dev);
+    expect_close(want, cg.run(in, {{"past", past}}), {1e-4, 1e-4});
+  }
+  int64_t seq = 8;
+  Graph pg = llm_prefill_graph(c, f32, seq, WeightFormat::s24);
+  auto pin = stack_llm_weights(c, s);
+  for (auto& [k, v] : llm_rope_tables(c)) pin[k] = v;
+  std::vector<int32_t> pos(seq);
+  std::iota(pos.begin(), pos.end(), 0);
+  pin["tokens"] = ints(some_tokens(c, seq, 1));
+  pin["positions"] = ints(pos);
+  pin["last"] = ints({5});
+  HostTensor mask(f32, {seq, seq});
+  for (int64_t i = 0; i < seq; ++i)
+    for (int64_t j = 0; j < seq; ++j) mask.ptr<float>()[i * seq + j] = j <= i ? 0.0f : -1e30f;
+  pin["mask"] = mask;
+  expect_close(interpret(pg, pin), CompiledGraph(pg, device("cpu")).run(pin), {1e-4, 1e-4});
+
+  // Sessions: the prompt's logits and three decode steps.
+  std::vector<int32_t> toks = some_tokens(c, 6, 3);
+  LlmSession dense(c, f32, device("cpu"), pruned), sparse(c, f32, device("cpu"), s, WeightFormat::s24),
+      from_dense(c, f32, device("cpu"), w, WeightFormat::s24);
+  std::vector<float> a = dense.prefill(toks), b = sparse.prefill(toks), d = from_dense.prefill(toks);
+  EXPECT_LT(relative_error(a, b), 1e-5);
+  EXPECT_EQ(b, d);  // the dense model pruned and compressed by the session
+  for (int32_t t : {5, 9, 2}) {
+    a = dense.decode(t), b = sparse.decode(t);
+    EXPECT_LT(relative_error(a, b), 1e-5);
+  }
+  EXPECT_LT(sparse.weight_bytes(), dense.weight_bytes());
 }
 
 // Pruning: exactly round(s * in) zeros in each row of each linear layer's
@@ -429,6 +493,24 @@ TEST(Quant, MalformedInputsAreErrors) {
   write_safetensors((scratch / "m" / "model.safetensors").string(), tensors);
   std::string e = error_of([&] { load_llm((scratch / "m").string()); });
   EXPECT_NE(e.find("up_proj.weight.scale"), std::string::npos) << e;
+
+  // s24: positions out of 0-3 or out of order, a selector of the wrong
+  // shape, and rows that are not whole groups of 4.
+  auto s = convert_weights(random_llm_weights(c, f32, 3), WeightFormat::s24);
+  const std::string up = "model.layers.0.mlp.up_proj.weight";
+  for (int v : {4, 0}) {  // (0, 0): the same position twice
+    auto b = s;
+    b[up + ".sel"].ptr<uint8_t>()[1] = uint8_t(v);
+    b[up + ".sel"].ptr<uint8_t>()[0] = 0;
+    e = error_of([&] { convert_weights(b, WeightFormat::dense); });
+    EXPECT_NE(e.find(up + ".sel"), std::string::npos) << e;
+  }
+  auto b = s;
+  b[up + ".sel"] = HostTensor(u8, {c.hidden, 3});
+  e = error_of([&] { LlmSession(c, f32, device("cpu"), b, WeightFormat::s24); });
+  EXPECT_NE(e.find(up + ".sel"), std::string::npos) << e;
+  std::map<std::string, HostTensor> six{{"w", HostTensor::random(f32, {4, 6}, 1)}};
+  EXPECT_NE(error_of([&] { compress_2_4(six); }).find("multiple of 4"), std::string::npos);
 }
 
 }  // namespace
