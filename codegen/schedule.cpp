@@ -27,6 +27,7 @@ const char* prim_name(Prim p) {
     case Prim::Spread: return "spread";
     case Prim::Rfactor: return "rfactor";
     case Prim::ArrayTile: return "array_tile";
+    case Prim::Pack: return "pack";
   }
   return "?";
 }
@@ -43,7 +44,7 @@ std::string step_text(const Step& s) {
     case Prim::Split: return t + " " + s.loops[0] + " by " + std::to_string(s.factor) + " -> " + join(s.loops, 1);
     case Prim::Fuse: return t + " " + join(s.loops, 0, 2) + " -> " + s.loops[2];
     case Prim::Hoist: return t + " " + s.loops[0] + " above " + s.loops[1];
-    case Prim::CacheRead: return t + " " + s.loops[0] + " at " + s.loops[1] + " -> " + s.loops[2];
+    case Prim::CacheRead: case Prim::Pack: return t + " " + s.loops[0] + " at " + s.loops[1] + " -> " + s.loops[2];
     case Prim::Bind: return t + " " + s.loops[0] + " " + std::string(loopkind_name(s.kind));
     case Prim::Rfactor: return t + " " + s.loops[0] + " by " + std::to_string(s.factor) + " -> " + join(s.loops, 1);
     case Prim::Spread: return t + " " + s.loops[0] + " over " + std::to_string(s.factor) + " -> " + s.loops[1];
@@ -362,6 +363,127 @@ Kernel cache_read(const Kernel& k, const Step& st) {
   return out;
 }
 
+Expr replace_expr(const Expr& e, const ExprNode* target, const Expr& with) {
+  if (!e) return e;
+  if (e.get() == target) return with;
+  if (e->args.empty()) return e;
+  auto n = std::make_shared<ExprNode>(*e);
+  for (Expr& a : n->args) a = replace_expr(a, target, with);
+  return n;
+}
+
+Stmt replace_expr(const Stmt& s, const ExprNode* target, const Expr& with) {
+  auto n = std::make_shared<StmtNode>(*s);
+  n->extent = replace_expr(s->extent, target, with);
+  n->index = replace_expr(s->index, target, with);
+  n->value = replace_expr(s->value, target, with);
+  n->cond = replace_expr(s->cond, target, with);
+  for (Stmt& b : n->body) b = replace_expr(b, target, with);
+  return n;
+}
+
+// The reduction's column operand, computed once per `at` into a local buffer:
+// inside `at`, the reduction loop r (under loops of the row blocks, which the
+// operand must not use) holds one store acc[...] = add(acc[...], mul(x, y))
+// (under loops of the tile); of x and y, the one that uses r, none of the
+// loops enclosing r inside `at`, and no buffer the kernel writes is the
+// operand. The loops it uses from r inward (constant extents) span the copy,
+// placed first in `at`'s body, as cache_read's is.
+Kernel pack(const Kernel& k, const Step& st) {
+  const std::string &r = st.loops[0], &at = st.loops[1], &local = st.loops[2];
+  check_new_name(k, st, local);
+  int copy_buf = int(k.buffers.size());
+  int64_t size = 1;
+  std::set<int> written;
+  visit(k.body, [&](const Stmt& s) {
+    if (s->kind == StmtKind::Store) written.insert(s->buffer);
+  });
+  Kernel out = on_loops(k, st, at, [&](const Stmt& loop) {
+    // The path to r, then the stores under r with the loops around each.
+    std::vector<Stmt> around_r, inner;
+    Stmt red;
+    std::function<bool(const Stmt&)> to_r = [&](const Stmt& s) {
+      if (s->kind == StmtKind::For && s->var == r) return red = s, true;
+      if (s->kind == StmtKind::If) return false;
+      bool is_loop = s->kind == StmtKind::For;
+      if (is_loop) around_r.push_back(s);
+      for (const Stmt& b : s->body)
+        if (to_r(b)) return true;
+      if (is_loop) around_r.pop_back();
+      return false;
+    };
+    for (const Stmt& b : loop->body)
+      if (to_r(b)) break;
+    if (!red) refuse(st, "loop '" + at + "' holds no loop '" + r + "' outside conditions");
+    const StmtNode* update = nullptr;
+    std::vector<Stmt> stack;
+    std::function<void(const Stmt&)> find = [&](const Stmt& s) {
+      if (s->kind == StmtKind::If) refuse(st, "the reduction's body has a condition");
+      if (s->kind == StmtKind::Store) {
+        if (update) refuse(st, "the reduction's body has more than one store");
+        update = s.get();
+        inner = stack;
+        return;
+      }
+      if (s->kind == StmtKind::For) stack.push_back(s);
+      for (const Stmt& b : s->body) find(b);
+      if (s->kind == StmtKind::For) stack.pop_back();
+    };
+    for (const Stmt& b : red->body) find(b);
+    const Expr& v = update ? update->value : nullptr;
+    if (!v || v->kind != ExprKind::Binary || v->binop != BinOp::Add || v->args.size() != 2 ||
+        v->args[0]->kind != ExprKind::Load || v->args[0]->buffer != update->buffer || v->args[1]->kind != ExprKind::Binary ||
+        v->args[1]->binop != BinOp::Mul)
+      refuse(st, "the reduction's store is not acc = add(acc, mul(a, b))");
+    auto qualifies = [&](const Expr& e) {
+      if (!uses_var(e, r)) return false;
+      for (const Stmt& l : around_r)
+        if (uses_var(e, l->var)) return false;
+      bool ok = true;
+      std::function<void(const Expr&)> reads = [&](const Expr& x) {
+        if (x->kind == ExprKind::Load && (written.count(x->buffer) || k.buffers[x->buffer].scope != MemScope::Global))
+          ok = false;
+        for (const Expr& a : x->args) reads(a);
+      };
+      reads(e);
+      return ok;
+    };
+    const Expr &x = v->args[1]->args[0], &y = v->args[1]->args[1];
+    if (qualifies(x) == qualifies(y)) refuse(st, "not exactly one factor is a column operand");
+    const Expr& operand = qualifies(x) ? x : y;
+    if (operand->type != ValType::f32) refuse(st, "the operand is not f32");
+    std::vector<Stmt> span{red};
+    for (const Stmt& l : inner)
+      if (uses_var(operand, l->var)) span.push_back(l);
+    Expr lin = idx(0);
+    size = 1;
+    std::map<std::string, Expr> rename;
+    for (const Stmt& l : span) {
+      if (l->extent->kind != ExprKind::Const) refuse(st, "loop '" + l->var + "' needs a constant extent");
+      size *= l->extent->ival;
+      lin = lin * l->extent + var(l->var);
+      rename[l->var] = var(local + "_" + l->var);
+    }
+    if (size * 4 > (int64_t(4) << 20)) refuse(st, "the copy would exceed 4 MiB");
+    Stmt copy = store(copy_buf, substitute(lin, rename), substitute(operand, rename));
+    for (auto it = span.rbegin(); it != span.rend(); ++it) {
+      check_new_name(k, st, local + "_" + (*it)->var);
+      copy = for_loop(local + "_" + (*it)->var, (*it)->extent, LoopKind::Serial, {copy});
+    }
+    Expr read = load(copy_buf, ValType::f32, lin);
+    std::vector<Stmt> body = {copy};
+    for (const Stmt& b : loop->body) body.push_back(replace_expr(b, operand.get(), read));
+    return for_loop(loop->var, loop->extent, loop->loop, std::move(body));
+  });
+  BufferDecl b;
+  b.name = local;
+  b.dtype = f32;
+  b.scope = MemScope::Local;
+  b.size = size;
+  out.buffers.push_back(b);
+  return out;
+}
+
 Kernel set_kind(const Kernel& k, const Step& st, LoopKind kind) {
   const std::string& v = st.loops[0];
   bool top_level = false;
@@ -565,6 +687,10 @@ Schedule& Schedule::cache_read(std::string buffer, std::string at, std::string l
   steps.push_back({Prim::CacheRead, {std::move(buffer), std::move(at), std::move(local)}});
   return *this;
 }
+Schedule& Schedule::pack(std::string reduction, std::string at, std::string local) {
+  steps.push_back({Prim::Pack, {std::move(reduction), std::move(at), std::move(local)}});
+  return *this;
+}
 Schedule& Schedule::unroll(std::string loop) {
   steps.push_back({Prim::Unroll, {std::move(loop)}});
   return *this;
@@ -642,7 +768,9 @@ Kernel apply(const Kernel& k, const Step& st) {
 }
 
 Kernel apply_step(const Kernel& k, const Step& st) {
-  size_t want = st.prim == Prim::Split || st.prim == Prim::Fuse || st.prim == Prim::CacheRead || st.prim == Prim::Rfactor ? 3
+  size_t want = st.prim == Prim::Split || st.prim == Prim::Fuse || st.prim == Prim::CacheRead || st.prim == Prim::Rfactor ||
+                        st.prim == Prim::Pack
+                    ? 3
                 : st.prim == Prim::Hoist || st.prim == Prim::Spread ? 2
                 : st.prim == Prim::Reorder ? 0 : 1;
   if (want && st.loops.size() != want) refuse(st, "takes " + std::to_string(want) + " loop names");
@@ -652,6 +780,7 @@ Kernel apply_step(const Kernel& k, const Step& st) {
     case Prim::Fuse: return fuse(k, st);
     case Prim::Hoist: return hoist(k, st);
     case Prim::CacheRead: return cache_read(k, st);
+    case Prim::Pack: return pack(k, st);
     case Prim::Unroll: return set_kind(k, st, LoopKind::Unrolled);
     case Prim::Vectorize: return set_kind(k, st, LoopKind::Vectorized);
     case Prim::Parallel: return set_kind(k, st, LoopKind::Parallel);
@@ -692,7 +821,7 @@ Step parse_step(const std::string& line) {
   Step st;
   bool found = false;
   for (Prim p : {Prim::Split, Prim::Reorder, Prim::Fuse, Prim::Hoist, Prim::CacheRead, Prim::Unroll, Prim::Vectorize, Prim::Parallel,
-                 Prim::Serial, Prim::Bind, Prim::Spread, Prim::Rfactor, Prim::ArrayTile})
+                 Prim::Serial, Prim::Bind, Prim::Spread, Prim::Rfactor, Prim::ArrayTile, Prim::Pack})
     if (word == prim_name(p)) {
       st.prim = p;
       found = true;
@@ -733,6 +862,13 @@ Step parse_step(const std::string& line) {
       std::string arrow, local, extra;
       rs >> a >> b >> c >> arrow >> local;
       expect(b == "at" && arrow == "->" && !local.empty() && !(rs >> extra), "cache_read BUFFER at LOOP -> LOCAL");
+      st.loops = {a, c, local};
+      break;
+    }
+    case Prim::Pack: {
+      std::string arrow, local, extra;
+      rs >> a >> b >> c >> arrow >> local;
+      expect(b == "at" && arrow == "->" && !local.empty() && !(rs >> extra), "pack REDUCTION at LOOP -> LOCAL");
       st.loops = {a, c, local};
       break;
     }

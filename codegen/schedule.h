@@ -12,6 +12,10 @@
 //   rfactor r2 by 16 -> r2o, r2i   16 partial accumulators (vectorizable), folded at the end
 //   cache_read b at i1o -> pb      copy what the loop reads of b into a local
 //                                  buffer first (packing), and read that instead
+//   pack r2 at i1o -> pw           compute the reduction r2's column operand (the
+//                                  factor of acc += a * b that moves with the
+//                                  columns: a dequantized or a 2:4 weight) into a
+//                                  local buffer first, once per i1o, and read that
 //   spread i0 over 256 -> t        run i0's body on 256 cooperating threads t:
 //                                  its loops are strided over t, a reduction
 //                                  loop is followed by an allreduce over t, and
@@ -37,13 +41,14 @@
 namespace kiln {
 
 enum class Prim : uint8_t {
-  Split, Reorder, Fuse, Hoist, CacheRead, Unroll, Vectorize, Parallel, Serial, Bind, Spread, Rfactor, ArrayTile
+  Split, Reorder, Fuse, Hoist, CacheRead, Unroll, Vectorize, Parallel, Serial, Bind, Spread, Rfactor, ArrayTile, Pack
 };
 
 struct Step {
   Prim prim = Prim::Split;
   std::vector<std::string> loops;  // Split: {loop, outer, inner}; Fuse: {outer, inner, fused};
                                    // Hoist: {reduction, above}; CacheRead: {buffer, loop, new buffer};
+                                   // Pack: {reduction, loop, new buffer}
                                    // Spread: {loop, thread loop}
                                    // others: the loops they act on
   int64_t factor = 0;              // Split; Spread: the thread count
@@ -63,6 +68,7 @@ struct Schedule {
   Schedule& hoist(std::string reduction, std::string above);
   Schedule& rfactor(std::string reduction, int64_t factor, std::string outer, std::string inner);
   Schedule& cache_read(std::string buffer, std::string at, std::string local);
+  Schedule& pack(std::string reduction, std::string at, std::string local);
   Schedule& unroll(std::string loop);
   Schedule& vectorize(std::string loop);
   Schedule& parallel(std::string loop);

@@ -88,6 +88,63 @@ TEST(Schedule, CacheReadPacksWhatALoopReads) {
   EXPECT_THROW(apply(kern, Schedule().cache_read("nope", "i0", "pb")), Error);
 }
 
+// pack computes a contraction's column operand (here a weight dequantized
+// from bytes and a scale per row, as a q4 prefill's) once per column panel
+// into a local buffer, outside the row blocks that reuse it, and the result
+// is unchanged; an operand that uses the rows, or two candidates, are refused.
+TEST(Schedule, PackComputesTheColumnOperandOncePerPanel) {
+  Graph g;
+  int a = g.input("a", f32, {16, 8});
+  int q = g.cast(g.input("q", u8, {8, 32}), f32);
+  int sc = g.expand(g.input("s", f32, {1, 32}), {8, 32});
+  g.outputs = {g.contract(a, g.binary(Op::Mul, q, sc))};
+  Kernel kern = lower(g).kernels[0];
+  Schedule s;
+  s.split("i0", 4, "i0o", "i0i").split("i1", 16, "i1o", "i1i").serial("i0o").reorder({"i1o", "i0o", "i0i", "i1i"});
+  s.hoist("r2", "i0i");
+  s.pack("r2", "i1o", "pw").vectorize("pw_i1i");
+  Kernel out = apply(kern, s);
+  std::string t = print(out);
+  EXPECT_NE(t.find("buffer pw: f32 local[128]"), std::string::npos) << t;
+  // The copy comes first in the panel, over r2 then the tile's columns,
+  // before the loop over row blocks; the update reads it.
+  EXPECT_NE(t.find("for i1o in 2 {\n    serial for pw_r2 in 8 {\n      vectorized for pw_i1i in 16 {\n"
+                   "        pw[pw_r2 * 16 + pw_i1i] = mul("),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("mul(a[(i0o * 4 + i0i) * 8 + r2], pw[r2 * 16 + i1i])"), std::string::npos) << t;
+  EXPECT_EQ(print(parse_schedule(print(s))), print(s));
+  EXPECT_NE(print(s).find("pack r2 at i1o -> pw\n"), std::string::npos) << print(s);
+  // The interpreter's results.
+  ASSERT_EQ(lower(g).kernels.size(), 1u);
+  auto inputs = testing::inputs_for(g, {}, 5);
+  std::vector<HostTensor> want = interpret(g, inputs);
+  std::vector<HostTensor> got = CompiledGraph(g, device("cpu"), {s}).run(inputs);
+  EXPECT_EQ(testing::compare(want[0], got[0], testing::tolerance_for(f32)), "");
+  auto refused = [&](const Schedule& bad, const std::string& reason) {
+    try {
+      apply(kern, bad);
+      ADD_FAILURE() << "accepted: " << print(bad);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(reason), std::string::npos) << e.what();
+    }
+  };
+  Schedule base;
+  base.split("i0", 4, "i0o", "i0i").split("i1", 16, "i1o", "i1i").serial("i0o").reorder({"i1o", "i0o", "i0i", "i1i"});
+  base.hoist("r2", "i0i");
+  refused(Schedule(base).pack("r9", "i1o", "pw"), "holds no loop 'r9'");
+  refused(Schedule(base).pack("r2", "i0i", "pw"), "holds no loop 'r2'");  // i0i is inside r2
+  // A matmul of two plain inputs, packed at the columns' loop i1, just
+  // around r2: both factors qualify there.
+  Graph mm;
+  mm.outputs = {mm.contract(mm.input("x", f32, {4, 8}), mm.input("y", f32, {8, 16}))};
+  try {
+    apply(lower(mm).kernels[0], Schedule().pack("r2", "i1", "pw"));
+    ADD_FAILURE() << "accepted two candidates";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not exactly one factor"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Schedule, PrimitivesRefuseWithAReason) {
   Kernel ew = k(kElementwise);
   auto refused = [&](const Schedule& s, const std::string& reason) {
@@ -192,7 +249,7 @@ TEST(Schedule, ReductionVectorsStopAtTheIndicesPeriod) {
 TEST(Schedule, TextRoundTripsAndHashesStably) {
   Schedule s;
   s.split("i0", 8, "i0o", "i0i").reorder({"i0o", "i1", "i0i"}).fuse("a", "b", "c").hoist("r2", "i0i");
-  s.cache_read("b", "i1o", "pb").unroll("i0i").vectorize("i1i").parallel("i0o").serial("x");
+  s.cache_read("b", "i1o", "pb").pack("r2", "i1o", "pw").unroll("i0i").vectorize("i1i").parallel("i0o").serial("x");
   s.bind("blk", LoopKind::GpuBlock).spread("i0", 256, "t");
   std::string text = print(s);
   EXPECT_NE(text.find("spread i0 over 256 -> t\n"), std::string::npos) << text;
@@ -201,7 +258,7 @@ TEST(Schedule, TextRoundTripsAndHashesStably) {
   EXPECT_EQ(hash(parse_schedule(text)), hash(s));
   EXPECT_NE(hash(Schedule().unroll("a")), hash(Schedule().unroll("b")));
   for (const char* bad : {"split i0 by x -> a, b", "split i0 by 4 -> a", "teleport i0", "bind i0 gpu_warp",
-                          "hoist r2 i0", "fuse a, b", "unroll 3x", "cache_read b i1o pb", "cache_read b at i1o ->",
+                          "hoist r2 i0", "fuse a, b", "unroll 3x", "cache_read b i1o pb", "cache_read b at i1o ->", "pack r2 at i1o",
                           "spread i0 over x -> t", "spread i0 256 -> t", "spread i0 over 0 -> t", "spread i0 over 8 t",
                           "spread i0 over 8 -> t u"})
     EXPECT_THROW(parse_schedule(bad), Error) << bad;
