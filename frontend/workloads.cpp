@@ -12,7 +12,7 @@ namespace {
 
 const char* kKnown =
     "add:N, chain:N, matmul:MxKxN, gemv:MxK, softmax:RxC, mlp:BATCH, deps:N, llm-prefill:CONFIG:SEQ, "
-    "llm-decode:CONFIG:PAST (both with an optional :q8, :q4 or :q4z for quantized matrices)";
+    "llm-decode:CONFIG:PAST (both with an optional :q8, :q4 or :q4z for quantized matrices, :s24 for 2:4-sparse ones)";
 
 std::vector<int64_t> parse_dims(const std::string& spec, const std::string& text, size_t want) {
   std::vector<int64_t> dims;
@@ -146,7 +146,7 @@ Workload make_workload(const std::string& spec, DType dt, uint64_t seed) {
     }
     if (parts.size() < 2 || parts.size() > 3)
       throw Error("workload '" + spec + "' needs " + kind + (kind == "llm-decode" ? ":CONFIG:PAST" : ":CONFIG:SEQ") +
-                  "[:q8|q4|q4z]");
+                  "[:q8|q4|q4z|s24]");
     WeightFormat wf = parts.size() == 3 ? parse_weight_format(parts[2]) : WeightFormat::dense;
     int64_t n = parse_dims(spec, parts[1], 1)[0];
     LlmConfig c = llm_config(parts[0]);
