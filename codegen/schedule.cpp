@@ -294,23 +294,49 @@ void find_loads(const Stmt& s, int buf, const Step& st, std::vector<Stmt>& loops
   if (is_loop) loops.pop_back();
 }
 
-Expr replace_loads(const Expr& e, int buf, const Expr& with) {
+// `e` (or every expression of `s`) with each subexpression `match` accepts
+// replaced by `with`.
+using Match = std::function<bool(const ExprNode&)>;
+Expr replace_matching(const Expr& e, const Match& match, const Expr& with) {
   if (!e) return e;
-  if (e->kind == ExprKind::Load && e->buffer == buf) return with;
+  if (match(*e)) return with;
   if (e->args.empty()) return e;
   auto n = std::make_shared<ExprNode>(*e);
-  for (Expr& a : n->args) a = replace_loads(a, buf, with);
+  for (Expr& a : n->args) a = replace_matching(a, match, with);
   return n;
 }
 
-Stmt replace_loads(const Stmt& s, int buf, const Expr& with) {
+Stmt replace_matching(const Stmt& s, const Match& match, const Expr& with) {
   auto n = std::make_shared<StmtNode>(*s);
-  n->extent = replace_loads(s->extent, buf, with);
-  n->index = replace_loads(s->index, buf, with);
-  n->value = replace_loads(s->value, buf, with);
-  n->cond = replace_loads(s->cond, buf, with);
-  for (Stmt& b : n->body) b = replace_loads(b, buf, with);
+  n->extent = replace_matching(s->extent, match, with);
+  n->index = replace_matching(s->index, match, with);
+  n->value = replace_matching(s->value, match, with);
+  n->cond = replace_matching(s->cond, match, with);
+  for (Stmt& b : n->body) b = replace_matching(b, match, with);
   return n;
+}
+
+// The copy into local buffer `copy_buf` of `value` at every point of `span`
+// (loops, outermost first, of constant extents), its loops renamed
+// `local`_var: the copy statement, and in *lin the index of the current
+// point of `span` (under the original names) and in *size the points.
+Stmt copy_over(const Kernel& k, const Step& st, const std::vector<Stmt>& span, const std::string& local, int copy_buf,
+               const Expr& value, Expr* lin, int64_t* size) {
+  *lin = idx(0);
+  *size = 1;
+  std::map<std::string, Expr> rename;
+  for (const Stmt& l : span) {
+    if (l->extent->kind != ExprKind::Const) refuse(st, "loop '" + l->var + "' needs a constant extent");
+    *size *= l->extent->ival;
+    *lin = *lin * l->extent + var(l->var);
+    rename[l->var] = var(local + "_" + l->var);
+  }
+  Stmt copy = store(copy_buf, substitute(*lin, rename), substitute(value, rename));
+  for (auto it = span.rbegin(); it != span.rend(); ++it) {
+    check_new_name(k, st, local + "_" + (*it)->var);
+    copy = for_loop(local + "_" + (*it)->var, (*it)->extent, LoopKind::Serial, {copy});
+  }
+  return copy;
 }
 
 Kernel cache_read(const Kernel& k, const Step& st) {
@@ -334,24 +360,13 @@ Kernel cache_read(const Kernel& k, const Step& st) {
       if (uses_var(index, l->var)) span.push_back(l);
     for (const auto& [other, loops] : loads)
       if (!equal(other, index)) refuse(st, "'" + name + "' is read at more than one index inside '" + at + "'");
-    Expr lin = idx(0);
-    size = 1;
-    std::map<std::string, Expr> rename;
-    for (const Stmt& l : span) {
-      if (l->extent->kind != ExprKind::Const) refuse(st, "loop '" + l->var + "' needs a constant extent");
-      size *= l->extent->ival;
-      lin = lin * l->extent + var(l->var);
-      rename[l->var] = var(local + "_" + l->var);
-    }
+    Expr lin;
+    Stmt copy = copy_over(k, st, span, local, copy_buf, load(buf, valtype_of(k.buffers[buf].dtype), index), &lin, &size);
     if (size * dtype_size(k.buffers[buf].dtype) > (int64_t(4) << 20)) refuse(st, "the copy would exceed 4 MiB");
-    Stmt copy = store(copy_buf, substitute(lin, rename), load(buf, valtype_of(k.buffers[buf].dtype), substitute(index, rename)));
-    for (auto it = span.rbegin(); it != span.rend(); ++it) {
-      check_new_name(k, st, local + "_" + (*it)->var);
-      copy = for_loop(local + "_" + (*it)->var, (*it)->extent, LoopKind::Serial, {copy});
-    }
     Expr read = load(copy_buf, valtype_of(k.buffers[buf].dtype), lin);
     std::vector<Stmt> body = {copy};
-    for (const Stmt& b : loop->body) body.push_back(replace_loads(b, buf, read));
+    auto reads_buf = [&](const ExprNode& e) { return e.kind == ExprKind::Load && e.buffer == buf; };
+    for (const Stmt& b : loop->body) body.push_back(replace_matching(b, reads_buf, read));
     return for_loop(loop->var, loop->extent, loop->loop, std::move(body));
   });
   BufferDecl b;
@@ -361,25 +376,6 @@ Kernel cache_read(const Kernel& k, const Step& st) {
   b.size = size;
   out.buffers.push_back(b);
   return out;
-}
-
-Expr replace_expr(const Expr& e, const ExprNode* target, const Expr& with) {
-  if (!e) return e;
-  if (e.get() == target) return with;
-  if (e->args.empty()) return e;
-  auto n = std::make_shared<ExprNode>(*e);
-  for (Expr& a : n->args) a = replace_expr(a, target, with);
-  return n;
-}
-
-Stmt replace_expr(const Stmt& s, const ExprNode* target, const Expr& with) {
-  auto n = std::make_shared<StmtNode>(*s);
-  n->extent = replace_expr(s->extent, target, with);
-  n->index = replace_expr(s->index, target, with);
-  n->value = replace_expr(s->value, target, with);
-  n->cond = replace_expr(s->cond, target, with);
-  for (Stmt& b : n->body) b = replace_expr(b, target, with);
-  return n;
 }
 
 // The reduction's column operand, computed once per `at` into a local buffer:
@@ -455,24 +451,14 @@ Kernel pack(const Kernel& k, const Step& st) {
     std::vector<Stmt> span{red};
     for (const Stmt& l : inner)
       if (uses_var(operand, l->var)) span.push_back(l);
-    Expr lin = idx(0);
-    size = 1;
-    std::map<std::string, Expr> rename;
-    for (const Stmt& l : span) {
-      if (l->extent->kind != ExprKind::Const) refuse(st, "loop '" + l->var + "' needs a constant extent");
-      size *= l->extent->ival;
-      lin = lin * l->extent + var(l->var);
-      rename[l->var] = var(local + "_" + l->var);
-    }
+    Expr lin;
+    Stmt copy = copy_over(k, st, span, local, copy_buf, operand, &lin, &size);
     if (size * 4 > (int64_t(4) << 20)) refuse(st, "the copy would exceed 4 MiB");
-    Stmt copy = store(copy_buf, substitute(lin, rename), substitute(operand, rename));
-    for (auto it = span.rbegin(); it != span.rend(); ++it) {
-      check_new_name(k, st, local + "_" + (*it)->var);
-      copy = for_loop(local + "_" + (*it)->var, (*it)->extent, LoopKind::Serial, {copy});
-    }
     Expr read = load(copy_buf, ValType::f32, lin);
     std::vector<Stmt> body = {copy};
-    for (const Stmt& b : loop->body) body.push_back(replace_expr(b, operand.get(), read));
+    const ExprNode* target = operand.get();
+    for (const Stmt& b : loop->body)
+      body.push_back(replace_matching(b, [&](const ExprNode& e) { return &e == target; }, read));
     return for_loop(loop->var, loop->extent, loop->loop, std::move(body));
   });
   BufferDecl b;

@@ -63,6 +63,23 @@ void expect_close(const std::vector<HostTensor>& want, const std::vector<HostTen
 
 const WeightFormat k4bit[] = {WeightFormat::q4, WeightFormat::q4z};
 
+// A prefill graph's inputs for `seq` tokens (a causal mask, logits at 5).
+std::map<std::string, HostTensor> prefill_inputs(const LlmConfig& c, const std::map<std::string, HostTensor>& weights,
+                                                 int64_t seq) {
+  auto in = stack_llm_weights(c, weights);
+  for (auto& [k, v] : llm_rope_tables(c)) in[k] = v;
+  std::vector<int32_t> pos(seq);
+  std::iota(pos.begin(), pos.end(), 0);
+  in["tokens"] = ints(some_tokens(c, seq, 1));
+  in["positions"] = ints(pos);
+  in["last"] = ints({5});
+  HostTensor mask(f32, {seq, seq});
+  for (int64_t i = 0; i < seq; ++i)
+    for (int64_t j = 0; j < seq; ++j) mask.ptr<float>()[i * seq + j] = j <= i ? 0.0f : -1e30f;
+  in["mask"] = mask;
+  return in;
+}
+
 // The IR has no bit ops: q4's nibbles come from integer division of u8 values,
 // which must be floor division on every backend (the interpreter's is C's,
 // which for the non-negative values of u8 is floor).
@@ -163,6 +180,23 @@ std::map<std::string, HostTensor> decode_inputs(const LlmConfig& c, const std::m
   return in;
 }
 
+// A decode step (3 cached rows, the format's default cache) on the CPU, and on
+// Vulkan where present, against the interpreter.
+void expect_decode_matches_interpreter(const LlmConfig& c, const std::map<std::string, HostTensor>& weights,
+                                       WeightFormat f) {
+  int64_t past = 3;
+  Graph dg = llm_decode_graph(c, f32, f);
+  auto in = decode_inputs(c, weights, past, llm_cache_dtype(f32, f, std::nullopt));
+  auto want = interpret(dg, in, {{"past", past}});
+  for (const char* name : {"cpu", "vulkan"}) {
+    auto dev = device_or_null(name);
+    if (!dev) continue;
+    SCOPED_TRACE(name);
+    CompiledGraph cg(dg, dev);
+    expect_close(want, cg.run(in, {{"past", past}}), {1e-4, 1e-4});
+  }
+}
+
 // The decode and prefill graphs with 4-bit matrices (the dequantization
 // inlined into each contraction and the embedding gather) match the
 // interpreter on the CPU, and the decode graph on Vulkan too where present.
@@ -172,30 +206,9 @@ TEST(Quant, FourBitGraphsMatchInterpreter) {
   for (WeightFormat f : k4bit) {
     SCOPED_TRACE(weight_format_name(f));
     auto q = convert_weights(w, f);
-    int64_t past = 3;
-    Graph dg = llm_decode_graph(c, f32, f);  // with its default f16 cache
-    auto in = decode_inputs(c, q, past, llm_cache_dtype(f32, f, std::nullopt));
-    auto want = interpret(dg, in, {{"past", past}});
-    for (const char* name : {"cpu", "vulkan"}) {
-      auto dev = device_or_null(name);
-      if (!dev) continue;
-      SCOPED_TRACE(name);
-      CompiledGraph cg(dg, dev);
-      expect_close(want, cg.run(in, {{"past", past}}), {1e-4, 1e-4});
-    }
-    int64_t seq = 8;
-    Graph pg = llm_prefill_graph(c, f32, seq, f);
-    auto pin = stack_llm_weights(c, q);
-    for (auto& [k, v] : llm_rope_tables(c)) pin[k] = v;
-    std::vector<int32_t> pos(seq);
-    std::iota(pos.begin(), pos.end(), 0);
-    pin["tokens"] = ints(some_tokens(c, seq, 1));
-    pin["positions"] = ints(pos);
-    pin["last"] = ints({5});
-    HostTensor mask(f32, {seq, seq});
-    for (int64_t i = 0; i < seq; ++i)
-      for (int64_t j = 0; j < seq; ++j) mask.ptr<float>()[i * seq + j] = j <= i ? 0.0f : -1e30f;
-    pin["mask"] = mask;
+    expect_decode_matches_interpreter(c, q, f);  // with its default f16 cache
+    Graph pg = llm_prefill_graph(c, f32, 8, f);
+    auto pin = prefill_inputs(c, q, 8);
     CompiledGraph cg(pg, device("cpu"));
     expect_close(interpret(pg, pin), cg.run(pin), {1e-4, 1e-4});
   }
@@ -337,31 +350,10 @@ TEST(Quant, SparseTwoFourMatchesThePrunedDenseModel) {
   const HostTensor& sel = s.at(m + ".sel");
   for (int64_t j = 0; j < sel.numel(); j += 2) ASSERT_LT(sel.ptr<uint8_t>()[j], sel.ptr<uint8_t>()[j + 1]) << j;
 
-  int64_t past = 3;
-  Graph dg = llm_decode_graph(c, f32, WeightFormat::s24);
   EXPECT_EQ(llm_cache_dtype(f32, WeightFormat::s24, std::nullopt), f32);  // not quantized: its own cache
-  auto in = decode_inputs(c, s, past, f32);
-  auto want = interpret(dg, in, {{"past", past}});
-  for (const char* name : {"cpu", "vulkan"}) {
-    auto dev = device_or_null(name);
-    if (!dev) continue;
-    SCOPED_TRACE(name);
-    CompiledGraph cg(dg, dev);
-    expect_close(want, cg.run(in, {{"past", past}}), {1e-4, 1e-4});
-  }
-  int64_t seq = 8;
-  Graph pg = llm_prefill_graph(c, f32, seq, WeightFormat::s24);
-  auto pin = stack_llm_weights(c, s);
-  for (auto& [k, v] : llm_rope_tables(c)) pin[k] = v;
-  std::vector<int32_t> pos(seq);
-  std::iota(pos.begin(), pos.end(), 0);
-  pin["tokens"] = ints(some_tokens(c, seq, 1));
-  pin["positions"] = ints(pos);
-  pin["last"] = ints({5});
-  HostTensor mask(f32, {seq, seq});
-  for (int64_t i = 0; i < seq; ++i)
-    for (int64_t j = 0; j < seq; ++j) mask.ptr<float>()[i * seq + j] = j <= i ? 0.0f : -1e30f;
-  pin["mask"] = mask;
+  expect_decode_matches_interpreter(c, s, WeightFormat::s24);
+  Graph pg = llm_prefill_graph(c, f32, 8, WeightFormat::s24);
+  auto pin = prefill_inputs(c, s, 8);
   expect_close(interpret(pg, pin), CompiledGraph(pg, device("cpu")).run(pin), {1e-4, 1e-4});
 
   // Sessions: the prompt's logits and three decode steps.
