@@ -521,7 +521,9 @@ class Emitter {
       case StmtKind::Block: return emit_stmts(s.body);
       case StmtKind::If:
         line("if (" + full(s.cond) + ") {");
+        open_.insert(&s);
         emit_nested(s.body);
+        open_.erase(&s);
         return line("}");
       case StmtKind::AllReduce: return emit_allreduce(s);
     }
@@ -637,7 +639,9 @@ class Emitter {
     for (const Stmt& b : s.body) visit(b, [&](const Stmt& st) { leaf &= st->kind != StmtKind::For; });
     if (s.loop == LoopKind::Serial && s.extent->kind != ExprKind::Const && leaf) line("#pragma unroll 4");
     line("for (long long " + v + " = 0; " + v + " < " + extent + "; ++" + v + ") {");
+    open_.insert(&s);
     emit_nested(s.body);
+    open_.erase(&s);
     line("}");
     scope_.pop_back();
     for (const ExprNode* load : vectors) vector_element_.erase(load);
@@ -841,6 +845,7 @@ class Emitter {
   };
   std::map<const ExprNode*, Preload> preload_;         // vector loads
   std::map<const ExprNode*, Preload> preload_scalar_;  // loads of one element
+  std::set<const StmtNode*> open_;                      // the loops and conditions being emitted
 
   void preload_weights() {
     const char* env = std::getenv("KILN_CUDA_PRELOAD");
@@ -1116,7 +1121,12 @@ class Emitter {
 
   // The element a load reads, in its storage type.
   std::string load_ref(const ExprNode& e) {
-    if (auto pre = preload_scalar_.find(&e); pre != preload_scalar_.end()) {
+    // Taken only inside every loop and condition around the preload: a load
+    // node shared with code elsewhere (where such a condition may not hold)
+    // reads memory there.
+    auto pre = preload_scalar_.find(&e);
+    if (pre != preload_scalar_.end() && std::all_of(pre->second.loops.begin(), pre->second.loops.end(),
+                                                    [&](const StmtNode* l) { return open_.count(l); })) {
       const BufferDecl& b = buffer(e.buffer);
       std::string r = pre->second.array + "[" + preload_index(pre->second, 0) + "]";
       return dtype_size(b.dtype) == 1 ? "(" + std::string(storage_type(b.dtype)) + ")" + r : r;
