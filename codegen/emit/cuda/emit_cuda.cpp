@@ -857,6 +857,7 @@ class Emitter {
     int64_t used = 0;
     std::vector<const StmtNode*> path;  // the loops and conditions around
     std::map<std::string, const ExprNode*> scalar_text;  // a scalar preload's address -> its first load
+    std::map<std::string, std::string> vector_text;      // same_pieces_key -> the registers holding them
     std::function<void(const std::vector<Stmt>&)> walk = [&](const std::vector<Stmt>& stmts) {
       for (const Stmt& s : stmts) {
         std::set<std::string> outer = allowed;
@@ -883,6 +884,15 @@ class Emitter {
           if (!b.immutable || v.first != i || !only_vars(v.base, outer)) continue;
           std::vector<const StmtNode*> around = enclosing(v.base, path);
           int64_t count = iterations(around);
+          // The same pieces preloaded for an earlier loop of the same shape (a
+          // norm's gain, read by a gate's and an up's sums): taken from there.
+          // H100, run 99: q4 decode 1007 -> 1069 tok/s, q8 1084 -> 1064
+          // (the budget then goes to other loads), f16 unchanged.
+          std::string key = same_pieces_key(v, around);
+          if (auto same = vector_text.find(key); !key.empty() && same != vector_text.end()) {
+            preload_[v.load] = {same->second, around, std::max<int64_t>(1, v.bytes / 16)};
+            continue;
+          }
           if (used + count * std::max<int64_t>(v.bytes, 16) > budget) continue;
           used += count * std::max<int64_t>(v.bytes, 16);
           Preload pre{"kiln_pre" + std::to_string(fresh_++), around, std::max<int64_t>(1, v.bytes / 16)};
@@ -905,6 +915,7 @@ class Emitter {
           }
           close_preload(around);
           preload_[v.load] = pre;
+          if (!key.empty()) vector_text[key] = pre.array;
         }
         // The loop's other immutable loads, one element each.
         path.push_back(s.get());
@@ -951,6 +962,24 @@ class Emitter {
       }
     };
     walk(*nest_.body);
+  }
+
+  // What a vector preload reads, its loops named by position (so that the
+  // same pieces under another loop of the same extents match); empty under a
+  // condition.
+  std::string same_pieces_key(const VectorLoad& v, const std::vector<const StmtNode*>& around) {
+    std::map<std::string, Expr> rename;
+    std::string key = std::to_string(v.load->buffer) + "/" + std::to_string(v.bytes);
+    for (size_t i = 0; i < around.size(); ++i) {
+      if (around[i]->kind != StmtKind::For) return "";
+      rename[around[i]->var] = var("kiln_l" + std::to_string(i));
+      key += "/" + std::to_string(around[i]->extent->ival);
+    }
+    size_t n = scope_.size();
+    for (size_t i = 0; i < around.size(); ++i) scope_.emplace_back("kiln_l" + std::to_string(i), "kiln_l" + std::to_string(i));
+    key += "/" + full(substitute(v.base, rename));
+    scope_.resize(n);
+    return key;
   }
 
   // Whether `e` loads nothing and uses no variable outside `vars`.
