@@ -796,17 +796,13 @@ HostTensor dequantized(const std::map<std::string, HostTensor>& weights, const s
   if (f == WeightFormat::s24) {
     int64_t half = q.sizes[1];
     if (half % 2) throw Error("weights: s24 matrix '" + name + "' is " + describe(q) + "; its rows must hold whole groups of 2");
-    const uint8_t* sel = aux(weights, name + ".sel", u8, {rows, half}).ptr<uint8_t>();
+    const HostTensor& positions = aux(weights, name + ".sel", u8, {rows, half});
+    check_2_4_positions(name, positions);
+    const uint8_t* sel = positions.ptr<uint8_t>();
     HostTensor out(f32, {rows, 2 * half});
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < half; ++j) {
-        if (sel[r * half + j] > 3)
-          throw Error("weights: '" + name + ".sel' holds " + std::to_string(sel[r * half + j]) +
-                      "; a position in a group of 4 is 0-3");
-        if (j % 2 == 1 && sel[r * half + j] <= sel[r * half + j - 1])
-          throw Error("weights: '" + name + ".sel' gives a group's two positions out of order");
+      for (int64_t j = 0; j < half; ++j)
         out.ptr<float>()[r * 2 * half + 4 * (j / 2) + sel[r * half + j]] = float(q.get(r * half + j));
-      }
     return out;
   }
   if (f == WeightFormat::q8) {
@@ -993,6 +989,16 @@ std::map<std::string, HostTensor> compress_2_4(const std::map<std::string, HostT
     out.emplace(name + ".sel", std::move(sel));
   }
   return out;
+}
+
+void check_2_4_positions(const std::string& name, const HostTensor& sel) {
+  if (sel.dtype != u8 || sel.sizes.size() != 2 || sel.sizes[1] % 2)
+    throw Error("weights: '" + name + ".sel' is " + describe(sel) + "; s24 positions are u8 [out, in/2]");
+  const uint8_t* p = sel.ptr<uint8_t>();
+  for (int64_t i = 0; i < sel.numel(); i += 2)
+    if (p[i] > 3 || p[i + 1] > 3 || p[i] >= p[i + 1])
+      throw Error("weights: '" + name + ".sel' gives a group positions " + std::to_string(p[i]) + " and " +
+                  std::to_string(p[i + 1]) + " (element " + std::to_string(i) + "); each group's two are in 0-3, increasing");
 }
 
 std::map<std::string, HostTensor> llm_rope_tables(const LlmConfig& c) {

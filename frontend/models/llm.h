@@ -131,6 +131,9 @@ std::map<std::string, HostTensor> prune_2_4(const std::map<std::string, HostTens
 // group of 4 keeps its 2 largest |w| (ties: the first), so a matrix that is
 // 2:4 already loses nothing.
 std::map<std::string, HostTensor> compress_2_4(const std::map<std::string, HostTensor>& weights);
+// kiln::Error naming "<name>.sel" unless `sel` (u8 [out, in/2]) holds, for
+// each group, two positions in 0-3 in increasing order.
+void check_2_4_positions(const std::string& name, const HostTensor& sel);
 bool is_embedding_table(const std::string& name);
 
 // The prefill graph for `seq` tokens (a constant: prompts are padded up to a

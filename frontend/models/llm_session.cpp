@@ -146,6 +146,7 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
       const HostTensor& sel = find(src, name + ".sel", u8, half);
       if (!is_float(vals.dtype) || sel.dtype != u8)
         throw Error("llm: s24 weight '" + name + "' must be float values with a u8 '.sel' of their positions");
+      check_2_4_positions(name, sel);
       put(name, vals.dtype == dtype ? vals : converted(vals, dtype));
       put(name + ".sel", sel);
       continue;

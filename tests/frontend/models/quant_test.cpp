@@ -497,6 +497,12 @@ TEST(Quant, MalformedInputsAreErrors) {
     e = error_of([&] { convert_weights(b, WeightFormat::dense); });
     EXPECT_NE(e.find(up + ".sel"), std::string::npos) << e;
   }
+  {  // the same given to a session as s24 (no conversion): refused at load
+    auto bad_pos = s;
+    bad_pos[up + ".sel"].ptr<uint8_t>()[0] = 7;
+    e = error_of([&] { LlmSession(c, f32, device("cpu"), bad_pos, WeightFormat::s24); });
+    EXPECT_NE(e.find(up + ".sel"), std::string::npos) << e;
+  }
   auto b = s;
   b[up + ".sel"] = HostTensor(u8, {c.hidden, 3});
   e = error_of([&] { LlmSession(c, f32, device("cpu"), b, WeightFormat::s24); });
