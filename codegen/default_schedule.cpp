@@ -244,7 +244,8 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     // A column operand computed from several loads (a q4 weight's byte and
     // scale, a 2:4 weight's two kept values and their positions) is computed
     // once per panel (pack), not once per row block: stories110M's 512-token
-    // prefill, 2-core CPU: q4 TTFT 2.0 -> ... s, s24 7.0 -> ... s.
+    // prefill, 2-core CPU: q4 TTFT 2.0 -> 0.71 s, q4z 3.9 -> 0.8 s, s24 7.0 ->
+    // 0.80 s (f32 0.70 s).
     bool packed_operand = false;
     if (column_operand_loads(k, r, cols->var) > 1) {
       std::string pw = fresh(k, "pw");
@@ -262,8 +263,8 @@ Schedule cpu_schedule(const Kernel& k, const DeviceInfo& t, Knobs& kn) {
     // pack, unless the panel's loops read it at another index too (an
     // epilogue that reads the weight at the output's point: kiln fuzz, seeds
     // 2004469 and 2006272), which cache_read refuses: then nothing is packed.
-    for (const BufferDecl& b : packed_operand ? std::vector<BufferDecl>{} : k.buffers)
-      if (b.scope == MemScope::Global && !b.output && packs_with(k, b.name, cols->var)) {
+    for (const BufferDecl& b : k.buffers)
+      if (!packed_operand && b.scope == MemScope::Global && !b.output && packs_with(k, b.name, cols->var)) {
         std::string pb = fresh(k, "p" + b.name);
         Schedule packed = s;
         packed.cache_read(b.name, jo, pb).vectorize(pb + "_" + ji);

@@ -844,17 +844,11 @@ Step parse_step(const std::string& line) {
       expect(b == "above" && !c.empty() && !(rs >> d), "hoist REDUCTION above LOOP");
       st.loops = {a, c};
       break;
-    case Prim::CacheRead: {
+    case Prim::CacheRead: case Prim::Pack: {
       std::string arrow, local, extra;
       rs >> a >> b >> c >> arrow >> local;
-      expect(b == "at" && arrow == "->" && !local.empty() && !(rs >> extra), "cache_read BUFFER at LOOP -> LOCAL");
-      st.loops = {a, c, local};
-      break;
-    }
-    case Prim::Pack: {
-      std::string arrow, local, extra;
-      rs >> a >> b >> c >> arrow >> local;
-      expect(b == "at" && arrow == "->" && !local.empty() && !(rs >> extra), "pack REDUCTION at LOOP -> LOCAL");
+      expect(b == "at" && arrow == "->" && !local.empty() && !(rs >> extra),
+             st.prim == Prim::Pack ? "pack REDUCTION at LOOP -> LOCAL" : "cache_read BUFFER at LOOP -> LOCAL");
       st.loops = {a, c, local};
       break;
     }

@@ -6,6 +6,7 @@
 #include <functional>
 #include <numbers>
 #include <numeric>
+#include <tuple>
 
 #include "kiln/error.h"
 #include "runtime/thread_pool.h"
@@ -248,29 +249,22 @@ class Builder {
   };
   std::map<int, PendingNorm> pending_norm_;  // normed value (a stand-in) -> what to fold
 
-  // 1 / sqrt(mean(x^2) + eps) of the row x [1, D] as a column [rows, 1]: the
-  // same sum of squares along every output row of a GEMV (one for a gate and
-  // an up of the same length).
-  std::map<std::pair<int, int64_t>, int> norm_scales_;
-  int norm_scale(int x, int64_t rows) {
-    auto it = norm_scales_.find({x, rows});
+  // 1 / sqrt(mean(x^2) + eps) of the row x [1, D] as a column [rows, 1] (or,
+  // `as_row`, a row [1, rows], for the s24 GEMVs' row results): the same sum
+  // of squares along every output row of a GEMV (one for a gate and an up of
+  // the same length).
+  std::map<std::tuple<int, int64_t, bool>, int> norm_scales_;
+  int norm_scale(int x, int64_t rows, bool as_row = false) {
+    auto it = norm_scales_.find({x, rows, as_row});
     if (it != norm_scales_.end()) return it->second;
     int xf = f32_of(x);
-    int sq = g_.reshape(mul(xf, xf), {1, shape(x)[1]});
-    int ss = g_.reduce(Op::ReduceSum, bcast(sq, {Dim(rows), shape(x)[1]}), {1});
+    Dim d = shape(x)[1];
+    int64_t axis = as_row ? 0 : 1;
+    int sq = g_.reshape(mul(xf, xf), as_row ? Shape{d, Dim(1)} : Shape{Dim(1), d});
+    int ss = g_.reduce(Op::ReduceSum, bcast(sq, as_row ? Shape{d, Dim(rows)} : Shape{Dim(rows), d}), {axis});
     int ms = scale(ss, 1.0 / double(c_.dim));
-    return norm_scales_[{x, rows}] = g_.unary(Op::Recip, g_.unary(Op::Sqrt, add(ms, fill(c_.norm_eps, f32, shape(ms)))));
-  }
-
-  // The same as a row [1, rows], for the s24 GEMVs' row results.
-  int norm_scale_row(int x, int64_t rows) {
-    auto it = norm_scales_.find({x, -rows});
-    if (it != norm_scales_.end()) return it->second;
-    int xf = f32_of(x);
-    int sq = g_.reshape(mul(xf, xf), {shape(x)[1], 1});
-    int ss = g_.reduce(Op::ReduceSum, bcast(sq, {shape(x)[1], Dim(rows)}), {0});
-    int ms = scale(ss, 1.0 / double(c_.dim));
-    return norm_scales_[{x, -rows}] = g_.unary(Op::Recip, g_.unary(Op::Sqrt, add(ms, fill(c_.norm_eps, f32, shape(ms)))));
+    return norm_scales_[{x, rows, as_row}] =
+               g_.unary(Op::Recip, g_.unary(Op::Sqrt, add(ms, fill(c_.norm_eps, f32, shape(ms)))));
   }
 
   // Rows [first, first + rows) of W times the normed row, as a column
@@ -281,7 +275,7 @@ class Builder {
       int x = n.x;
       auto key = std::make_pair(x, n.gain);
       if (!gained_.count(key)) gained_[key] = mul(x, bcast(g_.reshape(weight(n.gain), {1, shape(x)[1]}), shape(x)));
-      return to_dt(mul(f32_of(sparse_row(gained_.at(key), w_name, first, rows)), norm_scale_row(x, rows)));
+      return to_dt(mul(f32_of(sparse_row(gained_.at(key), w_name, first, rows)), norm_scale(x, rows, /*as_row=*/true)));
     }
     bool q8 = wf_ == WeightFormat::q8;
     int w = q8 ? g_.cast(quantized(w_name), dt_) : weight(w_name);
@@ -620,8 +614,10 @@ HostTensor stack_rows(const std::vector<const HostTensor*>& parts) {
 }
 
 std::map<std::string, HostTensor> stack_llm_weights(const LlmConfig& c, std::map<std::string, HostTensor> weights) {
+  std::vector<std::string> suffixes{""};  // the matrix, then the tensors beside it
+  suffixes.insert(suffixes.end(), std::begin(kWeightAuxSuffixes), std::end(kWeightAuxSuffixes));
   for (auto& [name, parts] : llm_stacked_weights(c))
-    for (std::string suffix : {"", ".scale", ".min", ".sel"}) {
+    for (const std::string& suffix : suffixes) {
       std::vector<const HostTensor*> found;
       for (const std::string& part : parts)
         if (auto it = weights.find(part + suffix); it != weights.end()) found.push_back(&it->second);
@@ -722,7 +718,8 @@ uint16_t f16_up(float v) {
 uint16_t f16_down(float v) { return f16_up(-v) ^ 0x8000; }
 
 bool is_aux_name(const std::string& name) {
-  return name.ends_with(".scale") || name.ends_with(".min") || name.ends_with(".sel");
+  return std::any_of(std::begin(kWeightAuxSuffixes), std::end(kWeightAuxSuffixes),
+                     [&](const char* suffix) { return name.ends_with(suffix); });
 }
 
 // Quantizes every float matrix of `weights` to q4 (zero_point false) or q4z.
@@ -908,7 +905,7 @@ std::map<std::string, HostTensor> convert_weights(const std::map<std::string, Ho
     WeightFormat f = stored_format(weights, name);
     if (f == to) {
       out.emplace(name, w);
-      for (const char* suffix : {".scale", ".min", ".sel"})
+      for (const char* suffix : kWeightAuxSuffixes)
         if (auto a = weights.find(name + suffix); a != weights.end()) out.emplace(a->first, a->second);
       continue;
     }

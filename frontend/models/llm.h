@@ -65,6 +65,8 @@ struct LlmConfig {
 // q4 and q4z need in % 32 == 0, s24 in % 4 == 0 (a kiln::Error names the
 // matrix otherwise).
 enum class WeightFormat { dense, q8, q4, q4z, s24 };
+// The tensors beside a stored matrix "W": "W" + each of these.
+inline constexpr const char* kWeightAuxSuffixes[] = {".scale", ".min", ".sel"};
 inline constexpr int64_t kQ4Group = 32;
 std::string weight_format_name(WeightFormat f);  // "dense", "q8", "q4", "q4z", "s24"
 WeightFormat parse_weight_format(const std::string& name);  // throws kiln::Error

@@ -494,7 +494,7 @@ void save_llm(const LoadedLlm& m, const std::string& dir, const std::string& tok
       if (stored_format(m.weights, name) != m.format)
         throw Error("save_llm: matrix '" + name + "' is not stored as " + weight_format_name(m.format));
       tensors.push_back(*it);
-      for (const char* suffix : {".scale", ".min", ".sel"})
+      for (const char* suffix : kWeightAuxSuffixes)
         if (auto a = m.weights.find(name + suffix); a != m.weights.end()) tensors.push_back(*a);
       continue;
     }

@@ -96,7 +96,7 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
   std::map<std::string, std::vector<HostTensor>> waiting;  // stack name + suffix -> its parts so far
   auto put = [&](const std::string& name, const HostTensor& t) {
     std::string base = name, suffix;
-    for (std::string aux : {".scale", ".min", ".sel"})
+    for (std::string aux : kWeightAuxSuffixes)
       if (name.ends_with(aux)) base = name.substr(0, name.size() - aux.size()), suffix = aux;
     auto part = part_of.find(base);
     if (part == part_of.end()) return upload(name, t);

@@ -796,7 +796,7 @@ class Emitter {
       const BufferDecl& b = buffer(v.load->buffer);
       if (v.first == arrays.size()) {
         arrays.push_back("kiln_vec" + std::to_string(fresh_++));
-        const char* piece = v.bytes == 4 ? "unsigned int" : v.bytes == 8 ? "uint2" : "uint4";
+        const char* piece = piece_type(v.bytes);
         int64_t pieces = std::max<int64_t>(1, v.bytes / 16);
         line(std::string(piece) + " " + arrays.back() + "[" + std::to_string(pieces) + "];  // " +
              std::to_string(v.elems) + " elements of " + comment_text(b.name));
@@ -856,8 +856,7 @@ class Emitter {
     for (const std::string& p : k_.params) allowed.insert(p);
     int64_t used = 0;
     std::vector<const StmtNode*> path;  // the loops and conditions around
-    std::map<std::string, const ExprNode*> scalar_text;  // a scalar preload's address -> its first load
-    std::map<std::string, std::string> vector_text;      // same_pieces_key -> the registers holding them
+    std::map<std::string, std::string> preloaded;  // preload_key -> the registers holding what it reads
     std::function<void(const std::vector<Stmt>&)> walk = [&](const std::vector<Stmt>& stmts) {
       for (const Stmt& s : stmts) {
         std::set<std::string> outer = allowed;
@@ -888,16 +887,15 @@ class Emitter {
           // norm's gain, read by a gate's and an up's sums): taken from there.
           // H100, run 99: q4 decode 1007 -> 1069 tok/s, q8 1084 -> 1064
           // (the budget then goes to other loads), f16 unchanged.
-          std::string key = same_pieces_key(v, around);
-          if (auto same = vector_text.find(key); !key.empty() && same != vector_text.end()) {
+          std::string key = "pieces " + preload_key(v.load->buffer, v.bytes, v.base, around);
+          if (auto same = preloaded.find(key); same != preloaded.end()) {
             preload_[v.load] = {same->second, around, std::max<int64_t>(1, v.bytes / 16)};
             continue;
           }
           if (used + count * std::max<int64_t>(v.bytes, 16) > budget) continue;
           used += count * std::max<int64_t>(v.bytes, 16);
           Preload pre{"kiln_pre" + std::to_string(fresh_++), around, std::max<int64_t>(1, v.bytes / 16)};
-          const char* piece = v.bytes == 4 ? "unsigned int" : v.bytes == 8 ? "uint2" : "uint4";
-          line(std::string(piece) + " " + pre.array + "[" + std::to_string(count * pre.pieces) + "];  // " +
+          line(std::string(piece_type(v.bytes)) + " " + pre.array + "[" + std::to_string(count * pre.pieces) + "];  // " +
                std::to_string(v.elems) + " elements of " + comment_text(b.name) + " an iteration, read before the wait");
           open_preload(around);
           for (int64_t p = 0; p < pre.pieces; ++p) {
@@ -915,7 +913,7 @@ class Emitter {
           }
           close_preload(around);
           preload_[v.load] = pre;
-          if (!key.empty()) vector_text[key] = pre.array;
+          preloaded[key] = pre.array;
         }
         // The loop's other immutable loads, one element each.
         path.push_back(s.get());
@@ -927,13 +925,11 @@ class Emitter {
           const BufferDecl& b = buffer(e->buffer);
           if (b.scope != MemScope::Global || !b.immutable || b.dtype == boolean || !only_vars(e->args[0], outer)) return;
           std::vector<const StmtNode*> around = enclosing(e->args[0], path);
-          std::string address = buffer_name(e->buffer) + "[" + full_in(e->args[0], around) + "]";
-          if (auto same = scalar_text.find(address); same != scalar_text.end()) {
-            if (preload_scalar_.count(same->second) && preload_scalar_[same->second].loops == around)
-              preload_scalar_[e.get()] = preload_scalar_[same->second];
+          std::string key = "element " + preload_key(e->buffer, dtype_size(b.dtype), e->args[0], around);
+          if (auto same = preloaded.find(key); same != preloaded.end()) {
+            preload_scalar_[e.get()] = {same->second, around, 1};
             return;
           }
-          scalar_text[address] = e.get();
           int64_t count = iterations(around);
           if (used + 4 * count > budget) return;
           used += 4 * count;
@@ -946,11 +942,11 @@ class Emitter {
           open_preload(around);
           std::string dst = pre.array + "[" + preload_index(pre, 0) + "]";
           std::string target = b.dtype == f32 ? "*reinterpret_cast<unsigned int*>(&" + dst + ")" : dst;
-          if (b.dtype == f32) reg = "r";
           line("asm volatile(\"ld.global." + ptx + " %0, [%1];\" : \"=" + reg + "\"(" + target + ") : \"l\"(" +
                buffer_name(e->buffer) + " + (" + full(e->args[0]) + ")));");
           close_preload(around);
           preload_scalar_[e.get()] = pre;
+          preloaded[key] = pre.array;
         };
         for (const Stmt& b : s->body)
           if (b->kind == StmtKind::Store) {
@@ -964,23 +960,29 @@ class Emitter {
     walk(*nest_.body);
   }
 
-  // What a vector preload reads, its loops named by position (so that the
-  // same pieces under another loop of the same extents match); empty under a
-  // condition.
-  std::string same_pieces_key(const VectorLoad& v, const std::vector<const StmtNode*>& around) {
+  // What a preload reads: the buffer, the bytes an iteration, the index and
+  // the conditions, with the loops around named by position and their extents
+  // (so that the same data read under another loop of the same shape, a
+  // norm's gain read by a gate's and an up's sums, is read once).
+  std::string preload_key(int buf, int64_t bytes, const Expr& index, const std::vector<const StmtNode*>& around) {
     std::map<std::string, Expr> rename;
-    std::string key = std::to_string(v.load->buffer) + "/" + std::to_string(v.bytes);
-    for (size_t i = 0; i < around.size(); ++i) {
-      if (around[i]->kind != StmtKind::For) return "";
-      rename[around[i]->var] = var("kiln_l" + std::to_string(i));
-      key += "/" + std::to_string(around[i]->extent->ival);
-    }
+    std::string key = std::to_string(buf) + "/" + std::to_string(bytes);
     size_t n = scope_.size();
-    for (size_t i = 0; i < around.size(); ++i) scope_.emplace_back("kiln_l" + std::to_string(i), "kiln_l" + std::to_string(i));
-    key += "/" + full(substitute(v.base, rename));
+    for (const StmtNode* l : around)
+      if (l->kind == StmtKind::For) {
+        std::string p = "kiln_l" + std::to_string(rename.size());
+        rename[l->var] = var(p);
+        scope_.emplace_back(p, p);
+        key += "/" + std::to_string(l->extent->ival);
+      }
+    for (const StmtNode* l : around)
+      if (l->kind == StmtKind::If) key += "/if " + full(substitute(l->cond, rename));
+    key += "/" + full(substitute(index, rename));
     scope_.resize(n);
     return key;
   }
+
+  static const char* piece_type(int64_t bytes) { return bytes == 4 ? "unsigned int" : bytes == 8 ? "uint2" : "uint4"; }
 
   // Whether `e` loads nothing and uses no variable outside `vars`.
   static bool only_vars(const Expr& e, const std::set<std::string>& vars) {
@@ -1009,17 +1011,6 @@ class Emitter {
     for (const StmtNode* l : around)
       if (l->kind == StmtKind::For) n *= l->extent->ival;
     return n;
-  }
-
-  // `e`'s text with the loops of `around` declared (a key that tells equal
-  // prefetches apart; the scope is left as it was).
-  std::string full_in(const Expr& e, const std::vector<const StmtNode*>& around) {
-    size_t n = scope_.size();
-    for (const StmtNode* l : around)
-      if (l->kind == StmtKind::For) scope_.emplace_back(l->var, l->var);
-    std::string t = full(e);
-    scope_.resize(n);
-    return t;
   }
 
   void open_preload(const std::vector<const StmtNode*>& around) {
