@@ -55,7 +55,8 @@ bool multiple_of(const Expr& e, int64_t n) {
   }
 }
 
-std::vector<VectorLoad> find_vector_loads(const Kernel& k, const StmtNode& loop, bool sixteen_only) {
+std::vector<VectorLoad> find_vector_loads(const Kernel& k, const StmtNode& loop, bool sixteen_only,
+                                          int64_t max_bytes) {
   std::vector<VectorLoad> out;
   int64_t w = 0;
   if (loop.loop != LoopKind::Unrolled || loop.extent->kind != ExprKind::Const || (w = loop.extent->ival) < 2) return out;
@@ -113,7 +114,7 @@ std::vector<VectorLoad> find_vector_loads(const Kernel& k, const StmtNode& loop,
     }
     int64_t bytes = elems * dtype_size(b.dtype);
     bool size_ok = sixteen_only ? bytes % 16 == 0 : (bytes == 4 || bytes == 8 || bytes % 16 == 0);
-    if (!multiple_of(base, elems) || !size_ok || bytes > 64) continue;
+    if (!multiple_of(base, elems) || !size_ok || bytes > max_bytes) continue;
     size_t first = out.size();
     for (size_t i = 0; i < out.size() && first == out.size(); ++i)
       if (out[i].load->buffer == e->buffer && out[i].elems == elems && equal(out[i].base, base)) first = i;

@@ -38,8 +38,9 @@ struct VectorLoad {
 // `base + v` with base a multiple of W, reading W elements, or at base +
 // off(v) with off taking every value in [0, P) for a power of two P <= W (a q4
 // weight's 16 bytes for 32 elements, each byte twice), when the piece is 4, 8
-// or a multiple of 16 bytes up to 64 (multiples of 16 only where
+// or a multiple of 16 bytes up to `max_bytes` (multiples of 16 only where
 // `sixteen_only`). Empty otherwise.
-std::vector<VectorLoad> find_vector_loads(const Kernel& k, const StmtNode& loop, bool sixteen_only);
+std::vector<VectorLoad> find_vector_loads(const Kernel& k, const StmtNode& loop, bool sixteen_only,
+                                          int64_t max_bytes = 64);
 
 }  // namespace kiln

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "backends/cpu/cpu_device.h"
+#include "codegen/factor_sums.h"
 #include "kiln/error.h"
 #include "kiln/kernel.h"
 #include "runtime/thread_pool.h"
@@ -106,6 +107,54 @@ TEST(CpuBackend, ReductionWithLocalAccumulator) {
     double sum = 0, abs_sum = 0;
     for (int64_t c = 0; c < cols; ++c) sum += in[r * cols + c], abs_sum += std::fabs(in[r * cols + c]);
     EXPECT_NEAR(out[r], sum, 1e-5 * abs_sum) << "row " << r;
+  }
+}
+
+// factor_sums (the CUDA emitter's pass): y[r] = sum over groups g of
+// sum over v of s[r, g] * (w[r, g, v] - 8) * x[g, v], a q4 GEMV's shape with
+// the group's scale per g, becomes part = sum over v of (w - 8) * x, then
+// acc += s * part: the rewritten kernel runs here and matches plain C++ (and
+// the original kernel) within f32 rounding; sums with no fixed factor, or
+// whose loop is not unrolled, stay as they are.
+TEST(CpuBackend, FactoredSumsKeepTheirValues) {
+  const int64_t rows = 37, groups = 5, width = 32;
+  auto make = [&](LoopKind inner) {
+    Kernel k;
+    k.name = "q4ish";
+    k.buffers = {global("w", f32), global("s", f32), global("x", f32), global("y", f32, true), local("acc", f32, 1)};
+    Expr acc = load(4, ValType::f32, idx(0));
+    Expr g = var("r") * idx(groups) + var("g");
+    Expr w = load(0, ValType::f32, g * idx(width) + var("v"));
+    Expr s = load(1, ValType::f32, g);
+    Expr x = load(2, ValType::f32, var("g") * idx(width) + var("v"));
+    Expr term = (w - const_f32(8)) * s * x;
+    k.body = block({for_loop("r", idx(rows), LoopKind::Parallel,
+                             {store(4, idx(0), const_f32(0)),
+                              for_loop("g", idx(groups), LoopKind::Unrolled,
+                                       {for_loop("v", idx(width), inner, {store(4, idx(0), acc + term)})}),
+                              store(3, var("r"), acc)})});
+    return k;
+  };
+  Kernel k = make(LoopKind::Unrolled), f = factor_sums(k);
+  ASSERT_EQ(f.buffers.size(), k.buffers.size() + 1);  // one partial sum: the v loop (g's sum is not one store)
+  EXPECT_EQ(f.buffers.back().scope, MemScope::Local);
+  std::string text = print(f);
+  EXPECT_NE(text.find("mul(s["), std::string::npos) << text;  // the scale multiplies the partial sum once
+  EXPECT_EQ(print(factor_sums(make(LoopKind::Serial))), print(make(LoopKind::Serial)));
+  std::vector<float> w(rows * groups * width), s = random_floats(rng(), rows * groups, 0.01f, 0.1f),
+                     x = random_floats(rng(), groups * width, 0.1f, 2.0f);
+  for (float& v : w) v = float(std::uniform_int_distribution<int>(0, 15)(rng()));
+  std::vector<Bytes> bufs = {to_bytes(w), to_bytes(s), to_bytes(x), Bytes(rows * 4)};
+  auto got = from_bytes<float>(run(cpu(), f, bufs)[3]), orig = from_bytes<float>(run(cpu(), k, bufs)[3]);
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum = 0, abs_sum = 0;
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t v = 0; v < width; ++v) {
+        double t = double(s[r * groups + g]) * (w[(r * groups + g) * width + v] - 8) * x[g * width + v];
+        sum += t, abs_sum += std::fabs(t);
+      }
+    EXPECT_NEAR(got[r], sum, 1e-5 * abs_sum) << "row " << r;
+    EXPECT_NEAR(got[r], orig[r], 2e-5 * abs_sum) << "row " << r;
   }
 }
 

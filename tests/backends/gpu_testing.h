@@ -10,6 +10,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "codegen/device_presets.h"
@@ -157,7 +158,10 @@ inline std::vector<GraphCase> op_cases() {
   // A 4-bit weight's GEMV as the LLM builder spells it (GGUF Q4_0: a byte's
   // nibbles b / 16 and b - 16 * (b / 16), groups of 32 with an f16 scale,
   // zero 8), the decode step's most common kernel.
-  for (DType t : {f16, f32}) {
+  // With f32 activations the weight may also stay in f32 (the LLM builder's
+  // f32 path): the CUDA emitter multiplies each group's partial sum by its
+  // scale once (factor_sums).
+  for (auto [t, rounded] : std::vector<std::pair<DType, bool>>{{f16, true}, {f32, true}, {f32, false}}) {
     Graph q;
     int64_t out = 64, in = 256, groups = out * in / 32;
     Shape s3{groups, 2, 16};
@@ -169,9 +173,9 @@ inline std::vector<GraphCase> op_cases() {
     int v = q.cast(q.where(upper, q.expand(hi, s3), q.expand(lo, s3)), f32);
     int scale = q.expand(q.reshape(q.cast(q.input("s", f16, {out, in / 32}), f32), {groups, 1, 1}), s3);
     v = q.binary(Op::Mul, q.binary(Op::Sub, v, q.constant(8, f32, s3)), scale);
-    int w = q.cast(q.cast(q.reshape(v, {out, in}), f16), t);
+    int w = rounded ? q.cast(q.cast(q.reshape(v, {out, in}), f16), t) : q.reshape(v, {out, in});
     q.outputs = {q.contract(q.input("x", t, {1, in}), q.permute(w, {1, 0}))};
-    add("q4 gemv " + std::string(dtype_name(t)), q);
+    add(rounded ? "q4 gemv " + std::string(dtype_name(t)) : "q4 gemv, f32 weight", q);
   }
   // Sizes Hopper's warpgroup tiles take (CUDA sm_90: rows multiples of 128,
   // reductions of 64), in each operand layout.

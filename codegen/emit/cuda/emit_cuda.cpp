@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "codegen/factor_sums.h"
 #include "codegen/ir_util.h"
 #include "codegen/simplify_indices.h"
 #include "codegen/emit/gpu_nest.h"
@@ -104,6 +105,25 @@ __device__ __forceinline__ unsigned short kiln_hmul(unsigned short a, unsigned s
   asm("mul.rn.f16 %0, %1, %2;" : "=h"(r) : "h"(a), "h"(b));
   return r;
 }
+// Two f16 products at once, each f16's correctly rounded multiplication.
+__device__ __forceinline__ unsigned kiln_hmul2(unsigned a, unsigned b) {
+  unsigned r;
+  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+// Bytes b and b + 2 (b = 0 or 1) of a word as an f16 pair: next to 0x64 a
+// byte is 1024 + it (a signed one biased by 128 first), so one subtraction
+// leaves each exactly.
+__device__ __forceinline__ unsigned kiln_u8_pair(unsigned w, int b) {
+  unsigned t = __byte_perm(w, 0x64646464u, b ? 0x4341u : 0x4240u), r;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(t), "r"(0x64006400u));
+  return r;
+}
+__device__ __forceinline__ unsigned kiln_i8_pair(unsigned w, int b) {
+  unsigned t = __byte_perm(w ^ 0x80808080u, 0x64646464u, b ? 0x4341u : 0x4240u), r;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(t), "r"(0x64806480u));
+  return r;
+}
 // Two values in one conversion (sm_80 and up): lo in the low half.
 __device__ __forceinline__ unsigned kiln_f32x2_to_f16x2(float lo, float hi) {
   unsigned r;
@@ -128,8 +148,19 @@ const char* kDequantHelpers = R"(__device__ __forceinline__ float kiln_dequant_f
 // zero and scale in both halves: the f16 pair in one word.
 __device__ __forceinline__ unsigned kiln_dequant_f16x2(unsigned nibbles, unsigned zero2, unsigned scale2) {
   unsigned r;
-  asm("{ .reg .b32 t;\n sub.rn.f16x2 t, %1, %2;\n mul.rn.f16x2 %0, t, %3; }"
-      : "=r"(r) : "r"((nibbles & 0x000F000Fu) | 0x64006400u), "r"(zero2), "r"(scale2));
+  asm("{ .reg .b32 t, u;\n lop3.b32 u, %1, 0x000F000F, 0x64006400, 0xEA;\n sub.rn.f16x2 t, u, %2;\n"
+      " mul.rn.f16x2 %0, t, %3; }"
+      : "=r"(r) : "r"(nibbles), "r"(zero2), "r"(scale2));
+  return r;
+}
+// The pair of bits 4-7 and 20-23 without a shift: 0x6400 | 16q is 1024 + 16q,
+// and fma(1024 + 16q, 1/16, -(64 + zero)) is q - zero exactly (`zero64_2`:
+// -(64 + zero) in both halves), then the same multiplication.
+__device__ __forceinline__ unsigned kiln_dequant_f16x2_hi(unsigned nibbles, unsigned zero64_2, unsigned scale2) {
+  unsigned r;
+  asm("{ .reg .b32 t, u;\n lop3.b32 u, %1, 0x00F000F0, 0x64006400, 0xEA;\n"
+      " fma.rn.f16x2 t, u, %4, %2;\n mul.rn.f16x2 %0, t, %3; }"
+      : "=r"(r) : "r"(nibbles), "r"(zero64_2), "r"(scale2), "r"(0x2C002C00u));
   return r;
 }
 )";
@@ -138,6 +169,7 @@ __device__ __forceinline__ unsigned kiln_dequant_f16x2(unsigned nibbles, unsigne
 // instruction (a quarter-rate I2F on sm_90): added to the bits of 1.5 * 2^23
 // it is that float's integer offset, exactly; an int8 GEMV's inner loop.
 const char* kSmallIntHelpers = R"(__device__ __forceinline__ float kiln_small_i2f(int x) { return __int_as_float(0x4B400000 + x) - 12582912.0f; }
+__device__ __forceinline__ float kiln_small_i2f_sub(int x, float magic) { return __int_as_float(0x4B400000 + x) - magic; }
 )";
 
 const char* kBF16Helpers = R"(// f32 -> bf16 exactly as kiln's f32_to_bf16_bits: round to nearest even, NaN stays a quiet NaN.
@@ -359,8 +391,13 @@ class Emitter {
   const std::vector<CudaTensorMap>& tensor_maps() const { return maps_; }
 
   std::string emit(const std::string& entry) {
+    find_mma_gemvs();
     declare_scratch();
     bind_loops();
+    if (!mma_gemv_.empty()) {
+      line("const long long kiln_mrow = threadIdx.x >> 2;  // an mma GEMV's thread: the row of its products");
+      line("const long long kiln_mthr = threadIdx.y * 4 + (threadIdx.x & 3);  // and whose share of the row it takes");
+    }
     if (k_.array_tile.any()) {
       emit_tensor_core_tile();
     } else {
@@ -449,6 +486,8 @@ class Emitter {
                          buffer_name(int(i)) + "[" + std::to_string(std::max<int64_t>(b.size, 1)) + "];";
       line(decl + "  // " + comment_text(b.name));
     }
+    if (!mma_gemv_.empty())
+      line("__shared__ float kiln_mma_sum[64];  // GEMV rows on the tensor cores: a warp's 8 sums");
     if (nest_.allreduce_threads == 0) return;
     bool along_x = nest_.allreduce_axis == 0;
     if (along_x && nest_.allreduce_threads % 32 && (32 % nest_.allreduce_threads || nest_.threads_per_block() % 32))
@@ -511,7 +550,15 @@ class Emitter {
   void line(const std::string& s) { body_ += std::string(2 * indent_, ' ') + s + "\n"; }
 
   void emit_stmts(const std::vector<Stmt>& stmts) {
-    for (const Stmt& s : stmts) emit_stmt(*s);
+    for (size_t i = 0; i < stmts.size(); ++i) {
+      auto m = mma_gemv_.find(stmts[i].get());
+      if (m == mma_gemv_.end()) {
+        emit_stmt(*stmts[i]);
+        continue;
+      }
+      emit_mma_gemv(m->second);
+      i += 2;  // its loop and its allreduce
+    }
   }
 
   void emit_stmt(const StmtNode& s) {
@@ -686,15 +733,15 @@ class Emitter {
       line("unsigned " + dq + "[16];  // the 32 dequantized weights, two a word (emit_round takes element v's)");
       line("{");
       ++indent_;
-      line("const unsigned kiln_zz = " + zero_bits(d->zero) + "u * 0x10001u, kiln_ss = (unsigned)" + scale_bits(*d) +
-           " * 0x10001u;");
+      line("const unsigned kiln_zz = " + zero_bits(d->zero) + "u * 0x10001u, kiln_zh = " + zero_bits_hi(d->zero) +
+           "u * 0x10001u, kiln_ss = (unsigned)" + scale_bits(*d) + " * 0x10001u;");
       line("#pragma unroll");
       line("for (int kiln_w = 0; kiln_w < 4; ++kiln_w) {");
       line("  const unsigned kiln_b = reinterpret_cast<const unsigned*>(" + *bytes + ")[kiln_w];");
       line("  " + dq + "[4 * kiln_w] = kiln_dequant_f16x2(kiln_b, kiln_zz, kiln_ss);");
       line("  " + dq + "[4 * kiln_w + 1] = kiln_dequant_f16x2(kiln_b >> 8, kiln_zz, kiln_ss);");
-      line("  " + dq + "[4 * kiln_w + 2] = kiln_dequant_f16x2(kiln_b >> 4, kiln_zz, kiln_ss);");
-      line("  " + dq + "[4 * kiln_w + 3] = kiln_dequant_f16x2(kiln_b >> 12, kiln_zz, kiln_ss);");
+      line("  " + dq + "[4 * kiln_w + 2] = kiln_dequant_f16x2_hi(kiln_b, kiln_zh, kiln_ss);");
+      line("  " + dq + "[4 * kiln_w + 3] = kiln_dequant_f16x2_hi(kiln_b >> 8, kiln_zh, kiln_ss);");
       line("}");
       --indent_;
       line("}");
@@ -788,11 +835,14 @@ class Emitter {
 
   // The loads of an unrolled loop that read whole pieces of a buffer
   // (find_vector_loads) are read before the loop in 4-, 8- or 16-byte loads,
-  // and the body takes its element of them. Returns the loads so read.
+  // and the body takes its element of them. Returns the loads so read. Up to
+  // 128 bytes: a q4 group's 32 f32 activations (and a norm's gains) in 8
+  // loads, not 32 (136 -> 40 loads a thread in TinyLlama's gate/up GEMV).
+  static constexpr int64_t kVectorBytes = 128;
   std::vector<const ExprNode*> vector_loads(const StmtNode& loop) {
     std::vector<const ExprNode*> done;
     std::vector<std::string> arrays;  // per load: the array holding its pieces
-    for (const VectorLoad& v : find_vector_loads(k_, loop, false)) {
+    for (const VectorLoad& v : find_vector_loads(k_, loop, false, kVectorBytes)) {
       const BufferDecl& b = buffer(v.load->buffer);
       if (v.first == arrays.size()) {
         arrays.push_back("kiln_vec" + std::to_string(fresh_++));
@@ -812,10 +862,251 @@ class Emitter {
         arrays.push_back(arrays[v.first]);
       }
       vector_element_[v.load] = {"reinterpret_cast<const " + std::string(storage_type(b.dtype)) + "*>(" +
-                                 arrays.back() + ")", loop.var, v.element};
+                                 arrays.back() + ")", loop.var, v.element, arrays.back()};
       done.push_back(v.load);
     }
     return done;
+  }
+
+  // --- GEMV rows on the tensor cores ---
+  //
+  // A GEMV as the decode step's schedule spells it: a block of 8 rows (y),
+  // a warp a row, its 32 threads (x) each summing a share of the row's
+  // products a * b in unrolled loops (o, then v of a constant extent that 4
+  // divides, maybe under a condition on o and the thread), then an
+  // allreduce over x. The products' operands hold f16 values exactly
+  // (half_product): a dequantized weight that moves with the row, and x,
+  // which does not. On sm_80 and up, mma.sync m16n8k16 takes them instead:
+  // B's 8 columns are the block's 8 rows (its k by the 16 products of a
+  // step), A's rows 0-7 all hold x, so C's rows 0-7 are the 8 rows' sums. Warp
+  // w takes the shares of the threads 4w..4w+3 of every row: thread t plays
+  // thread 4w + t % 4 of row t / 4, four products (v = u..u+3) a step, as
+  // the pairs (u, u + 2) and (u + 1, u + 3) (a q4 group's dequantized words
+  // as they are). The 8 warps' sums are then added in shared memory, in
+  // order, and every thread of a row holds its row's, as after the
+  // allreduce. One mma does what 128 products and their conversions to f32
+  // did (the GEMVs were instruction-bound: 1136 instructions a thread for
+  // TinyLlama's q4 gate/up). Older GPUs keep the loops (#else).
+  // KILN_CUDA_MMA_GEMV=0 turns this off.
+  struct MmaGemv {
+    const StmtNode* outer = nullptr;  // unrolled for o
+    const StmtNode* guard = nullptr;  // a condition inside it, around inner (or null)
+    const StmtNode* inner = nullptr;  // unrolled for v: acc[0] += w * x
+    const StmtNode* reduce = nullptr;  // the allreduce after it
+    int acc = -1;
+    Expr w, x;                         // x does not move with the row (w may)
+    std::string row, thr;              // the y and x thread loops' variables
+  };
+  std::map<const StmtNode*, MmaGemv> mma_gemv_;  // by its acc[0] = 0
+  std::map<const StmtNode*, const MmaGemv*> mma_outer_;  // by their outer loops
+
+  void find_mma_gemvs() {
+    const char* env = std::getenv("KILN_CUDA_MMA_GEMV");
+    if ((env && std::string(env) == "0") || !nest_.body || nest_.allreduce_threads != 32 || nest_.allreduce_axis != 0 ||
+        nest_.block_threads != std::array<int64_t, 3>{32, 8, 1})
+      return;
+    std::string row, thr;
+    for (const GpuLoop& l : nest_.loops)
+      if (l.stmt->loop == LoopKind::GpuThread) (l.axis == 0 ? thr : row) = l.stmt->var;
+    if (row.empty() || thr.empty()) return;
+    std::function<void(const std::vector<Stmt>&)> scan = [&](const std::vector<Stmt>& stmts) {
+      for (size_t i = 0; i < stmts.size(); ++i) {
+        if (stmts[i]->kind == StmtKind::Block) scan(stmts[i]->body);
+        if (i + 2 >= stmts.size()) continue;
+        const StmtNode &init = *stmts[i], &outer = *stmts[i + 1], &reduce = *stmts[i + 2];
+        if (init.kind != StmtKind::Store || reduce.kind != StmtKind::AllReduce || reduce.binop != BinOp::Add ||
+            reduce.buffer != init.buffer || reduce.var != thr || outer.kind != StmtKind::For ||
+            outer.loop != LoopKind::Unrolled || outer.extent->kind != ExprKind::Const || outer.body.size() != 1)
+          continue;
+        const BufferDecl& acc = buffer(init.buffer);
+        if (acc.scope != MemScope::Local || acc.dtype != f32 || init.value->kind != ExprKind::Const ||
+            init.value->fval != 0.0)
+          continue;
+        MmaGemv m;
+        m.outer = &outer;
+        const StmtNode* in = outer.body[0].get();
+        if (in->kind == StmtKind::If && in->body.size() == 1) {
+          if (uses_var(in->cond, row) || has_load(in->cond)) continue;
+          m.guard = in;
+          in = in->body[0].get();
+        }
+        if (in->kind != StmtKind::For || in->loop != LoopKind::Unrolled || in->extent->kind != ExprKind::Const ||
+            in->extent->ival % 4 != 0)
+          continue;
+        Stmt inner_stmt;
+        for (const Stmt& c : (m.guard ? m.guard->body : outer.body))
+          if (c.get() == in) inner_stmt = c;
+        std::optional<HalfProduct> p = half_product(k_, inner_stmt);
+        if (!p || p->dtype != f16 || p->acc != init.buffer) continue;
+        // One operand may move with the row (a weight); where neither does (a
+        // norm's sum of squares), every row's sum is the same.
+        bool a_row = uses_var(p->a, row), b_row = uses_var(p->b, row);
+        if (a_row && b_row) continue;
+        m.inner = in;
+        m.reduce = &reduce;
+        m.acc = init.buffer;
+        m.w = a_row ? p->a : p->b;
+        m.x = a_row ? p->b : p->a;
+        m.row = row;
+        m.thr = thr;
+        mma_outer_[&outer] = &(mma_gemv_[&init] = m);
+      }
+    };
+    scan(*nest_.body);
+  }
+
+  // The f16 pair (element lo, element lo + 2) of `e`, an f16-exact value of
+  // the loop variable `v`, lo in the low half; `lo` names a C variable.
+  std::string f16_pair(const Expr& e, const std::string& v, const std::string& lo) {
+    // A q4 group's dequantized words (packed_dequant): word 4 * ((lo % 16) / 4)
+    // + 2 * (lo / 16) + lo % 2 holds (lo, lo + 2) for lo % 4 < 2.
+    if (e->kind == ExprKind::Round && e->round_to == f16)
+      if (auto p = packed_dequant_.find(e->args[0].get()); p != packed_dequant_.end() && p->second.loop == v)
+        return p->second.array + "[4 * ((" + lo + " % 16) / 4) + 2 * (" + lo + " / 16) + " + lo + " % 2]";
+    // An f16 load's 16-byte pieces: word k holds elements 2k and 2k + 1, so
+    // the pair is the low or the high halves of two words.
+    auto words = [&](const Expr& l) -> std::optional<std::string> {
+      if (!f16_load(l)) return std::nullopt;
+      auto it = vector_element_.find(l.get());
+      if (it == vector_element_.end() || it->second.element || it->second.loop != v) return std::nullopt;
+      return "reinterpret_cast<const unsigned*>(" + it->second.pieces + ")";
+    };
+    auto halves = [&](const std::string& first, const std::string& second) {
+      return "__byte_perm(" + first + ", " + second + ", " + lo + " % 2 ? 0x7632u : 0x5410u)";
+    };
+    auto word = [&](const std::string& w, int k) { return w + "[" + lo + " / 2" + (k ? " + 1]" : "]"); };
+    if (std::optional<std::string> w = words(e)) return halves(word(*w, 0), word(*w, 1));
+    // A folded norm's x * g, rounded to f16: f16's own multiplication, of
+    // two words at once, then their halves.
+    if (e->kind == ExprKind::Round && e->round_to == f16 && e->args[0]->kind == ExprKind::Binary &&
+        e->args[0]->binop == BinOp::Mul) {
+      std::optional<std::string> a = words(e->args[0]->args[0]), b = words(e->args[0]->args[1]);
+      if (a && b) {
+        use_f16_ = true;
+        return halves("kiln_hmul2(" + word(*a, 0) + ", " + word(*b, 0) + ")",
+                      "kiln_hmul2(" + word(*a, 1) + ", " + word(*b, 1) + ")");
+      }
+    }
+    // An 8-bit integer weight (q8): bytes lo % 4 and lo % 4 + 2 of word lo / 4
+    // next to 0x64 are 1024 + the byte (shifted by 128 where signed), less
+    // that in one subtraction: exact.
+    const Expr& c = e->kind == ExprKind::Round && e->round_to == f16 ? e->args[0] : e;
+    if (c->kind == ExprKind::Cast && c->type == ValType::f32 && c->args[0]->kind == ExprKind::Load) {
+      const Expr& l = c->args[0];
+      auto it = vector_element_.find(l.get());
+      DType t = buffer(l->buffer).dtype;
+      if ((t == i8 || t == u8) && it != vector_element_.end() && !it->second.element && it->second.loop == v) {
+        use_f16_ = true;
+        return std::string(t == i8 ? "kiln_i8_pair" : "kiln_u8_pair") + "(reinterpret_cast<const unsigned*>(" +
+               it->second.pieces + ")[" + lo + " / 4], " + lo + " % 4)";
+      }
+    }
+    // Anything else: both values in f32, converted together (exactly).
+    size_t n = scope_.size();
+    std::string hi = "kiln_e" + std::to_string(fresh_++);
+    line("const long long " + hi + " = " + lo + " + 2;");
+    scope_.emplace_back(v, lo);
+    std::string first = full(e);
+    scope_.back().second = hi;
+    std::string second = full(e);
+    scope_.resize(n);
+    use_f16_ = true;
+    return "kiln_f32x2_to_f16x2(" + first + ", " + second + ")";
+  }
+
+  void emit_mma_gemv(const MmaGemv& m) {
+    const std::string acc = buffer_name(m.acc) + "[0]";
+    const int64_t width = m.inner->extent->ival, pairs = width / 2;
+    use_mma_ = use_f16_ = true;
+    line("{  // " + comment_text(buffer(m.acc).name) + ": the block's 8 rows on the tensor cores (emit_mma_gemv)");
+    body_ += "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n";
+    ++indent_;
+    line("float kiln_c[4] = {0.0f, 0.0f, 0.0f, 0.0f};");
+    line("unsigned kiln_a[4] = {0u, 0u, 0u, 0u};  // x in A's rows 0-7");
+    line("{");
+    ++indent_;
+    size_t n = scope_.size();
+    scope_.emplace_back(m.row, "kiln_mrow");
+    scope_.emplace_back(m.thr, "kiln_mthr");
+    std::string o = declare(m.outer->var);
+    line("#pragma unroll");
+    line("for (long long " + o + " = 0; " + o + " < " + full(m.outer->extent) + "; ++" + o + ") {");
+    ++indent_;
+    std::string fw = "kiln_fw" + std::to_string(fresh_++), fx = "kiln_fx" + std::to_string(fresh_++);
+    line("unsigned " + fw + "[" + std::to_string(pairs) + "], " + fx + "[" + std::to_string(pairs) + "];  // pairs of w and of x");
+    if (m.guard) {
+      line("if (" + full(m.guard->cond) + ") {");
+      ++indent_;
+    }
+    std::vector<const ExprNode*> vectors = vector_loads(*m.inner);
+    std::vector<const ExprNode*> packed = packed_dequant(*m.inner);
+    line("#pragma unroll");
+    line("for (int kiln_u = 0; kiln_u < " + std::to_string(width / 4) + "; ++kiln_u) {");
+    ++indent_;
+    for (int h = 0; h < 2; ++h) {
+      std::string lo = "kiln_e" + std::to_string(fresh_++);
+      line("const long long " + lo + " = 4 * kiln_u + " + std::to_string(h) + ";");
+      line(fw + "[2 * kiln_u + " + std::to_string(h) + "] = " + f16_pair(m.w, m.inner->var, lo) + ";");
+      line(fx + "[2 * kiln_u + " + std::to_string(h) + "] = " + f16_pair(m.x, m.inner->var, lo) + ";");
+    }
+    --indent_;
+    line("}");
+    for (const ExprNode* l : vectors) vector_element_.erase(l);
+    for (const ExprNode* d : packed) packed_dequant_.erase(d);
+    if (m.guard) {
+      --indent_;
+      line("} else {");
+      line("  for (int kiln_p = 0; kiln_p < " + std::to_string(pairs) + "; ++kiln_p) " + fw + "[kiln_p] = " + fx +
+           "[kiln_p] = 0u;");
+      line("}");
+    }
+    // A's rows 8-15 stay zero (C's rows 8-15 are not read): no copies of x.
+    line("#pragma unroll");
+    line("for (int kiln_u = 0; kiln_u < " + std::to_string(width / 4) + "; ++kiln_u) {");
+    line("  kiln_a[0] = " + fx + "[2 * kiln_u];");
+    line("  kiln_a[2] = " + fx + "[2 * kiln_u + 1];");
+    line("  kiln_mma_f16(kiln_c, kiln_a, &" + fw + "[2 * kiln_u]);");
+    line("}");
+    --indent_;
+    line("}");
+    scope_.resize(n);
+    --indent_;
+    line("}");
+    line("if (threadIdx.x < 4) {  // C's row 0: rows 2t and 2t + 1 of the block");
+    line("  kiln_mma_sum[threadIdx.y * 8 + 2 * threadIdx.x] = kiln_c[0];");
+    line("  kiln_mma_sum[threadIdx.y * 8 + 2 * threadIdx.x + 1] = kiln_c[1];");
+    line("}");
+    line("__syncthreads();");
+    line("float kiln_s = kiln_mma_sum[threadIdx.y];");
+    line("for (int kiln_w = 1; kiln_w < 8; ++kiln_w) kiln_s += kiln_mma_sum[kiln_w * 8 + threadIdx.y];");
+    line("__syncthreads();  // the next GEMV reuses the sums");
+    line(acc + " = kiln_s;");
+    --indent_;
+    body_ += "#else\n";
+    ++indent_;
+    // The loops as they are (the acc = 0 store first), reading what was
+    // preloaded for the mma's threads again as their own.
+    std::map<const ExprNode*, Preload> pieces, elements;
+    std::function<void(const Expr&)> unload = [&](const Expr& e) {
+      if (!e) return;
+      if (auto p = preload_.find(e.get()); p != preload_.end()) pieces.insert(*p), preload_.erase(p);
+      if (auto p = preload_scalar_.find(e.get()); p != preload_scalar_.end()) elements.insert(*p), preload_scalar_.erase(p);
+      for (const Expr& a : e->args) unload(a);
+    };
+    for (const Stmt& b : m.outer->body)
+      visit(b, [&](const Stmt& st) {
+        unload(st->index);
+        unload(st->value);
+        unload(st->cond);
+      });
+    line(acc + " = 0.0f;");
+    emit_stmt(*m.outer);
+    emit_stmt(*m.reduce);
+    preload_.insert(pieces.begin(), pieces.end());
+    preload_scalar_.insert(elements.begin(), elements.end());
+    --indent_;
+    body_ += "#endif\n";
+    line("}");
   }
 
   // --- Weights read before the wait ---
@@ -873,8 +1164,15 @@ class Emitter {
           continue;
         }
         if (s->kind != StmtKind::For || s->loop != LoopKind::Unrolled || s->extent->kind != ExprKind::Const) continue;
+        // An mma GEMV's threads read other rows' weights (emit_mma_gemv): its
+        // loads are read as that thread, named by kiln_mrow and kiln_mthr.
+        size_t scoped = scope_.size();
+        if (auto m = mma_outer_.find(s.get()); m != mma_outer_.end()) {
+          scope_.emplace_back(m->second->row, "kiln_mrow");
+          scope_.emplace_back(m->second->thr, "kiln_mthr");
+        }
         std::set<const ExprNode*> vectors;
-        std::vector<VectorLoad> found = find_vector_loads(k_, *s, false);
+        std::vector<VectorLoad> found = find_vector_loads(k_, *s, false, kVectorBytes);
         for (size_t i = 0; i < found.size(); ++i) {
           const VectorLoad& v = found[i];
           vectors.insert(v.load);
@@ -955,6 +1253,7 @@ class Emitter {
           }
         walk(s->body);
         path.pop_back();
+        scope_.resize(scoped);
       }
     };
     walk(*nest_.body);
@@ -1209,8 +1508,12 @@ class Emitter {
   CExpr emit_float_binary(const ExprNode& e) {
     const Expr &a = e.args[0], &b = e.args[1];
     switch (e.binop) {
-      case BinOp::Add: return infix(a, "+", b, kAdd);
-      case BinOp::Sub: return infix(a, "-", b, kAdd);
+      case BinOp::Add:
+        if (std::optional<CExpr> off = small_i2f_offset(a, b, 1)) return *off;
+        return infix(a, "+", b, kAdd);
+      case BinOp::Sub:
+        if (std::optional<CExpr> off = small_i2f_offset(a, b, -1)) return *off;
+        return infix(a, "-", b, kAdd);
       case BinOp::Mul: return infix(a, "*", b, kMul);
       case BinOp::Div: return infix(a, "/", b, kMul);
       case BinOp::Max: return primary(call("fmaxf", a, b));
@@ -1257,6 +1560,23 @@ class Emitter {
       case BinOp::Min: case BinOp::And: return infix(a, "&&", b, kLogical);
       default: fail(k_, std::string(binop_name(e.binop)) + " does not take bool");
     }
+  }
+
+  // A small integer converted to f32 plus or minus (sign) an integer
+  // constant, as one subtraction from the conversion's magic number:
+  // float(0x4B400000 + x) is 12582912 + x exactly, and 12582912 + x - (12582912
+  // - c) is x + c exactly (every value an integer below 2^24). A q4 weight's
+  // nibble - 8: one FADD fewer a weight.
+  std::optional<CExpr> small_i2f_offset(const Expr& a, const Expr& b, int sign) {
+    if (a->kind != ExprKind::Cast || a->args[0]->type != ValType::i32 || b->kind != ExprKind::Const) return std::nullopt;
+    double c = sign * b->fval;
+    if (c != std::floor(c) || std::fabs(c) > double(1 << 20)) return std::nullopt;
+    std::optional<std::pair<int64_t, int64_t>> r = int_range(a->args[0]);
+    if (!r || r->first < -(int64_t(1) << 21) || r->second >= (int64_t(1) << 21)) return std::nullopt;
+    use_small_i2f_ = true;
+    char magic[32];
+    std::snprintf(magic, sizeof magic, "%.1ff", 12582912.0 - c);
+    return primary("kiln_small_i2f_sub(" + full(a->args[0]) + ", " + magic + ")");
   }
 
   // Float -> integer saturates with NaN -> 0, as fptosi.sat on the CPU.
@@ -1369,6 +1689,16 @@ class Emitter {
     std::snprintf(bits, sizeof bits, "0x%04x", 0x6400 + zero);
     return bits;
   }
+  // -(64 + zero) as f16 bits (an integer below 2048: exact).
+  static std::string zero_bits_hi(int zero) {
+    uint16_t h = 0;
+    int v = 64 + zero, e = 0;
+    while ((v >> e) >= 2) ++e;
+    h = uint16_t(0x8000 | ((e + 15) << 10) | ((v << (10 - e)) & 0x3FF));
+    char bits[16];
+    std::snprintf(bits, sizeof bits, "0x%04x", h);
+    return bits;
+  }
 
   // A dequantization with q an integer in [0, 1023], which
   // kiln_dequant_f16's half arithmetic computes exactly.
@@ -1436,7 +1766,8 @@ class Emitter {
   // variable that picks one.
   struct VectorElement {
     std::string array, loop;
-    Expr element;  // the element iteration `loop` takes; null: the loop variable itself
+    Expr element;        // the element iteration `loop` takes; null: the loop variable itself
+    std::string pieces;  // the registers holding the pieces (16-byte words)
   };
   std::map<const ExprNode*, VectorElement> vector_element_;
   // Dequantizations computed before their loop by packed_dequant(): the
@@ -2325,8 +2656,12 @@ GpuGrid cuda_grid(const Kernel& k, const std::vector<CudaTensorMap>& maps) {
 
 // Index arithmetic is simplified with the loops' bounds first (a q4 weight's
 // flat group view leaves divisions that the bounds make exact).
+// Invariant factors then leave the unrolled sums (factor_sums) unless
+// KILN_CUDA_FACTOR=0.
 std::string emit_cuda(const Kernel& k, const std::string& entry_name) {
   Kernel simplified = simplify_indices(k);
+  const char* env = std::getenv("KILN_CUDA_FACTOR");
+  if (!(env && std::string(env) == "0")) simplified = factor_sums(simplified);
   return Emitter(simplified).emit(entry_name);
 }
 

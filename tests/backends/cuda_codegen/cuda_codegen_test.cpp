@@ -19,6 +19,7 @@
 #include "backends/cuda/nvrtc.h"
 #include "codegen/emit/cuda/emit_cuda.h"
 #include "codegen/emit/gpu_nest.h"
+#include "frontend/models/llm.h"
 #include "frontend/workloads.h"
 #include "tests/backends/gpu_testing.h"
 
@@ -340,8 +341,9 @@ TEST(CudaCodegen, LongRowsAreReadInSixteenBytePieces) {
       EXPECT_TRUE(contains(src, "16 elements of")) << src;
       // Each weight dequantized in half arithmetic, with no conversion
       // instruction (int -> float, f32 -> f16) in the loop: a group's 32
-      // two at a time before the loop (f16x2), its nibbles taken by masks.
-      EXPECT_TRUE(contains(src, "kiln_dequant_f16x2(kiln_b >> 12, kiln_zz, kiln_ss);")) << src;
+      // two at a time before the loop (f16x2), its nibbles taken by masks
+      // (the high ones in place, scaled back by a fused multiply-add).
+      EXPECT_TRUE(contains(src, "kiln_dequant_f16x2_hi(kiln_b >> 8, kiln_zh, kiln_ss);")) << src;
       if (packed++ == 0) {
         std::string ptx = compile_cuda_to_ptx(k, "sm_90");
         EXPECT_TRUE(contains(ptx, "ld.global.v4.") || contains(ptx, "ld.global.nc.v4.")) << src;
@@ -855,6 +857,76 @@ TEST(CudaCodegen, ImmutableWeightsAreReadBeforeTheWait) {
   Kernel kernel = scheduled(lower(plain).kernels[0]);
   EXPECT_FALSE(contains(emit_cuda(kernel, "f"), "ld.global.v4.u32"));
   EXPECT_FALSE(contains(compile_cuda_to_ptx(kernel, "sm_90"), "ld.global.nc"));
+}
+
+// A q4 GEMV with its weight in f32 (the LLM builder's f32 activations): each
+// group's 32 products are summed first and the sum multiplied by the group's
+// scale once (factor_sums), nibble - 8 is one subtraction from the
+// conversion's magic number (12582912 + 8), and the group's 32 f32
+// activations are read as eight 16-byte pieces. KILN_CUDA_FACTOR=0 keeps the
+// scale in every product. (Values: "q4 gemv, f32 weight" in the op cases, run
+// on a GPU by test_backends_cuda.)
+TEST(CudaCodegen, GroupScalesMultiplyPartialSums) {
+  Program p = lower(make_workload("llm-decode:stories15m:40:q4", f32).graph);
+  int factored = 0;
+  for (const Kernel& k : p.kernels) {
+    Kernel s = scheduled(k);
+    std::string src = emit_cuda(s, "f");
+    if (!contains(src, "kiln_small_i2f_sub(")) continue;
+    EXPECT_TRUE(contains(src, "12582920.0f")) << src;
+    EXPECT_TRUE(contains(src, "// part")) << src;
+    EXPECT_TRUE(contains(src, "[8];  // 32 elements of")) << src;
+    setenv("KILN_CUDA_FACTOR", "0", 1);
+    std::string off = emit_cuda(s, "f");
+    unsetenv("KILN_CUDA_FACTOR");
+    EXPECT_FALSE(contains(off, "// part")) << off;
+    EXPECT_FALSE(compile_cuda_to_ptx(s, "sm_90").empty());
+    ++factored;
+  }
+  EXPECT_GE(factored, 3);  // q/k/v, o, gate/up, down (the head stays f32)
+}
+
+// The decode step's GEMVs with f16 activations (q4, q8; a block of 8 rows,
+// a warp a row) go to the tensor cores: mma.sync m16n8k16 with the block's 8
+// rows as B's columns, the weights read before the wait as the thread that
+// multiplies them (kiln_mrow, kiln_mthr), the loops kept for GPUs before
+// sm_80. KILN_CUDA_MMA_GEMV=0 keeps the loops. (Values: the GEMV op cases
+// and the decode graphs on a GPU, test_backends_cuda and kiln run.)
+TEST(CudaCodegen, DecodeGemvRowsGoToTheTensorCores) {
+  for (WeightFormat wf : {WeightFormat::q4, WeightFormat::q8}) {
+    SCOPED_TRACE(int(wf));
+    Program p = lower(llm_decode_graph(llm_config("tinyllama-1.1b"), f16, wf));
+    int mma = 0;
+    for (const Kernel& k : p.kernels) {
+      Kernel s = scheduled(k);
+      std::string src = emit_cuda(s, "f");
+      if (!contains(src, "emit_mma_gemv")) continue;
+      EXPECT_TRUE(contains(src, "kiln_mma_f16(kiln_c, kiln_a, &kiln_fw")) << src;
+      EXPECT_TRUE(contains(src, "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800")) << src;
+      EXPECT_TRUE(contains(src, "#else")) << src;
+      std::string early = src.substr(0, src.find("griddepcontrol.wait"));
+      size_t uses = 0;
+      for (size_t at = early.find("kiln_mrow"); at != std::string::npos; at = early.find("kiln_mrow", at + 1)) ++uses;
+      EXPECT_GE(uses, 2u) << src;  // declared, then a weight preloaded as the mma's thread
+      if (mma++ == 0) {
+        std::string ptx = compile_cuda_to_ptx(s, "sm_90");
+        EXPECT_TRUE(contains(ptx, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")) << ptx;
+        setenv("KILN_CUDA_MMA_GEMV", "0", 1);
+        std::string off = emit_cuda(s, "f");
+        unsetenv("KILN_CUDA_MMA_GEMV");
+        EXPECT_FALSE(contains(off, "kiln_mma_f16")) << off;
+      }
+    }
+    EXPECT_GE(mma, 4);  // q/k/v, o, gate/up, down
+  }
+  // The op cases' q4 GEMV takes the path too.
+  int cases = 0;
+  for (const testing::GraphCase& c : testing::op_cases()) {
+    if (c.name.find("gemv") == std::string::npos) continue;
+    for (const Kernel& k : lower(c.graph).kernels)
+      if (contains(emit_cuda(scheduled(k), "f"), "emit_mma_gemv")) ++cases;
+  }
+  EXPECT_GT(cases, 0);
 }
 
 // ptxas 13.0 drops some negations it folds into sm_90's three-input integer
