@@ -878,7 +878,7 @@ class Emitter {
   // (half_product): a dequantized weight that moves with the row, and x,
   // which does not. On sm_80 and up, mma.sync m16n8k16 takes them instead:
   // B's 8 columns are the block's 8 rows (its k by the 16 products of a
-  // step), A's rows 0-7 all hold x, so C's rows 0-7 are the 8 rows' sums. Warp
+  // step), A's 16 rows all hold x, so C's every row is the 8 rows' sums. Warp
   // w takes the shares of the threads 4w..4w+3 of every row: thread t plays
   // thread 4w + t % 4 of row t / 4, four products (v = u..u+3) a step, as
   // the pairs (u, u + 2) and (u + 1, u + 3) (a q4 group's dequantized words
@@ -1022,53 +1022,71 @@ class Emitter {
     body_ += "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n";
     ++indent_;
     line("float kiln_c[4] = {0.0f, 0.0f, 0.0f, 0.0f};");
-    line("unsigned kiln_a[4] = {0u, 0u, 0u, 0u};  // x in A's rows 0-7");
     line("{");
     ++indent_;
     size_t n = scope_.size();
     scope_.emplace_back(m.row, "kiln_mrow");
     scope_.emplace_back(m.thr, "kiln_mthr");
-    std::string o = declare(m.outer->var);
-    line("#pragma unroll");
-    line("for (long long " + o + " = 0; " + o + " < " + full(m.outer->extent) + "; ++" + o + ") {");
-    ++indent_;
-    std::string fw = "kiln_fw" + std::to_string(fresh_++), fx = "kiln_fx" + std::to_string(fresh_++);
-    line("unsigned " + fw + "[" + std::to_string(pairs) + "], " + fx + "[" + std::to_string(pairs) + "];  // pairs of w and of x");
-    if (m.guard) {
-      line("if (" + full(m.guard->cond) + ") {");
+    // The condition (a row's last partial step of 32 threads' shares) where
+    // some thread's share may fail it: the steps before, where every
+    // thread's holds, go without it.
+    const int64_t steps = m.outer->extent->ival;
+    int64_t sure = 0;
+    for (bool all = true; m.guard && all && sure < steps; sure += all) {
+      for (int64_t t = 0; t < 32 && all; ++t)
+        all = evaluate_int(m.guard->cond, {{m.outer->var, sure}, {m.thr, t}}, 0) == 1;
+    }
+    if (!m.guard) sure = steps;
+    auto emit_steps = [&](int64_t begin, int64_t end, bool guarded) {
+      if (begin >= end) return;
+      size_t outer_scope = scope_.size();
+      std::string o = declare(m.outer->var);
+      line("#pragma unroll");
+      line("for (long long " + o + " = " + std::to_string(begin) + "; " + o + " < " + std::to_string(end) + "; ++" + o +
+           ") {");
       ++indent_;
-    }
-    std::vector<const ExprNode*> vectors = vector_loads(*m.inner);
-    std::vector<const ExprNode*> packed = packed_dequant(*m.inner);
-    line("#pragma unroll");
-    line("for (int kiln_u = 0; kiln_u < " + std::to_string(width / 4) + "; ++kiln_u) {");
-    ++indent_;
-    for (int h = 0; h < 2; ++h) {
-      std::string lo = "kiln_e" + std::to_string(fresh_++);
-      line("const long long " + lo + " = 4 * kiln_u + " + std::to_string(h) + ";");
-      line(fw + "[2 * kiln_u + " + std::to_string(h) + "] = " + f16_pair(m.w, m.inner->var, lo) + ";");
-      line(fx + "[2 * kiln_u + " + std::to_string(h) + "] = " + f16_pair(m.x, m.inner->var, lo) + ";");
-    }
-    --indent_;
-    line("}");
-    for (const ExprNode* l : vectors) vector_element_.erase(l);
-    for (const ExprNode* d : packed) packed_dequant_.erase(d);
-    if (m.guard) {
+      std::string fw = "kiln_fw" + std::to_string(fresh_++), fx = "kiln_fx" + std::to_string(fresh_++);
+      line("unsigned " + fw + "[" + std::to_string(pairs) + "], " + fx + "[" + std::to_string(pairs) +
+           "];  // pairs of w and of x");
+      if (guarded) {
+        line("if (" + full(m.guard->cond) + ") {");
+        ++indent_;
+      }
+      std::vector<const ExprNode*> vectors = vector_loads(*m.inner);
+      std::vector<const ExprNode*> packed = packed_dequant(*m.inner);
+      line("#pragma unroll");
+      line("for (int kiln_u = 0; kiln_u < " + std::to_string(width / 4) + "; ++kiln_u) {");
+      ++indent_;
+      for (int h = 0; h < 2; ++h) {
+        std::string lo = "kiln_e" + std::to_string(fresh_++);
+        line("const long long " + lo + " = 4 * kiln_u + " + std::to_string(h) + ";");
+        line(fw + "[2 * kiln_u + " + std::to_string(h) + "] = " + f16_pair(m.w, m.inner->var, lo) + ";");
+        line(fx + "[2 * kiln_u + " + std::to_string(h) + "] = " + f16_pair(m.x, m.inner->var, lo) + ";");
+      }
       --indent_;
-      line("} else {");
-      line("  for (int kiln_p = 0; kiln_p < " + std::to_string(pairs) + "; ++kiln_p) " + fw + "[kiln_p] = " + fx +
-           "[kiln_p] = 0u;");
       line("}");
-    }
-    // A's rows 8-15 stay zero (C's rows 8-15 are not read): no copies of x.
-    line("#pragma unroll");
-    line("for (int kiln_u = 0; kiln_u < " + std::to_string(width / 4) + "; ++kiln_u) {");
-    line("  kiln_a[0] = " + fx + "[2 * kiln_u];");
-    line("  kiln_a[2] = " + fx + "[2 * kiln_u + 1];");
-    line("  kiln_mma_f16(kiln_c, kiln_a, &" + fw + "[2 * kiln_u]);");
-    line("}");
-    --indent_;
-    line("}");
+      for (const ExprNode* l : vectors) vector_element_.erase(l);
+      for (const ExprNode* d : packed) packed_dequant_.erase(d);
+      if (guarded) {
+        --indent_;
+        line("} else {");
+        line("  for (int kiln_p = 0; kiln_p < " + std::to_string(pairs) + "; ++kiln_p) " + fw + "[kiln_p] = " + fx +
+             "[kiln_p] = 0u;");
+        line("}");
+      }
+      // x in A's rows 8-15 too (copies; zeros there took more moves).
+      line("#pragma unroll");
+      line("for (int kiln_u = 0; kiln_u < " + std::to_string(width / 4) + "; ++kiln_u) {");
+      line("  const unsigned kiln_a[4] = {" + fx + "[2 * kiln_u], " + fx + "[2 * kiln_u], " + fx + "[2 * kiln_u + 1], " +
+           fx + "[2 * kiln_u + 1]};");
+      line("  kiln_mma_f16(kiln_c, kiln_a, &" + fw + "[2 * kiln_u]);");
+      line("}");
+      --indent_;
+      line("}");
+      scope_.resize(outer_scope);
+    };
+    emit_steps(0, sure, false);
+    emit_steps(sure, steps, true);
     scope_.resize(n);
     --indent_;
     line("}");
