@@ -105,25 +105,6 @@ __device__ __forceinline__ unsigned short kiln_hmul(unsigned short a, unsigned s
   asm("mul.rn.f16 %0, %1, %2;" : "=h"(r) : "h"(a), "h"(b));
   return r;
 }
-// Two f16 products at once, each f16's correctly rounded multiplication.
-__device__ __forceinline__ unsigned kiln_hmul2(unsigned a, unsigned b) {
-  unsigned r;
-  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-// Bytes b and b + 2 (b = 0 or 1) of a word as an f16 pair: next to 0x64 a
-// byte is 1024 + it (a signed one biased by 128 first), so one subtraction
-// leaves each exactly.
-__device__ __forceinline__ unsigned kiln_u8_pair(unsigned w, int b) {
-  unsigned t = __byte_perm(w, 0x64646464u, b ? 0x4341u : 0x4240u), r;
-  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(t), "r"(0x64006400u));
-  return r;
-}
-__device__ __forceinline__ unsigned kiln_i8_pair(unsigned w, int b) {
-  unsigned t = __byte_perm(w ^ 0x80808080u, 0x64646464u, b ? 0x4341u : 0x4240u), r;
-  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(t), "r"(0x64806480u));
-  return r;
-}
 // Two values in one conversion (sm_80 and up): lo in the low half.
 __device__ __forceinline__ unsigned kiln_f32x2_to_f16x2(float lo, float hi) {
   unsigned r;
@@ -148,19 +129,30 @@ const char* kDequantHelpers = R"(__device__ __forceinline__ float kiln_dequant_f
 // zero and scale in both halves: the f16 pair in one word.
 __device__ __forceinline__ unsigned kiln_dequant_f16x2(unsigned nibbles, unsigned zero2, unsigned scale2) {
   unsigned r;
-  asm("{ .reg .b32 t, u;\n lop3.b32 u, %1, 0x000F000F, 0x64006400, 0xEA;\n sub.rn.f16x2 t, u, %2;\n"
-      " mul.rn.f16x2 %0, t, %3; }"
-      : "=r"(r) : "r"(nibbles), "r"(zero2), "r"(scale2));
+  asm("{ .reg .b32 t;\n sub.rn.f16x2 t, %1, %2;\n mul.rn.f16x2 %0, t, %3; }"
+      : "=r"(r) : "r"((nibbles & 0x000F000Fu) | 0x64006400u), "r"(zero2), "r"(scale2));
   return r;
 }
-// The pair of bits 4-7 and 20-23 without a shift: 0x6400 | 16q is 1024 + 16q,
-// and fma(1024 + 16q, 1/16, -(64 + zero)) is q - zero exactly (`zero64_2`:
-// -(64 + zero) in both halves), then the same multiplication.
-__device__ __forceinline__ unsigned kiln_dequant_f16x2_hi(unsigned nibbles, unsigned zero64_2, unsigned scale2) {
+)";
+
+// Pairs for the tensor-core GEMVs (emit_mma_gemv).
+const char* kMmaGemvHelpers = R"(// Two f16 products at once, each f16's correctly rounded multiplication.
+__device__ __forceinline__ unsigned kiln_hmul2(unsigned a, unsigned b) {
   unsigned r;
-  asm("{ .reg .b32 t, u;\n lop3.b32 u, %1, 0x00F000F0, 0x64006400, 0xEA;\n"
-      " fma.rn.f16x2 t, u, %4, %2;\n mul.rn.f16x2 %0, t, %3; }"
-      : "=r"(r) : "r"(nibbles), "r"(zero64_2), "r"(scale2), "r"(0x2C002C00u));
+  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+// Bytes b and b + 2 (b = 0 or 1) of a word as an f16 pair: next to 0x64 a
+// byte is 1024 + it (a signed one biased by 128 first), so one subtraction
+// leaves each exactly.
+__device__ __forceinline__ unsigned kiln_u8_pair(unsigned w, int b) {
+  unsigned t = __byte_perm(w, 0x64646464u, b ? 0x4341u : 0x4240u), r;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(t), "r"(0x64006400u));
+  return r;
+}
+__device__ __forceinline__ unsigned kiln_i8_pair(unsigned w, int b) {
+  unsigned t = __byte_perm(w ^ 0x80808080u, 0x64646464u, b ? 0x4341u : 0x4240u), r;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(t), "r"(0x64806480u));
   return r;
 }
 )";
@@ -169,7 +161,9 @@ __device__ __forceinline__ unsigned kiln_dequant_f16x2_hi(unsigned nibbles, unsi
 // instruction (a quarter-rate I2F on sm_90): added to the bits of 1.5 * 2^23
 // it is that float's integer offset, exactly; an int8 GEMV's inner loop.
 const char* kSmallIntHelpers = R"(__device__ __forceinline__ float kiln_small_i2f(int x) { return __int_as_float(0x4B400000 + x) - 12582912.0f; }
-__device__ __forceinline__ float kiln_small_i2f_sub(int x, float magic) { return __int_as_float(0x4B400000 + x) - magic; }
+)";
+// The same less another integer: one subtraction of 1.5 * 2^23 + that.
+const char* kSmallIntSubHelpers = R"(__device__ __forceinline__ float kiln_small_i2f_sub(int x, float magic) { return __int_as_float(0x4B400000 + x) - magic; }
 )";
 
 const char* kBF16Helpers = R"(// f32 -> bf16 exactly as kiln's f32_to_bf16_bits: round to nearest even, NaN stays a quiet NaN.
@@ -410,11 +404,13 @@ class Emitter {
     if (use_f16_) text += "\n" + std::string(kF16Helpers);
     if (use_dequant_) text += "\n" + std::string(kDequantHelpers);
     if (use_small_i2f_) text += "\n" + std::string(kSmallIntHelpers);
+    if (use_small_i2f_sub_) text += "\n" + std::string(kSmallIntSubHelpers);
     if (use_bf16_) text += "\n" + std::string(kBF16Helpers);
     if (use_div_) text += "\n" + std::string(kDivHelpers);
     if (use_cast_) text += "\n" + std::string(kCastHelpers);
     if (use_sel_) text += "\n" + std::string(kSelectHelpers);
     if (use_mma_) text += "\n" + std::string(kMmaHelpers);
+    if (!mma_gemv_.empty()) text += "\n" + std::string(kMmaGemvHelpers);
     if (!wgmma_helpers_.empty()) text += "\n" + std::string(kWgmmaHelpers) + wgmma_helpers_;
     if (!maps_.empty()) text += "\n" + std::string(kTmaHelpers);
     text += "\nextern \"C\" __global__ void " + std::string(maps_.empty() ? "" : "__launch_bounds__(384, 1) ") + entry +
@@ -733,15 +729,15 @@ class Emitter {
       line("unsigned " + dq + "[16];  // the 32 dequantized weights, two a word (emit_round takes element v's)");
       line("{");
       ++indent_;
-      line("const unsigned kiln_zz = " + zero_bits(d->zero) + "u * 0x10001u, kiln_zh = " + zero_bits_hi(d->zero) +
-           "u * 0x10001u, kiln_ss = (unsigned)" + scale_bits(*d) + " * 0x10001u;");
+      line("const unsigned kiln_zz = " + zero_bits(d->zero) + "u * 0x10001u, kiln_ss = (unsigned)" + scale_bits(*d) +
+           " * 0x10001u;");
       line("#pragma unroll");
       line("for (int kiln_w = 0; kiln_w < 4; ++kiln_w) {");
       line("  const unsigned kiln_b = reinterpret_cast<const unsigned*>(" + *bytes + ")[kiln_w];");
       line("  " + dq + "[4 * kiln_w] = kiln_dequant_f16x2(kiln_b, kiln_zz, kiln_ss);");
       line("  " + dq + "[4 * kiln_w + 1] = kiln_dequant_f16x2(kiln_b >> 8, kiln_zz, kiln_ss);");
-      line("  " + dq + "[4 * kiln_w + 2] = kiln_dequant_f16x2_hi(kiln_b, kiln_zh, kiln_ss);");
-      line("  " + dq + "[4 * kiln_w + 3] = kiln_dequant_f16x2_hi(kiln_b >> 8, kiln_zh, kiln_ss);");
+      line("  " + dq + "[4 * kiln_w + 2] = kiln_dequant_f16x2(kiln_b >> 4, kiln_zz, kiln_ss);");
+      line("  " + dq + "[4 * kiln_w + 3] = kiln_dequant_f16x2(kiln_b >> 12, kiln_zz, kiln_ss);");
       line("}");
       --indent_;
       line("}");
@@ -886,8 +882,14 @@ class Emitter {
   // order, and every thread of a row holds its row's, as after the
   // allreduce. One mma does what 128 products and their conversions to f32
   // did (the GEMVs were instruction-bound: 1136 instructions a thread for
-  // TinyLlama's q4 gate/up). Older GPUs keep the loops (#else).
-  // KILN_CUDA_MMA_GEMV=0 turns this off.
+  // TinyLlama's q4 gate/up; 952 with this). Older GPUs keep the loops
+  // (#else). Opt-in, KILN_CUDA_MMA_GEMV=1: fewer instructions, but slower
+  // decode on an H200 (session 20, runs 103-104: q4 1052-1058 -> 995-1005
+  // tok/s, q8 1109-1127 -> 1021-1030; four accumulators instead of one
+  // changed nothing). Likely why: the block's 8 warps now meet at two
+  // barriers for the cross-warp sums, where each warp used to finish its row
+  // alone; a warp owning whole rows (A = 16 rows of weights, B = x, no
+  // barrier) needs the schedule to give a warp 8 or 16 rows.
   struct MmaGemv {
     const StmtNode* outer = nullptr;  // unrolled for o
     const StmtNode* guard = nullptr;  // a condition inside it, around inner (or null)
@@ -902,7 +904,7 @@ class Emitter {
 
   void find_mma_gemvs() {
     const char* env = std::getenv("KILN_CUDA_MMA_GEMV");
-    if ((env && std::string(env) == "0") || !nest_.body || nest_.allreduce_threads != 32 || nest_.allreduce_axis != 0 ||
+    if (!(env && std::string(env) == "1") || !nest_.body || nest_.allreduce_threads != 32 || nest_.allreduce_axis != 0 ||
         nest_.block_threads != std::array<int64_t, 3>{32, 8, 1})
       return;
     std::string row, thr;
@@ -1591,7 +1593,7 @@ class Emitter {
     if (c != std::floor(c) || std::fabs(c) > double(1 << 20)) return std::nullopt;
     std::optional<std::pair<int64_t, int64_t>> r = int_range(a->args[0]);
     if (!r || r->first < -(int64_t(1) << 21) || r->second >= (int64_t(1) << 21)) return std::nullopt;
-    use_small_i2f_ = true;
+    use_small_i2f_sub_ = true;
     char magic[32];
     std::snprintf(magic, sizeof magic, "%.1ff", 12582912.0 - c);
     return primary("kiln_small_i2f_sub(" + full(a->args[0]) + ", " + magic + ")");
@@ -1707,17 +1709,6 @@ class Emitter {
     std::snprintf(bits, sizeof bits, "0x%04x", 0x6400 + zero);
     return bits;
   }
-  // -(64 + zero) as f16 bits (an integer below 2048: exact).
-  static std::string zero_bits_hi(int zero) {
-    uint16_t h = 0;
-    int v = 64 + zero, e = 0;
-    while ((v >> e) >= 2) ++e;
-    h = uint16_t(0x8000 | ((e + 15) << 10) | ((v << (10 - e)) & 0x3FF));
-    char bits[16];
-    std::snprintf(bits, sizeof bits, "0x%04x", h);
-    return bits;
-  }
-
   // A dequantization with q an integer in [0, 1023], which
   // kiln_dequant_f16's half arithmetic computes exactly.
   std::optional<DequantParts> half_dequant(const Expr& a) {
@@ -1795,7 +1786,7 @@ class Emitter {
   };
   std::map<const ExprNode*, PackedDequant> packed_dequant_;
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false, use_sel_ = false;
-  bool use_dequant_ = false, use_small_i2f_ = false;
+  bool use_dequant_ = false, use_small_i2f_ = false, use_small_i2f_sub_ = false;
   std::string wgmma_helpers_;  // the kernel's wgmma instruction, for its tile's width and layouts
   std::vector<CudaTensorMap> maps_;  // the tensor maps it takes, in argument order
 
