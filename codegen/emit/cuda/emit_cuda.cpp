@@ -882,7 +882,7 @@ class Emitter {
   // order, and every thread of a row holds its row's, as after the
   // allreduce. One mma does what 128 products and their conversions to f32
   // did (the GEMVs were instruction-bound: 1136 instructions a thread for
-  // TinyLlama's q4 gate/up; 952 with this). Older GPUs keep the loops
+  // TinyLlama's q4 gate/up; 1040 with this). Older GPUs keep the loops
   // (#else). Opt-in, KILN_CUDA_MMA_GEMV=1: fewer instructions, but slower
   // decode on an H200 (session 20, runs 103-104: q4 1052-1058 -> 995-1005
   // tok/s, q8 1109-1127 -> 1021-1030; four accumulators instead of one
