@@ -568,7 +568,8 @@ class CudaDevice : public Device {
     try {
       int driver = 0;
       gpu_->api().driver_get_version(&driver);
-      return nvrtc_version() + "; arch " + nvrtc_arch_for(info_.features) + "; driver " + std::to_string(driver);
+      return nvrtc_version() + "; arch " + nvrtc_arch_for(info_.features) + "; driver " + std::to_string(driver) +
+             "; " + cuda_emit_switches();
     } catch (const Error&) {
       return "";  // no NVRTC: compile() says so
     }

@@ -2665,6 +2665,15 @@ GpuGrid cuda_grid(const Kernel& k, const std::vector<CudaTensorMap>& maps) {
 
 // Index arithmetic is simplified with the loops' bounds first (a q4 weight's
 // flat group view leaves divisions that the bounds make exact).
+std::string cuda_emit_switches() {
+  auto is = [](const char* name, const char* value) {
+    const char* v = std::getenv(name);
+    return v && std::string(v) == value;
+  };
+  return std::string("preload ") + (is("KILN_CUDA_PRELOAD", "0") ? "off" : "on") + ", factor " +
+         (is("KILN_CUDA_FACTOR", "0") ? "off" : "on") + ", mma gemv " + (is("KILN_CUDA_MMA_GEMV", "1") ? "on" : "off");
+}
+
 // Invariant factors then leave the unrolled sums (factor_sums) unless
 // KILN_CUDA_FACTOR=0.
 std::string emit_cuda(const Kernel& k, const std::string& entry_name) {

@@ -26,6 +26,11 @@ std::string cuda_entry_name(const Kernel& k);
 // "... not scheduled for the GPU ..." for a kernel not of that shape.
 std::string emit_cuda(const Kernel& k, const std::string& entry_name);
 
+// The environment switches that change what emit_cuda writes for the same
+// kernel (KILN_CUDA_PRELOAD, KILN_CUDA_FACTOR, KILN_CUDA_MMA_GEMV), as text
+// for the disk cache's key: a compiled kernel is not reused across them.
+std::string cuda_emit_switches();
+
 // The launch of what emit_cuda() prints: gpu_grid(), except that a kernel
 // whose schedule tiles its contraction for tensor cores (array_tile) runs 256
 // threads a block (8 warps sharing the block's tile), 384 where it copies by

@@ -931,6 +931,19 @@ TEST(CudaCodegen, DecodeGemvRowsGoToTheTensorCores) {
   EXPECT_GT(cases, 0);
 }
 
+// The switches that change the emitted code are part of the CUDA device's
+// artifact identity (the disk cache's key): a kernel compiled with
+// KILN_CUDA_MMA_GEMV=1 is not reused without it, nor the other way round.
+TEST(CudaCodegen, EmitterSwitchesNameTheirState) {
+  EXPECT_EQ(cuda_emit_switches(), "preload on, factor on, mma gemv off");
+  for (auto [name, value] : std::vector<std::pair<const char*, const char*>>{
+           {"KILN_CUDA_PRELOAD", "0"}, {"KILN_CUDA_FACTOR", "0"}, {"KILN_CUDA_MMA_GEMV", "1"}}) {
+    setenv(name, value, 1);
+    EXPECT_NE(cuda_emit_switches(), "preload on, factor on, mma gemv off") << name;
+    unsetenv(name);
+  }
+}
+
 // ptxas 13.0 drops some negations it folds into sm_90's three-input integer
 // max: an i32 negation goes through an identity byte permute it cannot fold.
 TEST(CudaCodegen, IntNegationIsKeptFromPtxas) {
