@@ -135,6 +135,21 @@ __device__ __forceinline__ unsigned kiln_dequant_f16x2(unsigned nibbles, unsigne
 }
 )";
 
+// The environment switches that change the emitted code, read in one place
+// (cuda_emit_switches() names them for the disk cache's key).
+struct Switches {
+  bool preload = true;    // KILN_CUDA_PRELOAD=0: weights read after the wait
+  bool factor = true;     // KILN_CUDA_FACTOR=0: no factor_sums
+  bool mma_gemv = false;  // KILN_CUDA_MMA_GEMV=1: decode GEMVs on the tensor cores
+};
+Switches switches() {
+  auto is = [](const char* name, const char* value) {
+    const char* v = std::getenv(name);
+    return v && std::string(v) == value;
+  };
+  return {!is("KILN_CUDA_PRELOAD", "0"), !is("KILN_CUDA_FACTOR", "0"), is("KILN_CUDA_MMA_GEMV", "1")};
+}
+
 // Pairs for the tensor-core GEMVs (emit_mma_gemv).
 const char* kMmaGemvHelpers = R"(// Two f16 products at once, each f16's correctly rounded multiplication.
 __device__ __forceinline__ unsigned kiln_hmul2(unsigned a, unsigned b) {
@@ -833,7 +848,7 @@ class Emitter {
   // (find_vector_loads) are read before the loop in 4-, 8- or 16-byte loads,
   // and the body takes its element of them. Returns the loads so read. Up to
   // 128 bytes: a q4 group's 32 f32 activations (and a norm's gains) in 8
-  // loads, not 32 (136 -> 40 loads a thread in TinyLlama's gate/up GEMV).
+  // loads, not 32 (136 -> 40 loads a thread in TinyLlama's f32 gate/up GEMV).
   static constexpr int64_t kVectorBytes = 128;
   std::vector<const ExprNode*> vector_loads(const StmtNode& loop) {
     std::vector<const ExprNode*> done;
@@ -903,8 +918,7 @@ class Emitter {
   std::map<const StmtNode*, const MmaGemv*> mma_outer_;  // by their outer loops
 
   void find_mma_gemvs() {
-    const char* env = std::getenv("KILN_CUDA_MMA_GEMV");
-    if (!(env && std::string(env) == "1") || !nest_.body || nest_.allreduce_threads != 32 || nest_.allreduce_axis != 0 ||
+    if (!switches().mma_gemv || !nest_.body || nest_.allreduce_threads != 32 || nest_.allreduce_axis != 0 ||
         nest_.block_threads != std::array<int64_t, 3>{32, 8, 1})
       return;
     std::string row, thr;
@@ -958,7 +972,8 @@ class Emitter {
   }
 
   // The f16 pair (element lo, element lo + 2) of `e`, an f16-exact value of
-  // the loop variable `v`, lo in the low half; `lo` names a C variable.
+  // the loop variable `v`, lo in the low half; `lo` names a C variable. For
+  // emit_mma_gemv (which turns on the f16 helpers).
   std::string f16_pair(const Expr& e, const std::string& v, const std::string& lo) {
     // A q4 group's dequantized words (packed_dequant): word 4 * ((lo % 16) / 4)
     // + 2 * (lo / 16) + lo % 2 holds (lo, lo + 2) for lo % 4 < 2.
@@ -983,11 +998,9 @@ class Emitter {
     if (e->kind == ExprKind::Round && e->round_to == f16 && e->args[0]->kind == ExprKind::Binary &&
         e->args[0]->binop == BinOp::Mul) {
       std::optional<std::string> a = words(e->args[0]->args[0]), b = words(e->args[0]->args[1]);
-      if (a && b) {
-        use_f16_ = true;
+      if (a && b)
         return halves("kiln_hmul2(" + word(*a, 0) + ", " + word(*b, 0) + ")",
                       "kiln_hmul2(" + word(*a, 1) + ", " + word(*b, 1) + ")");
-      }
     }
     // An 8-bit integer weight (q8): bytes lo % 4 and lo % 4 + 2 of word lo / 4
     // next to 0x64 are 1024 + the byte (shifted by 128 where signed), less
@@ -997,11 +1010,9 @@ class Emitter {
       const Expr& l = c->args[0];
       auto it = vector_element_.find(l.get());
       DType t = buffer(l->buffer).dtype;
-      if ((t == i8 || t == u8) && it != vector_element_.end() && !it->second.element && it->second.loop == v) {
-        use_f16_ = true;
+      if ((t == i8 || t == u8) && it != vector_element_.end() && !it->second.element && it->second.loop == v)
         return std::string(t == i8 ? "kiln_i8_pair" : "kiln_u8_pair") + "(reinterpret_cast<const unsigned*>(" +
                it->second.pieces + ")[" + lo + " / 4], " + lo + " % 4)";
-      }
     }
     // Anything else: both values in f32, converted together (exactly).
     size_t n = scope_.size();
@@ -1012,7 +1023,6 @@ class Emitter {
     scope_.back().second = hi;
     std::string second = full(e);
     scope_.resize(n);
-    use_f16_ = true;
     return "kiln_f32x2_to_f16x2(" + first + ", " + second + ")";
   }
 
@@ -1033,12 +1043,10 @@ class Emitter {
     // some thread's share may fail it: the steps before, where every
     // thread's holds, go without it.
     const int64_t steps = m.outer->extent->ival;
-    int64_t sure = 0;
-    for (bool all = true; m.guard && all && sure < steps; sure += all) {
+    int64_t sure = m.guard ? 0 : steps;
+    for (bool all = true; all && sure < steps; sure += all)
       for (int64_t t = 0; t < 32 && all; ++t)
         all = evaluate_int(m.guard->cond, {{m.outer->var, sure}, {m.thr, t}}, 0) == 1;
-    }
-    if (!m.guard) sure = steps;
     auto emit_steps = [&](int64_t begin, int64_t end, bool guarded) {
       if (begin >= end) return;
       size_t outer_scope = scope_.size();
@@ -1159,8 +1167,7 @@ class Emitter {
   std::set<const StmtNode*> open_;                      // the loops and conditions being emitted
 
   void preload_weights() {
-    const char* env = std::getenv("KILN_CUDA_PRELOAD");
-    if (env && std::string(env) == "0") return;
+    if (!switches().preload) return;
     const int64_t budget = kPreloadBytes;
     std::set<std::string> allowed;
     for (const GpuLoop& l : nest_.loops) allowed.insert(l.stmt->var);
@@ -1709,6 +1716,7 @@ class Emitter {
     std::snprintf(bits, sizeof bits, "0x%04x", 0x6400 + zero);
     return bits;
   }
+
   // A dequantization with q an integer in [0, 1023], which
   // kiln_dequant_f16's half arithmetic computes exactly.
   std::optional<DequantParts> half_dequant(const Expr& a) {
@@ -2663,23 +2671,19 @@ GpuGrid cuda_grid(const Kernel& k, const std::vector<CudaTensorMap>& maps) {
   return g;
 }
 
-// Index arithmetic is simplified with the loops' bounds first (a q4 weight's
-// flat group view leaves divisions that the bounds make exact).
 std::string cuda_emit_switches() {
-  auto is = [](const char* name, const char* value) {
-    const char* v = std::getenv(name);
-    return v && std::string(v) == value;
-  };
-  return std::string("preload ") + (is("KILN_CUDA_PRELOAD", "0") ? "off" : "on") + ", factor " +
-         (is("KILN_CUDA_FACTOR", "0") ? "off" : "on") + ", mma gemv " + (is("KILN_CUDA_MMA_GEMV", "1") ? "on" : "off");
+  Switches s = switches();
+  return std::string("preload ") + (s.preload ? "on" : "off") + ", factor " + (s.factor ? "on" : "off") +
+         ", mma gemv " + (s.mma_gemv ? "on" : "off");
 }
 
-// Invariant factors then leave the unrolled sums (factor_sums) unless
+// Index arithmetic is simplified with the loops' bounds first (a q4 weight's
+// flat group view leaves divisions that the bounds make exact), then
+// invariant factors leave the unrolled sums (factor_sums) unless
 // KILN_CUDA_FACTOR=0.
 std::string emit_cuda(const Kernel& k, const std::string& entry_name) {
   Kernel simplified = simplify_indices(k);
-  const char* env = std::getenv("KILN_CUDA_FACTOR");
-  if (!(env && std::string(env) == "0")) simplified = factor_sums(simplified);
+  if (switches().factor) simplified = factor_sums(simplified);
   return Emitter(simplified).emit(entry_name);
 }
 
