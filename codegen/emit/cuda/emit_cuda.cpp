@@ -129,8 +129,10 @@ const char* kDequantHelpers = R"(__device__ __forceinline__ float kiln_dequant_f
 // zero and scale in both halves: the f16 pair in one word.
 __device__ __forceinline__ unsigned kiln_dequant_f16x2(unsigned nibbles, unsigned zero2, unsigned scale2) {
   unsigned r;
-  asm("{ .reg .b32 t;\n sub.rn.f16x2 t, %1, %2;\n mul.rn.f16x2 %0, t, %3; }"
-      : "=r"(r) : "r"((nibbles & 0x000F000Fu) | 0x64006400u), "r"(zero2), "r"(scale2));
+  // (nibbles & 0x000F000F) | 0x64006400 in one lop3 (ptxas spent two, one
+  // immediate each).
+  asm("{ .reg .b32 t;\n lop3.b32 t, %1, %4, %5, 0xEA;\n sub.rn.f16x2 t, t, %2;\n mul.rn.f16x2 %0, t, %3; }"
+      : "=r"(r) : "r"(nibbles), "r"(zero2), "r"(scale2), "r"(0x000F000Fu), "r"(0x64006400u));
   return r;
 }
 )";
@@ -140,14 +142,14 @@ __device__ __forceinline__ unsigned kiln_dequant_f16x2(unsigned nibbles, unsigne
 struct Switches {
   bool preload = true;    // KILN_CUDA_PRELOAD=0: weights read after the wait
   bool factor = true;     // KILN_CUDA_FACTOR=0: no factor_sums
-  bool mma_gemv = false;  // KILN_CUDA_MMA_GEMV=1: decode GEMVs on the tensor cores
+  bool mma_gemv = true;   // KILN_CUDA_MMA_GEMV=0: decode GEMVs a warp a row as loops, not on the tensor cores
 };
 Switches switches() {
   auto is = [](const char* name, const char* value) {
     const char* v = std::getenv(name);
     return v && std::string(v) == value;
   };
-  return {!is("KILN_CUDA_PRELOAD", "0"), !is("KILN_CUDA_FACTOR", "0"), is("KILN_CUDA_MMA_GEMV", "1")};
+  return {!is("KILN_CUDA_PRELOAD", "0"), !is("KILN_CUDA_FACTOR", "0"), !is("KILN_CUDA_MMA_GEMV", "0")};
 }
 
 // Pairs for the tensor-core GEMVs (emit_mma_gemv).
@@ -157,16 +159,16 @@ __device__ __forceinline__ unsigned kiln_hmul2(unsigned a, unsigned b) {
   asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
   return r;
 }
-// Bytes b and b + 2 (b = 0 or 1) of a word as an f16 pair: next to 0x64 a
+// Bytes 2h and 2h + 1 (h = 0 or 1) of a word as an f16 pair: next to 0x64 a
 // byte is 1024 + it (a signed one biased by 128 first), so one subtraction
 // leaves each exactly.
-__device__ __forceinline__ unsigned kiln_u8_pair(unsigned w, int b) {
-  unsigned t = __byte_perm(w, 0x64646464u, b ? 0x4341u : 0x4240u), r;
+__device__ __forceinline__ unsigned kiln_u8_pair(unsigned w, int h) {
+  unsigned t = __byte_perm(w, 0x64646464u, h ? 0x4342u : 0x4140u), r;
   asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(t), "r"(0x64006400u));
   return r;
 }
-__device__ __forceinline__ unsigned kiln_i8_pair(unsigned w, int b) {
-  unsigned t = __byte_perm(w ^ 0x80808080u, 0x64646464u, b ? 0x4341u : 0x4240u), r;
+__device__ __forceinline__ unsigned kiln_i8_pair(unsigned w, int h) {
+  unsigned t = __byte_perm(w ^ 0x80808080u, 0x64646464u, h ? 0x4342u : 0x4140u), r;
   asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(t), "r"(0x64806480u));
   return r;
 }
@@ -403,7 +405,7 @@ class Emitter {
     find_mma_gemvs();
     declare_scratch();
     bind_loops();
-    if (!mma_gemv_.empty()) {
+    if (!mma_outer_.empty()) {
       line("const long long kiln_mrow = threadIdx.x >> 2;  // an mma GEMV's thread: the row of its products");
       line("const long long kiln_mthr = threadIdx.y * 4 + (threadIdx.x & 3);  // and whose share of the row it takes");
     }
@@ -497,8 +499,9 @@ class Emitter {
                          buffer_name(int(i)) + "[" + std::to_string(std::max<int64_t>(b.size, 1)) + "];";
       line(decl + "  // " + comment_text(b.name));
     }
-    if (!mma_gemv_.empty())
-      line("__shared__ float kiln_mma_sum[64];  // GEMV rows on the tensor cores: a warp's 8 sums");
+    if (!mma_outer_.empty())
+      line("__shared__ float kiln_mma_sum[" + std::to_string(64 * mma_outer_.size()) +
+           "];  // GEMV rows on the tensor cores: each warp's 8 sums, for each GEMV");
     if (nest_.allreduce_threads == 0) return;
     bool along_x = nest_.allreduce_axis == 0;
     if (along_x && nest_.allreduce_threads % 32 && (32 % nest_.allreduce_threads || nest_.threads_per_block() % 32))
@@ -564,12 +567,38 @@ class Emitter {
     for (size_t i = 0; i < stmts.size(); ++i) {
       auto m = mma_gemv_.find(stmts[i].get());
       if (m == mma_gemv_.end()) {
+        flush_mma_sums();
         emit_stmt(*stmts[i]);
         continue;
       }
       emit_mma_gemv(m->second);
       i += 2;  // its loop and its allreduce
     }
+    flush_mma_sums();
+  }
+
+  // The block's mma GEMVs since the last flush (emit_mma_gemv) wrote their
+  // warps' sums to shared memory: one barrier for all of them, then each
+  // thread adds its row's 8 in order. (Each GEMV has its own 64 floats, and
+  // a thread's body runs once, so nothing is written again after it.)
+  struct MmaPending {
+    std::string acc;
+    int64_t region = 0;
+  };
+  std::vector<MmaPending> mma_pending_;
+  size_t mma_flushed_ = 0;
+  void flush_mma_sums() {
+    if (mma_pending_.empty()) return;
+    body_ += "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n";
+    line("__syncthreads();  // the warps' sums of the mma GEMVs above");
+    for (const MmaPending& p : mma_pending_) {
+      const std::string base = "kiln_mma_sum[" + std::to_string(p.region) + " + ";
+      line(p.acc + " = " + base + "threadIdx.y];");
+      line("for (int kiln_w = 1; kiln_w < 8; ++kiln_w) " + p.acc + " += " + base + "kiln_w * 8 + threadIdx.y];");
+    }
+    body_ += "#endif\n";
+    mma_flushed_ += mma_pending_.size();
+    mma_pending_.clear();
   }
 
   void emit_stmt(const StmtNode& s) {
@@ -716,7 +745,10 @@ class Emitter {
   // pairs (emit_round). Which nibble each v takes is checked by
   // evaluating the IR's own expression of q for every v and byte value.
   // Returns the dequantizations (their products) so computed.
-  std::vector<const ExprNode*> packed_dequant(const StmtNode& loop) {
+  // `natural`: word i holds elements (2i, 2i + 1) instead (an mma_rows
+  // GEMV's pairs, f16_pair), bytes 2w and 2w + 1 side by side by one byte
+  // permute.
+  std::vector<const ExprNode*> packed_dequant(const StmtNode& loop, bool natural = false) {
     std::vector<const ExprNode*> done;
     if (loop.loop != LoopKind::Unrolled || loop.extent->kind != ExprKind::Const || loop.extent->ival != 32) return done;
     std::vector<const ExprNode*> rounds;
@@ -749,14 +781,22 @@ class Emitter {
       line("#pragma unroll");
       line("for (int kiln_w = 0; kiln_w < 4; ++kiln_w) {");
       line("  const unsigned kiln_b = reinterpret_cast<const unsigned*>(" + *bytes + ")[kiln_w];");
-      line("  " + dq + "[4 * kiln_w] = kiln_dequant_f16x2(kiln_b, kiln_zz, kiln_ss);");
-      line("  " + dq + "[4 * kiln_w + 1] = kiln_dequant_f16x2(kiln_b >> 8, kiln_zz, kiln_ss);");
-      line("  " + dq + "[4 * kiln_w + 2] = kiln_dequant_f16x2(kiln_b >> 4, kiln_zz, kiln_ss);");
-      line("  " + dq + "[4 * kiln_w + 3] = kiln_dequant_f16x2(kiln_b >> 12, kiln_zz, kiln_ss);");
+      if (natural) {
+        line("  const unsigned kiln_p0 = __byte_perm(kiln_b, 0u, 0x1100u), kiln_p1 = __byte_perm(kiln_b, 0u, 0x3322u);");
+        line("  " + dq + "[2 * kiln_w] = kiln_dequant_f16x2(kiln_p0, kiln_zz, kiln_ss);");
+        line("  " + dq + "[2 * kiln_w + 1] = kiln_dequant_f16x2(kiln_p1, kiln_zz, kiln_ss);");
+        line("  " + dq + "[2 * kiln_w + 8] = kiln_dequant_f16x2(kiln_p0 >> 4, kiln_zz, kiln_ss);");
+        line("  " + dq + "[2 * kiln_w + 9] = kiln_dequant_f16x2(kiln_p1 >> 4, kiln_zz, kiln_ss);");
+      } else {
+        line("  " + dq + "[4 * kiln_w] = kiln_dequant_f16x2(kiln_b, kiln_zz, kiln_ss);");
+        line("  " + dq + "[4 * kiln_w + 1] = kiln_dequant_f16x2(kiln_b >> 8, kiln_zz, kiln_ss);");
+        line("  " + dq + "[4 * kiln_w + 2] = kiln_dequant_f16x2(kiln_b >> 4, kiln_zz, kiln_ss);");
+        line("  " + dq + "[4 * kiln_w + 3] = kiln_dequant_f16x2(kiln_b >> 12, kiln_zz, kiln_ss);");
+      }
       line("}");
       --indent_;
       line("}");
-      packed_dequant_[a.get()] = {dq, loop.var};
+      packed_dequant_[a.get()] = {dq, loop.var, natural};
       done.push_back(a.get());
     }
     return done;
@@ -883,28 +923,29 @@ class Emitter {
   //
   // A GEMV as the decode step's schedule spells it: a block of 8 rows (y),
   // a warp a row, its 32 threads (x) each summing a share of the row's
-  // products a * b in unrolled loops (o, then v of a constant extent that 4
+  // products a * b in unrolled loops (o, then v of a constant extent that 8
   // divides, maybe under a condition on o and the thread), then an
   // allreduce over x. The products' operands hold f16 values exactly
   // (half_product): a dequantized weight that moves with the row, and x,
-  // which does not. On sm_80 and up, mma.sync m16n8k16 takes them instead:
-  // B's 8 columns are the block's 8 rows (its k by the 16 products of a
-  // step), A's 16 rows all hold x, so C's every row is the 8 rows' sums. Warp
-  // w takes the shares of the threads 4w..4w+3 of every row: thread t plays
-  // thread 4w + t % 4 of row t / 4, four products (v = u..u+3) a step, as
-  // the pairs (u, u + 2) and (u + 1, u + 3) (a q4 group's dequantized words
-  // as they are). The 8 warps' sums are then added in shared memory, in
-  // order, and every thread of a row holds its row's, as after the
-  // allreduce. One mma does what 128 products and their conversions to f32
-  // did (the GEMVs were instruction-bound: 1136 instructions a thread for
-  // TinyLlama's q4 gate/up; 1040 with this). Older GPUs keep the loops
-  // (#else). Opt-in, KILN_CUDA_MMA_GEMV=1: fewer instructions, but slower
-  // decode on an H200 (session 20, runs 103-104: q4 1052-1058 -> 995-1005
-  // tok/s, q8 1109-1127 -> 1021-1030; four accumulators instead of one
-  // changed nothing). Likely why: the block's 8 warps now meet at two
-  // barriers for the cross-warp sums, where each warp used to finish its row
-  // alone; a warp owning whole rows (A = 16 rows of weights, B = x, no
-  // barrier) needs the schedule to give a warp 8 or 16 rows.
+  // which does not. On sm_80 and up, mma.sync m16n8k16 takes them instead.
+  // Warp w takes the shares of the threads 4w..4w+3 of every row: lane l
+  // plays thread 4w + l % 4 of row g = l / 4, and its 8 products a step go
+  // to A's rows g and g + 8 as they are (4 words, no copies), B's columns
+  // taking x: the even ones row g's elements, the odd ones row g + 8's (the
+  // thread picks by g's parity). C[g][even] + C[g + 8][odd] is then row g's
+  // sum over the warp's 4 shares; the 8 warps' sums meet in shared memory
+  // behind one barrier for all the kernel's GEMVs (flush_mma_sums), and
+  // every thread of a row holds its row's, as after the allreduce. Two
+  // chains of mmas. Older GPUs keep the loops (#else); KILN_CUDA_MMA_GEMV=0
+  // keeps them everywhere.
+  //
+  // H100 (session 21, run 107), TinyLlama decode tok/s: q4 1060 -> 1128, q8
+  // 1060 -> 1092 (f16 rows, 128 lanes a row, keep their loops); SASS a
+  // thread (layer 1, q4): o 464 -> 304, gate/up 1136 -> 792, down 1208 ->
+  // 648, q/k/v 696 -> 440. Session 20's form (A = x in all 16 rows, copied
+  // for every mma, two barriers a GEMV) was 5-9% slower than the loops; a
+  // warp owning 8 whole rows (4 lanes a row, no barrier: 8 times fewer
+  // warps) halved the decode (run 106: q4 478, f16 300 tok/s).
   struct MmaGemv {
     const StmtNode* outer = nullptr;  // unrolled for o
     const StmtNode* guard = nullptr;  // a condition inside it, around inner (or null)
@@ -932,7 +973,8 @@ class Emitter {
         const StmtNode &init = *stmts[i], &outer = *stmts[i + 1], &reduce = *stmts[i + 2];
         if (init.kind != StmtKind::Store || reduce.kind != StmtKind::AllReduce || reduce.binop != BinOp::Add ||
             reduce.buffer != init.buffer || reduce.var != thr || outer.kind != StmtKind::For ||
-            outer.loop != LoopKind::Unrolled || outer.extent->kind != ExprKind::Const || outer.body.size() != 1)
+            outer.loop != LoopKind::Unrolled ||
+            outer.extent->kind != ExprKind::Const || outer.body.size() != 1)
           continue;
         const BufferDecl& acc = buffer(init.buffer);
         if (acc.scope != MemScope::Local || acc.dtype != f32 || init.value->kind != ExprKind::Const ||
@@ -947,7 +989,7 @@ class Emitter {
           in = in->body[0].get();
         }
         if (in->kind != StmtKind::For || in->loop != LoopKind::Unrolled || in->extent->kind != ExprKind::Const ||
-            in->extent->ival % 4 != 0)
+            in->extent->ival % 8 != 0)
           continue;
         Stmt inner_stmt;
         for (const Stmt& c : (m.guard ? m.guard->body : outer.body))
@@ -971,40 +1013,34 @@ class Emitter {
     scan(*nest_.body);
   }
 
-  // The f16 pair (element lo, element lo + 2) of `e`, an f16-exact value of
-  // the loop variable `v`, lo in the low half; `lo` names a C variable. For
-  // emit_mma_gemv (which turns on the f16 helpers).
+  // The f16 pair (element lo, element lo + 1) of `e`, an f16-exact value of
+  // the loop variable `v`, lo (even) in the low half; `lo` names a C
+  // variable. For emit_mma_gemv (which turns on the f16 helpers).
   std::string f16_pair(const Expr& e, const std::string& v, const std::string& lo) {
-    // A q4 group's dequantized words (packed_dequant): word 4 * ((lo % 16) / 4)
-    // + 2 * (lo / 16) + lo % 2 holds (lo, lo + 2) for lo % 4 < 2.
+    // A q4 group's dequantized words (packed_dequant, natural): word lo / 2.
     if (e->kind == ExprKind::Round && e->round_to == f16)
-      if (auto p = packed_dequant_.find(e->args[0].get()); p != packed_dequant_.end() && p->second.loop == v)
-        return p->second.array + "[4 * ((" + lo + " % 16) / 4) + 2 * (" + lo + " / 16) + " + lo + " % 2]";
-    // An f16 load's 16-byte pieces: word k holds elements 2k and 2k + 1, so
-    // the pair is the low or the high halves of two words.
-    auto words = [&](const Expr& l) -> std::optional<std::string> {
+      if (auto p = packed_dequant_.find(e->args[0].get()); p != packed_dequant_.end() && p->second.loop == v) {
+        if (!p->second.natural) fail(k_, "an mma GEMV's dequantized pairs in the other order");
+        return p->second.array + "[" + lo + " / 2]";
+      }
+    // An f16 load's 16-byte pieces: word k holds elements 2k and 2k + 1.
+    auto word = [&](const Expr& l) -> std::optional<std::string> {
       if (!f16_load(l)) return std::nullopt;
       auto it = vector_element_.find(l.get());
       if (it == vector_element_.end() || it->second.element || it->second.loop != v) return std::nullopt;
-      return "reinterpret_cast<const unsigned*>(" + it->second.pieces + ")";
+      return "reinterpret_cast<const unsigned*>(" + it->second.pieces + ")[" + lo + " / 2]";
     };
-    auto halves = [&](const std::string& first, const std::string& second) {
-      return "__byte_perm(" + first + ", " + second + ", " + lo + " % 2 ? 0x7632u : 0x5410u)";
-    };
-    auto word = [&](const std::string& w, int k) { return w + "[" + lo + " / 2" + (k ? " + 1]" : "]"); };
-    if (std::optional<std::string> w = words(e)) return halves(word(*w, 0), word(*w, 1));
+    if (std::optional<std::string> w = word(e)) return *w;
     // A folded norm's x * g, rounded to f16: f16's own multiplication, of
-    // two words at once, then their halves.
+    // both elements at once.
     if (e->kind == ExprKind::Round && e->round_to == f16 && e->args[0]->kind == ExprKind::Binary &&
         e->args[0]->binop == BinOp::Mul) {
-      std::optional<std::string> a = words(e->args[0]->args[0]), b = words(e->args[0]->args[1]);
-      if (a && b)
-        return halves("kiln_hmul2(" + word(*a, 0) + ", " + word(*b, 0) + ")",
-                      "kiln_hmul2(" + word(*a, 1) + ", " + word(*b, 1) + ")");
+      std::optional<std::string> a = word(e->args[0]->args[0]), b = word(e->args[0]->args[1]);
+      if (a && b) return "kiln_hmul2(" + *a + ", " + *b + ")";
     }
-    // An 8-bit integer weight (q8): bytes lo % 4 and lo % 4 + 2 of word lo / 4
-    // next to 0x64 are 1024 + the byte (shifted by 128 where signed), less
-    // that in one subtraction: exact.
+    // An 8-bit integer weight (q8): bytes lo % 4 and lo % 4 + 1 of word
+    // lo / 4 next to 0x64 are 1024 + the byte (shifted by 128 where signed),
+    // less that in one subtraction: exact.
     const Expr& c = e->kind == ExprKind::Round && e->round_to == f16 ? e->args[0] : e;
     if (c->kind == ExprKind::Cast && c->type == ValType::f32 && c->args[0]->kind == ExprKind::Load) {
       const Expr& l = c->args[0];
@@ -1012,12 +1048,12 @@ class Emitter {
       DType t = buffer(l->buffer).dtype;
       if ((t == i8 || t == u8) && it != vector_element_.end() && !it->second.element && it->second.loop == v)
         return std::string(t == i8 ? "kiln_i8_pair" : "kiln_u8_pair") + "(reinterpret_cast<const unsigned*>(" +
-               it->second.pieces + ")[" + lo + " / 4], " + lo + " % 4)";
+               it->second.pieces + ")[" + lo + " / 4], " + lo + " % 4 / 2)";
     }
     // Anything else: both values in f32, converted together (exactly).
     size_t n = scope_.size();
     std::string hi = "kiln_e" + std::to_string(fresh_++);
-    line("const long long " + hi + " = " + lo + " + 2;");
+    line("const long long " + hi + " = " + lo + " + 1;");
     scope_.emplace_back(v, lo);
     std::string first = full(e);
     scope_.back().second = hi;
@@ -1033,19 +1069,22 @@ class Emitter {
     line("{  // " + comment_text(buffer(m.acc).name) + ": the block's 8 rows on the tensor cores (emit_mma_gemv)");
     body_ += "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n";
     ++indent_;
-    line("float kiln_c[4] = {0.0f, 0.0f, 0.0f, 0.0f};");
+    // Two chains of mmas (even and odd steps of 16 products).
+    line("float kiln_c[4] = {0.0f, 0.0f, 0.0f, 0.0f}, kiln_c2[4] = {0.0f, 0.0f, 0.0f, 0.0f};");
+    // The thread's row g = lane / 4: whose columns of B its x fills, even or odd.
+    line("const bool kiln_odd = (threadIdx.x >> 2) & 1;");
     line("{");
     ++indent_;
     size_t n = scope_.size();
     scope_.emplace_back(m.row, "kiln_mrow");
     scope_.emplace_back(m.thr, "kiln_mthr");
-    // The condition (a row's last partial step of 32 threads' shares) where
+    // The condition (a row's last partial step of its threads' shares) where
     // some thread's share may fail it: the steps before, where every
     // thread's holds, go without it.
     const int64_t steps = m.outer->extent->ival;
     int64_t sure = m.guard ? 0 : steps;
     for (bool all = true; all && sure < steps; sure += all)
-      for (int64_t t = 0; t < 32 && all; ++t)
+      for (int64_t t = 0; t < nest_.allreduce_threads && all; ++t)
         all = evaluate_int(m.guard->cond, {{m.outer->var, sure}, {m.thr, t}}, 0) == 1;
     auto emit_steps = [&](int64_t begin, int64_t end, bool guarded) {
       if (begin >= end) return;
@@ -1057,22 +1096,20 @@ class Emitter {
       ++indent_;
       std::string fw = "kiln_fw" + std::to_string(fresh_++), fx = "kiln_fx" + std::to_string(fresh_++);
       line("unsigned " + fw + "[" + std::to_string(pairs) + "], " + fx + "[" + std::to_string(pairs) +
-           "];  // pairs of w and of x");
+           "];  // pairs of w and of x: word p holds elements (2p, 2p + 1)");
       if (guarded) {
         line("if (" + full(m.guard->cond) + ") {");
         ++indent_;
       }
       std::vector<const ExprNode*> vectors = vector_loads(*m.inner);
-      std::vector<const ExprNode*> packed = packed_dequant(*m.inner);
+      std::vector<const ExprNode*> packed = packed_dequant(*m.inner, true);
       line("#pragma unroll");
-      line("for (int kiln_u = 0; kiln_u < " + std::to_string(width / 4) + "; ++kiln_u) {");
+      line("for (int kiln_p = 0; kiln_p < " + std::to_string(pairs) + "; ++kiln_p) {");
       ++indent_;
-      for (int h = 0; h < 2; ++h) {
-        std::string lo = "kiln_e" + std::to_string(fresh_++);
-        line("const long long " + lo + " = 4 * kiln_u + " + std::to_string(h) + ";");
-        line(fw + "[2 * kiln_u + " + std::to_string(h) + "] = " + f16_pair(m.w, m.inner->var, lo) + ";");
-        line(fx + "[2 * kiln_u + " + std::to_string(h) + "] = " + f16_pair(m.x, m.inner->var, lo) + ";");
-      }
+      std::string lo = "kiln_e" + std::to_string(fresh_++);
+      line("const long long " + lo + " = 2 * kiln_p;");
+      line(fw + "[kiln_p] = " + f16_pair(m.w, m.inner->var, lo) + ";");
+      line(fx + "[kiln_p] = " + f16_pair(m.x, m.inner->var, lo) + ";");
       --indent_;
       line("}");
       for (const ExprNode* l : vectors) vector_element_.erase(l);
@@ -1084,12 +1121,17 @@ class Emitter {
              "[kiln_p] = 0u;");
         line("}");
       }
-      // x in A's rows 8-15 too (copies; zeros there took more moves).
+      // A's rows g and g + 8 are the thread's own row, elements 8u..8u+7
+      // (words 4u..4u+3: rows g, g + 8, g, g + 8 as A's fragment takes them);
+      // B's even columns hold x's elements of row g's words (4u, 4u + 2), its
+      // odd ones those of row g + 8's (4u + 1, 4u + 3), so C[g][even] +
+      // C[g + 8][odd] is the row's sum over the warp's 4 shares, and no
+      // register is copied.
       line("#pragma unroll");
-      line("for (int kiln_u = 0; kiln_u < " + std::to_string(width / 4) + "; ++kiln_u) {");
-      line("  const unsigned kiln_a[4] = {" + fx + "[2 * kiln_u], " + fx + "[2 * kiln_u], " + fx + "[2 * kiln_u + 1], " +
-           fx + "[2 * kiln_u + 1]};");
-      line("  kiln_mma_f16(kiln_c, kiln_a, &" + fw + "[2 * kiln_u]);");
+      line("for (int kiln_u = 0; kiln_u < " + std::to_string(width / 8) + "; ++kiln_u) {");
+      line("  const unsigned kiln_b[2] = {kiln_odd ? " + fx + "[4 * kiln_u + 1] : " + fx + "[4 * kiln_u], kiln_odd ? " +
+           fx + "[4 * kiln_u + 3] : " + fx + "[4 * kiln_u + 2]};");
+      line("  kiln_mma_f16(kiln_u % 2 ? kiln_c2 : kiln_c, &" + fw + "[4 * kiln_u], kiln_b);");
       line("}");
       --indent_;
       line("}");
@@ -1100,15 +1142,13 @@ class Emitter {
     scope_.resize(n);
     --indent_;
     line("}");
-    line("if (threadIdx.x < 4) {  // C's row 0: rows 2t and 2t + 1 of the block");
-    line("  kiln_mma_sum[threadIdx.y * 8 + 2 * threadIdx.x] = kiln_c[0];");
-    line("  kiln_mma_sum[threadIdx.y * 8 + 2 * threadIdx.x + 1] = kiln_c[1];");
-    line("}");
-    line("__syncthreads();");
-    line("float kiln_s = kiln_mma_sum[threadIdx.y];");
-    line("for (int kiln_w = 1; kiln_w < 8; ++kiln_w) kiln_s += kiln_mma_sum[kiln_w * 8 + threadIdx.y];");
-    line("__syncthreads();  // the next GEMV reuses the sums");
-    line(acc + " = kiln_s;");
+    // Warp w's sums of the 8 rows (C[g][2t] + C[g + 8][2t + 1], over shares
+    // 4w..4w+3) to shared memory; after the barrier (flush_mma_sums), each
+    // thread adds its row's 8.
+    const int64_t region = int64_t(mma_pending_.size() + mma_flushed_) * 64;
+    line("if ((threadIdx.x & 3) == 0) kiln_mma_sum[" + std::to_string(region) +
+         " + threadIdx.y * 8 + (threadIdx.x >> 2)] = (kiln_c[0] + kiln_c[3]) + (kiln_c2[0] + kiln_c2[3]);");
+    mma_pending_.push_back({acc, region});
     --indent_;
     body_ += "#else\n";
     ++indent_;
@@ -1128,8 +1168,11 @@ class Emitter {
         unload(st->cond);
       });
     line(acc + " = 0.0f;");
+    std::vector<MmaPending> pending = std::move(mma_pending_);  // not flushed in the loops
+    mma_pending_.clear();
     emit_stmt(*m.outer);
     emit_stmt(*m.reduce);
+    mma_pending_ = std::move(pending);
     preload_.insert(pieces.begin(), pieces.end());
     preload_scalar_.insert(elements.begin(), elements.end());
     --indent_;
@@ -1753,6 +1796,8 @@ class Emitter {
           // kiln_dq's word 4w holds elements (4w, 4w + 2) of bytes 4w..4w+3's low nibbles, 4w + 1 (4w + 1, 4w + 3),
           // 4w + 2 and 4w + 3 the same of the high nibbles (elements + 16): element v's f16 is at this slot.
           const std::string v = var_name(p->second.loop);
+          if (p->second.natural)
+            return primary("kiln_f16_to_f32(reinterpret_cast<const unsigned short*>(" + p->second.array + ")[" + v + "])");
           return primary("kiln_f16_to_f32(reinterpret_cast<const unsigned short*>(" + p->second.array + ")[8 * ((" + v +
                          " % 16) / 4) + 4 * (" + v + " / 16) + 2 * (" + v + " % 2) + (" + v + " % 4) / 2])");
         }
@@ -1791,6 +1836,7 @@ class Emitter {
   // array of their pairs and the loop variable that picks one.
   struct PackedDequant {
     std::string array, loop;
+    bool natural = false;  // word i holds elements (2i, 2i + 1)
   };
   std::map<const ExprNode*, PackedDequant> packed_dequant_;
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false, use_sel_ = false;

@@ -886,14 +886,15 @@ TEST(CudaCodegen, GroupScalesMultiplyPartialSums) {
 }
 
 // The decode step's GEMVs with f16 activations (q4, q8; a block of 8 rows,
-// a warp a row) go to the tensor cores: mma.sync m16n8k16 with the block's 8
-// rows as B's columns, the weights read before the wait as the thread that
-// multiplies them (kiln_mrow, kiln_mthr), the loops kept for GPUs before
-// sm_80. Opt-in (KILN_CUDA_MMA_GEMV=1: slower on an H200 so far); without
-// it the loops stay. (Values: test_backends_cuda passed with the path on by
-// default on an H200, session 20 run 103; it does not turn it on itself.)
+// a warp a row) go to the tensor cores: mma.sync m16n8k16, warp w taking
+// shares 4w..4w+3 of the block's 8 rows, A = the thread's own row's
+// weights (rows g and g + 8 of A), B = x chosen by the row's parity, the
+// weights read before the wait as the thread that multiplies them
+// (kiln_mrow, kiln_mthr), the warps' sums in shared memory behind one
+// barrier a kernel, the loops kept for GPUs before sm_80.
+// KILN_CUDA_MMA_GEMV=0 keeps the loops. (Values: test_backends_cuda on the
+// GPU, the LLM decode cases.)
 TEST(CudaCodegen, DecodeGemvRowsGoToTheTensorCores) {
-  setenv("KILN_CUDA_MMA_GEMV", "1", 1);
   for (WeightFormat wf : {WeightFormat::q4, WeightFormat::q8}) {
     SCOPED_TRACE(int(wf));
     Program p = lower(llm_decode_graph(llm_config("tinyllama-1.1b"), f16, wf));
@@ -902,9 +903,14 @@ TEST(CudaCodegen, DecodeGemvRowsGoToTheTensorCores) {
       Kernel s = scheduled(k);
       std::string src = emit_cuda(s, "f");
       if (!contains(src, "emit_mma_gemv")) continue;
-      EXPECT_TRUE(contains(src, "kiln_mma_f16(kiln_c, kiln_a, &kiln_fw")) << src;
+      EXPECT_TRUE(contains(src, "kiln_mma_f16(kiln_u % 2 ? kiln_c2 : kiln_c, &kiln_fw")) << src;
+      EXPECT_TRUE(contains(src, "kiln_odd ?")) << src;
       EXPECT_TRUE(contains(src, "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800")) << src;
       EXPECT_TRUE(contains(src, "#else")) << src;
+      size_t barriers = 0;
+      for (size_t at = src.find("__syncthreads()"); at != std::string::npos; at = src.find("__syncthreads()", at + 1))
+        ++barriers;
+      EXPECT_EQ(barriers, 1u) << src;  // gate, its norm's sum of squares and up behind one
       std::string early = src.substr(0, src.find("griddepcontrol.wait"));
       size_t uses = 0;
       for (size_t at = early.find("kiln_mrow"); at != std::string::npos; at = early.find("kiln_mrow", at + 1)) ++uses;
@@ -912,9 +918,9 @@ TEST(CudaCodegen, DecodeGemvRowsGoToTheTensorCores) {
       if (mma++ == 0) {
         std::string ptx = compile_cuda_to_ptx(s, "sm_90");
         EXPECT_TRUE(contains(ptx, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")) << ptx;
-        unsetenv("KILN_CUDA_MMA_GEMV");
+        setenv("KILN_CUDA_MMA_GEMV", "0", 1);
         std::string off = emit_cuda(s, "f");
-        setenv("KILN_CUDA_MMA_GEMV", "1", 1);
+        unsetenv("KILN_CUDA_MMA_GEMV");
         EXPECT_FALSE(contains(off, "kiln_mma_f16")) << off;
       }
     }
@@ -927,7 +933,6 @@ TEST(CudaCodegen, DecodeGemvRowsGoToTheTensorCores) {
     for (const Kernel& k : lower(c.graph).kernels)
       if (contains(emit_cuda(scheduled(k), "f"), "emit_mma_gemv")) ++cases;
   }
-  unsetenv("KILN_CUDA_MMA_GEMV");
   EXPECT_GT(cases, 0);
 }
 
@@ -935,11 +940,12 @@ TEST(CudaCodegen, DecodeGemvRowsGoToTheTensorCores) {
 // artifact identity (the disk cache's key): a kernel compiled with
 // KILN_CUDA_MMA_GEMV=1 is not reused without it, nor the other way round.
 TEST(CudaCodegen, EmitterSwitchesNameTheirState) {
-  EXPECT_EQ(cuda_emit_switches(), "preload on, factor on, mma gemv off");
+  const std::string all_default = "preload on, factor on, mma gemv on";
+  EXPECT_EQ(cuda_emit_switches(), all_default);
   for (auto [name, value] : std::vector<std::pair<const char*, const char*>>{
-           {"KILN_CUDA_PRELOAD", "0"}, {"KILN_CUDA_FACTOR", "0"}, {"KILN_CUDA_MMA_GEMV", "1"}}) {
+           {"KILN_CUDA_PRELOAD", "0"}, {"KILN_CUDA_FACTOR", "0"}, {"KILN_CUDA_MMA_GEMV", "0"}}) {
     setenv(name, value, 1);
-    EXPECT_NE(cuda_emit_switches(), "preload on, factor on, mma gemv off") << name;
+    EXPECT_NE(cuda_emit_switches(), all_default) << name;
     unsetenv(name);
   }
 }
