@@ -941,7 +941,7 @@ class Emitter {
   //
   // H100 (session 21, run 107), TinyLlama decode tok/s: q4 1060 -> 1128, q8
   // 1060 -> 1092 (f16 rows, 128 lanes a row, keep their loops); SASS a
-  // thread (layer 1, q4): o 464 -> 304, gate/up 1136 -> 792, down 1208 ->
+  // thread (q4, layer 0; q/k/v layer 1): o 464 -> 304, gate/up 1136 -> 792, down 1208 ->
   // 648, q/k/v 696 -> 440. Session 20's form (A = x in all 16 rows, copied
   // for every mma, two barriers a GEMV) was 5-9% slower than the loops; a
   // warp owning 8 whole rows (4 lanes a row, no barrier: 8 times fewer
