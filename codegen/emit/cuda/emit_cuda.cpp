@@ -153,7 +153,15 @@ Switches switches() {
 }
 
 // Pairs for the tensor-core GEMVs (emit_mma_gemv).
-const char* kMmaGemvHelpers = R"(// Two f16 products at once, each f16's correctly rounded multiplication.
+const char* kMmaGemvHelpers = R"(// mma.sync as a plain asm (not volatile): its outputs keep it, and the
+// compiler may share the loads and products of x between a kernel's GEMVs
+// across it (a gate's and an up's x * g).
+__device__ __forceinline__ void kiln_mma_gemv(float* c, const unsigned* a, const unsigned* b) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+// Two f16 products at once, each f16's correctly rounded multiplication.
 __device__ __forceinline__ unsigned kiln_hmul2(unsigned a, unsigned b) {
   unsigned r;
   asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
@@ -577,12 +585,12 @@ class Emitter {
     flush_mma_sums();
   }
 
-  // The block's mma GEMVs since the last flush (emit_mma_gemv) wrote their
-  // warps' sums to shared memory: one barrier for all of them, then each
+  // The block's mma GEMVs since the last flush (emit_mma_gemv) hold their
+  // warps' sums: to shared memory, one barrier for all of them, then each
   // thread adds its row's 8 in order. (Each GEMV has its own 64 floats, and
   // a thread's body runs once, so nothing is written again after it.)
   struct MmaPending {
-    std::string acc;
+    std::string acc, warp_sum;
     int64_t region = 0;
   };
   std::vector<MmaPending> mma_pending_;
@@ -590,6 +598,10 @@ class Emitter {
   void flush_mma_sums() {
     if (mma_pending_.empty()) return;
     body_ += "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n";
+    line("if ((threadIdx.x & 3) == 0) {  // warp w's sums of its 8 rows");
+    for (const MmaPending& p : mma_pending_)
+      line("  kiln_mma_sum[" + std::to_string(p.region) + " + threadIdx.y * 8 + (threadIdx.x >> 2)] = " + p.warp_sum + ";");
+    line("}");
     line("__syncthreads();  // the warps' sums of the mma GEMVs above");
     for (const MmaPending& p : mma_pending_) {
       const std::string base = "kiln_mma_sum[" + std::to_string(p.region) + " + ";
@@ -1066,6 +1078,9 @@ class Emitter {
     const std::string acc = buffer_name(m.acc) + "[0]";
     const int64_t width = m.inner->extent->ival, pairs = width / 2;
     use_mma_ = use_f16_ = true;
+    // The warp's sum of the thread's row, kept for flush_mma_sums.
+    const std::string warp_sum = "kiln_ms" + std::to_string(fresh_++);
+    line("float " + warp_sum + " = 0.0f;  // " + comment_text(buffer(m.acc).name) + "'s row over the warp's shares");
     line("{  // " + comment_text(buffer(m.acc).name) + ": the block's 8 rows on the tensor cores (emit_mma_gemv)");
     body_ += "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n";
     ++indent_;
@@ -1131,7 +1146,7 @@ class Emitter {
       line("for (int kiln_u = 0; kiln_u < " + std::to_string(width / 8) + "; ++kiln_u) {");
       line("  const unsigned kiln_b[2] = {kiln_odd ? " + fx + "[4 * kiln_u + 1] : " + fx + "[4 * kiln_u], kiln_odd ? " +
            fx + "[4 * kiln_u + 3] : " + fx + "[4 * kiln_u + 2]};");
-      line("  kiln_mma_f16(kiln_u % 2 ? kiln_c2 : kiln_c, &" + fw + "[4 * kiln_u], kiln_b);");
+      line("  kiln_mma_gemv(kiln_u % 2 ? kiln_c2 : kiln_c, &" + fw + "[4 * kiln_u], kiln_b);");
       line("}");
       --indent_;
       line("}");
@@ -1142,13 +1157,11 @@ class Emitter {
     scope_.resize(n);
     --indent_;
     line("}");
-    // Warp w's sums of the 8 rows (C[g][2t] + C[g + 8][2t + 1], over shares
-    // 4w..4w+3) to shared memory; after the barrier (flush_mma_sums), each
-    // thread adds its row's 8.
-    const int64_t region = int64_t(mma_pending_.size() + mma_flushed_) * 64;
-    line("if ((threadIdx.x & 3) == 0) kiln_mma_sum[" + std::to_string(region) +
-         " + threadIdx.y * 8 + (threadIdx.x >> 2)] = (kiln_c[0] + kiln_c[3]) + (kiln_c2[0] + kiln_c2[3]);");
-    mma_pending_.push_back({acc, region});
+    // Warp w's sum of row g (C[g][2t] + C[g + 8][2t + 1], over shares
+    // 4w..4w+3), to shared memory with the others' in flush_mma_sums (no
+    // store between the GEMVs, so the compiler may share x's loads).
+    line(warp_sum + " = (kiln_c[0] + kiln_c[3]) + (kiln_c2[0] + kiln_c2[3]);");
+    mma_pending_.push_back({acc, warp_sum, int64_t(mma_pending_.size() + mma_flushed_) * 64});
     --indent_;
     body_ += "#else\n";
     ++indent_;
