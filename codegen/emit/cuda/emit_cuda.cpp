@@ -153,15 +153,7 @@ Switches switches() {
 }
 
 // Pairs for the tensor-core GEMVs (emit_mma_gemv).
-const char* kMmaGemvHelpers = R"(// mma.sync as a plain asm (not volatile): its outputs keep it, and the
-// compiler may share the loads and products of x between a kernel's GEMVs
-// across it (a gate's and an up's x * g).
-__device__ __forceinline__ void kiln_mma_gemv(float* c, const unsigned* a, const unsigned* b) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-// Two f16 products at once, each f16's correctly rounded multiplication.
+const char* kMmaGemvHelpers = R"(// Two f16 products at once, each f16's correctly rounded multiplication.
 __device__ __forceinline__ unsigned kiln_hmul2(unsigned a, unsigned b) {
   unsigned r;
   asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
@@ -1146,7 +1138,7 @@ class Emitter {
       line("for (int kiln_u = 0; kiln_u < " + std::to_string(width / 8) + "; ++kiln_u) {");
       line("  const unsigned kiln_b[2] = {kiln_odd ? " + fx + "[4 * kiln_u + 1] : " + fx + "[4 * kiln_u], kiln_odd ? " +
            fx + "[4 * kiln_u + 3] : " + fx + "[4 * kiln_u + 2]};");
-      line("  kiln_mma_gemv(kiln_u % 2 ? kiln_c2 : kiln_c, &" + fw + "[4 * kiln_u], kiln_b);");
+      line("  kiln_mma_f16(kiln_u % 2 ? kiln_c2 : kiln_c, &" + fw + "[4 * kiln_u], kiln_b);");
       line("}");
       --indent_;
       line("}");

@@ -903,7 +903,7 @@ TEST(CudaCodegen, DecodeGemvRowsGoToTheTensorCores) {
       Kernel s = scheduled(k);
       std::string src = emit_cuda(s, "f");
       if (!contains(src, "emit_mma_gemv")) continue;
-      EXPECT_TRUE(contains(src, "kiln_mma_gemv(kiln_u % 2 ? kiln_c2 : kiln_c, &kiln_fw")) << src;
+      EXPECT_TRUE(contains(src, "kiln_mma_f16(kiln_u % 2 ? kiln_c2 : kiln_c, &kiln_fw")) << src;
       EXPECT_TRUE(contains(src, "kiln_odd ?")) << src;
       EXPECT_TRUE(contains(src, "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800")) << src;
       EXPECT_TRUE(contains(src, "#else")) << src;
@@ -921,7 +921,7 @@ TEST(CudaCodegen, DecodeGemvRowsGoToTheTensorCores) {
         setenv("KILN_CUDA_MMA_GEMV", "0", 1);
         std::string off = emit_cuda(s, "f");
         unsetenv("KILN_CUDA_MMA_GEMV");
-        EXPECT_FALSE(contains(off, "kiln_mma_gemv")) << off;
+        EXPECT_FALSE(contains(off, "kiln_mma_f16")) << off;
       }
     }
     EXPECT_GE(mma, 4);  // q/k/v, o, gate/up, down
