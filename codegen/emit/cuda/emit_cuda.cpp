@@ -577,12 +577,12 @@ class Emitter {
     flush_mma_sums();
   }
 
-  // The block's mma GEMVs since the last flush (emit_mma_gemv) hold their
-  // warps' sums: to shared memory, one barrier for all of them, then each
+  // The block's mma GEMVs since the last flush (emit_mma_gemv) wrote their
+  // warps' sums to shared memory: one barrier for all of them, then each
   // thread adds its row's 8 in order. (Each GEMV has its own 64 floats, and
   // a thread's body runs once, so nothing is written again after it.)
   struct MmaPending {
-    std::string acc, warp_sum;
+    std::string acc;
     int64_t region = 0;
   };
   std::vector<MmaPending> mma_pending_;
@@ -590,10 +590,6 @@ class Emitter {
   void flush_mma_sums() {
     if (mma_pending_.empty()) return;
     body_ += "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n";
-    line("if ((threadIdx.x & 3) == 0) {  // warp w's sums of its 8 rows");
-    for (const MmaPending& p : mma_pending_)
-      line("  kiln_mma_sum[" + std::to_string(p.region) + " + threadIdx.y * 8 + (threadIdx.x >> 2)] = " + p.warp_sum + ";");
-    line("}");
     line("__syncthreads();  // the warps' sums of the mma GEMVs above");
     for (const MmaPending& p : mma_pending_) {
       const std::string base = "kiln_mma_sum[" + std::to_string(p.region) + " + ";
@@ -945,8 +941,11 @@ class Emitter {
   //
   // H100 (session 21, run 107), TinyLlama decode tok/s: q4 1060 -> 1128, q8
   // 1060 -> 1092 (f16 rows, 128 lanes a row, keep their loops); SASS a
-  // thread (q4, layer 0; q/k/v layer 1): o 464 -> 304, gate/up 1136 -> 792, down 1208 ->
-  // 648, q/k/v 696 -> 440. Session 20's form (A = x in all 16 rows, copied
+  // thread (q4, layer 0; q/k/v layer 1): o 464 -> 304, gate/up 1136 -> 792,
+  // down 1208 -> 648, q/k/v 696 -> 440. Not yet run on a GPU: storing the
+  // warps' sums at the flush instead of after each GEMV (no store between
+  // the GEMVs) lets the compiler share a gate's and an up's x * g (q4
+  // gate/up 792 -> 736). Session 20's form (A = x in all 16 rows, copied
   // for every mma, two barriers a GEMV) was 5-9% slower than the loops; a
   // warp owning 8 whole rows (4 lanes a row, no barrier: 8 times fewer
   // warps) halved the decode (run 106: q4 478, f16 300 tok/s).
@@ -1070,9 +1069,6 @@ class Emitter {
     const std::string acc = buffer_name(m.acc) + "[0]";
     const int64_t width = m.inner->extent->ival, pairs = width / 2;
     use_mma_ = use_f16_ = true;
-    // The warp's sum of the thread's row, kept for flush_mma_sums.
-    const std::string warp_sum = "kiln_ms" + std::to_string(fresh_++);
-    line("float " + warp_sum + " = 0.0f;  // " + comment_text(buffer(m.acc).name) + "'s row over the warp's shares");
     line("{  // " + comment_text(buffer(m.acc).name) + ": the block's 8 rows on the tensor cores (emit_mma_gemv)");
     body_ += "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n";
     ++indent_;
@@ -1149,11 +1145,13 @@ class Emitter {
     scope_.resize(n);
     --indent_;
     line("}");
-    // Warp w's sum of row g (C[g][2t] + C[g + 8][2t + 1], over shares
-    // 4w..4w+3), to shared memory with the others' in flush_mma_sums (no
-    // store between the GEMVs, so the compiler may share x's loads).
-    line(warp_sum + " = (kiln_c[0] + kiln_c[3]) + (kiln_c2[0] + kiln_c2[3]);");
-    mma_pending_.push_back({acc, warp_sum, int64_t(mma_pending_.size() + mma_flushed_) * 64});
+    // Warp w's sums of the 8 rows (C[g][2t] + C[g + 8][2t + 1], over shares
+    // 4w..4w+3) to shared memory; after the barrier (flush_mma_sums), each
+    // thread adds its row's 8.
+    const int64_t region = int64_t(mma_pending_.size() + mma_flushed_) * 64;
+    line("if ((threadIdx.x & 3) == 0) kiln_mma_sum[" + std::to_string(region) +
+         " + threadIdx.y * 8 + (threadIdx.x >> 2)] = (kiln_c[0] + kiln_c[3]) + (kiln_c2[0] + kiln_c2[3]);");
+    mma_pending_.push_back({acc, region});
     --indent_;
     body_ += "#else\n";
     ++indent_;
