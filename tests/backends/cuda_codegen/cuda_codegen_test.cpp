@@ -885,7 +885,7 @@ TEST(CudaCodegen, GroupScalesMultiplyPartialSums) {
   EXPECT_GE(factored, 3);  // q/k/v, o, gate/up, down (the head stays f32)
 }
 
-// The decode step's GEMVs with f16 activations (q4, q8; a block of 8 rows,
+// The decode step's GEMVs with f16 activations (q4, q8, q4z; a block of 8 rows,
 // a warp a row) go to the tensor cores: mma.sync m16n8k16, warp w taking
 // shares 4w..4w+3 of the block's 8 rows, A = the thread's own row's
 // weights (rows g and g + 8 of A), B = x chosen by the row's parity, the
@@ -895,7 +895,7 @@ TEST(CudaCodegen, GroupScalesMultiplyPartialSums) {
 // KILN_CUDA_MMA_GEMV=0 keeps the loops. (Values: test_backends_cuda on the
 // GPU, the LLM decode cases.)
 TEST(CudaCodegen, DecodeGemvRowsGoToTheTensorCores) {
-  for (WeightFormat wf : {WeightFormat::q4, WeightFormat::q8}) {
+  for (WeightFormat wf : {WeightFormat::q4, WeightFormat::q8, WeightFormat::q4z}) {
     SCOPED_TRACE(int(wf));
     Program p = lower(llm_decode_graph(llm_config("tinyllama-1.1b"), f16, wf));
     int mma = 0;
