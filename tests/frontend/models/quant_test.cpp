@@ -216,11 +216,18 @@ TEST(Quant, FourBitGraphsMatchInterpreter) {
 
 // Fusion inlines the dequantization: a 4-bit graph has as many kernels as the
 // dense one with the same (f16) cache (no kernel, and no buffer, holds a
-// dequantized weight).
+// dequantized weight), but one: the token's dequantized embedding row, a
+// vector stored once rather than computed again for every row of the first
+// GEMV.
 TEST(Quant, DequantizationAddsNoKernels) {
   LlmConfig c = llm_config("tiny");
   size_t dense = lower(llm_decode_graph(c, f32, WeightFormat::dense, f16)).kernels.size();
-  for (WeightFormat f : k4bit) EXPECT_EQ(lower(llm_decode_graph(c, f32, f)).kernels.size(), dense);
+  for (WeightFormat f : k4bit) {
+    Program p = lower(llm_decode_graph(c, f32, f));
+    EXPECT_EQ(p.kernels.size(), dense + 1);
+    ASSERT_FALSE(p.kernels.empty());
+    EXPECT_EQ(p.kernels[0].name.find("contract"), std::string::npos) << p.kernels[0].name;
+  }
 }
 
 // A decode step (one row) folds every RMSNorm into the GEMV that reads it and
@@ -238,7 +245,13 @@ TEST(Quant, DecodeStepFoldsNormsIntoTheirGemvs) {
       Program p = lower(llm_decode_graph(c, dt, f));
       bool narrower = llm_cache_dtype(dt, f, std::nullopt) != dt;
       EXPECT_EQ(narrower, f != WeightFormat::dense && dt == f32);
-      EXPECT_EQ(p.kernels.size(), size_t((narrower ? 10 : 8) * c.layers + 2));
+      // A long dequantization of the token's embedding row (4-bit; q8 in
+      // f16) is stored once by a kernel of its own, not recomputed by every
+      // row of the first GEMV.
+      size_t stored_x = p.kernels[0].name.find("contract") == std::string::npos;
+      if (f == WeightFormat::q4 || f == WeightFormat::q4z) EXPECT_EQ(stored_x, 1u);
+      if (f == WeightFormat::dense) EXPECT_EQ(stored_x, 0u);
+      EXPECT_EQ(p.kernels.size(), size_t((narrower ? 10 : 8) * c.layers + 2) + stored_x);
       int folded = 0, gated = 0;
       for (const Kernel& k : p.kernels) {
         folded += k.name.find("contract_reduce_sum") != std::string::npos;
