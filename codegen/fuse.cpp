@@ -202,30 +202,35 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
       if (plan.materialized[o]) continue;
       // A vector (one wide dim: never a weight) computed from inputs alone by
       // more than a short expression (a token's dequantized q4 embedding row,
-      // the first layer's x) is
-      // stored once, not computed again for every output row: the CPU's
-      // stories110M q4 decode spent 2.1 of 9.2 ms a step there. Where a long
-      // part of it is read elsewhere too (x, whose squares a folded norm sums
-      // along every row as well), that part is stored, and the rest (x times
-      // the norm's gain) only if still long.
-      std::vector<int> none;
-      const Shape& os = g.nodes[o].shape;
-      bool one_wide = std::count_if(os.begin(), os.end(), [](const Dim& d) { return !d.is_one(); }) <= 1;
-      if (!reads_costly[o] && one_wide && is_vector(i, o) && vector_leaves(o, &none) > kVectorExpression) {
+      // the first layer's x) is stored once, not computed again for every
+      // output row: the CPU's stories110M q4 decode spent 2.1 of 9.2 ms a step
+      // there. Where a long part of it (itself such a vector) is read
+      // elsewhere too (x, whose squares a folded norm sums along every row as
+      // well), that part is stored, and the rest (x times the norm's gain)
+      // only if still long.
+      auto small_vector = [&](int u) {
+        const Shape& s = g.nodes[u].shape;
+        return is_static(s) && numel(s) <= kVectorOperand &&
+               std::count_if(s.begin(), s.end(), [](const Dim& d) { return !d.is_one(); }) <= 1;
+      };
+      auto long_expression = [&](int u) {
+        std::vector<int> none;
+        return vector_leaves(u, &none) > kVectorExpression;
+      };
+      if (!reads_costly[o] && small_vector(o) && is_vector(i, o) && long_expression(o)) {
         std::vector<int> todo{o};
         std::set<int> seen;
         while (!todo.empty()) {
           int u = todo.back();
           todo.pop_back();
           if (plan.materialized[u] || !seen.insert(u).second) continue;
-          if (u != o && consumers[u].size() > 1 && (none.clear(), vector_leaves(u, &none) > kVectorExpression)) {
+          if (u != o && consumers[u].size() > 1 && small_vector(u) && long_expression(u)) {
             plan.materialized[u] = true;
             continue;
           }
           for (int in : g.nodes[u].inputs) todo.push_back(in);
         }
-        none.clear();
-        if (vector_leaves(o, &none) > kVectorExpression) plan.materialized[o] = true;
+        if (long_expression(o)) plan.materialized[o] = true;
       }
       if (!reads_costly[o]) continue;
       std::vector<int> shared;
