@@ -186,38 +186,33 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
     }
     return count;
   };
-  auto is_vector = [&](int c, int o) {
-    const Shape& out = g.nodes[c].shape;
-    int wide = int(std::count_if(out.begin(), out.end(), [](const Dim& d) { return !d.is_one(); }));
-    const Shape& s = g.nodes[o].shape;
-    return wide <= 1 && is_static(s) && numel(s) <= kVectorOperand;
+  auto wide_dims = [](const Shape& s) {
+    return std::count_if(s.begin(), s.end(), [](const Dim& d) { return !d.is_one(); });
   };
+  auto small = [&](int u) { return is_static(g.nodes[u].shape) && numel(g.nodes[u].shape) <= kVectorOperand; };
+  auto row_products = [&](int c) { return wide_dims(g.nodes[c].shape) <= 1; };  // a GEMV
   auto vector_operand = [&](int c, int o, std::vector<int>* shared) {
-    return is_vector(c, o) && vector_leaves(o, shared) <= kVectorExpression;
+    return row_products(c) && small(o) && vector_leaves(o, shared) <= kVectorExpression;
+  };
+  // One wide dim: a vector, never a weight.
+  auto small_vector = [&](int u) { return small(u) && wide_dims(g.nodes[u].shape) <= 1; };
+  auto long_expression = [&](int u) {
+    std::vector<int> shared;
+    return vector_leaves(u, &shared) > kVectorExpression;
   };
   for (int i = 0; i < n && opt.enabled; ++i) {
     if (g.nodes[i].op != Op::Contract) continue;
     for (int o : g.nodes[i].inputs) {
       while (!plan.materialized[o] && op_class(g.nodes[o].op) == OpClass::Movement) o = g.nodes[o].inputs[0];
       if (plan.materialized[o]) continue;
-      // A vector (one wide dim: never a weight) computed from inputs alone by
-      // more than a short expression (a token's dequantized q4 embedding row,
-      // the first layer's x) is stored once, not computed again for every
-      // output row: the CPU's stories110M q4 decode spent 2.1 of 9.2 ms a step
-      // there. Where a long part of it (itself such a vector) is read
+      // A vector computed from inputs alone by more than a short expression
+      // (a token's dequantized q4 embedding row, the first layer's x) is
+      // stored once, not computed again for every output row: the CPU's
+      // stories110M q4 decode spent 2.1 of 9.2 ms a step there. Where a long part of it (itself such a vector) is read
       // elsewhere too (x, whose squares a folded norm sums along every row as
       // well), that part is stored, and the rest (x times the norm's gain)
       // only if still long.
-      auto small_vector = [&](int u) {
-        const Shape& s = g.nodes[u].shape;
-        return is_static(s) && numel(s) <= kVectorOperand &&
-               std::count_if(s.begin(), s.end(), [](const Dim& d) { return !d.is_one(); }) <= 1;
-      };
-      auto long_expression = [&](int u) {
-        std::vector<int> none;
-        return vector_leaves(u, &none) > kVectorExpression;
-      };
-      if (!reads_costly[o] && small_vector(o) && is_vector(i, o) && long_expression(o)) {
+      if (!reads_costly[o] && row_products(i) && small_vector(o) && long_expression(o)) {
         std::vector<int> todo{o};
         std::set<int> seen;
         while (!todo.empty()) {

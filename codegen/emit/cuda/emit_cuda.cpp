@@ -405,7 +405,7 @@ class Emitter {
     find_mma_gemvs();
     declare_scratch();
     bind_loops();
-    if (!mma_outer_.empty()) {
+    if (!mma_gemv_.empty()) {
       line("const long long kiln_mrow = threadIdx.x >> 2;  // an mma GEMV's thread: the row of its products");
       line("const long long kiln_mthr = threadIdx.y * 4 + (threadIdx.x & 3);  // and whose share of the row it takes");
     }
@@ -499,8 +499,8 @@ class Emitter {
                          buffer_name(int(i)) + "[" + std::to_string(std::max<int64_t>(b.size, 1)) + "];";
       line(decl + "  // " + comment_text(b.name));
     }
-    if (!mma_outer_.empty())
-      line("__shared__ float kiln_mma_sum[" + std::to_string(64 * mma_outer_.size()) +
+    if (!mma_gemv_.empty())
+      line("__shared__ float kiln_mma_sum[" + std::to_string(64 * mma_gemv_.size()) +
            "];  // GEMV rows on the tensor cores: each warp's 8 sums, for each GEMV");
     if (nest_.allreduce_threads == 0) return;
     bool along_x = nest_.allreduce_axis == 0;
@@ -586,7 +586,7 @@ class Emitter {
     int64_t region = 0;
   };
   std::vector<MmaPending> mma_pending_;
-  size_t mma_flushed_ = 0;
+  int64_t mma_regions_ = 0;  // the GEMVs given their 64 floats so far
   void flush_mma_sums() {
     if (mma_pending_.empty()) return;
     body_ += "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n";
@@ -597,7 +597,6 @@ class Emitter {
       line("for (int kiln_w = 1; kiln_w < 8; ++kiln_w) " + p.acc + " += " + base + "kiln_w * 8 + threadIdx.y];");
     }
     body_ += "#endif\n";
-    mma_flushed_ += mma_pending_.size();
     mma_pending_.clear();
   }
 
@@ -745,9 +744,9 @@ class Emitter {
   // pairs (emit_round). Which nibble each v takes is checked by
   // evaluating the IR's own expression of q for every v and byte value.
   // Returns the dequantizations (their products) so computed.
-  // `natural`: word i holds elements (2i, 2i + 1) instead (an mma_rows
-  // GEMV's pairs, f16_pair), bytes 2w and 2w + 1 side by side by one byte
-  // permute.
+  // `natural`: word i holds elements (2i, 2i + 1) instead (the pairs an mma
+  // GEMV's f16_pair takes), bytes 2w and 2w + 1 side by side by one byte
+  // permute; only f16_pair reads such words.
   std::vector<const ExprNode*> packed_dequant(const StmtNode& loop, bool natural = false) {
     std::vector<const ExprNode*> done;
     if (loop.loop != LoopKind::Unrolled || loop.extent->kind != ExprKind::Const || loop.extent->ival != 32) return done;
@@ -796,7 +795,7 @@ class Emitter {
       line("}");
       --indent_;
       line("}");
-      packed_dequant_[a.get()] = {dq, loop.var, natural};
+      packed_dequant_[a.get()] = {dq, loop.var};
       done.push_back(a.get());
     }
     return done;
@@ -976,8 +975,7 @@ class Emitter {
         const StmtNode &init = *stmts[i], &outer = *stmts[i + 1], &reduce = *stmts[i + 2];
         if (init.kind != StmtKind::Store || reduce.kind != StmtKind::AllReduce || reduce.binop != BinOp::Add ||
             reduce.buffer != init.buffer || reduce.var != thr || outer.kind != StmtKind::For ||
-            outer.loop != LoopKind::Unrolled ||
-            outer.extent->kind != ExprKind::Const || outer.body.size() != 1)
+            outer.loop != LoopKind::Unrolled || outer.extent->kind != ExprKind::Const || outer.body.size() != 1)
           continue;
         const BufferDecl& acc = buffer(init.buffer);
         if (acc.scope != MemScope::Local || acc.dtype != f32 || init.value->kind != ExprKind::Const ||
@@ -1022,10 +1020,8 @@ class Emitter {
   std::string f16_pair(const Expr& e, const std::string& v, const std::string& lo) {
     // A q4 group's dequantized words (packed_dequant, natural): word lo / 2.
     if (e->kind == ExprKind::Round && e->round_to == f16)
-      if (auto p = packed_dequant_.find(e->args[0].get()); p != packed_dequant_.end() && p->second.loop == v) {
-        if (!p->second.natural) fail(k_, "an mma GEMV's dequantized pairs in the other order");
+      if (auto p = packed_dequant_.find(e->args[0].get()); p != packed_dequant_.end() && p->second.loop == v)
         return p->second.array + "[" + lo + " / 2]";
-      }
     // An f16 load's 16-byte pieces: word k holds elements 2k and 2k + 1.
     auto word = [&](const Expr& l) -> std::optional<std::string> {
       if (!f16_load(l)) return std::nullopt;
@@ -1148,7 +1144,7 @@ class Emitter {
     // Warp w's sums of the 8 rows (C[g][2t] + C[g + 8][2t + 1], over shares
     // 4w..4w+3) to shared memory; after the barrier (flush_mma_sums), each
     // thread adds its row's 8.
-    const int64_t region = int64_t(mma_pending_.size() + mma_flushed_) * 64;
+    const int64_t region = 64 * mma_regions_++;
     line("if ((threadIdx.x & 3) == 0) kiln_mma_sum[" + std::to_string(region) +
          " + threadIdx.y * 8 + (threadIdx.x >> 2)] = (kiln_c[0] + kiln_c[3]) + (kiln_c2[0] + kiln_c2[3]);");
     mma_pending_.push_back({acc, region});
@@ -1799,8 +1795,6 @@ class Emitter {
           // kiln_dq's word 4w holds elements (4w, 4w + 2) of bytes 4w..4w+3's low nibbles, 4w + 1 (4w + 1, 4w + 3),
           // 4w + 2 and 4w + 3 the same of the high nibbles (elements + 16): element v's f16 is at this slot.
           const std::string v = var_name(p->second.loop);
-          if (p->second.natural)
-            return primary("kiln_f16_to_f32(reinterpret_cast<const unsigned short*>(" + p->second.array + ")[" + v + "])");
           return primary("kiln_f16_to_f32(reinterpret_cast<const unsigned short*>(" + p->second.array + ")[8 * ((" + v +
                          " % 16) / 4) + 4 * (" + v + " / 16) + 2 * (" + v + " % 2) + (" + v + " % 4) / 2])");
         }
@@ -1839,7 +1833,6 @@ class Emitter {
   // array of their pairs and the loop variable that picks one.
   struct PackedDequant {
     std::string array, loop;
-    bool natural = false;  // word i holds elements (2i, 2i + 1)
   };
   std::map<const ExprNode*, PackedDequant> packed_dequant_;
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false, use_sel_ = false;
