@@ -577,19 +577,23 @@ class Emitter {
     flush_mma_sums();
   }
 
-  // The block's mma GEMVs since the last flush (emit_mma_gemv) wrote their
-  // warps' sums to shared memory: one barrier for all of them, then each
-  // thread adds its row's 8 in order. (Each GEMV has its own 64 floats, and
+  // The block's mma GEMVs since the last flush (emit_mma_gemv) hold their
+  // warps' sums in registers: all are stored to shared memory here, behind
+  // one barrier, then each thread adds its row's 8 in order. (Each GEMV has its own 64 floats, and
   // a thread's body runs once, so nothing is written again after it.)
   struct MmaPending {
     std::string acc;
     int64_t region = 0;
+    std::string sum;  // the warp's sum of its 8 rows (lanes 4g hold row g's)
   };
   std::vector<MmaPending> mma_pending_;
   int64_t mma_regions_ = 0;  // the GEMVs given their 64 floats so far
   void flush_mma_sums() {
     if (mma_pending_.empty()) return;
     body_ += "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n";
+    for (const MmaPending& p : mma_pending_)
+      line("if ((threadIdx.x & 3) == 0) kiln_mma_sum[" + std::to_string(p.region) +
+           " + threadIdx.y * 8 + (threadIdx.x >> 2)] = " + p.sum + ";");
     line("__syncthreads();  // the warps' sums of the mma GEMVs above");
     for (const MmaPending& p : mma_pending_) {
       const std::string base = "kiln_mma_sum[" + std::to_string(p.region) + " + ";
@@ -746,7 +750,7 @@ class Emitter {
   // Returns the dequantizations (their products) so computed.
   // `natural`: word i holds elements (2i, 2i + 1) instead (the pairs an mma
   // GEMV's f16_pair takes), bytes 2w and 2w + 1 side by side by one byte
-  // permute; only f16_pair reads such words.
+  // permute (f16_pair takes them as words, emit_round as elements).
   std::vector<const ExprNode*> packed_dequant(const StmtNode& loop, bool natural = false) {
     std::vector<const ExprNode*> done;
     if (loop.loop != LoopKind::Unrolled || loop.extent->kind != ExprKind::Const || loop.extent->ival != 32) return done;
@@ -795,7 +799,7 @@ class Emitter {
       line("}");
       --indent_;
       line("}");
-      packed_dequant_[a.get()] = {dq, loop.var};
+      packed_dequant_[a.get()] = {dq, loop.var, natural};
       done.push_back(a.get());
     }
     return done;
@@ -941,10 +945,10 @@ class Emitter {
   // H100 (session 21, run 107), TinyLlama decode tok/s: q4 1060 -> 1128, q8
   // 1060 -> 1092 (f16 rows, 128 lanes a row, keep their loops); SASS a
   // thread (q4, layer 0; q/k/v layer 1): o 464 -> 304, gate/up 1136 -> 792,
-  // down 1208 -> 648, q/k/v 696 -> 440. Not yet run on a GPU: storing the
-  // warps' sums at the flush instead of after each GEMV (no store between
-  // the GEMVs) lets the compiler share a gate's and an up's x * g (q4
-  // gate/up 792 -> 736). Session 20's form (A = x in all 16 rows, copied
+  // down 1208 -> 648, q/k/v 696 -> 440. Storing the warps' sums at the
+  // flush instead of after each GEMV (nothing stored between a gate and an
+  // up, which then share x * g: q4 gate/up 792 -> 736) gave q4 1113 -> 1181,
+  // q8 1079 -> 1097 (session 22, run 108). Session 20's form (A = x in all 16 rows, copied
   // for every mma, two barriers a GEMV) was 5-9% slower than the loops; a
   // warp owning 8 whole rows (4 lanes a row, no barrier: 8 times fewer
   // warps) halved the decode (run 106: q4 478, f16 300 tok/s).
@@ -1020,8 +1024,10 @@ class Emitter {
   std::string f16_pair(const Expr& e, const std::string& v, const std::string& lo) {
     // A q4 group's dequantized words (packed_dequant, natural): word lo / 2.
     if (e->kind == ExprKind::Round && e->round_to == f16)
-      if (auto p = packed_dequant_.find(e->args[0].get()); p != packed_dequant_.end() && p->second.loop == v)
+      if (auto p = packed_dequant_.find(e->args[0].get()); p != packed_dequant_.end() && p->second.loop == v) {
+        if (!p->second.natural) fail(k_, "an mma GEMV's dequantized pairs in the other order");
         return p->second.array + "[" + lo + " / 2]";
+      }
     // An f16 load's 16-byte pieces: word k holds elements 2k and 2k + 1.
     auto word = [&](const Expr& l) -> std::optional<std::string> {
       if (!f16_load(l)) return std::nullopt;
@@ -1065,6 +1071,11 @@ class Emitter {
     const std::string acc = buffer_name(m.acc) + "[0]";
     const int64_t width = m.inner->extent->ival, pairs = width / 2;
     use_mma_ = use_f16_ = true;
+    // The warp's sum of its 8 rows, stored at the flush (flush_mma_sums).
+    const std::string sum = "kiln_ms" + std::to_string(fresh_++);
+    body_ += "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n";
+    line("float " + sum + ";");
+    body_ += "#endif\n";
     line("{  // " + comment_text(buffer(m.acc).name) + ": the block's 8 rows on the tensor cores (emit_mma_gemv)");
     body_ += "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n";
     ++indent_;
@@ -1142,12 +1153,12 @@ class Emitter {
     --indent_;
     line("}");
     // Warp w's sums of the 8 rows (C[g][2t] + C[g + 8][2t + 1], over shares
-    // 4w..4w+3) to shared memory; after the barrier (flush_mma_sums), each
-    // thread adds its row's 8.
-    const int64_t region = 64 * mma_regions_++;
-    line("if ((threadIdx.x & 3) == 0) kiln_mma_sum[" + std::to_string(region) +
-         " + threadIdx.y * 8 + (threadIdx.x >> 2)] = (kiln_c[0] + kiln_c[3]) + (kiln_c2[0] + kiln_c2[3]);");
-    mma_pending_.push_back({acc, region});
+    // 4w..4w+3), stored to shared memory at the flush (flush_mma_sums), after
+    // the kernel's last mma GEMV: nothing is stored between two (a gate's and
+    // an up's), so the compiler may share their work (the folded norm's x *
+    // g). After the barrier each thread adds its row's 8.
+    line(sum + " = (kiln_c[0] + kiln_c[3]) + (kiln_c2[0] + kiln_c2[3]);");
+    mma_pending_.push_back({acc, 64 * mma_regions_++, sum});
     --indent_;
     body_ += "#else\n";
     ++indent_;
@@ -1795,6 +1806,8 @@ class Emitter {
           // kiln_dq's word 4w holds elements (4w, 4w + 2) of bytes 4w..4w+3's low nibbles, 4w + 1 (4w + 1, 4w + 3),
           // 4w + 2 and 4w + 3 the same of the high nibbles (elements + 16): element v's f16 is at this slot.
           const std::string v = var_name(p->second.loop);
+          if (p->second.natural)  // (an mma GEMV's words, read element by element where f16_pair found no pair)
+            return primary("kiln_f16_to_f32(reinterpret_cast<const unsigned short*>(" + p->second.array + ")[" + v + "])");
           return primary("kiln_f16_to_f32(reinterpret_cast<const unsigned short*>(" + p->second.array + ")[8 * ((" + v +
                          " % 16) / 4) + 4 * (" + v + " / 16) + 2 * (" + v + " % 2) + (" + v + " % 4) / 2])");
         }
@@ -1833,6 +1846,7 @@ class Emitter {
   // array of their pairs and the loop variable that picks one.
   struct PackedDequant {
     std::string array, loop;
+    bool natural = false;  // word i holds elements (2i, 2i + 1)
   };
   std::map<const ExprNode*, PackedDequant> packed_dequant_;
   bool use_f16_ = false, use_bf16_ = false, use_div_ = false, use_cast_ = false, use_mma_ = false, use_sel_ = false;
