@@ -346,6 +346,12 @@ TEST(Schedule, GpuDefaultSpreadsRowReductionsAndFewPoints) {
   Graph long8;  // 2048 int8 elements a row: 128 pieces, a warp's
   long8.outputs = {long8.reduce(Op::ReduceSum, long8.cast(long8.input("q", i8, {Dim(4096), Dim(2048)}), f32), {1})};
   EXPECT_NE(on_h100(long8).find("spread row over 32 -> thr"), std::string::npos) << on_h100(long8);
+  // One row for the whole GPU (a greedy argmax's 32,000 f32 logits: 8,000
+  // 16-byte pieces): the most whole warps up to the block limit that divide
+  // the pieces (800, 10 each), not a power of two (64, 125 each: 17 us).
+  Graph logits;
+  logits.outputs = {logits.reduce(Op::ReduceMax, logits.input("l", f32, {Dim(1), Dim(32000)}), {1})};
+  EXPECT_NE(on_h100(logits).find("over 800 -> thr"), std::string::npos) << on_h100(logits);
   // Few points reading columns: 16 neighbouring points along x, their
   // reductions shared along y.
   colsum.outputs = {colsum.reduce(Op::ReduceSum, colsum.input("v", f32, {past, Dim(64)}), {0})};
