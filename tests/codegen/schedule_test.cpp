@@ -367,6 +367,26 @@ TEST(Schedule, GpuDefaultSpreadsRowReductionsAndFewPoints) {
     EXPECT_EQ(first(*g).find("spread"), std::string::npos) << first(*g);
 }
 
+// CPU: a few parallel rows (heads) over cached positions of symbolic count
+// take the positions outermost and parallel, reading the cache in order.
+TEST(Schedule, CpuAttentionRunsOverPositionsInParallel) {
+  DeviceInfo cpu;
+  cpu.backend = "cpu";
+  cpu.vector_bits = 512;
+  Graph att;
+  Dim past = Dim::symbol("past", 1, 4096);
+  att.outputs = {att.reduce(Op::ReduceSum, att.input("k", f32, {Dim(12), past, Dim(64)}), {2})};
+  Kernel k = lower(att).kernels[0];
+  std::string s = print(default_schedule(k, cpu));
+  EXPECT_NE(s.find("serial i0\nreorder i1, i0\nparallel i1\n"), std::string::npos) << s;
+  std::string text = print(apply(k, default_schedule(k, cpu)));
+  EXPECT_NE(text.find("parallel for i1 in past"), std::string::npos) << text;
+  // Constant positions keep the heads parallel.
+  Graph fixed;
+  fixed.outputs = {fixed.reduce(Op::ReduceSum, fixed.input("k", f32, {Dim(12), Dim(100), Dim(64)}), {2})};
+  EXPECT_EQ(print(default_schedule(lower(fixed).kernels[0], cpu)).find("reorder"), std::string::npos);
+}
+
 TEST(Schedule, ReplayGivesTheSameKernel) {
   Graph g;
   g.outputs = {g.contract(g.input("a", f32, {24, 16}), g.input("b", f32, {16, 64}))};
