@@ -175,32 +175,34 @@ void vectorize_reductions(const Kernel& k, int lanes, int vectors, Schedule* s) 
 Schedule cpu_plain(const Kernel& k, int lanes, Knobs& kn, Schedule s = {}) {
   vectorize_reductions(k, int(kn.pick("rlanes", {0, lanes / 2, lanes, 2 * lanes}, lanes)),
                        int(kn.pick("rvectors", {1, 2, 4}, 4)), &s);
+  // The top loop where lowering made it parallel (the one the `serial` knob
+  // takes back to a single thread).
+  const Stmt* top = nullptr;
+  if (k.body->body.size() == 1 && k.body->body[0]->kind == StmtKind::For && k.body->body[0]->loop == LoopKind::Parallel)
+    top = &k.body->body[0];
+  std::string parallel = top ? (*top)->var : "";
   // A few parallel rows (an attention's heads) over a loop of symbolic
   // extent (the cached positions): the positions outermost and parallel, so
   // that each thread reads its share of the cache in order, every head of a
   // position's row together, not one head's 128 bytes of each 1.5 KB row.
   // stories110M q8 decode, 2-core CPU (session 22): the scores kernels 809,
   // 1182 -> 582, 544 us a step; 141.6 -> 166.7 tok/s (medians of 3 rounds).
-  if (k.body->body.size() == 1) {
-    const Stmt& top = k.body->body[0];
-    int64_t heads = 0, e = 0;
-    if (top->kind == StmtKind::For && top->loop == LoopKind::Parallel && const_extent(top, &heads) && heads <= 64 &&
-        top->body.size() == 1 && top->body[0]->kind == StmtKind::For && !const_extent(top->body[0], &e) &&
-        kn.pick("positions_first", true)) {
-      const std::string& positions = top->body[0]->var;
-      Schedule swapped = s;
-      swapped.serial(top->var).reorder({positions, top->var}).parallel(positions);
-      try {
-        apply(k, swapped);
-        s = swapped;
-      } catch (const Error&) {
-        // As lowering made it.
-      }
+  int64_t heads = 0, positions_extent = 0;
+  if (top && const_extent(*top, &heads) && heads <= 64 && (*top)->body.size() == 1 &&
+      (*top)->body[0]->kind == StmtKind::For && !const_extent((*top)->body[0], &positions_extent) &&
+      kn.pick("positions_first", true)) {
+    const std::string& positions = (*top)->body[0]->var;
+    Schedule swapped = s;
+    swapped.serial(parallel).reorder({positions, parallel}).parallel(positions);
+    try {
+      apply(k, swapped);
+      s = swapped;
+      parallel = positions;
+    } catch (const Error&) {
+      // As lowering made it.
     }
   }
-  if (k.body->body.size() == 1 && k.body->body[0]->kind == StmtKind::For &&
-      k.body->body[0]->loop == LoopKind::Parallel && kn.pick("serial", false))
-    s.serial(k.body->body[0]->var);
+  if (top && kn.pick("serial", false)) s.serial(parallel);
   return s;
 }
 

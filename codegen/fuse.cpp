@@ -208,10 +208,10 @@ FusionPlan plan_fusion(const Graph& g, const FusionOptions& opt) {
       // A vector computed from inputs alone by more than a short expression
       // (a token's dequantized q4 embedding row, the first layer's x) is
       // stored once, not computed again for every output row: the CPU's
-      // stories110M q4 decode spent 2.1 of 9.2 ms a step there. Where a long part of it (itself such a vector) is read
-      // elsewhere too (x, whose squares a folded norm sums along every row as
-      // well), that part is stored, and the rest (x times the norm's gain)
-      // only if still long.
+      // stories110M q4 decode spent 2.1 of 9.2 ms a step there. Where a long
+      // part of it (itself such a vector) is read elsewhere too (x, whose
+      // squares a folded norm sums along every row as well), that part is
+      // stored, and the rest (x times the norm's gain) only if still long.
       if (!reads_costly[o] && row_products(i) && small_vector(o) && long_expression(o)) {
         std::vector<int> todo{o};
         std::set<int> seen;

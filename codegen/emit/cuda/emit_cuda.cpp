@@ -579,8 +579,9 @@ class Emitter {
 
   // The block's mma GEMVs since the last flush (emit_mma_gemv) hold their
   // warps' sums in registers: all are stored to shared memory here, behind
-  // one barrier, then each thread adds its row's 8 in order. (Each GEMV has its own 64 floats, and
-  // a thread's body runs once, so nothing is written again after it.)
+  // one barrier, then each thread adds its row's 8 in order. (Each GEMV has
+  // its own 64 floats, and a thread's body runs once, so nothing is written
+  // again after it.)
   struct MmaPending {
     std::string acc;
     int64_t region = 0;
@@ -948,8 +949,9 @@ class Emitter {
   // down 1208 -> 648, q/k/v 696 -> 440. Storing the warps' sums at the
   // flush instead of after each GEMV (nothing stored between a gate and an
   // up, which then share x * g: q4 gate/up 792 -> 736) gave q4 1113 -> 1181,
-  // q8 1079 -> 1097 (session 22, run 108). Session 20's form (A = x in all 16 rows, copied
-  // for every mma, two barriers a GEMV) was 5-9% slower than the loops; a
+  // q8 1079 -> 1097 (session 22, run 108). Session 20's form (A = x in all
+  // 16 rows, copied for every mma, two barriers a GEMV) was 5-9% slower than
+  // the loops; a
   // warp owning 8 whole rows (4 lanes a row, no barrier: 8 times fewer
   // warps) halved the decode (run 106: q4 478, f16 300 tok/s).
   struct MmaGemv {
