@@ -1106,6 +1106,11 @@ class Emitter {
       line("for (long long " + o + " = " + std::to_string(begin) + "; " + o + " < " + std::to_string(end) + "; ++" + o +
            ") {");
       ++indent_;
+      // Open, so that the loads preloaded inside it (a q4 group's scale) are
+      // taken from their registers (load_ref); so is the guard in the steps
+      // that go without it, where it holds for every thread.
+      open_.insert(m.outer);
+      if (m.guard) open_.insert(m.guard);
       std::string fw = "kiln_fw" + std::to_string(fresh_++), fx = "kiln_fx" + std::to_string(fresh_++);
       line("unsigned " + fw + "[" + std::to_string(pairs) + "], " + fx + "[" + std::to_string(pairs) +
            "];  // pairs of w and of x: word p holds elements (2p, 2p + 1)");
@@ -1145,6 +1150,8 @@ class Emitter {
            fx + "[4 * kiln_u + 3] : " + fx + "[4 * kiln_u + 2]};");
       line("  kiln_mma_f16(kiln_u % 2 ? kiln_c2 : kiln_c, &" + fw + "[4 * kiln_u], kiln_b);");
       line("}");
+      open_.erase(m.outer);
+      if (m.guard) open_.erase(m.guard);
       --indent_;
       line("}");
       scope_.resize(outer_scope);
