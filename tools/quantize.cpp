@@ -29,7 +29,7 @@ int cmd_quantize(const std::string& in, const std::string& out, const std::strin
   LoadedLlm m = load_llm(in, f);
   int64_t before = total_bytes(m.weights);
   WeightFormat from = m.format;
-  m.weights = convert_weights(m.weights, f);
+  m.weights = convert_weights(m.weights, f, &m.config);
   m.format = f;
   save_llm(m, out, tokenizer_dir(in));
   std::fprintf(stderr, "%s: %s (%s matrices, %.1f MB) -> %s (%s, %.1f MB)\n", m.config.name.c_str(), in.c_str(),

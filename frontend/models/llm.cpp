@@ -105,25 +105,26 @@ class Builder {
   // flat axis (groups of the whole matrix, [out * in/32, ...]), so that the
   // kernel's index arithmetic divides by powers of two only (32, 16, 2), not
   // by the row length.
+  // A row of in % 32 != 0 inputs is dequantized whole groups long and
+  // sliced to `in` (a view: the contraction reads its first `in` elements).
   int dequantize_q4(const std::string& name, const Shape& dims) {
-    int64_t out = dims[0].value, in = dims[1].value, half = kQ4Group / 2;
-    if (in % kQ4Group)
-      throw Error("llm: matrix '" + name + "' has " + std::to_string(in) + " inputs; " +
-                  weight_format_name(wf_) + " needs a multiple of 32");
-    int64_t groups = out * (in / kQ4Group);
-    int b = g_.reshape(g_.immutable_input(name, u8, {out, in / 2}), {groups, 1, half});
+    int64_t out = dims[0].value, in = dims[1].value, half = kQ4Group / 2, padded = q4_padded(in);
+    int64_t groups = out * (padded / kQ4Group);
+    int b = g_.reshape(g_.immutable_input(name, u8, {out, padded / 2}), {groups, 1, half});
     int hi = div(b, fill(16, u8, shape(b)));
     int lo = sub(b, mul(hi, fill(16, u8, shape(b))));
     Shape s3{groups, 2, half};
     int upper = bcast(g_.pad(g_.constant(1, boolean, {1, 1, 1}), {0, 1, 0}, {0, 0, 0}), s3);
     int v = g_.cast(g_.where(upper, bcast(hi, s3), bcast(lo, s3)), f32);
     auto group_param = [&](const std::string& suffix) {
-      int p = g_.cast(g_.immutable_input(name + suffix, f16, {out, in / kQ4Group}), f32);
+      int p = g_.cast(g_.immutable_input(name + suffix, f16, {out, padded / kQ4Group}), f32);
       return bcast(g_.reshape(p, {groups, 1, 1}), s3);
     };
     int scale = group_param(".scale");
     v = wf_ == WeightFormat::q4 ? mul(sub(v, fill(8, f32, s3)), scale) : add(mul(v, scale), group_param(".min"));
-    return to_dt(g_.reshape(g_.reshape(v, {out * in}), dims));
+    if (padded == in) return to_dt(g_.reshape(g_.reshape(v, {out * in}), dims));
+    v = g_.reshape(g_.reshape(v, {out * padded}), {out, padded});
+    return to_dt(g_.slice(v, {0, 0}, {out, in}, {1, 1}));
   }
 
   // An s24 matrix's kept values [out, in/2] and their positions (u8).
@@ -732,19 +733,19 @@ std::map<std::string, HostTensor> quantize_4bit(const std::map<std::string, Host
       continue;
     }
     if (!is_float(w.dtype)) throw Error(std::string(what) + ": weight '" + name + "' is " + describe(w) + ", not float");
-    int64_t rows = w.sizes[0], cols = w.sizes[1], groups = cols / kQ4Group;
-    if (cols % kQ4Group)
-      throw Error(std::string(what) + ": matrix '" + name + "' is " + describe(w) +
-                  "; 4-bit groups need the input dim to be a multiple of 32");
-    HostTensor q(u8, {rows, cols / 2}), scale(f16, {rows, groups}), min(f16, {rows, groups});
+    // A partial last group (cols % 32 != 0) is quantized over its real
+    // elements; its padding takes the nibble of 0.
+    int64_t rows = w.sizes[0], cols = w.sizes[1], padded = q4_padded(cols), groups = padded / kQ4Group;
+    HostTensor q(u8, {rows, padded / 2}), scale(f16, {rows, groups}), min(f16, {rows, groups});
     ThreadPool::global().parallel_for(0, rows, [&](int64_t rb, int64_t re) {
       float x[kQ4Group];
       for (int64_t r = rb; r < re; ++r)
         for (int64_t g = 0; g < groups; ++g) {
           float lo = INFINITY, hi = -INFINITY, amax = 0;
+          int64_t real = std::min(kQ4Group, cols - g * kQ4Group);
           for (int64_t j = 0; j < kQ4Group; ++j) {
-            x[j] = float(w.get(r * cols + g * kQ4Group + j));
-            lo = std::min(lo, x[j]), hi = std::max(hi, x[j]), amax = std::max(amax, std::fabs(x[j]));
+            x[j] = j < real ? float(w.get(r * cols + g * kQ4Group + j)) : 0.0f;
+            if (j < real) lo = std::min(lo, x[j]), hi = std::max(hi, x[j]), amax = std::max(amax, std::fabs(x[j]));
           }
           uint16_t s16, m16 = 0;
           float s, m = 0;
@@ -759,7 +760,7 @@ std::map<std::string, HostTensor> quantize_4bit(const std::map<std::string, Host
           if (!(s > 0)) s16 = f32_to_f16_bits(1.0f), s = 1;  // a group of zeros
           scale.ptr<uint16_t>()[r * groups + g] = s16;
           min.ptr<uint16_t>()[r * groups + g] = m16;
-          uint8_t* bytes = q.ptr<uint8_t>() + r * (cols / 2) + g * (kQ4Group / 2);
+          uint8_t* bytes = q.ptr<uint8_t>() + r * (padded / 2) + g * (kQ4Group / 2);
           for (int64_t j = 0; j < kQ4Group; ++j) {
             float n = zero_point ? std::nearbyint((x[j] - m) / s) : std::nearbyint(x[j] / s) + 8;
             uint8_t nib = uint8_t(std::clamp(n, 0.0f, 15.0f));
@@ -785,8 +786,10 @@ const HostTensor& aux(const std::map<std::string, HostTensor>& weights, const st
   return it->second;
 }
 
-// Matrix `name` of `weights`, stored as `f`, dequantized to f32 [out, in].
-HostTensor dequantized(const std::map<std::string, HostTensor>& weights, const std::string& name, WeightFormat f) {
+// Matrix `name` of `weights`, stored as `f`, dequantized to f32 [out, in];
+// a 4-bit one to its first `in` inputs where in > 0 (else its whole groups).
+HostTensor dequantized(const std::map<std::string, HostTensor>& weights, const std::string& name, WeightFormat f,
+                       int64_t in = 0) {
   const HostTensor& q = weights.at(name);
   if (q.sizes.size() != 2) throw Error("weights: '" + name + "' is " + describe(q) + ", not a matrix");
   int64_t rows = q.sizes[0];
@@ -810,9 +813,13 @@ HostTensor dequantized(const std::map<std::string, HostTensor>& weights, const s
       for (int64_t j = 0; j < cols; ++j) out.ptr<float>()[r * cols + j] = float(q.ptr<int8_t>()[r * cols + j]) * s[r];
     return out;
   }
-  int64_t cols = q.sizes[1] * 2, groups = cols / kQ4Group;
-  if (cols % kQ4Group)
+  int64_t stored = q.sizes[1] * 2, groups = stored / kQ4Group;
+  if (stored % kQ4Group)
     throw Error("weights: 4-bit matrix '" + name + "' is " + describe(q) + "; its rows must hold whole groups of 16 bytes");
+  int64_t cols = in > 0 ? in : stored;
+  if (q4_padded(cols) != stored)
+    throw Error("weights: 4-bit matrix '" + name + "' is " + describe(q) + ", expected " + std::to_string(cols) +
+                " inputs (" + std::to_string(q4_padded(cols) / 2) + " bytes a row)");
   const uint16_t* s = aux(weights, name + ".scale", f16, {rows, groups}).ptr<uint16_t>();
   const uint16_t* m = f == WeightFormat::q4z ? aux(weights, name + ".min", f16, {rows, groups}).ptr<uint16_t>() : nullptr;
   HostTensor out(f32, {rows, cols});
@@ -820,8 +827,8 @@ HostTensor dequantized(const std::map<std::string, HostTensor>& weights, const s
     for (int64_t g = 0; g < groups; ++g) {
       float sc = f16_bits_to_f32(s[r * groups + g]);
       float mn = m ? f16_bits_to_f32(m[r * groups + g]) : -8 * sc;
-      const uint8_t* bytes = q.ptr<uint8_t>() + r * (cols / 2) + g * (kQ4Group / 2);
-      for (int64_t j = 0; j < kQ4Group; ++j) {
+      const uint8_t* bytes = q.ptr<uint8_t>() + r * (stored / 2) + g * (kQ4Group / 2);
+      for (int64_t j = 0; j < kQ4Group && g * kQ4Group + j < cols; ++j) {
         int nib = j < kQ4Group / 2 ? bytes[j] & 15 : bytes[j - kQ4Group / 2] >> 4;
         out.ptr<float>()[r * cols + g * kQ4Group + j] = m ? float(nib) * sc + mn : float(nib - 8) * sc;
       }
@@ -893,9 +900,14 @@ WeightFormat stored_format(const std::map<std::string, HostTensor>& weights, con
   }
 }
 
-std::map<std::string, HostTensor> convert_weights(const std::map<std::string, HostTensor>& weights, WeightFormat to) {
+std::map<std::string, HostTensor> convert_weights(const std::map<std::string, HostTensor>& weights, WeightFormat to,
+                                                  const LlmConfig* config) {
   // Matrices to change, dequantized first where they are quantized.
   std::map<std::string, HostTensor> floats, out;
+  std::map<std::string, int64_t> inputs;  // each matrix's true input count
+  if (config)
+    for (const auto& [name, sizes] : llm_weight_shapes(*config))
+      if (sizes.size() == 2) inputs[name] = sizes[1];
   for (const auto& [name, w] : weights) {
     if (is_aux_name(name) && weights.count(name.substr(0, name.rfind('.')))) continue;
     if (w.sizes.size() != 2 && is_float(w.dtype)) {
@@ -909,7 +921,8 @@ std::map<std::string, HostTensor> convert_weights(const std::map<std::string, Ho
         if (auto a = weights.find(name + suffix); a != weights.end()) out.emplace(a->first, a->second);
       continue;
     }
-    floats.emplace(name, f == WeightFormat::dense ? w : dequantized(weights, name, f));
+    auto in = inputs.find(name);
+    floats.emplace(name, f == WeightFormat::dense ? w : dequantized(weights, name, f, in == inputs.end() ? 0 : in->second));
   }
   switch (to) {
     case WeightFormat::dense: break;

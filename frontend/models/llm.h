@@ -62,12 +62,18 @@ struct LlmConfig {
 //        of each in its group. A decode step's GEMV reads only these (half
 //        the values, a byte each); prefill rebuilds dense tiles from them.
 //        Embedding tables stay dense (they are gathered, not multiplied).
-// q4 and q4z need in % 32 == 0, s24 in % 4 == 0 (a kiln::Error names the
-// matrix otherwise).
+// q4 and q4z take any in: a row of in % 32 != 0 inputs (the shipped
+// support-teacher's down_proj: 688) ends in a partial group, stored as a
+// whole one (ceil(in / 32) groups: "W" u8[out, ceil(in / 32) * 16], one scale
+// each) whose elements past `in` are padding that nothing reads (the graph
+// slices them off; quantize_q4 writes the nibble of 0). s24 needs in % 4 == 0
+// (a kiln::Error names the matrix otherwise).
 enum class WeightFormat { dense, q8, q4, q4z, s24 };
 // The tensors beside a stored matrix "W": "W" + each of these.
 inline constexpr const char* kWeightAuxSuffixes[] = {".scale", ".min", ".sel"};
 inline constexpr int64_t kQ4Group = 32;
+// A 4-bit row's stored length: `in` rounded up to whole groups.
+inline constexpr int64_t q4_padded(int64_t in) { return (in + kQ4Group - 1) / kQ4Group * kQ4Group; }
 std::string weight_format_name(WeightFormat f);  // "dense", "q8", "q4", "q4z", "s24"
 WeightFormat parse_weight_format(const std::string& name);  // throws kiln::Error
 
@@ -118,9 +124,11 @@ WeightFormat stored_format(const std::map<std::string, HostTensor>& weights, con
 // Every matrix of `weights` in `to`: kept if it is in `to` already, else
 // dequantized (to f32) and quantized again. `to` dense gives f32 (or the
 // stored float dtype) matrices. The shapes of quantized tensors are checked
-// against their matrix's (kiln::Error naming the tensor).
+// against their matrix's (kiln::Error naming the tensor). A 4-bit matrix's
+// row holds whole groups, so its true input count comes from `config` where
+// given (llm_weight_shapes); without it, its padding stays in the row.
 std::map<std::string, HostTensor> convert_weights(const std::map<std::string, HostTensor>& weights,
-                                                  WeightFormat to);
+                                                  WeightFormat to, const LlmConfig* config = nullptr);
 
 // Magnitude pruning of the matrices a linear layer reads (every 2-d weight but
 // the embedding tables; a tied output head is the embedding and is kept), in

@@ -263,11 +263,10 @@ void load_quantized(const HfCheckpoint& ck, const std::string& name, const std::
     out.emplace(name + ".scale", load_exact(ck, name + ".scale", f32, {want[0]}));
     return;
   }
-  if (want[1] % kQ4Group)
-    throw Error("checkpoint '" + ck.dir() + "': matrix '" + name + "' has " + std::to_string(want[1]) +
-                " inputs, not a multiple of 32, so it cannot be " + weight_format_name(f));
-  std::vector<int64_t> groups{want[0], want[1] / kQ4Group};
-  out.emplace(name, load_exact(ck, name, u8, {want[0], want[1] / 2}));
+  // Whole groups a row (a partial last one padded).
+  int64_t padded = q4_padded(want[1]);
+  std::vector<int64_t> groups{want[0], padded / kQ4Group};
+  out.emplace(name, load_exact(ck, name, u8, {want[0], padded / 2}));
   out.emplace(name + ".scale", load_exact(ck, name + ".scale", f16, groups));
   if (f == WeightFormat::q4z) out.emplace(name + ".min", load_exact(ck, name + ".min", f16, groups));
 }

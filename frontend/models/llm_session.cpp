@@ -125,7 +125,7 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
   bool convert = false;
   for (auto& [name, sizes] : llm_weight_shapes(c_))
     convert |= sizes.size() == 2 && weights.count(name) && stored_format(weights, name) != wf_;
-  if (convert) converted_weights = convert_weights(weights, wf_);
+  if (convert) converted_weights = convert_weights(weights, wf_, &c_);
   const auto& src = convert ? converted_weights : weights;
   for (auto& [name, sizes] : llm_weight_shapes(c_)) {
     if (wf_ == WeightFormat::q8 && sizes.size() == 2) {
@@ -152,11 +152,10 @@ LlmSession::LlmSession(const LlmConfig& c, DType dtype, std::shared_ptr<Device> 
       continue;
     }
     if (wf_ != WeightFormat::dense && wf_ != WeightFormat::s24 && sizes.size() == 2) {
-      if (sizes[1] % kQ4Group)
-        throw Error("llm '" + c_.name + "': matrix '" + name + "' has " + std::to_string(sizes[1]) + " inputs; " +
-                    weight_format_name(wf_) + " needs a multiple of 32");
-      std::vector<int64_t> groups{sizes[0], sizes[1] / kQ4Group};
-      const HostTensor& q = find(src, name, u8, {sizes[0], sizes[1] / 2});
+      // Whole groups a row (a partial last one padded).
+      int64_t padded = q4_padded(sizes[1]);
+      std::vector<int64_t> groups{sizes[0], padded / kQ4Group};
+      const HostTensor& q = find(src, name, u8, {sizes[0], padded / 2});
       if (q.dtype != u8) throw Error("llm: " + weight_format_name(wf_) + " weight '" + name + "' must be u8");
       put(name, q);
       for (const char* suffix : {".scale", ".min"}) {
