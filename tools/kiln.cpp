@@ -234,6 +234,15 @@ int main_impl(int argc, char** argv) {
   gen->add_option("--seed", ga.sampling.seed, "sampling seed");
   gen->add_flag("--print-ids", ga.print_ids, "also print the prompt's and the generated token ids on stderr");
   gen->add_option("--kv-dtype", ga.kv_dtype, "the KV cache's dtype, f32, f16 or bf16 (default: f16 for q8/q4/q4z models with f32 activations, else the activations')");
+  PerplexityArgs pa;
+  auto* ppl = app.add_subcommand("perplexity", "score a text with a language model: perplexity per token and bits per byte");
+  ppl->add_option("--model", pa.model, "a checkpoint with its tokenizer (safetensors folder)")->required();
+  ppl->add_option("--text", pa.text, "a UTF-8 text; pieces between blank lines are scored as <s> piece </s>")->required();
+  ppl->add_option("--device", pa.device, "device, or best: cuda if found, else vulkan on a real GPU, else cpu");
+  ppl->add_option("--dtype", pa.dtype, "f32, f16, bf16, or q8, q4, q4z, s24 (as generate's)");
+  ppl->add_option("--kv-dtype", pa.kv_dtype, "the KV cache's dtype (as generate's)");
+  ppl->add_option("--window", pa.window, "tokens a window (default: the model's context)")->check(CLI::Range(2, 1 << 20));
+  ppl->add_option("--windows", pa.windows, "score the first N windows only (default: all)")->check(CLI::Range(1, 1 << 30));
 
   auto* quant = app.add_subcommand("quantize", "write a language model with quantized (q8, q4, q4z) or 2:4-compressed (s24) matrices");
   std::string model_in, model_out, scheme;
@@ -261,6 +270,7 @@ int main_impl(int argc, char** argv) {
   if (app.got_subcommand(demo)) return cmd_demo(dev);
   if (app.got_subcommand(fuzz_cmd)) return fuzz(fo);
   if (app.got_subcommand(gen)) return cmd_generate(ga);
+  if (app.got_subcommand(ppl)) return cmd_perplexity(pa);
   if (app.got_subcommand(sim)) return run_sim();
   if (app.got_subcommand(cache_cmd)) return run_cache();
   if (app.got_subcommand(tune)) return run_tune();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <numeric>
@@ -17,6 +18,7 @@
 #include "kiln/compiled_graph.h"
 #include "kiln/error.h"
 #include "runtime/kernel_cache.h"
+#include "tools/read_text.h"
 
 namespace kiln {
 
@@ -193,6 +195,51 @@ int cmd_generate(const GenerateArgs& a) {
                std::string(dtype_name(s.cache_dtype())).c_str());
   if (a.print_ids)
     std::fprintf(stderr, "prompt ids: %s\ngenerated ids: %s\n", join_ids(prompt).c_str(), join_ids(generated).c_str());
+  return 0;
+}
+
+int cmd_perplexity(const PerplexityArgs& a) {
+  std::shared_ptr<Device> dev = pick_device(a.device);
+  auto [dt, wf] = model_dtype(a.dtype, *dev);
+  std::string text = read_text(a.text);
+  LoadedLlm m = load_llm(a.model, wf);
+  if (m.tokenizer_json_path.empty()) throw Error("perplexity: '" + a.model + "' has no tokenizer");
+  Tokenizer tok = Tokenizer::from_json_file(m.tokenizer_json_path);
+  if (tok.bos_id() < 0 || tok.eos_id() < 0) throw Error("perplexity: the tokenizer has no BOS or no EOS token");
+  const LlmConfig& c = m.config;
+  int64_t ctx = a.window > 0 ? a.window : c.max_seq;
+  if (ctx < 2 || ctx > c.max_seq)
+    throw Error("perplexity: --window " + std::to_string(ctx) + ": the model takes 2 to " + std::to_string(c.max_seq));
+  // The stream: each piece between blank lines as <s> piece </s>.
+  std::vector<int32_t> stream;
+  for (size_t at = 0; at < text.size();) {
+    size_t end = text.find("\n\n", at);
+    if (end == std::string::npos) end = text.size();
+    std::string_view piece(text.data() + at, end - at);
+    at = end + 2;
+    if (piece.find_first_not_of(" \t\r\n") == std::string_view::npos) continue;
+    stream.push_back(tok.bos_id());
+    for (int32_t id : tok.encode(piece, false)) stream.push_back(id);
+    stream.push_back(tok.eos_id());
+  }
+  int64_t total_windows = (int64_t(stream.size()) - 1) / ctx;
+  int64_t n = a.windows > 0 ? std::min(a.windows, total_windows) : total_windows;
+  if (n < 1)
+    throw Error("perplexity: '" + a.text + "' makes " + std::to_string(stream.size()) + " tokens, less than one window of " +
+                std::to_string(ctx) + " and the token after it");
+  LlmSession s(c, dt, dev, m.weights, wf, cache_dtype(a.kv_dtype));
+  m.weights.clear();
+  s.set_replay(dev->stream().can_capture());
+  auto t0 = std::chrono::steady_clock::now();
+  StreamScore r = score_windows(s, stream, ctx, n);
+  double secs = seconds_since(t0), nll = r.nll;
+  int64_t scored = r.tokens;
+  double bytes = double(text.size()) * double(scored) / double(stream.size());
+  double mean = nll / double(scored);
+  std::printf("%s (%s) on %s: perplexity %.4f per token, %.4f bits per byte; %lld tokens in %lld windows of %lld "
+              "(of %lld), %.1f s\n",
+              c.name.c_str(), a.dtype.c_str(), dev->info().name.c_str(), std::exp(mean), nll / std::log(2.0) / bytes,
+              (long long)scored, (long long)n, (long long)ctx, (long long)total_windows, secs);
   return 0;
 }
 

@@ -410,4 +410,28 @@ GenerateStats generate(LlmSession& s, std::span<const int32_t> prompt, const Gen
   return st;
 }
 
+StreamScore score_windows(LlmSession& s, std::span<const int32_t> stream, int64_t window, int64_t windows) {
+  if (window < 2 || window > s.config().max_seq)
+    throw Error("score_windows: a window of " + std::to_string(window) + " tokens: " + s.config().name + " takes 2 to " +
+                std::to_string(s.config().max_seq));
+  if (windows < 0 || windows * window + 1 > int64_t(stream.size()))
+    throw Error("score_windows: " + std::to_string(windows) + " windows of " + std::to_string(window) +
+                " tokens need more than the stream's " + std::to_string(stream.size()));
+  StreamScore r;
+  auto score = [&](const std::vector<float>& logits, int32_t next) {
+    if (next < 0 || next >= int32_t(logits.size()))
+      throw Error("score_windows: token " + std::to_string(next) + " is outside the vocabulary");
+    double top = *std::max_element(logits.begin(), logits.end()), sum = 0;
+    for (float l : logits) sum += std::exp(double(l) - top);
+    r.nll += top + std::log(sum) - double(logits[next]);
+    ++r.tokens;
+  };
+  for (int64_t w = 0; w < windows; ++w) {
+    const int32_t* x = stream.data() + w * window;
+    score(s.prefill(std::span<const int32_t>(x, 1)), x[1]);
+    for (int64_t i = 1; i < window; ++i) score(s.decode(x[i]), x[i + 1]);
+  }
+  return r;
+}
+
 }  // namespace kiln

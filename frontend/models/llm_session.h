@@ -139,4 +139,17 @@ struct GenerateStats {
 GenerateStats generate(LlmSession& s, std::span<const int32_t> prompt, const GenerateOptions& opt,
                        const std::function<void(int32_t)>& on_token);
 
+// The negative log-likelihood (natural log) of a token stream under the
+// model, as a perplexity measure takes it: the first `windows` non-overlapping
+// windows of `window` tokens (each with the token after it), each run as a
+// prefill of its first token and a decode step for each next one; every
+// token after a window's first is scored by the logits before it (`window`
+// tokens a window, the first predicted from one token of context).
+struct StreamScore {
+  double nll = 0;      // summed over the scored tokens
+  int64_t tokens = 0;  // scored
+};
+StreamScore score_windows(LlmSession& s, std::span<const int32_t> stream, int64_t window, int64_t windows);
+
+
 }  // namespace kiln

@@ -259,6 +259,34 @@ TEST(Llm, DecodeContinuesPrefill) {
   }
 }
 
+// score_windows (kiln perplexity) sums each token's negative log-likelihood
+// from the decode steps of its window; here against a prefill of each prefix
+// (another graph) and a log-softmax computed here. Bad windows are errors.
+TEST(Llm, ScoreWindowsSumsEachTokensLogLikelihood) {
+  LlmConfig c = llm_config("tiny");
+  LlmSession s(c, f32, device("cpu"), random_llm_weights(c, f32, 5));
+  std::vector<int32_t> stream = some_tokens(c, 41, 3);
+  const int64_t window = 8, windows = 5;
+  StreamScore got = score_windows(s, stream, window, windows);
+  double want = 0;
+  for (int64_t w = 0; w < windows; ++w)
+    for (int64_t i = 0; i < window; ++i) {
+      std::vector<float> logits = s.prefill(std::span(stream).subspan(w * window, i + 1));
+      double sum = 0;
+      for (float l : logits) sum += std::exp(double(l));
+      want += std::log(sum) - logits[stream[w * window + i + 1]];
+    }
+  EXPECT_EQ(got.tokens, window * windows);
+  EXPECT_NEAR(got.nll, want, 1e-4 * std::fabs(want));
+  EXPECT_GT(got.nll, 0);
+  EXPECT_THROW(score_windows(s, stream, window, 6), Error);  // 49 tokens needed, 41 given
+  EXPECT_THROW(score_windows(s, stream, 1, 2), Error);
+  EXPECT_THROW(score_windows(s, stream, c.max_seq + 1, 0), Error);
+  std::vector<int32_t> bad = stream;
+  bad[3] = int32_t(c.vocab);
+  EXPECT_THROW(score_windows(s, bad, window, 1), Error);
+}
+
 TEST(Llm, GreedyIsDeterministicAndSeedsRepeat) {
   LlmConfig c = llm_config("tiny");
   LlmSession s(c, f32, device("cpu"), random_llm_weights(c, f32, 5));
