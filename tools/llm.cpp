@@ -207,9 +207,7 @@ int cmd_perplexity(const PerplexityArgs& a) {
   Tokenizer tok = Tokenizer::from_json_file(m.tokenizer_json_path);
   if (tok.bos_id() < 0 || tok.eos_id() < 0) throw Error("perplexity: the tokenizer has no BOS or no EOS token");
   const LlmConfig& c = m.config;
-  int64_t ctx = a.window > 0 ? a.window : c.max_seq;
-  if (ctx < 2 || ctx > c.max_seq)
-    throw Error("perplexity: --window " + std::to_string(ctx) + ": the model takes 2 to " + std::to_string(c.max_seq));
+  int64_t ctx = a.window > 0 ? a.window : c.max_seq;  // score_windows checks it
   // The stream: each piece between blank lines as <s> piece </s>.
   std::vector<int32_t> stream;
   for (size_t at = 0; at < text.size();) {
@@ -232,14 +230,12 @@ int cmd_perplexity(const PerplexityArgs& a) {
   s.set_replay(dev->stream().can_capture());
   auto t0 = std::chrono::steady_clock::now();
   StreamScore r = score_windows(s, stream, ctx, n);
-  double secs = seconds_since(t0), nll = r.nll;
-  int64_t scored = r.tokens;
-  double bytes = double(text.size()) * double(scored) / double(stream.size());
-  double mean = nll / double(scored);
+  double secs = seconds_since(t0);
+  double bytes = double(text.size()) * double(r.tokens) / double(stream.size());
   std::printf("%s (%s) on %s: perplexity %.4f per token, %.4f bits per byte; %lld tokens in %lld windows of %lld "
               "(of %lld), %.1f s\n",
-              c.name.c_str(), a.dtype.c_str(), dev->info().name.c_str(), std::exp(mean), nll / std::log(2.0) / bytes,
-              (long long)scored, (long long)n, (long long)ctx, (long long)total_windows, secs);
+              c.name.c_str(), a.dtype.c_str(), dev->info().name.c_str(), std::exp(r.nll / double(r.tokens)),
+              r.nll / std::log(2.0) / bytes, (long long)r.tokens, (long long)n, (long long)ctx, (long long)total_windows, secs);
   return 0;
 }
 
